@@ -1,0 +1,595 @@
+//! The lease journal: append-only, group-committed, compacted, crash-safe.
+//!
+//! Every [`Change`] is appended as one framed record: `len: u32 LE`, `crc32: u32 LE` of the
+//! payload, then the payload. One writer thread takes every record queued since its last
+//! `fdatasync`, writes them with one `write` and makes them durable with one `fdatasync` (group
+//! commit): many leases share one disk flush, so durability costs latency, not throughput.
+//! [`Journal::append`] returns a sequence number; the record is durable once
+//! [`Journal::durable`] reaches it ([`Journal::wait_durable`] blocks for that, and the
+//! `on_durable` callback tells an event loop without blocking).
+//!
+//! Recovery ([`Journal::open`]) replays records up to the first torn or corrupt one (a crash
+//! mid-write leaves at most the unacknowledged tail damaged), then writes the live set to a fresh
+//! file and atomically renames it over the old one. The same compaction runs whenever the file
+//! grows past both a floor and a multiple of the live set, so the journal stays bounded.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::MacAddr;
+use crate::lease::{Change, Leases};
+
+const MAGIC: &[u8; 8] = b"PSRVJL01";
+const TAG_BOUND: u8 = 1;
+const TAG_RELEASED: u8 = 2;
+const TAG_DECLINED: u8 = 3;
+/// The largest payload a valid record has (a Bound with a 255-byte hostname).
+const MAX_PAYLOAD: u32 = 1 + 6 + 4 + 8 + 8 + 1 + 255;
+
+/// A position in the journal: records up to and including it are durable once
+/// [`Journal::durable`] reaches it.
+pub type Seq = u64;
+
+/// Tuning for a journal.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Compact when the file is larger than this...
+    pub compact_min_bytes: u64,
+    /// ...and larger than this many times the live set's size.
+    pub compact_ratio: u64,
+    /// Whether to `fdatasync` (false only for tests and benchmarks that say so).
+    pub sync: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            compact_min_bytes: 8 << 20,
+            compact_ratio: 4,
+            sync: true,
+        }
+    }
+}
+
+/// What [`Journal::open`] found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// The live changes (bound leases and quarantines), to rebuild [`Leases`] from.
+    pub changes: Vec<Change>,
+    /// Records replayed.
+    pub records: u64,
+    /// Bytes of torn or corrupt tail dropped.
+    pub dropped_tail_bytes: u64,
+    /// Replay conflicts (an address bound to two MACs at once): zero in a correct history.
+    pub conflicts: u64,
+}
+
+/// The journal is unusable after a write or sync failure: nothing more is acknowledged.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("lease journal failed: {0}")]
+pub struct JournalError(pub Arc<str>);
+
+type Listener = Box<dyn Fn(Seq) + Send + Sync>;
+
+struct Queue {
+    buf: Vec<u8>,
+    changes: Vec<Change>,
+    last: Seq,
+    shutdown: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    durable: AtomicU64,
+    /// Guards nothing but the wait on `durable_cv`.
+    durable_lock: Mutex<()>,
+    durable_cv: Condvar,
+    failed: Mutex<Option<JournalError>>,
+    listener: Mutex<Option<Listener>>,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    flushes: AtomicU64,
+    records: AtomicU64,
+    compactions: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Counters of the journal's work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// `fdatasync` calls (group commits).
+    pub flushes: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Compactions done.
+    pub compactions: u64,
+    /// Current file size.
+    pub bytes: u64,
+}
+
+/// An open journal with its writer thread. Dropping it flushes what is queued and stops the
+/// thread.
+pub struct Journal {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("durable", &self.durable())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Journal {
+    /// Opens (or creates) the journal at `path`, recovers the live lease set, rewrites the file
+    /// compacted, and starts the writer thread. `now` decides what has ended.
+    pub fn open(path: &Path, options: Options, now: u64) -> io::Result<(Self, Recovery)> {
+        let (records, dropped_tail_bytes) = match File::open(path) {
+            Ok(f) => read_records(f)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), 0),
+            Err(e) => return Err(e),
+        };
+        let leases = Leases::restore(&records, now);
+        let recovery = Recovery {
+            changes: leases.durable_changes(now),
+            records: records.len() as u64,
+            dropped_tail_bytes,
+            conflicts: leases.replay_stats().conflicts,
+        };
+        if dropped_tail_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_tail_bytes,
+                "lease journal had a torn tail (a crash mid-write); it held no acknowledged lease"
+            );
+        }
+        let file = write_compacted(path, &recovery.changes, options.sync)?;
+        let size = file.metadata()?.len();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                buf: Vec::with_capacity(64 << 10),
+                changes: Vec::new(),
+                last: 0,
+                shutdown: false,
+            }),
+            work: Condvar::new(),
+            durable: AtomicU64::new(0),
+            durable_lock: Mutex::new(()),
+            durable_cv: Condvar::new(),
+            failed: Mutex::new(None),
+            listener: Mutex::new(None),
+            stats: Stats::default(),
+        });
+        shared.stats.bytes.store(size, Ordering::Relaxed);
+        let writer = Writer {
+            shared: shared.clone(),
+            path: path.to_owned(),
+            file,
+            size,
+            live: leases,
+            options,
+        };
+        let handle = std::thread::Builder::new()
+            .name("pserv-journal".into())
+            .spawn(move || writer.run())?;
+        Ok((
+            Self {
+                shared,
+                writer: Some(handle),
+            },
+            recovery,
+        ))
+    }
+
+    /// Queues a change; it is durable once [`Journal::durable`] reaches the returned sequence.
+    pub fn append(&self, change: &Change) -> Result<Seq, JournalError> {
+        if let Some(e) = &*self.shared.failed.lock() {
+            return Err(e.clone());
+        }
+        let mut q = self.shared.queue.lock();
+        encode(change, &mut q.buf);
+        q.changes.push(change.clone());
+        q.last += 1;
+        let seq = q.last;
+        drop(q);
+        self.shared.work.notify_one();
+        Ok(seq)
+    }
+
+    /// The highest sequence known durable.
+    pub fn durable(&self) -> Seq {
+        self.shared.durable.load(Ordering::Acquire)
+    }
+
+    /// Blocks until `seq` is durable, or the journal fails.
+    pub fn wait_durable(&self, seq: Seq) -> Result<(), JournalError> {
+        let mut guard = self.shared.durable_lock.lock();
+        loop {
+            if self.durable() >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &*self.shared.failed.lock() {
+                return Err(e.clone());
+            }
+            self.shared.durable_cv.wait(&mut guard);
+        }
+    }
+
+    /// Registers a callback run on the writer thread after each group commit, with the new
+    /// durable sequence (for an event loop that holds ACKs until then). Keep it short.
+    pub fn on_durable(&self, f: impl Fn(Seq) + Send + Sync + 'static) {
+        *self.shared.listener.lock() = Some(Box::new(f));
+    }
+
+    /// Whether the journal has failed (then nothing more will be acknowledged).
+    pub fn failure(&self) -> Option<JournalError> {
+        self.shared.failed.lock().clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> JournalStats {
+        let s = &self.shared.stats;
+        JournalStats {
+            flushes: s.flushes.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            compactions: s.compactions.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Flushes everything queued, stops the writer, and reports a failure if there was one.
+    pub fn close(mut self) -> Result<(), JournalError> {
+        self.stop();
+        self.failure().map_or(Ok(()), Err)
+    }
+
+    fn stop(&mut self) {
+        self.shared.queue.lock().shutdown = true;
+        self.shared.work.notify_one();
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The writer thread's state: the open file and the live set it compacts from.
+struct Writer {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    /// The lease set as the journal holds it, for compaction.
+    live: Leases,
+    options: Options,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut buf = Vec::with_capacity(64 << 10);
+        let mut changes = Vec::new();
+        loop {
+            let (last, shutdown) = {
+                let mut q = self.shared.queue.lock();
+                while q.buf.is_empty() && !q.shutdown {
+                    self.shared.work.wait(&mut q);
+                }
+                std::mem::swap(&mut q.buf, &mut buf);
+                std::mem::swap(&mut q.changes, &mut changes);
+                (q.last, q.shutdown)
+            };
+            if !buf.is_empty() {
+                if let Err(e) = self.commit(&buf) {
+                    self.fail(&e);
+                    return;
+                }
+                let s = &self.shared.stats;
+                s.flushes.fetch_add(1, Ordering::Relaxed);
+                s.records.fetch_add(changes.len() as u64, Ordering::Relaxed);
+                s.bytes.store(self.size, Ordering::Relaxed);
+                for c in changes.drain(..) {
+                    self.live.apply(&c);
+                }
+                buf.clear();
+                self.publish(last);
+                if let Err(e) = self.maybe_compact() {
+                    self.fail(&e);
+                    return;
+                }
+            }
+            if shutdown {
+                return;
+            }
+        }
+    }
+
+    fn commit(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all(buf)?;
+        if self.options.sync {
+            self.file.sync_data()?;
+        }
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn publish(&self, seq: Seq) {
+        {
+            let _g = self.shared.durable_lock.lock();
+            self.shared.durable.store(seq, Ordering::Release);
+        }
+        self.shared.durable_cv.notify_all();
+        if let Some(f) = &*self.shared.listener.lock() {
+            f(seq);
+        }
+    }
+
+    fn fail(&self, e: &io::Error) {
+        tracing::error!(path = %self.path.display(), error = %e, "lease journal write failed; no more leases will be acknowledged");
+        *self.shared.failed.lock() = Some(JournalError(e.to_string().into()));
+        let _g = self.shared.durable_lock.lock();
+        self.shared.durable_cv.notify_all();
+    }
+
+    fn maybe_compact(&mut self) -> io::Result<()> {
+        let o = &self.options;
+        if self.size <= o.compact_min_bytes {
+            return Ok(());
+        }
+        let now = unix_now();
+        // Rough live size: records are ~40 bytes; precision does not matter for a trigger.
+        let live_bytes = (self.live.len() as u64 + 1) * 48;
+        if self.size <= live_bytes.saturating_mul(o.compact_ratio) {
+            return Ok(());
+        }
+        self.live.expire(now);
+        let changes = self.live.durable_changes(now);
+        self.file = write_compacted(&self.path, &changes, o.sync)?;
+        self.size = self.file.metadata()?.len();
+        self.shared
+            .stats
+            .compactions
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.bytes.store(self.size, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Writes `changes` to a temporary file, makes it durable, renames it over `path` and syncs the
+/// directory; returns the new file opened for appending.
+fn write_compacted(path: &Path, changes: &[Change], sync: bool) -> io::Result<File> {
+    let tmp = path.with_extension("compacting");
+    let mut buf = Vec::with_capacity(MAGIC.len() + changes.len() * 48);
+    buf.extend_from_slice(MAGIC);
+    for c in changes {
+        encode(c, &mut buf);
+    }
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&buf)?;
+        if sync {
+            f.sync_all()?;
+        }
+    }
+    fs::rename(&tmp, path)?;
+    if sync && let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
+    OpenOptions::new().append(true).open(path)
+}
+
+/// Appends one framed record.
+fn encode(change: &Change, out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    match change {
+        Change::Bound {
+            mac,
+            ip,
+            start,
+            expires,
+            hostname,
+        } => {
+            out.push(TAG_BOUND);
+            out.extend_from_slice(&mac.0);
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&expires.to_le_bytes());
+            let h = hostname.as_deref().unwrap_or("").as_bytes();
+            let h = &h[..h.len().min(255)];
+            out.push(h.len() as u8);
+            out.extend_from_slice(h);
+        }
+        Change::Released { mac, ip } => {
+            out.push(TAG_RELEASED);
+            out.extend_from_slice(&mac.0);
+            out.extend_from_slice(&ip.octets());
+        }
+        Change::Declined { mac, ip, until } => {
+            out.push(TAG_DECLINED);
+            out.extend_from_slice(&mac.0);
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&until.to_le_bytes());
+        }
+    }
+    let payload = &out[at + 8..];
+    let len = payload.len() as u32;
+    let crc = crc32fast::hash(payload);
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes one payload; `None` if it is not a well-formed record.
+fn decode(p: &[u8]) -> Option<Change> {
+    let (&tag, rest) = p.split_first()?;
+    let mac = MacAddr(rest.get(..6)?.try_into().ok()?);
+    let ip = Ipv4Addr::from(<[u8; 4]>::try_from(rest.get(6..10)?).ok()?);
+    let u64_at = |at: usize| Some(u64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?));
+    match tag {
+        TAG_BOUND => {
+            let start = u64_at(10)?;
+            let expires = u64_at(18)?;
+            let hlen = usize::from(*rest.get(26)?);
+            let h = rest.get(27..27 + hlen)?;
+            if rest.len() != 27 + hlen {
+                return None;
+            }
+            let hostname = if h.is_empty() {
+                None
+            } else {
+                Some(std::str::from_utf8(h).ok()?.into())
+            };
+            Some(Change::Bound {
+                mac,
+                ip,
+                start,
+                expires,
+                hostname,
+            })
+        }
+        TAG_RELEASED if rest.len() == 10 => Some(Change::Released { mac, ip }),
+        TAG_DECLINED if rest.len() == 18 => Some(Change::Declined {
+            mac,
+            ip,
+            until: u64_at(10)?,
+        }),
+        _ => None,
+    }
+}
+
+/// Reads every intact record; returns them and how many bytes of damaged tail followed.
+fn read_records(f: File) -> io::Result<(Vec<Change>, u64)> {
+    let total = f.metadata()?.len();
+    let mut r = BufReader::with_capacity(1 << 16, f);
+    let mut magic = [0u8; 8];
+    if total < MAGIC.len() as u64 {
+        // A crash while creating the file: nothing in it was ever acknowledged.
+        return Ok((Vec::new(), total));
+    }
+    r.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a pserv lease journal (bad magic); refusing to overwrite it",
+        ));
+    }
+    let mut good = MAGIC.len() as u64;
+    let mut out = Vec::new();
+    let mut payload = Vec::with_capacity(MAX_PAYLOAD as usize);
+    loop {
+        let mut head = [0u8; 8];
+        if read_full(&mut r, &mut head)? < 8 {
+            break;
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len == 0 || len > MAX_PAYLOAD {
+            break;
+        }
+        payload.resize(len as usize, 0);
+        if read_full(&mut r, &mut payload)? < payload.len() || crc32fast::hash(&payload) != crc {
+            break;
+        }
+        let Some(change) = decode(&payload) else {
+            break;
+        };
+        out.push(change);
+        good += 8 + u64::from(len);
+    }
+    Ok((out, total - good))
+}
+
+/// Reads until `buf` is full or EOF; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(n: u8, host: Option<&str>) -> Change {
+        Change::Bound {
+            mac: MacAddr([2, 0, 0, 0, 0, n]),
+            ip: Ipv4Addr::new(10, 0, 0, n),
+            start: 1_000,
+            expires: 1_000_000 + u64::from(n),
+            hostname: host.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let changes = [
+            bound(1, Some("host-a")),
+            bound(2, None),
+            Change::Released {
+                mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                ip: Ipv4Addr::new(10, 0, 0, 1),
+            },
+            Change::Declined {
+                mac: MacAddr([2, 0, 0, 0, 0, 2]),
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                until: 77,
+            },
+        ];
+        for c in &changes {
+            let mut buf = Vec::new();
+            encode(c, &mut buf);
+            assert_eq!(decode(&buf[8..]).as_ref(), Some(c));
+            assert_eq!(
+                u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize,
+                buf.len() - 8
+            );
+        }
+    }
+
+    #[test]
+    fn decode_rejects_garbage_without_panicking() {
+        for p in [&[][..], &[1], &[1; 10], &[9; 30], &[2; 12], &[3; 10]] {
+            assert_eq!(decode(p), None, "{p:?}");
+        }
+        let mut buf = Vec::new();
+        encode(&bound(3, Some("x")), &mut buf);
+        let p = &buf[8..];
+        assert_eq!(decode(&p[..p.len() - 1]), None, "hostname cut short");
+    }
+}

@@ -1,0 +1,1237 @@
+//! The compiled table: one immutable value per snapshot, with every index the hot paths need.
+//!
+//! [`Table::compile`] is the only way to make one, and it is also the validator: it checks every
+//! rule while it builds the indexes (a duplicate MAC is found by the MAC index itself), keeps
+//! going after the first problem, and returns either a complete table or every problem found.
+//!
+//! Lookups (`by_mac`, `by_name`, `by_ipv4`, `by_ipv6`, `subnet_for`) never allocate and never
+//! block: the table is read-only once built. Strings live in one arena and the indexes hold
+//! `u32` positions into flat vectors, which keeps a node to well under 200 bytes.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use ipnet::IpNet;
+
+use crate::MacAddr;
+use crate::name::{self, MAX_NAME_LEN};
+use crate::option::{self, RawOption};
+use crate::problem::{Problem, Site};
+use crate::snapshot::{self, Arch, Node, Snapshot, Subnet, UnknownClients};
+
+/// The longest boot file name: the BOOTP `file` field is 128 bytes including its NUL.
+pub const MAX_BOOT_FILE: usize = 127;
+/// The longest server name: the BOOTP `sname` field is 64 bytes including its NUL.
+pub const MAX_SERVER_NAME: usize = 63;
+const NONE: u32 = u32::MAX;
+
+/// A position in the string arena.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    off: u32,
+    len: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct NodeRec {
+    id: Span,
+    /// Normalized `hostname.domain`.
+    fqdn: Span,
+    /// Length of the hostname prefix of `fqdn`.
+    host_len: u8,
+    /// Index of the primary interface, or `NONE` for a node without interfaces.
+    primary: u32,
+    /// Index into `extras`, or `NONE`.
+    extra: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct IfaceRec {
+    mac: [u8; 6],
+    node: u32,
+    /// Reserved IPv4 as `u32`; 0 (never a valid reservation) means none.
+    ipv4: u32,
+    /// Index into `v6`, or `NONE`.
+    ipv6: u32,
+}
+
+/// A node's rarely-present settings, kept out of the per-node record.
+#[derive(Debug, Default)]
+struct NodeExtra {
+    boot: BootFiles,
+    options: Vec<RawOption>,
+}
+
+/// Boot file names by architecture plus the iPXE script URL.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    /// Per architecture, indexed like [`Arch::ALL`].
+    pub files: [Option<Box<str>>; 6],
+    /// What iPXE clients get instead.
+    pub ipxe_url: Option<Box<str>>,
+}
+
+impl BootFiles {
+    /// The file for an architecture.
+    pub fn file(&self, arch: Arch) -> Option<&str> {
+        self.files[arch_index(arch)].as_deref()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ipxe_url.is_none() && self.files.iter().all(Option::is_none)
+    }
+}
+
+fn arch_index(arch: Arch) -> usize {
+    Arch::ALL.iter().position(|a| *a == arch).unwrap_or(0)
+}
+
+/// A subnet's network-boot settings, compiled.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SubnetBootInfo {
+    /// siaddr and option 66.
+    pub next_server: Option<Ipv4Addr>,
+    /// The BOOTP sname field.
+    pub server_name: Option<Box<str>>,
+    /// Files by architecture and the iPXE URL.
+    pub files: BootFiles,
+}
+
+/// An inclusive IPv4 range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range4 {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address, inclusive.
+    pub end: Ipv4Addr,
+}
+
+impl Range4 {
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.start <= ip && ip <= self.end
+    }
+    /// How many addresses it holds.
+    pub fn len(&self) -> u64 {
+        u64::from(u32::from(self.end)) - u64::from(u32::from(self.start)) + 1
+    }
+    /// Never true: a range holds at least its start.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A compiled IPv4 subnet with its DHCP settings (defaults resolved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetInfo {
+    /// The `cidr` as the snapshot wrote it (for messages and the API).
+    pub cidr: Box<str>,
+    /// The network address.
+    pub network: Ipv4Addr,
+    /// The prefix length.
+    pub prefix_len: u8,
+    /// The subnet mask (option 1).
+    pub mask: Ipv4Addr,
+    /// The broadcast address (option 28 default).
+    pub broadcast: Ipv4Addr,
+    /// Option 3.
+    pub router: Option<Ipv4Addr>,
+    /// Option 6.
+    pub dns_servers: Vec<Ipv4Addr>,
+    /// Option 15, normalized.
+    pub domain: Option<Box<str>>,
+    /// Option 51.
+    pub lease_seconds: u32,
+    /// Option 58 (T1).
+    pub renew_seconds: u32,
+    /// Option 59 (T2).
+    pub rebind_seconds: u32,
+    /// Dynamic ranges, sorted, disjoint.
+    pub dynamic: Vec<Range4>,
+    /// The policy for unknown MACs.
+    pub unknown_clients: UnknownClients,
+    /// Quarantine time for a DECLINEd address.
+    pub decline_seconds: u32,
+    /// Whether dynamic clients' hostnames are published in DNS.
+    pub dynamic_dns: bool,
+    /// Extra options, in code order.
+    pub options: Vec<RawOption>,
+    /// Network boot settings.
+    pub boot: Option<SubnetBootInfo>,
+}
+
+impl SubnetInfo {
+    /// Whether `ip` is inside the subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.mask) == u32::from(self.network)
+    }
+
+    /// Whether `ip` can be a host's address here (not the network or broadcast address, except
+    /// on /31 and /32 where every address is a host address).
+    pub fn is_host(&self, ip: Ipv4Addr) -> bool {
+        self.contains(ip) && (self.prefix_len >= 31 || (ip != self.network && ip != self.broadcast))
+    }
+
+    /// The dynamic range containing `ip`, if any.
+    pub fn dynamic_range_of(&self, ip: Ipv4Addr) -> Option<&Range4> {
+        self.dynamic.iter().find(|r| r.contains(ip))
+    }
+}
+
+/// Zone-wide DNS settings, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsInfo {
+    /// TTL of every answer.
+    pub ttl: u32,
+    /// SOA MNAME, normalized.
+    pub soa_mname: Box<str>,
+    /// SOA RNAME, normalized.
+    pub soa_rname: Box<str>,
+    /// Forwarders for names outside pserv's zones.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// The compiled, immutable form of one snapshot. See the module docs.
+#[derive(Debug)]
+pub struct Table {
+    generation: u64,
+    loaded: bool,
+    dns: DnsInfo,
+    /// Distinct normalized domains of nodes and subnets: the forward zones.
+    domains: Vec<Box<str>>,
+    /// IPv4 subnets sorted by network address.
+    subnets: Vec<SubnetInfo>,
+    /// IPv6 subnets (reservations and reverse zones only).
+    subnets_v6: Vec<(Ipv6Addr, u8)>,
+    strings: String,
+    nodes: Vec<NodeRec>,
+    ifaces: Vec<IfaceRec>,
+    v6: Vec<Ipv6Addr>,
+    extras: Vec<NodeExtra>,
+    by_mac: HashTable<u32>,
+    by_name: HashTable<u32>,
+    by_v4: HashTable<u32>,
+    by_v6: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+/// One node, borrowed from a table.
+#[derive(Clone, Copy)]
+pub struct NodeView<'t> {
+    table: &'t Table,
+    rec: &'t NodeRec,
+}
+
+/// One interface, borrowed from a table.
+#[derive(Clone, Copy)]
+pub struct IfaceView<'t> {
+    table: &'t Table,
+    rec: &'t IfaceRec,
+    index: u32,
+}
+
+impl<'t> NodeView<'t> {
+    /// The controller's id.
+    pub fn id(&self) -> &'t str {
+        self.table.str(self.rec.id)
+    }
+    /// `hostname.domain`, lower case, no trailing dot.
+    pub fn fqdn(&self) -> &'t str {
+        self.table.str(self.rec.fqdn)
+    }
+    /// The hostname label, lower case.
+    pub fn hostname(&self) -> &'t str {
+        &self.fqdn()[..usize::from(self.rec.host_len)]
+    }
+    /// The domain, lower case.
+    pub fn domain(&self) -> &'t str {
+        &self.fqdn()[usize::from(self.rec.host_len) + 1..]
+    }
+    /// The primary interface.
+    pub fn primary(&self) -> Option<IfaceView<'t>> {
+        (self.rec.primary != NONE).then(|| self.table.iface(self.rec.primary))
+    }
+    /// The primary interface's reserved IPv4 address: the node's A record.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.primary().and_then(|i| i.ipv4())
+    }
+    /// The primary interface's reserved IPv6 address: the node's AAAA record.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.primary().and_then(|i| i.ipv6())
+    }
+    /// The node's own boot settings, if it has any.
+    pub fn boot(&self) -> Option<&'t BootFiles> {
+        self.extra().map(|e| &e.boot).filter(|b| !b.is_empty())
+    }
+    /// The node's own DHCP options (these win over the subnet's), in code order.
+    pub fn options(&self) -> &'t [RawOption] {
+        self.extra().map_or(&[], |e| &e.options)
+    }
+    fn extra(&self) -> Option<&'t NodeExtra> {
+        self.table.extras.get(self.rec.extra as usize)
+    }
+}
+
+impl<'t> IfaceView<'t> {
+    /// The hardware address.
+    pub fn mac(&self) -> MacAddr {
+        MacAddr(self.rec.mac)
+    }
+    /// The reserved IPv4 address, if any.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        (self.rec.ipv4 != 0).then(|| Ipv4Addr::from(self.rec.ipv4))
+    }
+    /// The reserved IPv6 address, if any.
+    pub fn ipv6(&self) -> Option<Ipv6Addr> {
+        self.table.v6.get(self.rec.ipv6 as usize).copied()
+    }
+    /// The node it belongs to.
+    pub fn node(&self) -> NodeView<'t> {
+        NodeView {
+            table: self.table,
+            rec: &self.table.nodes[self.rec.node as usize],
+        }
+    }
+    /// Whether this is its node's primary interface.
+    pub fn is_primary(&self) -> bool {
+        self.table.nodes[self.rec.node as usize].primary == self.index
+    }
+}
+
+impl std::fmt::Debug for NodeView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id())
+            .field("fqdn", &self.fqdn())
+            .field("ipv4", &self.ipv4())
+            .field("ipv6", &self.ipv6())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for IfaceView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interface")
+            .field("mac", &self.mac())
+            .field("ipv4", &self.ipv4())
+            .field("node", &self.node().id())
+            .finish()
+    }
+}
+
+impl Table {
+    /// The table served before the first snapshot: no zones, no subnets, no nodes.
+    pub fn empty() -> Self {
+        Self {
+            generation: 0,
+            loaded: false,
+            dns: compile_dns(&snapshot::DnsSettings::default(), &mut Vec::new()),
+            domains: Vec::new(),
+            subnets: Vec::new(),
+            subnets_v6: Vec::new(),
+            strings: String::new(),
+            nodes: Vec::new(),
+            ifaces: Vec::new(),
+            v6: Vec::new(),
+            extras: Vec::new(),
+            by_mac: HashTable::new(),
+            by_name: HashTable::new(),
+            by_v4: HashTable::new(),
+            by_v6: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// The snapshot generation this table was compiled from (0 for [`Table::empty`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+    /// Whether this table came from a snapshot (false only for [`Table::empty`]).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+    /// DNS settings.
+    pub fn dns(&self) -> &DnsInfo {
+        &self.dns
+    }
+    /// The forward zones: every distinct node and subnet domain, normalized.
+    pub fn domains(&self) -> &[Box<str>] {
+        &self.domains
+    }
+    /// IPv4 subnets, sorted by network address.
+    pub fn subnets(&self) -> &[SubnetInfo] {
+        &self.subnets
+    }
+    /// IPv6 subnets as (network, prefix length).
+    pub fn subnets_v6(&self) -> &[(Ipv6Addr, u8)] {
+        &self.subnets_v6
+    }
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+    /// Number of interfaces.
+    pub fn interface_count(&self) -> usize {
+        self.ifaces.len()
+    }
+    /// Every node, in snapshot order.
+    pub fn nodes(&self) -> impl ExactSizeIterator<Item = NodeView<'_>> {
+        self.nodes.iter().map(|rec| NodeView { table: self, rec })
+    }
+    /// Every interface, in snapshot order.
+    pub fn interfaces(&self) -> impl ExactSizeIterator<Item = IfaceView<'_>> {
+        (0..self.ifaces.len() as u32).map(|i| self.iface(i))
+    }
+
+    /// The interface with this MAC.
+    pub fn by_mac(&self, mac: MacAddr) -> Option<IfaceView<'_>> {
+        let h = self.hasher.hash_one(mac.0);
+        self.by_mac
+            .find(h, |&i| self.ifaces[i as usize].mac == mac.0)
+            .map(|&i| self.iface(i))
+    }
+
+    /// The node with this FQDN: ASCII case-insensitive, trailing dot optional.
+    pub fn by_name(&self, fqdn: &str) -> Option<NodeView<'_>> {
+        self.by_name_bytes(fqdn.as_bytes())
+    }
+
+    /// [`Table::by_name`] for a name in bytes (as it comes off the wire in text form).
+    pub fn by_name_bytes(&self, fqdn: &[u8]) -> Option<NodeView<'_>> {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let key = name::normalize_into(fqdn, &mut buf)?;
+        let h = self.hasher.hash_one(key);
+        self.by_name
+            .find(h, |&n| {
+                self.str(self.nodes[n as usize].fqdn).as_bytes() == key
+            })
+            .map(|&n| NodeView {
+                table: self,
+                rec: &self.nodes[n as usize],
+            })
+    }
+
+    /// The interface that reserves this IPv4 address (answers PTR, and "reserved for whom?").
+    pub fn by_ipv4(&self, ip: Ipv4Addr) -> Option<IfaceView<'_>> {
+        let key = u32::from(ip);
+        let h = self.hasher.hash_one(key);
+        self.by_v4
+            .find(h, |&i| self.ifaces[i as usize].ipv4 == key)
+            .map(|&i| self.iface(i))
+    }
+
+    /// The interface that reserves this IPv6 address.
+    pub fn by_ipv6(&self, ip: Ipv6Addr) -> Option<IfaceView<'_>> {
+        let h = self.hasher.hash_one(u128::from(ip));
+        self.by_v6
+            .find(h, |&i| {
+                self.v6.get(self.ifaces[i as usize].ipv6 as usize) == Some(&ip)
+            })
+            .map(|&i| self.iface(i))
+    }
+
+    /// The subnet containing `ip` (a relay's giaddr, a receiving interface's address, a
+    /// client's address).
+    pub fn subnet_for(&self, ip: Ipv4Addr) -> Option<&SubnetInfo> {
+        let i = self.subnets.partition_point(|s| s.network <= ip);
+        let s = self.subnets.get(i.checked_sub(1)?)?;
+        s.contains(ip).then_some(s)
+    }
+
+    /// Approximate heap bytes the table holds (vectors, arena, indexes).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let extras: usize = self
+            .extras
+            .iter()
+            .map(|e| {
+                size_of::<NodeExtra>()
+                    + e.options.iter().map(|o| 24 + o.data.len()).sum::<usize>()
+                    + e.boot
+                        .files
+                        .iter()
+                        .flatten()
+                        .map(|f| f.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        self.strings.capacity()
+            + self.nodes.capacity() * size_of::<NodeRec>()
+            + self.ifaces.capacity() * size_of::<IfaceRec>()
+            + self.v6.capacity() * size_of::<Ipv6Addr>()
+            + extras
+            + self.by_mac.allocation_size()
+            + self.by_name.allocation_size()
+            + self.by_v4.allocation_size()
+            + self.by_v6.allocation_size()
+            + self.subnets.capacity() * size_of::<SubnetInfo>()
+    }
+
+    fn iface(&self, index: u32) -> IfaceView<'_> {
+        IfaceView {
+            table: self,
+            rec: &self.ifaces[index as usize],
+            index,
+        }
+    }
+
+    fn str(&self, s: Span) -> &str {
+        &self.strings[s.off as usize..(s.off + s.len) as usize]
+    }
+
+    /// Validates `snap` and compiles it into a table, or returns every problem found.
+    ///
+    /// `current` is the generation being served, if any: the new one must be above it.
+    pub fn compile(snap: &Snapshot, current: Option<u64>) -> Result<Self, Vec<Problem>> {
+        Compiler::new(snap).run(current)
+    }
+}
+
+/// Validation of `snap` on its own: [`Table::compile`] without keeping the table.
+pub fn validate(snap: &Snapshot, current: Option<u64>) -> Result<(), Vec<Problem>> {
+    Table::compile(snap, current).map(drop)
+}
+
+fn compile_dns(d: &snapshot::DnsSettings, problems: &mut Vec<Problem>) -> DnsInfo {
+    let at = |field: &str| Site::Snapshot {
+        field: format!("dns.{field}"),
+    };
+    if d.ttl > i32::MAX as u32 {
+        problems.push(Problem::Invalid {
+            at: at("ttl"),
+            message: format!("TTL {} is above 2147483647 (RFC 2181)", d.ttl),
+        });
+    }
+    for (field, value) in [("soa_mname", &d.soa_mname), ("soa_rname", &d.soa_rname)] {
+        if let Err(reason) = check_soa_name(value) {
+            problems.push(Problem::InvalidName {
+                name: value.clone(),
+                at: at(field),
+                reason,
+            });
+        }
+    }
+    let mut upstreams = Vec::with_capacity(d.upstreams.len());
+    for (i, u) in d.upstreams.iter().enumerate() {
+        match snapshot::parse_upstream(u) {
+            Some(sa) => upstreams.push(sa),
+            None => problems.push(Problem::Invalid {
+                at: at(&format!("upstreams[{i}]")),
+                message: format!("{u:?} is not IP or IP:PORT"),
+            }),
+        }
+    }
+    DnsInfo {
+        ttl: d.ttl,
+        soa_mname: name::normalize(&d.soa_mname).into(),
+        soa_rname: name::normalize(&d.soa_rname).into(),
+        upstreams,
+    }
+}
+
+/// SOA names: like a domain, but a mailbox's first label may hold '_' too.
+fn check_soa_name(name: &str) -> Result<(), &'static str> {
+    let relaxed: String = name.replace('_', "-").replace("--", "-a");
+    name::check_domain(&relaxed)
+}
+
+/// The state of one compilation: the table being built and the problems found so far.
+struct Compiler<'s> {
+    snap: &'s Snapshot,
+    problems: Vec<Problem>,
+    hasher: DefaultHashBuilder,
+}
+
+fn subnet_site(index: usize, cidr: &str, field: impl Into<String>) -> Site {
+    Site::Subnet {
+        index,
+        cidr: cidr.to_owned(),
+        field: field.into(),
+    }
+}
+
+fn node_site(index: usize, node: &Node, field: impl Into<String>) -> Site {
+    Site::Node {
+        index,
+        id: node.id.clone(),
+        field: field.into(),
+    }
+}
+
+impl<'s> Compiler<'s> {
+    fn new(snap: &'s Snapshot) -> Self {
+        Self {
+            snap,
+            problems: Vec::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn run(mut self, current: Option<u64>) -> Result<Table, Vec<Problem>> {
+        let snap = self.snap;
+        if let Some(current) = current
+            && snap.generation <= current
+        {
+            self.problems.push(Problem::StaleGeneration {
+                generation: snap.generation,
+                current,
+            });
+        }
+        let dns = compile_dns(&snap.dns, &mut self.problems);
+        let (subnets, subnets_v6) = self.subnets();
+        let nodes = self.nodes(&subnets, &subnets_v6);
+
+        let mut domains: Vec<Box<str>> = Vec::new();
+        for d in subnets.iter().filter_map(|s| s.domain.as_deref()) {
+            if !domains.iter().any(|x| &**x == d) {
+                domains.push(d.into());
+            }
+        }
+        for d in &nodes.domains {
+            if !domains.iter().any(|x| x == d) {
+                domains.push(d.clone());
+            }
+        }
+
+        if !self.problems.is_empty() {
+            return Err(self.problems);
+        }
+        Ok(Table {
+            generation: snap.generation,
+            loaded: true,
+            dns,
+            domains,
+            subnets,
+            subnets_v6,
+            strings: nodes.strings,
+            nodes: nodes.nodes,
+            ifaces: nodes.ifaces,
+            v6: nodes.v6,
+            extras: nodes.extras,
+            by_mac: nodes.by_mac,
+            by_name: nodes.by_name,
+            by_v4: nodes.by_v4,
+            by_v6: nodes.by_v6,
+            hasher: self.hasher,
+        })
+    }
+
+    fn subnets(&mut self) -> (Vec<SubnetInfo>, Vec<(Ipv6Addr, u8)>) {
+        // (position in the snapshot, compiled subnet)
+        let mut v4: Vec<(usize, SubnetInfo)> = Vec::new();
+        let mut v6: Vec<(usize, Ipv6Addr, u8)> = Vec::new();
+        for (i, s) in self.snap.subnets.iter().enumerate() {
+            let Ok(net) = s.cidr.parse::<IpNet>() else {
+                self.problems.push(Problem::Invalid {
+                    at: subnet_site(i, &s.cidr, "cidr"),
+                    message: format!("{:?} is not an address/prefix-length", s.cidr),
+                });
+                continue;
+            };
+            if net.trunc() != net {
+                self.problems.push(Problem::Invalid {
+                    at: subnet_site(i, &s.cidr, "cidr"),
+                    message: format!(
+                        "{} has host bits set; the network is {}",
+                        s.cidr,
+                        net.trunc()
+                    ),
+                });
+                continue;
+            }
+            match net {
+                IpNet::V4(n) => {
+                    if let Some(info) = self.subnet_v4(i, s, n) {
+                        v4.push((i, info));
+                    }
+                }
+                IpNet::V6(n) => {
+                    self.subnet_v6_settings(i, s);
+                    v6.push((i, n.network(), n.prefix_len()));
+                }
+            }
+        }
+        v4.sort_by_key(|(_, s)| s.network);
+        v6.sort_by_key(|(_, n, _)| *n);
+        // Sorted by start: a subnet overlaps an earlier one iff it starts before that one ends.
+        // Compare against every earlier subnet still "open", so nested subnets are all reported.
+        for (k, (i, s)) in v4.iter().enumerate() {
+            for (j, p) in v4[..k].iter().filter(|(_, p)| p.broadcast >= s.network) {
+                self.problems.push(Problem::OverlappingSubnets {
+                    first: subnet_site(*j, &p.cidr, ""),
+                    second: subnet_site(*i, &s.cidr, ""),
+                });
+            }
+        }
+        for (k, (i, n, len)) in v6.iter().enumerate() {
+            let last = |n: &Ipv6Addr, len: u8| {
+                u128::from(*n) | (u128::MAX.checked_shr(u32::from(len)).unwrap_or(0))
+            };
+            let _ = len;
+            for (j, _, _) in v6[..k]
+                .iter()
+                .filter(|(_, pn, pl)| last(pn, *pl) >= u128::from(*n))
+            {
+                self.problems.push(Problem::OverlappingSubnets {
+                    first: subnet_site(*j, &self.snap.subnets[*j].cidr, ""),
+                    second: subnet_site(*i, &self.snap.subnets[*i].cidr, ""),
+                });
+            }
+        }
+        (
+            v4.into_iter().map(|(_, s)| s).collect(),
+            v6.into_iter().map(|(_, n, l)| (n, l)).collect(),
+        )
+    }
+
+    /// IPv6 subnets carry reservations only: DHCP settings there are mistakes.
+    fn subnet_v6_settings(&mut self, i: usize, s: &Subnet) {
+        let dhcp_only = [
+            ("router", s.router.is_some()),
+            ("dns_servers", !s.dns_servers.is_empty()),
+            ("dynamic", !s.dynamic.is_empty()),
+            ("options", !s.options.is_empty()),
+            ("boot", s.boot.is_some()),
+        ];
+        for (field, set) in dhcp_only {
+            if set {
+                self.problems.push(Problem::Invalid {
+                    at: subnet_site(i, &s.cidr, field),
+                    message: "IPv6 subnets carry reservations and reverse DNS only (no DHCPv6)"
+                        .to_owned(),
+                });
+            }
+        }
+        self.domain(subnet_site(i, &s.cidr, "domain"), s.domain.as_deref());
+    }
+
+    fn domain(&mut self, at: Site, domain: Option<&str>) -> Option<Box<str>> {
+        let d = domain?;
+        match name::check_domain(d) {
+            Ok(()) => Some(name::normalize(d).into()),
+            Err(reason) => {
+                self.problems.push(Problem::InvalidName {
+                    name: d.to_owned(),
+                    at,
+                    reason,
+                });
+                None
+            }
+        }
+    }
+
+    fn subnet_v4(&mut self, i: usize, s: &Subnet, n: ipnet::Ipv4Net) -> Option<SubnetInfo> {
+        let site = |field: &str| subnet_site(i, &s.cidr, field);
+        let domain = self.domain(site("domain"), s.domain.as_deref());
+        let mut info = SubnetInfo {
+            cidr: s.cidr.as_str().into(),
+            network: n.network(),
+            prefix_len: n.prefix_len(),
+            mask: n.netmask(),
+            broadcast: n.broadcast(),
+            router: s.router,
+            dns_servers: s.dns_servers.clone(),
+            domain,
+            lease_seconds: s.lease_seconds,
+            renew_seconds: s.renew_seconds.unwrap_or(s.lease_seconds / 2),
+            rebind_seconds: s
+                .rebind_seconds
+                .unwrap_or((u64::from(s.lease_seconds) * 7 / 8) as u32),
+            dynamic: Vec::with_capacity(s.dynamic.len()),
+            unknown_clients: s.unknown_clients,
+            decline_seconds: s.decline_seconds,
+            dynamic_dns: s.dynamic_dns,
+            options: Vec::new(),
+            boot: None,
+        };
+        if let Some(r) = s.router
+            && !info.is_host(r)
+        {
+            self.problems.push(Problem::Invalid {
+                at: site("router"),
+                message: format!("router {r} is not a host address inside {}", s.cidr),
+            });
+        }
+        if info.lease_seconds == 0 {
+            self.problems.push(Problem::Invalid {
+                at: site("lease_seconds"),
+                message: "a lease of 0 seconds".to_owned(),
+            });
+        }
+        if !(info.renew_seconds <= info.rebind_seconds && info.rebind_seconds <= info.lease_seconds)
+        {
+            self.problems.push(Problem::Invalid {
+                at: site("renew_seconds"),
+                message: format!(
+                    "timers must satisfy renew ({}) <= rebind ({}) <= lease ({})",
+                    info.renew_seconds, info.rebind_seconds, info.lease_seconds
+                ),
+            });
+        }
+        for (k, r) in s.dynamic.iter().enumerate() {
+            let at = site(&format!("dynamic[{k}]"));
+            if r.start > r.end {
+                self.problems.push(Problem::Invalid {
+                    at,
+                    message: format!("range {}-{} is reversed", r.start, r.end),
+                });
+            } else if !info.is_host(r.start) || !info.is_host(r.end) {
+                self.problems.push(Problem::Invalid {
+                    at,
+                    message: format!(
+                        "range {}-{} is not inside the host addresses of {}",
+                        r.start, r.end, s.cidr
+                    ),
+                });
+            } else {
+                info.dynamic.push(Range4 {
+                    start: r.start,
+                    end: r.end,
+                });
+            }
+        }
+        info.dynamic.sort_by_key(|r| r.start);
+        for w in info.dynamic.windows(2) {
+            if w[1].start <= w[0].end {
+                self.problems.push(Problem::Invalid {
+                    at: site("dynamic"),
+                    message: format!(
+                        "ranges {}-{} and {}-{} overlap",
+                        w[0].start, w[0].end, w[1].start, w[1].end
+                    ),
+                });
+            }
+        }
+        info.options = self.options(&s.options, &|f| site(f));
+        if let Some(b) = &s.boot {
+            let files = self.boot_files(&b.files, None, b.ipxe_url.as_deref(), &|f| {
+                site(&format!("boot.{f}"))
+            });
+            if let Some(name) = &b.server_name {
+                self.check_len(site("boot.server_name"), name, MAX_SERVER_NAME);
+            }
+            info.boot = Some(SubnetBootInfo {
+                next_server: b.next_server,
+                server_name: b.server_name.as_deref().map(Into::into),
+                files,
+            });
+        }
+        Some(info)
+    }
+
+    fn check_len(&mut self, at: Site, value: &str, max: usize) -> bool {
+        if value.len() > max {
+            self.problems.push(Problem::TooLong {
+                at,
+                len: value.len(),
+                max,
+            });
+            return false;
+        }
+        if value.is_empty() || value.bytes().any(|b| b == 0) {
+            self.problems.push(Problem::Invalid {
+                at,
+                message: "must be non-empty, without NUL bytes".to_owned(),
+            });
+            return false;
+        }
+        true
+    }
+
+    fn boot_files(
+        &mut self,
+        files: &std::collections::BTreeMap<Arch, String>,
+        all: Option<&str>,
+        ipxe_url: Option<&str>,
+        site: &dyn Fn(&str) -> Site,
+    ) -> BootFiles {
+        let mut out = BootFiles::default();
+        if let Some(f) = all
+            && self.check_len(site("file"), f, MAX_BOOT_FILE)
+        {
+            for slot in &mut out.files {
+                *slot = Some(f.into());
+            }
+        }
+        for (arch, f) in files {
+            if self.check_len(site(&format!("files.{}", arch.key())), f, MAX_BOOT_FILE) {
+                out.files[arch_index(*arch)] = Some(f.as_str().into());
+            }
+        }
+        if let Some(u) = ipxe_url
+            && self.check_len(site("ipxe_url"), u, MAX_BOOT_FILE)
+        {
+            out.ipxe_url = Some(u.into());
+        }
+        out
+    }
+
+    fn options(
+        &mut self,
+        specs: &[snapshot::OptionSpec],
+        site: &dyn Fn(&str) -> Site,
+    ) -> Vec<RawOption> {
+        let mut out: Vec<RawOption> = Vec::with_capacity(specs.len());
+        for (k, spec) in specs.iter().enumerate() {
+            let at = site(&format!("options[{k}]"));
+            match option::compile(spec) {
+                Ok(o) if out.iter().any(|p| p.code == o.code) => {
+                    self.problems.push(Problem::Invalid {
+                        at,
+                        message: format!("option {} is given twice", o.code),
+                    });
+                }
+                Ok(o) => out.push(o),
+                Err(message) => self.problems.push(Problem::Invalid { at, message }),
+            }
+        }
+        out.sort_by_key(|o| o.code);
+        out
+    }
+
+    fn nodes(&mut self, subnets: &[SubnetInfo], subnets_v6: &[(Ipv6Addr, u8)]) -> NodesBuilt {
+        let snap = self.snap;
+        let n_nodes = snap.nodes.len();
+        let n_ifaces: usize = snap.nodes.iter().map(|n| n.interfaces.len()).sum();
+        let mut b = NodesBuilt {
+            strings: String::with_capacity(
+                snap.nodes
+                    .iter()
+                    .map(|n| n.id.len() + n.hostname.len() + n.domain.len() + 1)
+                    .sum(),
+            ),
+            nodes: Vec::with_capacity(n_nodes),
+            ifaces: Vec::with_capacity(n_ifaces),
+            v6: Vec::new(),
+            extras: Vec::new(),
+            by_mac: HashTable::with_capacity(n_ifaces),
+            by_name: HashTable::with_capacity(n_nodes),
+            by_v4: HashTable::with_capacity(n_ifaces),
+            by_v6: HashTable::new(),
+            domains: Vec::new(),
+        };
+        let hasher = self.hasher.clone();
+        // Node ids are only needed for the duplicate check: index positions by id.
+        let mut ids: HashMap<&str, usize> = HashMap::with_capacity(n_nodes);
+        let mut last_domain: (&str, Option<Box<str>>) = ("", None);
+        let mut fqdn = String::with_capacity(MAX_NAME_LEN + 1);
+
+        for (ni, node) in snap.nodes.iter().enumerate() {
+            let site = |field: &str| node_site(ni, node, field);
+            if node.id.is_empty() {
+                self.problems.push(Problem::Invalid {
+                    at: site("id"),
+                    message: "empty node id".to_owned(),
+                });
+            } else if let Some(first) = ids.insert(&node.id, ni) {
+                self.problems.push(Problem::DuplicateId {
+                    first: node_site(first, &snap.nodes[first], ""),
+                    second: site(""),
+                });
+            }
+
+            // The name: hostname + domain, both checked, the domain memoized (nodes share few).
+            let host_ok = match name::check_hostname(&node.hostname) {
+                Ok(()) => true,
+                Err(reason) => {
+                    self.problems.push(Problem::InvalidName {
+                        name: node.hostname.clone(),
+                        at: site("hostname"),
+                        reason,
+                    });
+                    false
+                }
+            };
+            if last_domain.0 != node.domain || last_domain.1.is_none() {
+                let d = self.domain(site("domain"), Some(&node.domain));
+                last_domain = (&node.domain, d);
+            }
+            let domain = last_domain.1.clone();
+            if let Some(d) = &domain
+                && !b.domains.iter().any(|x| x == d)
+            {
+                b.domains.push(d.clone());
+            }
+            fqdn.clear();
+            if let (true, Some(d)) = (host_ok, &domain) {
+                fqdn.push_str(&node.hostname);
+                fqdn.make_ascii_lowercase();
+                fqdn.push('.');
+                fqdn.push_str(d);
+                if fqdn.len() > MAX_NAME_LEN {
+                    self.problems.push(Problem::InvalidName {
+                        name: format!("{}.{}", node.hostname, node.domain),
+                        at: site("hostname"),
+                        reason: "the FQDN is longer than 253 characters",
+                    });
+                    fqdn.clear();
+                }
+            }
+
+            let id = b.push_str(&node.id);
+            let fq = b.push_str(&fqdn);
+            let node_index = b.nodes.len() as u32;
+            if !fqdn.is_empty() {
+                let h = hasher.hash_one(fqdn.as_bytes());
+                let (strings, nodes) = (&b.strings, &b.nodes);
+                let name_of = |n: u32| {
+                    let s = nodes[n as usize].fqdn;
+                    &strings[s.off as usize..(s.off + s.len) as usize]
+                };
+                if let Some(&first) = b.by_name.find(h, |&n| name_of(n) == fqdn) {
+                    let first = first as usize;
+                    self.problems.push(Problem::DuplicateFqdn {
+                        fqdn: fqdn.clone(),
+                        first: node_site(first, &snap.nodes[first], "hostname"),
+                        second: site("hostname"),
+                    });
+                } else {
+                    b.by_name
+                        .insert_unique(h, node_index, |&n| hasher.hash_one(name_of(n).as_bytes()));
+                }
+            }
+
+            let primary = self.primary(ni, node);
+            let first_iface = b.ifaces.len() as u32;
+            for k in 0..node.interfaces.len() {
+                self.interface(&mut b, &hasher, ni, k, node_index, subnets, subnets_v6);
+            }
+
+            let extra = self.node_extra(ni, node);
+            b.nodes.push(NodeRec {
+                id,
+                fqdn: fq,
+                host_len: node.hostname.len().min(255) as u8,
+                primary: primary.map_or(NONE, |p| first_iface + p as u32),
+                extra: match extra {
+                    Some(e) => {
+                        b.extras.push(e);
+                        (b.extras.len() - 1) as u32
+                    }
+                    None => NONE,
+                },
+            });
+        }
+        b
+    }
+
+    /// Which interface is primary: the one marked, else the first. Two marked is a problem.
+    fn primary(&mut self, ni: usize, node: &Node) -> Option<usize> {
+        let marked: Vec<usize> = (0..node.interfaces.len())
+            .filter(|&k| node.interfaces[k].primary)
+            .collect();
+        if marked.len() > 1 {
+            self.problems.push(Problem::Invalid {
+                at: node_site(ni, node, "interfaces"),
+                message: format!(
+                    "{} interfaces are marked primary ({}); at most one may be",
+                    marked.len(),
+                    marked
+                        .iter()
+                        .map(|k| format!("interfaces[{k}]"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        marked
+            .first()
+            .copied()
+            .or((!node.interfaces.is_empty()).then_some(0))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn interface(
+        &mut self,
+        b: &mut NodesBuilt,
+        hasher: &DefaultHashBuilder,
+        ni: usize,
+        k: usize,
+        node_index: u32,
+        subnets: &[SubnetInfo],
+        subnets_v6: &[(Ipv6Addr, u8)],
+    ) {
+        let snap = self.snap;
+        let node = &snap.nodes[ni];
+        let iface = &node.interfaces[k];
+        let field = |f: &str| format!("interfaces[{k}].{f}");
+        let site = |f: &str| node_site(ni, node, field(f));
+        let index = b.ifaces.len() as u32;
+        // Where an earlier interface is, for messages naming both.
+        let owner = |b: &NodesBuilt, i: u32, what: &str| -> Site {
+            let rec = &b.ifaces[i as usize];
+            let n = &snap.nodes[rec.node as usize];
+            let nth = (0..i)
+                .rev()
+                .take_while(|&j| b.ifaces[j as usize].node == rec.node)
+                .count();
+            node_site(rec.node as usize, n, format!("interfaces[{nth}].{what}"))
+        };
+        let mut rec = IfaceRec {
+            mac: iface.mac.0,
+            node: node_index,
+            ipv4: 0,
+            ipv6: NONE,
+        };
+
+        let mac = iface.mac;
+        if mac.0 == [0; 6] || mac.0[0] & 1 == 1 {
+            self.problems.push(Problem::Invalid {
+                at: site("mac"),
+                message: format!("{mac} is not a unicast hardware address"),
+            });
+        }
+        let h = hasher.hash_one(mac.0);
+        let mac_dup = b
+            .by_mac
+            .find(h, |&i| b.ifaces[i as usize].mac == mac.0)
+            .copied();
+        if let Some(first) = mac_dup {
+            self.problems.push(Problem::DuplicateMac {
+                mac,
+                first: owner(b, first, "mac"),
+                second: site("mac"),
+            });
+        }
+
+        let mut v4_key = None;
+        if let Some(ip) = iface.ipv4
+            && self.check_v4_reservation(ip, site("ipv4"), subnets)
+        {
+            let key = u32::from(ip);
+            let h = hasher.hash_one(key);
+            if let Some(&first) = b.by_v4.find(h, |&i| b.ifaces[i as usize].ipv4 == key) {
+                self.problems.push(Problem::DuplicateIp {
+                    ip: ip.into(),
+                    first: owner(b, first, "ipv4"),
+                    second: site("ipv4"),
+                });
+            } else {
+                rec.ipv4 = key;
+                v4_key = Some(h);
+            }
+        }
+        let mut v6_key = None;
+        if let Some(ip) = iface.ipv6 {
+            let inside = subnets_v6.iter().any(|(n, len)| {
+                let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+                u128::from(ip) & mask == u128::from(*n)
+            });
+            let h = hasher.hash_one(u128::from(ip));
+            let (v6, ifaces) = (&b.v6, &b.ifaces);
+            if !inside {
+                self.problems.push(Problem::OutsideSubnets {
+                    ip: ip.into(),
+                    at: site("ipv6"),
+                });
+            } else if let Some(&first) = b.by_v6.find(h, |&i| {
+                v6.get(ifaces[i as usize].ipv6 as usize) == Some(&ip)
+            }) {
+                self.problems.push(Problem::DuplicateIp {
+                    ip: ip.into(),
+                    first: owner(b, first, "ipv6"),
+                    second: site("ipv6"),
+                });
+            } else {
+                rec.ipv6 = b.v6.len() as u32;
+                b.v6.push(ip);
+                v6_key = Some(h);
+            }
+        }
+
+        // Indexes go in once `rec` is in `ifaces`, so a rehash can read every key.
+        b.ifaces.push(rec);
+        let (ifaces, v6) = (&b.ifaces, &b.v6);
+        let rec_of = |i: &u32| &ifaces[*i as usize];
+        if mac_dup.is_none() {
+            b.by_mac
+                .insert_unique(h, index, |i| hasher.hash_one(rec_of(i).mac));
+        }
+        if let Some(h) = v4_key {
+            b.by_v4
+                .insert_unique(h, index, |i| hasher.hash_one(rec_of(i).ipv4));
+        }
+        if let Some(h) = v6_key {
+            b.by_v6.insert_unique(h, index, |i| {
+                hasher.hash_one(u128::from(v6[rec_of(i).ipv6 as usize]))
+            });
+        }
+    }
+
+    /// A reserved IPv4 address must be a host address of some subnet, outside its dynamic
+    /// ranges. Returns whether it is.
+    fn check_v4_reservation(&mut self, ip: Ipv4Addr, at: Site, subnets: &[SubnetInfo]) -> bool {
+        let i = subnets.partition_point(|s| s.network <= ip);
+        let subnet = i
+            .checked_sub(1)
+            .map(|i| &subnets[i])
+            .filter(|s| s.contains(ip))
+            // Subnets may overlap in an invalid snapshot: search them all before saying none.
+            .or_else(|| subnets.iter().find(|s| s.contains(ip)));
+        let Some(s) = subnet else {
+            self.problems
+                .push(Problem::OutsideSubnets { ip: ip.into(), at });
+            return false;
+        };
+        if !s.is_host(ip) {
+            self.problems.push(Problem::NotAHostAddress {
+                ip: ip.into(),
+                at,
+                subnet: s.cidr.to_string(),
+            });
+            return false;
+        }
+        if let Some(r) = s.dynamic_range_of(ip) {
+            self.problems.push(Problem::InDynamicRange {
+                ip: ip.into(),
+                at,
+                subnet: s.cidr.to_string(),
+                range: format!("{}-{}", r.start, r.end),
+            });
+            return false;
+        }
+        true
+    }
+
+    fn node_extra(&mut self, ni: usize, node: &Node) -> Option<NodeExtra> {
+        if node.boot.is_none() && node.options.is_empty() {
+            return None;
+        }
+        let site = |f: &str| node_site(ni, node, f);
+        let options = self.options(&node.options, &site);
+        let boot = match &node.boot {
+            Some(b) => self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {
+                site(&format!("boot.{f}"))
+            }),
+            None => BootFiles::default(),
+        };
+        (!boot.is_empty() || !options.is_empty()).then_some(NodeExtra { boot, options })
+    }
+}
+
+/// The node part of a table under construction.
+struct NodesBuilt {
+    strings: String,
+    nodes: Vec<NodeRec>,
+    ifaces: Vec<IfaceRec>,
+    v6: Vec<Ipv6Addr>,
+    extras: Vec<NodeExtra>,
+    by_mac: HashTable<u32>,
+    by_name: HashTable<u32>,
+    by_v4: HashTable<u32>,
+    by_v6: HashTable<u32>,
+    domains: Vec<Box<str>>,
+}
+
+impl NodesBuilt {
+    fn push_str(&mut self, s: &str) -> Span {
+        let off = self.strings.len() as u32;
+        self.strings.push_str(s);
+        Span {
+            off,
+            len: s.len() as u32,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! DHCPv4 responder for pserv (in progress: see issue 4).

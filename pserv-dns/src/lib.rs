@@ -1,0 +1,1 @@
+//! Authoritative DNS responder for pserv (in progress: see issue 3).
