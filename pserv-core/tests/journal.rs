@@ -1,5 +1,7 @@
 //! The lease journal: recovery, torn tails, compaction, group commit, and `kill -9` mid-stream.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};

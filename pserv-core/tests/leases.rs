@@ -1,5 +1,7 @@
 //! Dynamic leases, scripted on virtual time.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::Ipv4Addr;
 
 use pserv_core::lease::{Change, LeaseState, Leases, OFFER_HOLD_SECONDS, Refusal};

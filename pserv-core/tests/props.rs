@@ -1,5 +1,7 @@
 //! Property tests: random snapshots full of collisions against a naive oracle.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 

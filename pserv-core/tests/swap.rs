@@ -1,6 +1,8 @@
 //! Hot swap: readers hammer lookups while snapshots are published; every lookup sees one whole
 //! generation, generations never go backwards, and a rejected push changes nothing.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,5 +1,7 @@
 //! Validation: every rule, every problem reported at once, each naming its node(s) and field.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use pserv_core::snapshot::{EXAMPLE_JSON, Interface, Node, Snapshot};

@@ -3,6 +3,8 @@
 //! This lives in its own test crate because `allocation-counter` replaces the global allocator
 //! of whatever binary links it.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::Ipv4Addr;
 
 use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
