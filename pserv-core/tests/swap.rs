@@ -11,7 +11,7 @@ use pserv_core::{MacAddr, PublishError, Store};
 
 /// Generation `g` has `count(g)` nodes; node `i` is `n{i}.lab` at `addr(g, i)` with MAC `mac(i)`.
 fn count(g: u64) -> u32 {
-    if g % 2 == 0 { 150 } else { 200 }
+    if g.is_multiple_of(2) { 150 } else { 200 }
 }
 
 fn addr(g: u64, i: u32) -> Ipv4Addr {
