@@ -8,7 +8,6 @@
 //! block: the table is read-only once built. Strings live in one arena and the indexes hold
 //! `u32` positions into flat vectors, which keeps a node to well under 200 bytes.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -45,6 +44,30 @@ struct NodeRec {
     primary: u32,
     /// Index into `extras`, or `NONE`.
     extra: u32,
+}
+
+/// An entry of the name index: where the FQDN is in the arena, so a lookup compares names
+/// without first loading the node record (one cache miss fewer on a large table).
+#[derive(Clone, Copy, Debug)]
+struct NameSlot {
+    off: u32,
+    node: u32,
+    len: u8,
+    /// The name's first bytes: a name that fits is compared here, with no arena access.
+    head: [u8; NAME_HEAD],
+}
+
+const NAME_HEAD: usize = 23;
+
+impl NameSlot {
+    fn name<'a>(&'a self, arena: &'a [u8]) -> &'a [u8] {
+        let len = usize::from(self.len);
+        if len <= NAME_HEAD {
+            &self.head[..len]
+        } else {
+            &arena[self.off as usize..self.off as usize + len]
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -211,10 +234,12 @@ pub struct Table {
     v6: Vec<Ipv6Addr>,
     extras: Vec<NodeExtra>,
     by_mac: HashTable<u32>,
-    by_name: HashTable<u32>,
+    by_name: HashTable<NameSlot>,
     by_v4: HashTable<u32>,
     by_v6: HashTable<u32>,
     hasher: DefaultHashBuilder,
+    /// Seed of [`name::hash_folded`] for `by_name`.
+    name_seed: u64,
 }
 
 /// One node, borrowed from a table.
@@ -341,6 +366,7 @@ impl Table {
             by_v4: HashTable::new(),
             by_v6: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
+            name_seed: 0,
         }
     }
 
@@ -400,16 +426,17 @@ impl Table {
 
     /// [`Table::by_name`] for a name in bytes (as it comes off the wire in text form).
     pub fn by_name_bytes(&self, fqdn: &[u8]) -> Option<NodeView<'_>> {
-        let mut buf = [0u8; MAX_NAME_LEN];
-        let key = name::normalize_into(fqdn, &mut buf)?;
-        let h = self.hasher.hash_one(key);
+        let key = fqdn.strip_suffix(b".").unwrap_or(fqdn);
+        if key.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let arena = self.strings.as_bytes();
+        let h = name::hash_folded(self.name_seed, key);
         self.by_name
-            .find(h, |&n| {
-                self.str(self.nodes[n as usize].fqdn).as_bytes() == key
-            })
-            .map(|&n| NodeView {
+            .find(h, |s| name::eq_folded(s.name(arena), key))
+            .map(|s| NodeView {
                 table: self,
-                rec: &self.nodes[n as usize],
+                rec: &self.nodes[s.node as usize],
             })
     }
 
@@ -542,6 +569,7 @@ struct Compiler<'s> {
     snap: &'s Snapshot,
     problems: Vec<Problem>,
     hasher: DefaultHashBuilder,
+    name_seed: u64,
 }
 
 fn subnet_site(index: usize, cidr: &str, field: impl Into<String>) -> Site {
@@ -562,10 +590,12 @@ fn node_site(index: usize, node: &Node, field: impl Into<String>) -> Site {
 
 impl<'s> Compiler<'s> {
     fn new(snap: &'s Snapshot) -> Self {
+        let hasher = DefaultHashBuilder::default();
         Self {
             snap,
             problems: Vec::new(),
-            hasher: DefaultHashBuilder::default(),
+            name_seed: hasher.hash_one(0x7073_6572_7600_u64),
+            hasher,
         }
     }
 
@@ -615,6 +645,7 @@ impl<'s> Compiler<'s> {
             by_v4: nodes.by_v4,
             by_v6: nodes.by_v6,
             hasher: self.hasher,
+            name_seed: self.name_seed,
         })
     }
 
@@ -913,8 +944,10 @@ impl<'s> Compiler<'s> {
             domains: Vec::new(),
         };
         let hasher = self.hasher.clone();
+        let name_seed = self.name_seed;
         // Node ids are only needed for the duplicate check: index positions by id.
-        let mut ids: HashMap<&str, usize> = HashMap::with_capacity(n_nodes);
+        let mut ids: hashbrown::HashMap<&str, usize> =
+            hashbrown::HashMap::with_capacity_and_hasher(n_nodes, hasher.clone());
         let mut last_domain: (&str, Option<Box<str>>) = ("", None);
         let mut fqdn = String::with_capacity(MAX_NAME_LEN + 1);
 
@@ -974,22 +1007,27 @@ impl<'s> Compiler<'s> {
             let fq = b.push_str(&fqdn);
             let node_index = b.nodes.len() as u32;
             if !fqdn.is_empty() {
-                let h = hasher.hash_one(fqdn.as_bytes());
-                let (strings, nodes) = (&b.strings, &b.nodes);
-                let name_of = |n: u32| {
-                    let s = nodes[n as usize].fqdn;
-                    &strings[s.off as usize..(s.off + s.len) as usize]
-                };
-                if let Some(&first) = b.by_name.find(h, |&n| name_of(n) == fqdn) {
-                    let first = first as usize;
+                let h = name::hash_folded(name_seed, fqdn.as_bytes());
+                let arena = b.strings.as_bytes();
+                if let Some(first) = b.by_name.find(h, |s| s.name(arena) == fqdn.as_bytes()) {
+                    let first = first.node as usize;
                     self.problems.push(Problem::DuplicateFqdn {
                         fqdn: fqdn.clone(),
                         first: node_site(first, &snap.nodes[first], "hostname"),
                         second: site("hostname"),
                     });
                 } else {
+                    let mut head = [0u8; NAME_HEAD];
+                    let n = fqdn.len().min(NAME_HEAD);
+                    head[..n].copy_from_slice(&fqdn.as_bytes()[..n]);
+                    let slot = NameSlot {
+                        off: fq.off,
+                        node: node_index,
+                        len: fq.len as u8,
+                        head,
+                    };
                     b.by_name
-                        .insert_unique(h, node_index, |&n| hasher.hash_one(name_of(n).as_bytes()));
+                        .insert_unique(h, slot, |s| name::hash_folded(name_seed, s.name(arena)));
                 }
             }
 
@@ -1019,27 +1057,27 @@ impl<'s> Compiler<'s> {
 
     /// Which interface is primary: the one marked, else the first. Two marked is a problem.
     fn primary(&mut self, ni: usize, node: &Node) -> Option<usize> {
-        let marked: Vec<usize> = (0..node.interfaces.len())
-            .filter(|&k| node.interfaces[k].primary)
-            .collect();
-        if marked.len() > 1 {
+        let mut marked = node
+            .interfaces
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.primary);
+        let first = marked.next().map(|(k, _)| k);
+        if marked.next().is_some() {
+            let all: Vec<String> = (0..node.interfaces.len())
+                .filter(|&k| node.interfaces[k].primary)
+                .map(|k| format!("interfaces[{k}]"))
+                .collect();
             self.problems.push(Problem::Invalid {
                 at: node_site(ni, node, "interfaces"),
                 message: format!(
                     "{} interfaces are marked primary ({}); at most one may be",
-                    marked.len(),
-                    marked
-                        .iter()
-                        .map(|k| format!("interfaces[{k}]"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    all.len(),
+                    all.join(", ")
                 ),
             });
         }
-        marked
-            .first()
-            .copied()
-            .or((!node.interfaces.is_empty()).then_some(0))
+        first.or((!node.interfaces.is_empty()).then_some(0))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1219,7 +1257,7 @@ struct NodesBuilt {
     v6: Vec<Ipv6Addr>,
     extras: Vec<NodeExtra>,
     by_mac: HashTable<u32>,
-    by_name: HashTable<u32>,
+    by_name: HashTable<NameSlot>,
     by_v4: HashTable<u32>,
     by_v6: HashTable<u32>,
     domains: Vec<Box<str>>,
