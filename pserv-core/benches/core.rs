@@ -12,6 +12,8 @@
 //!
 //! `-- publish|lookup|journal` runs one part; `-- --sizes 1000,10000` picks sizes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::process::Command;
