@@ -337,15 +337,17 @@ impl Writer {
         Ok(())
     }
 
+    /// Makes `seq` visible as durable, then tells the listener (which may read
+    /// [`Journal::durable`] and sees `seq`), then wakes blocked waiters.
     fn publish(&self, seq: Seq) {
         {
             let _g = self.shared.durable_lock.lock();
             self.shared.durable.store(seq, Ordering::Release);
         }
-        self.shared.durable_cv.notify_all();
         if let Some(f) = &*self.shared.listener.lock() {
             f(seq);
         }
+        self.shared.durable_cv.notify_all();
     }
 
     fn fail(&self, e: &io::Error) {

@@ -922,6 +922,10 @@ impl<'s> Compiler<'s> {
         out
     }
 
+    /// Compiles the nodes in two passes. The first walks the snapshot once: per-node checks,
+    /// the flat records, and every index key with its hash. The second builds each index by
+    /// inserting its keys in bucket order, which finds the duplicates and, on a large snapshot,
+    /// walks each hash table front to back instead of taking a cache and TLB miss per insert.
     fn nodes(&mut self, subnets: &[SubnetInfo], subnets_v6: &[(Ipv6Addr, u8)]) -> NodesBuilt {
         let snap = self.snap;
         let n_nodes = snap.nodes.len();
@@ -937,32 +941,34 @@ impl<'s> Compiler<'s> {
             ifaces: Vec::with_capacity(n_ifaces),
             v6: Vec::new(),
             extras: Vec::new(),
-            by_mac: HashTable::with_capacity(n_ifaces),
-            by_name: HashTable::with_capacity(n_nodes),
-            by_v4: HashTable::with_capacity(n_ifaces),
+            by_mac: HashTable::new(),
+            by_name: HashTable::new(),
+            by_v4: HashTable::new(),
             by_v6: HashTable::new(),
             domains: Vec::new(),
         };
-        let hasher = self.hasher.clone();
-        let name_seed = self.name_seed;
-        // Node ids are only needed for the duplicate check: index positions by id.
-        let mut ids: hashbrown::HashMap<&str, usize> =
-            hashbrown::HashMap::with_capacity_and_hasher(n_nodes, hasher.clone());
+        let first_node_problem = self.problems.len();
+        let mut keys = Keys {
+            ids: Vec::with_capacity(n_nodes),
+            names: Vec::with_capacity(n_nodes),
+            macs: Vec::with_capacity(n_ifaces),
+            v4: Vec::with_capacity(n_ifaces),
+            v6: Vec::new(),
+        };
         let mut last_domain: (&str, Option<Box<str>>) = ("", None);
         let mut fqdn = String::with_capacity(MAX_NAME_LEN + 1);
 
         for (ni, node) in snap.nodes.iter().enumerate() {
             let site = |field: &str| node_site(ni, node, field);
+            let node_index = ni as u32;
             if node.id.is_empty() {
                 self.problems.push(Problem::Invalid {
                     at: site("id"),
                     message: "empty node id".to_owned(),
                 });
-            } else if let Some(first) = ids.insert(&node.id, ni) {
-                self.problems.push(Problem::DuplicateId {
-                    first: node_site(first, &snap.nodes[first], ""),
-                    second: site(""),
-                });
+            } else {
+                keys.ids
+                    .push((self.hasher.hash_one(node.id.as_bytes()), node_index));
             }
 
             // The name: hostname + domain, both checked, the domain memoized (nodes share few).
@@ -1002,39 +1008,19 @@ impl<'s> Compiler<'s> {
                     fqdn.clear();
                 }
             }
-
             let id = b.push_str(&node.id);
             let fq = b.push_str(&fqdn);
-            let node_index = b.nodes.len() as u32;
             if !fqdn.is_empty() {
-                let h = name::hash_folded(name_seed, fqdn.as_bytes());
-                let arena = b.strings.as_bytes();
-                if let Some(first) = b.by_name.find(h, |s| s.name(arena) == fqdn.as_bytes()) {
-                    let first = first.node as usize;
-                    self.problems.push(Problem::DuplicateFqdn {
-                        fqdn: fqdn.clone(),
-                        first: node_site(first, &snap.nodes[first], "hostname"),
-                        second: site("hostname"),
-                    });
-                } else {
-                    let mut head = [0u8; NAME_HEAD];
-                    let n = fqdn.len().min(NAME_HEAD);
-                    head[..n].copy_from_slice(&fqdn.as_bytes()[..n]);
-                    let slot = NameSlot {
-                        off: fq.off,
-                        node: node_index,
-                        len: fq.len as u8,
-                        head,
-                    };
-                    b.by_name
-                        .insert_unique(h, slot, |s| name::hash_folded(name_seed, s.name(arena)));
-                }
+                keys.names.push((
+                    name::hash_folded(self.name_seed, fqdn.as_bytes()),
+                    node_index,
+                ));
             }
 
             let primary = self.primary(ni, node);
             let first_iface = b.ifaces.len() as u32;
             for k in 0..node.interfaces.len() {
-                self.interface(&mut b, &hasher, ni, k, node_index, subnets, subnets_v6);
+                self.interface(&mut b, &mut keys, ni, k, subnets, subnets_v6);
             }
 
             let extra = self.node_extra(ni, node);
@@ -1052,7 +1038,122 @@ impl<'s> Compiler<'s> {
                 },
             });
         }
+
+        self.indexes(&mut b, keys);
+        // Report node problems in document order, whichever pass found them.
+        self.problems[first_node_problem..].sort_by_key(|p| match p.sites().last() {
+            Some(Site::Node { index, .. }) => *index,
+            _ => 0,
+        });
         b
+    }
+
+    /// The second pass of [`Compiler::nodes`]: builds the indexes, reporting duplicates.
+    fn indexes(&mut self, b: &mut NodesBuilt, keys: Keys) {
+        let snap = self.snap;
+        let hasher = &self.hasher;
+        let name_seed = self.name_seed;
+        let problems = &mut self.problems;
+        let node_at = |i: u32, field: &str| {
+            let i = i as usize;
+            node_site(i, &snap.nodes[i], field)
+        };
+        // An interface as "node X interfaces[k].what", k counted within its node.
+        let iface_at = |b: &NodesBuilt, i: u32, what: &str| {
+            let node = b.ifaces[i as usize].node;
+            let nth = (0..i)
+                .rev()
+                .take_while(|&j| b.ifaces[j as usize].node == node)
+                .count();
+            node_at(node, &format!("interfaces[{nth}].{what}"))
+        };
+
+        build_index(
+            keys.ids,
+            |i| i,
+            |&a, i| snap.nodes[a as usize].id == snap.nodes[i as usize].id,
+            |&a| hasher.hash_one(snap.nodes[a as usize].id.as_bytes()),
+            |&first, second| {
+                problems.push(Problem::DuplicateId {
+                    first: node_at(first, ""),
+                    second: node_at(second, ""),
+                });
+            },
+        );
+
+        let (arena, nodes) = (b.strings.as_bytes(), &b.nodes);
+        let fqdn_of = |i: u32| {
+            let s = nodes[i as usize].fqdn;
+            &arena[s.off as usize..(s.off + s.len) as usize]
+        };
+        b.by_name = build_index(
+            keys.names,
+            |i| {
+                let name = fqdn_of(i);
+                let mut head = [0u8; NAME_HEAD];
+                let n = name.len().min(NAME_HEAD);
+                head[..n].copy_from_slice(&name[..n]);
+                NameSlot {
+                    off: nodes[i as usize].fqdn.off,
+                    node: i,
+                    len: name.len() as u8,
+                    head,
+                }
+            },
+            |s, i| s.name(arena) == fqdn_of(i),
+            |s| name::hash_folded(name_seed, s.name(arena)),
+            |first, second| {
+                problems.push(Problem::DuplicateFqdn {
+                    fqdn: String::from_utf8_lossy(fqdn_of(second)).into_owned(),
+                    first: node_at(first.node, "hostname"),
+                    second: node_at(second, "hostname"),
+                });
+            },
+        );
+
+        let (ifaces, v6) = (&b.ifaces, &b.v6);
+        let rec = |i: &u32| &ifaces[*i as usize];
+        let by_mac = build_index(
+            keys.macs,
+            |i| i,
+            |a, i| rec(a).mac == rec(&i).mac,
+            |a| hasher.hash_one(rec(a).mac),
+            |&first, second| {
+                problems.push(Problem::DuplicateMac {
+                    mac: MacAddr(rec(&second).mac),
+                    first: iface_at(b, first, "mac"),
+                    second: iface_at(b, second, "mac"),
+                });
+            },
+        );
+        let by_v4 = build_index(
+            keys.v4,
+            |i| i,
+            |a, i| rec(a).ipv4 == rec(&i).ipv4,
+            |a| hasher.hash_one(rec(a).ipv4),
+            |&first, second| {
+                problems.push(Problem::DuplicateIp {
+                    ip: Ipv4Addr::from(rec(&second).ipv4).into(),
+                    first: iface_at(b, first, "ipv4"),
+                    second: iface_at(b, second, "ipv4"),
+                });
+            },
+        );
+        let v6_of = |i: &u32| v6[rec(i).ipv6 as usize];
+        let by_v6 = build_index(
+            keys.v6,
+            |i| i,
+            |a, i| v6_of(a) == v6_of(&i),
+            |a| hasher.hash_one(u128::from(v6_of(a))),
+            |&first, second| {
+                problems.push(Problem::DuplicateIp {
+                    ip: v6_of(&second).into(),
+                    first: iface_at(b, first, "ipv6"),
+                    second: iface_at(b, second, "ipv6"),
+                });
+            },
+        );
+        (b.by_mac, b.by_v4, b.by_v6) = (by_mac, by_v4, by_v6);
     }
 
     /// Which interface is primary: the one marked, else the first. Two marked is a problem.
@@ -1080,40 +1181,26 @@ impl<'s> Compiler<'s> {
         first.or((!node.interfaces.is_empty()).then_some(0))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// First-pass work for one interface: checks, its record, and its index keys.
     fn interface(
         &mut self,
         b: &mut NodesBuilt,
-        hasher: &DefaultHashBuilder,
+        keys: &mut Keys,
         ni: usize,
         k: usize,
-        node_index: u32,
         subnets: &[SubnetInfo],
         subnets_v6: &[(Ipv6Addr, u8)],
     ) {
-        let snap = self.snap;
-        let node = &snap.nodes[ni];
+        let node = &self.snap.nodes[ni];
         let iface = &node.interfaces[k];
-        let field = |f: &str| format!("interfaces[{k}].{f}");
-        let site = |f: &str| node_site(ni, node, field(f));
+        let site = |f: &str| node_site(ni, node, format!("interfaces[{k}].{f}"));
         let index = b.ifaces.len() as u32;
-        // Where an earlier interface is, for messages naming both.
-        let owner = |b: &NodesBuilt, i: u32, what: &str| -> Site {
-            let rec = &b.ifaces[i as usize];
-            let n = &snap.nodes[rec.node as usize];
-            let nth = (0..i)
-                .rev()
-                .take_while(|&j| b.ifaces[j as usize].node == rec.node)
-                .count();
-            node_site(rec.node as usize, n, format!("interfaces[{nth}].{what}"))
-        };
         let mut rec = IfaceRec {
             mac: iface.mac.0,
-            node: node_index,
+            node: ni as u32,
             ipv4: 0,
             ipv6: NONE,
         };
-
         let mac = iface.mac;
         if mac.0 == [0; 6] || mac.0[0] & 1 == 1 {
             self.problems.push(Problem::Invalid {
@@ -1121,81 +1208,30 @@ impl<'s> Compiler<'s> {
                 message: format!("{mac} is not a unicast hardware address"),
             });
         }
-        let h = hasher.hash_one(mac.0);
-        let mac_dup = b
-            .by_mac
-            .find(h, |&i| b.ifaces[i as usize].mac == mac.0)
-            .copied();
-        if let Some(first) = mac_dup {
-            self.problems.push(Problem::DuplicateMac {
-                mac,
-                first: owner(b, first, "mac"),
-                second: site("mac"),
-            });
-        }
-
-        let mut v4_key = None;
+        keys.macs.push((self.hasher.hash_one(mac.0), index));
         if let Some(ip) = iface.ipv4
             && self.check_v4_reservation(ip, site("ipv4"), subnets)
         {
-            let key = u32::from(ip);
-            let h = hasher.hash_one(key);
-            if let Some(&first) = b.by_v4.find(h, |&i| b.ifaces[i as usize].ipv4 == key) {
-                self.problems.push(Problem::DuplicateIp {
-                    ip: ip.into(),
-                    first: owner(b, first, "ipv4"),
-                    second: site("ipv4"),
-                });
-            } else {
-                rec.ipv4 = key;
-                v4_key = Some(h);
-            }
+            rec.ipv4 = u32::from(ip);
+            keys.v4.push((self.hasher.hash_one(rec.ipv4), index));
         }
-        let mut v6_key = None;
         if let Some(ip) = iface.ipv6 {
             let inside = subnets_v6.iter().any(|(n, len)| {
                 let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
                 u128::from(ip) & mask == u128::from(*n)
             });
-            let h = hasher.hash_one(u128::from(ip));
-            let (v6, ifaces) = (&b.v6, &b.ifaces);
-            if !inside {
+            if inside {
+                rec.ipv6 = b.v6.len() as u32;
+                b.v6.push(ip);
+                keys.v6.push((self.hasher.hash_one(u128::from(ip)), index));
+            } else {
                 self.problems.push(Problem::OutsideSubnets {
                     ip: ip.into(),
                     at: site("ipv6"),
                 });
-            } else if let Some(&first) = b.by_v6.find(h, |&i| {
-                v6.get(ifaces[i as usize].ipv6 as usize) == Some(&ip)
-            }) {
-                self.problems.push(Problem::DuplicateIp {
-                    ip: ip.into(),
-                    first: owner(b, first, "ipv6"),
-                    second: site("ipv6"),
-                });
-            } else {
-                rec.ipv6 = b.v6.len() as u32;
-                b.v6.push(ip);
-                v6_key = Some(h);
             }
         }
-
-        // Indexes go in once `rec` is in `ifaces`, so a rehash can read every key.
         b.ifaces.push(rec);
-        let (ifaces, v6) = (&b.ifaces, &b.v6);
-        let rec_of = |i: &u32| &ifaces[*i as usize];
-        if mac_dup.is_none() {
-            b.by_mac
-                .insert_unique(h, index, |i| hasher.hash_one(rec_of(i).mac));
-        }
-        if let Some(h) = v4_key {
-            b.by_v4
-                .insert_unique(h, index, |i| hasher.hash_one(rec_of(i).ipv4));
-        }
-        if let Some(h) = v6_key {
-            b.by_v6.insert_unique(h, index, |i| {
-                hasher.hash_one(u128::from(v6[rec_of(i).ipv6 as usize]))
-            });
-        }
     }
 
     /// A reserved IPv4 address must be a host address of some subnet, outside its dynamic
@@ -1247,6 +1283,47 @@ impl<'s> Compiler<'s> {
         };
         (!boot.is_empty() || !options.is_empty()).then_some(NodeExtra { boot, options })
     }
+}
+
+/// Index keys gathered by the first pass: (hash, position) pairs.
+struct Keys {
+    ids: Vec<(u64, u32)>,
+    names: Vec<(u64, u32)>,
+    macs: Vec<(u64, u32)>,
+    v4: Vec<(u64, u32)>,
+    v6: Vec<(u64, u32)>,
+}
+
+/// Builds a hash index from (hash, position) keys. Keys are inserted in the order hashbrown
+/// will place them (`hash & (buckets - 1)`, then position), so the table fills front to back;
+/// that order is a performance hint only, never a correctness assumption. A key equal to one
+/// already inserted is not inserted: `dup(first, second)` reports it, `first` being the earlier
+/// position among equal keys.
+fn build_index<T>(
+    mut keys: Vec<(u64, u32)>,
+    slot: impl Fn(u32) -> T,
+    same: impl Fn(&T, u32) -> bool,
+    rehash: impl Fn(&T) -> u64,
+    mut dup: impl FnMut(&T, u32),
+) -> HashTable<T> {
+    let n = keys.len();
+    let buckets = if n < 8 {
+        8
+    } else {
+        (n * 8 / 7).next_power_of_two()
+    };
+    let mask = buckets as u64 - 1;
+    keys.sort_unstable_by_key(|&(h, i)| (h & mask, i));
+    let mut table = HashTable::with_capacity(n);
+    for (h, i) in keys {
+        match table.find(h, |s| same(s, i)) {
+            Some(first) => dup(first, i),
+            None => {
+                table.insert_unique(h, slot(i), &rehash);
+            }
+        }
+    }
+    table
 }
 
 /// The node part of a table under construction.

@@ -195,17 +195,26 @@ fn group_commit_shares_fsyncs() {
 }
 
 #[test]
-fn durable_callback_sees_every_commit() {
+fn durable_callback_reports_each_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (j, _) = Journal::open(&dir.path().join("j"), Options::default(), now()).unwrap();
-    let seen = Arc::new(Mutex::new(0u64));
-    let s2 = seen.clone();
-    j.on_durable(move |seq| *s2.lock().unwrap() = seq);
-    let seq = j
-        .append(&bound(1, Ipv4Addr::new(10, 0, 0, 1), now()))
-        .unwrap();
-    j.wait_durable(seq).unwrap();
-    assert_eq!(*seen.lock().unwrap(), seq);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    j.on_durable(move |seq| {
+        let _ = tx.lock().unwrap().send(seq);
+    });
+    for n in 1..=3u16 {
+        let seq = j
+            .append(&bound(n, Ipv4Addr::new(10, 0, 0, n as u8), now()))
+            .unwrap();
+        // The callback runs on the writer thread after the sync: wait for it, bounded.
+        let mut seen = 0;
+        while seen < seq {
+            seen = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(seen, seq);
+        assert!(j.durable() >= seq);
+    }
 }
 
 // ---- kill -9 mid-stream ---------------------------------------------------------------------
