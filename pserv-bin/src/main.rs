@@ -13,7 +13,11 @@ use pserv_dns::NoLeases;
 use pserv_dns::server::Service;
 
 #[derive(Parser)]
-#[command(name = "pserv", version, about = "DHCP and authoritative DNS for provisioning networks")]
+#[command(
+    name = "pserv",
+    version,
+    about = "DHCP and authoritative DNS for provisioning networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,12 +117,18 @@ async fn serve(snapshot: Option<PathBuf>, dns_listen: Vec<SocketAddr>) -> anyhow
             std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
             p.display().to_string(),
         ),
-        None => (EXAMPLE_JSON.as_bytes().to_vec(), "the bundled example snapshot".to_owned()),
+        None => (
+            EXAMPLE_JSON.as_bytes().to_vec(),
+            "the bundled example snapshot".to_owned(),
+        ),
     };
     let published = store.publish_json(&bytes).map_err(|e| match e {
         PublishError::Invalid(problems) => anyhow::anyhow!(
             "{source} is invalid:\n{}",
-            problems.iter().map(|p| format!("  {p}\n")).collect::<String>()
+            problems
+                .iter()
+                .map(|p| format!("  {p}\n"))
+                .collect::<String>()
         ),
         other => anyhow::anyhow!("{source}: {other}"),
     })?;
@@ -141,7 +151,9 @@ async fn serve(snapshot: Option<PathBuf>, dns_listen: Vec<SocketAddr>) -> anyhow
             a.port()
         );
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("pserv: shutting down");
     dns.shutdown().await;
     Ok(())

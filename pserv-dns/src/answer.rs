@@ -146,8 +146,11 @@ fn apex(table: &Table, zone: &Zone, qtype: RecordType) -> Answer {
                 && zone.apex.zone_of(&ns.0)
                 && let Some(ip) = table.by_name(&ns.0.to_ascii()).and_then(|n| n.ipv4())
             {
-                a.additional
-                    .push(Record::from_rdata(ns.0.clone(), zone.soa.ttl, RData::A(A(ip))));
+                a.additional.push(Record::from_rdata(
+                    ns.0.clone(),
+                    zone.soa.ttl,
+                    RData::A(A(ip)),
+                ));
             }
             a
         }
@@ -226,9 +229,11 @@ fn forward(
 
 fn ptr(zone: &Zone, qname: &Name, qtype: RecordType, ttl: u32, target: Option<Name>) -> Answer {
     match (target, qtype) {
-        (Some(t), RecordType::PTR | RecordType::ANY) => {
-            Answer::records(vec![Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(t)))])
-        }
+        (Some(t), RecordType::PTR | RecordType::ANY) => Answer::records(vec![Record::from_rdata(
+            qname.clone(),
+            ttl,
+            RData::PTR(PTR(t)),
+        )]),
         (Some(_), _) => Answer::nodata(zone),
         (None, _) => Answer::nxdomain(zone),
     }
@@ -255,7 +260,9 @@ fn parse_v4(name: &Name) -> Reverse<Ipv4Addr> {
             && l.len() <= 3
             && l.iter().all(u8::is_ascii_digit)
             && (l.len() == 1 || l[0] != b'0');
-        let v = std::str::from_utf8(l).ok().and_then(|s| s.parse::<u8>().ok());
+        let v = std::str::from_utf8(l)
+            .ok()
+            .and_then(|s| s.parse::<u8>().ok());
         match (ok, v) {
             (true, Some(v)) => o[i] = v,
             _ => return Reverse::Invalid,

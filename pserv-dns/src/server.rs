@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
-use hickory_server::Server;
 use pserv_core::Store;
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -119,17 +119,23 @@ impl RequestHandler for Handler {
         let result = if request.metadata.op_code != OpCode::Query {
             let m = rcode_only(ResponseCode::NotImp);
             self.counters.count(m.response_code);
-            response_handle.send_response(builder.build_no_records(m)).await
+            response_handle
+                .send_response(builder.build_no_records(m))
+                .await
         } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             let m = rcode_only(ResponseCode::BADVERS);
             self.counters.count(m.response_code);
-            response_handle.send_response(builder.build_no_records(m)).await
+            response_handle
+                .send_response(builder.build_no_records(m))
+                .await
         } else {
             match request.request_info() {
                 Err(_) => {
                     let m = rcode_only(ResponseCode::FormErr);
                     self.counters.count(m.response_code);
-                    response_handle.send_response(builder.build_no_records(m)).await
+                    response_handle
+                        .send_response(builder.build_no_records(m))
+                        .await
                 }
                 Ok(info) => {
                     let q = info.query.original();
@@ -138,7 +144,9 @@ impl RequestHandler for Handler {
                     if q.query_class() != DNSClass::IN || transfer {
                         let m = rcode_only(ResponseCode::Refused);
                         self.counters.count(m.response_code);
-                        response_handle.send_response(builder.build_no_records(m)).await
+                        response_handle
+                            .send_response(builder.build_no_records(m))
+                            .await
                     } else {
                         let zones = self.zones_for(&table);
                         let a = answer(&table, &zones, &*self.leases, q.name(), qtype);

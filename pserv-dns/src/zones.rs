@@ -64,7 +64,8 @@ pub fn reverse4_apex(network: Ipv4Addr, prefix_len: u8) -> (Name, Ipv4Addr, u8) 
     labels.push("arpa".into());
     let mut net = [0u8; 4];
     net[..octets].copy_from_slice(&o[..octets]);
-    let name = Name::from_labels(labels.iter().map(String::as_bytes)).unwrap_or_else(|_| Name::root());
+    let name =
+        Name::from_labels(labels.iter().map(String::as_bytes)).unwrap_or_else(|_| Name::root());
     (name, Ipv4Addr::from(net), (octets * 8) as u8)
 }
 
@@ -78,8 +79,13 @@ pub fn reverse6_apex(network: Ipv6Addr, prefix_len: u8) -> (Name, Ipv6Addr, u8) 
         .collect();
     labels.push("ip6".into());
     labels.push("arpa".into());
-    let kept = if nibbles == 0 { 0 } else { bits & (u128::MAX << (128 - 4 * nibbles)) };
-    let name = Name::from_labels(labels.iter().map(String::as_bytes)).unwrap_or_else(|_| Name::root());
+    let kept = if nibbles == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - 4 * nibbles))
+    };
+    let name =
+        Name::from_labels(labels.iter().map(String::as_bytes)).unwrap_or_else(|_| Name::root());
     (name, Ipv6Addr::from(kept), (nibbles * 4) as u8)
 }
 
@@ -116,11 +122,23 @@ impl Zones {
         }
         for s in table.subnets() {
             let (apex, network, prefix_len) = reverse4_apex(s.network, s.prefix_len);
-            add(apex, ZoneKind::Reverse4 { network, prefix_len });
+            add(
+                apex,
+                ZoneKind::Reverse4 {
+                    network,
+                    prefix_len,
+                },
+            );
         }
         for (n, len) in table.subnets_v6() {
             let (apex, network, prefix_len) = reverse6_apex(*n, *len);
-            add(apex, ZoneKind::Reverse6 { network, prefix_len });
+            add(
+                apex,
+                ZoneKind::Reverse6 {
+                    network,
+                    prefix_len,
+                },
+            );
         }
         // Most specific first, so the first match is the longest.
         zones.sort_by_key(|z| std::cmp::Reverse(z.apex.num_labels()));

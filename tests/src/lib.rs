@@ -1,1 +1,40 @@
-//! End-to-end tests live in `tests/`.
+//! Helpers for pserv's end-to-end tests: finding real peers and deciding whether a test that
+//! needs one may skip.
+
+use std::process::Command;
+
+/// Whether this run is CI (`CI=true`): there, a missing peer or privilege is a failure, never a
+/// skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `tool` runs here. In CI a missing tool panics; elsewhere the caller skips with the
+/// printed message.
+pub fn have_tool(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty() || !o.stdout.is_empty());
+    if !ok {
+        assert!(
+            !in_ci(),
+            "{tool} is required in CI (.ci/run installs it with apt-get)"
+        );
+        eprintln!("SKIP: {tool} not found; install it (see .ci/run) to run this test");
+    }
+    ok
+}
+
+/// Whether we are root. In CI, not being root is a failure; elsewhere the caller skips.
+pub fn have_root(what: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        assert!(!in_ci(), "{what} needs root, and CI runs as root");
+        eprintln!("SKIP: {what} needs root (network namespaces / privileged ports)");
+    }
+    root
+}
