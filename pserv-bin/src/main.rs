@@ -11,6 +11,7 @@ use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_core::{PublishError, Snapshot, Store, Table};
 use pserv_dns::NoLeases;
 use pserv_dns::server::Service;
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
 #[command(
@@ -110,6 +111,42 @@ fn check(file: &PathBuf) -> ExitCode {
     }
 }
 
+/// SIGHUP: re-reads the snapshot file and publishes it (same validation as a push). A bad file
+/// changes nothing and is logged.
+fn reload(store: &Store, path: Option<&std::path::Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: no --snapshot file to reload (serving the bundled example)");
+        return;
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "SIGHUP: cannot read the snapshot");
+            return;
+        }
+    };
+    match store.publish_json(&bytes) {
+        Ok(p) => tracing::info!(
+            file = %path.display(),
+            generation = p.generation,
+            nodes = p.nodes,
+            parse = ?p.parse,
+            compile = ?p.compile,
+            "SIGHUP: snapshot reloaded"
+        ),
+        Err(PublishError::Invalid(problems)) => {
+            for p in &problems {
+                tracing::error!(file = %path.display(), "SIGHUP: {p}");
+            }
+            tracing::error!(
+                problems = problems.len(),
+                "SIGHUP: snapshot rejected; still serving the previous one"
+            );
+        }
+        Err(e) => tracing::error!(file = %path.display(), error = %e, "SIGHUP: snapshot rejected"),
+    }
+}
+
 async fn serve(snapshot: Option<PathBuf>, dns_listen: Vec<SocketAddr>) -> anyhow::Result<()> {
     let store = Arc::new(Store::new());
     let (bytes, source) = match &snapshot {
@@ -151,9 +188,19 @@ async fn serve(snapshot: Option<PathBuf>, dns_listen: Vec<SocketAddr>) -> anyhow
             a.port()
         );
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                // Compiling a large snapshot takes a while: keep it off the runtime's threads.
+                let (store, path) = (store.clone(), snapshot.clone());
+                let _ = tokio::task::spawn_blocking(move || reload(&store, path.as_deref())).await;
+            }
+        }
+    }
     println!("pserv: shutting down");
     dns.shutdown().await;
     Ok(())

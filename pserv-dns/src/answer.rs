@@ -1,9 +1,14 @@
-//! The pure answer function: (table, zones, leases, name, type) -> what the response holds.
+//! The pure answer logic: (table, zones, leases, name, type) -> what the response holds.
 //!
-//! No sockets, no EDNS, no opcodes: the server layer handles those. This is where the DNS rules
+//! No sockets, no EDNS, no opcodes: the server layers handle those. This is where the DNS rules
 //! live: REFUSED outside our zones, NXDOMAIN versus NODATA, SOA in the authority section of
 //! negative answers, minimal ANY (RFC 8482), and names that follow the table and live leases.
+//!
+//! [`resolve`] decides, over the query name's labels, without allocating; two encoders turn its
+//! [`Resolution`] into a response: [`answer`] into hickory records (TCP and the long tail), and
+//! the UDP fast path ([`crate::fast`]) straight into wire bytes.
 
+use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::op::ResponseCode;
@@ -12,6 +17,9 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use pserv_core::{MacAddr, Table};
 
 use crate::zones::{Zone, ZoneKind, Zones, fqdn};
+
+/// The most labels a name can have (255 octets on the wire).
+pub const MAX_LABELS: usize = 127;
 
 /// What pserv knows of dynamic leases, for DNS. The DHCP side implements it; its policy (which
 /// subnets publish client hostnames) is its own.
@@ -41,7 +49,120 @@ impl LeaseLookup for NoLeases {
     }
 }
 
-/// The content of a response.
+/// One answer record's data (the owner is always the query name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Data<'t> {
+    /// An A record.
+    A(Ipv4Addr),
+    /// An AAAA record.
+    Aaaa(Ipv6Addr),
+    /// A PTR record to this FQDN (lower case, no trailing dot).
+    Ptr(Cow<'t, str>),
+}
+
+/// The decision for one question.
+#[derive(Debug, Clone)]
+pub enum Resolution<'t> {
+    /// Not in any of our zones.
+    Refused,
+    /// The zone apex itself (SOA, NS, ANY and NODATA are answered from the zone).
+    Apex(&'t Zone),
+    /// The name exists and has these records of the asked type (one or two).
+    Records(&'t Zone, Data<'t>, Option<Data<'t>>),
+    /// The name exists, without records of the asked type.
+    NoData(&'t Zone),
+    /// The name does not exist in the zone.
+    NxDomain(&'t Zone),
+}
+
+/// Decides the answer for a name given as its labels (no root label), in the case asked.
+pub fn resolve<'t>(
+    table: &'t Table,
+    zones: &'t Zones,
+    leases: &dyn LeaseLookup,
+    labels: &[&[u8]],
+    qtype: RecordType,
+) -> Resolution<'t> {
+    let Some(zone) = zones.find_labels(labels) else {
+        return Resolution::Refused;
+    };
+    if labels.len() == zone.apex_labels() {
+        return Resolution::Apex(zone);
+    }
+    let exists = |records: Option<(Data<'t>, Option<Data<'t>>)>| match records {
+        Some((first, second)) => Resolution::Records(zone, first, second),
+        None => Resolution::NoData(zone),
+    };
+    match zone.kind {
+        ZoneKind::Forward => {
+            let mut buf = [0u8; 256];
+            let Some(text) = text_form(labels, &mut buf) else {
+                return Resolution::NxDomain(zone);
+            };
+            if let Some(node) = table.by_name_bytes(text) {
+                let v4 = node.ipv4().or_else(|| {
+                    // A known node without a reservation resolves to its live lease.
+                    node.primary()
+                        .filter(|p| p.ipv4().is_none())
+                        .and_then(|p| leases.address_of(p.mac()))
+                });
+                let a = v4.map(Data::A);
+                let aaaa = node.ipv6().map(Data::Aaaa);
+                return exists(match qtype {
+                    RecordType::A => a.map(|a| (a, None)),
+                    RecordType::AAAA => aaaa.map(|a| (a, None)),
+                    // RFC 8482 permits a subset; the addresses are what a client asking ANY
+                    // wants.
+                    RecordType::ANY => match (a, aaaa) {
+                        (Some(a), aaaa) => Some((a, aaaa)),
+                        (None, aaaa) => aaaa.map(|a| (a, None)),
+                    },
+                    _ => None,
+                });
+            }
+            // A dynamic client's own name, where its subnet publishes them; a node's name
+            // always wins (checked above).
+            let lower = String::from_utf8_lossy(text).to_ascii_lowercase();
+            match leases.by_hostname(&lower) {
+                Some(ip) => exists(
+                    matches!(qtype, RecordType::A | RecordType::ANY).then_some((Data::A(ip), None)),
+                ),
+                None => Resolution::NxDomain(zone),
+            }
+        }
+        ZoneKind::Reverse4 { .. } => match parse_v4(labels) {
+            Reverse::Full(ip) => {
+                let target = table
+                    .by_ipv4(ip)
+                    .map(|i| Cow::Borrowed(i.node().fqdn()))
+                    .or_else(|| leases.by_address(ip).map(Cow::Owned));
+                ptr(zone, qtype, target)
+            }
+            Reverse::Partial => Resolution::NoData(zone),
+            Reverse::Invalid => Resolution::NxDomain(zone),
+        },
+        ZoneKind::Reverse6 { .. } => match parse_v6(labels) {
+            Reverse::Full(ip) => {
+                let target = table.by_ipv6(ip).map(|i| Cow::Borrowed(i.node().fqdn()));
+                ptr(zone, qtype, target)
+            }
+            Reverse::Partial => Resolution::NoData(zone),
+            Reverse::Invalid => Resolution::NxDomain(zone),
+        },
+    }
+}
+
+fn ptr<'t>(zone: &'t Zone, qtype: RecordType, target: Option<Cow<'t, str>>) -> Resolution<'t> {
+    match (target, qtype) {
+        (Some(t), RecordType::PTR | RecordType::ANY) => {
+            Resolution::Records(zone, Data::Ptr(t), None)
+        }
+        (Some(_), _) => Resolution::NoData(zone),
+        (None, _) => Resolution::NxDomain(zone),
+    }
+}
+
+/// The content of a response, as hickory records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     /// NOERROR, NXDOMAIN or REFUSED.
@@ -57,46 +178,19 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn refused() -> Self {
+    fn new(rcode: ResponseCode, authoritative: bool) -> Self {
         Self {
-            rcode: ResponseCode::Refused,
-            authoritative: false,
+            rcode,
+            authoritative,
             answers: Vec::new(),
             authority: Vec::new(),
             additional: Vec::new(),
-        }
-    }
-
-    fn records(answers: Vec<Record>) -> Self {
-        Self {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            answers,
-            authority: Vec::new(),
-            additional: Vec::new(),
-        }
-    }
-
-    /// The name exists but has no record of the type: empty answer, SOA for negative caching.
-    fn nodata(zone: &Zone) -> Self {
-        Self {
-            rcode: ResponseCode::NoError,
-            authoritative: true,
-            answers: Vec::new(),
-            authority: vec![zone.soa.clone()],
-            additional: Vec::new(),
-        }
-    }
-
-    fn nxdomain(zone: &Zone) -> Self {
-        Self {
-            rcode: ResponseCode::NXDomain,
-            ..Self::nodata(zone)
         }
     }
 }
 
-/// Answers one question. `qname` keeps the case it was asked in; answers carry it.
+/// Answers one question as hickory records. `qname` keeps the case it was asked in; answers
+/// carry it.
 pub fn answer(
     table: &Table,
     zones: &Zones,
@@ -104,43 +198,45 @@ pub fn answer(
     qname: &Name,
     qtype: RecordType,
 ) -> Answer {
-    let Some(zone) = zones.find(qname) else {
-        return Answer::refused();
-    };
+    let labels: Vec<&[u8]> = qname.iter().collect();
     let ttl = table.dns().ttl;
-    if qname.num_labels() == zone.apex.num_labels() {
-        return apex(table, zone, qtype);
-    }
-    match zone.kind {
-        ZoneKind::Forward => forward(table, zone, leases, qname, qtype, ttl),
-        ZoneKind::Reverse4 { .. } => match parse_v4(qname) {
-            Reverse::Full(ip) => {
-                let target = table
-                    .by_ipv4(ip)
-                    .map(|i| fqdn(i.node().fqdn()))
-                    .or_else(|| leases.by_address(ip).map(|n| fqdn(&n)));
-                ptr(zone, qname, qtype, ttl, target)
-            }
-            Reverse::Partial => Answer::nodata(zone),
-            Reverse::Invalid => Answer::nxdomain(zone),
-        },
-        ZoneKind::Reverse6 { .. } => match parse_v6(qname) {
-            Reverse::Full(ip) => {
-                let target = table.by_ipv6(ip).map(|i| fqdn(i.node().fqdn()));
-                ptr(zone, qname, qtype, ttl, target)
-            }
-            Reverse::Partial => Answer::nodata(zone),
-            Reverse::Invalid => Answer::nxdomain(zone),
-        },
+    let record = |d: Data<'_>| {
+        let rdata = match d {
+            Data::A(ip) => RData::A(A(ip)),
+            Data::Aaaa(ip) => RData::AAAA(AAAA(ip)),
+            Data::Ptr(t) => RData::PTR(PTR(fqdn(&t))),
+        };
+        Record::from_rdata(qname.clone(), ttl, rdata)
+    };
+    match resolve(table, zones, leases, &labels, qtype) {
+        Resolution::Refused => Answer::new(ResponseCode::Refused, false),
+        Resolution::Apex(zone) => apex(table, zone, qtype),
+        Resolution::Records(_, first, second) => {
+            let mut a = Answer::new(ResponseCode::NoError, true);
+            a.answers.push(record(first));
+            a.answers.extend(second.map(record));
+            a
+        }
+        Resolution::NoData(zone) => {
+            let mut a = Answer::new(ResponseCode::NoError, true);
+            a.authority.push(zone.soa.clone());
+            a
+        }
+        Resolution::NxDomain(zone) => {
+            let mut a = Answer::new(ResponseCode::NXDomain, true);
+            a.authority.push(zone.soa.clone());
+            a
+        }
     }
 }
 
 fn apex(table: &Table, zone: &Zone, qtype: RecordType) -> Answer {
+    let mut a = Answer::new(ResponseCode::NoError, true);
     match qtype {
         // RFC 8482: answer ANY with one RRset rather than everything.
-        RecordType::SOA | RecordType::ANY => Answer::records(vec![zone.soa.clone()]),
+        RecordType::SOA | RecordType::ANY => a.answers.push(zone.soa.clone()),
         RecordType::NS => {
-            let mut a = Answer::records(vec![zone.ns.clone()]);
+            a.answers.push(zone.ns.clone());
             // In-zone glue: the name server's address when the table knows it.
             if let RData::NS(ns) = &zone.ns.data
                 && zone.apex.zone_of(&ns.0)
@@ -152,16 +248,21 @@ fn apex(table: &Table, zone: &Zone, qtype: RecordType) -> Answer {
                     RData::A(A(ip)),
                 ));
             }
-            a
         }
-        _ => Answer::nodata(zone),
+        _ => a.authority.push(zone.soa.clone()),
     }
+    a
 }
 
-/// Writes the name's text form (no trailing dot) into `buf` without allocating.
-fn text_form<'b>(name: &Name, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
+/// Writes the labels' text form (no trailing dot) into `buf` without allocating. `None` if a
+/// label holds a '.' (such a name can never be a node's, and joining would make it look like
+/// one) or the name is too long.
+fn text_form<'b>(labels: &[&[u8]], buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
     let mut len = 0;
-    for label in name.iter() {
+    for label in labels {
+        if label.contains(&b'.') {
+            return None;
+        }
         let need = label.len() + usize::from(len > 0);
         if len + need > buf.len() {
             return None;
@@ -176,69 +277,6 @@ fn text_form<'b>(name: &Name, buf: &'b mut [u8; 256]) -> Option<&'b [u8]> {
     Some(&buf[..len])
 }
 
-fn forward(
-    table: &Table,
-    zone: &Zone,
-    leases: &dyn LeaseLookup,
-    qname: &Name,
-    qtype: RecordType,
-    ttl: u32,
-) -> Answer {
-    let mut buf = [0u8; 256];
-    let Some(text) = text_form(qname, &mut buf) else {
-        return Answer::nxdomain(zone);
-    };
-    let owner = || qname.clone();
-    if let Some(node) = table.by_name_bytes(text) {
-        let v4 = node.ipv4().or_else(|| {
-            // A known node without a reservation resolves to its live lease.
-            node.primary()
-                .filter(|p| p.ipv4().is_none())
-                .and_then(|p| leases.address_of(p.mac()))
-        });
-        let a = v4.map(|ip| Record::from_rdata(owner(), ttl, RData::A(A(ip))));
-        let aaaa = node
-            .ipv6()
-            .map(|ip| Record::from_rdata(owner(), ttl, RData::AAAA(AAAA(ip))));
-        let records: Vec<Record> = match qtype {
-            RecordType::A => a.into_iter().collect(),
-            RecordType::AAAA => aaaa.into_iter().collect(),
-            // RFC 8482 permits a subset; the addresses are what a client asking ANY wants.
-            RecordType::ANY => a.into_iter().chain(aaaa).collect(),
-            _ => Vec::new(),
-        };
-        return if records.is_empty() {
-            Answer::nodata(zone)
-        } else {
-            Answer::records(records)
-        };
-    }
-    // A dynamic client's own name, where its subnet publishes them; a node's name always wins
-    // (checked above).
-    let lower = String::from_utf8_lossy(text).to_ascii_lowercase();
-    if let Some(ip) = leases.by_hostname(&lower) {
-        return match qtype {
-            RecordType::A | RecordType::ANY => {
-                Answer::records(vec![Record::from_rdata(owner(), ttl, RData::A(A(ip)))])
-            }
-            _ => Answer::nodata(zone),
-        };
-    }
-    Answer::nxdomain(zone)
-}
-
-fn ptr(zone: &Zone, qname: &Name, qtype: RecordType, ttl: u32, target: Option<Name>) -> Answer {
-    match (target, qtype) {
-        (Some(t), RecordType::PTR | RecordType::ANY) => Answer::records(vec![Record::from_rdata(
-            qname.clone(),
-            ttl,
-            RData::PTR(PTR(t)),
-        )]),
-        (Some(_), _) => Answer::nodata(zone),
-        (None, _) => Answer::nxdomain(zone),
-    }
-}
-
 enum Reverse<T> {
     Full(T),
     /// Fewer labels than an address: an empty non-terminal inside the zone.
@@ -247,23 +285,25 @@ enum Reverse<T> {
     Invalid,
 }
 
-/// `d.c.b.a.in-addr.arpa.` -> a.b.c.d.
-fn parse_v4(name: &Name) -> Reverse<Ipv4Addr> {
-    let labels: Vec<&[u8]> = name.iter().collect();
+/// `d.c.b.a.in-addr.arpa` -> a.b.c.d.
+fn parse_v4(labels: &[&[u8]]) -> Reverse<Ipv4Addr> {
     let n = labels.len().saturating_sub(2);
     if n > 4 {
         return Reverse::Invalid;
     }
     let mut o = [0u8; 4];
     for (i, l) in labels[..n].iter().rev().enumerate() {
-        let ok = !l.is_empty()
+        let canonical = !l.is_empty()
             && l.len() <= 3
             && l.iter().all(u8::is_ascii_digit)
             && (l.len() == 1 || l[0] != b'0');
-        let v = std::str::from_utf8(l)
-            .ok()
-            .and_then(|s| s.parse::<u8>().ok());
-        match (ok, v) {
+        let value = l
+            .iter()
+            .try_fold(0u16, |acc, d| {
+                Some(acc * 10 + u16::from(d.wrapping_sub(b'0')))
+            })
+            .and_then(|v| u8::try_from(v).ok());
+        match (canonical, value) {
             (true, Some(v)) => o[i] = v,
             _ => return Reverse::Invalid,
         }
@@ -275,9 +315,8 @@ fn parse_v4(name: &Name) -> Reverse<Ipv4Addr> {
     }
 }
 
-/// 32 nibble labels + `ip6.arpa.` -> the address.
-fn parse_v6(name: &Name) -> Reverse<Ipv6Addr> {
-    let labels: Vec<&[u8]> = name.iter().collect();
+/// 32 nibble labels + `ip6.arpa` -> the address.
+fn parse_v6(labels: &[&[u8]]) -> Reverse<Ipv6Addr> {
     let n = labels.len().saturating_sub(2);
     if n > 32 {
         return Reverse::Invalid;
@@ -294,5 +333,141 @@ fn parse_v6(name: &Name) -> Reverse<Ipv6Addr> {
         Reverse::Full(Ipv6Addr::from(bits))
     } else {
         Reverse::Partial
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
+
+    fn setup() -> (Table, Zones) {
+        let t =
+            Table::compile(&Snapshot::from_json(EXAMPLE_JSON.as_bytes()).unwrap(), None).unwrap();
+        let z = Zones::new(&t);
+        (t, z)
+    }
+
+    fn ask(t: &Table, z: &Zones, name: &str, qtype: RecordType) -> Answer {
+        answer(t, z, &NoLeases, &Name::from_ascii(name).unwrap(), qtype)
+    }
+
+    #[test]
+    fn forward_positive_negative_and_refused() {
+        let (t, z) = setup();
+        let a = ask(&t, &z, "AAA.maas.", RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NoError);
+        assert!(a.authoritative);
+        assert_eq!(a.answers.len(), 1);
+        assert_eq!(a.answers[0].name.to_string(), "AAA.maas.", "case preserved");
+        assert_eq!(a.answers[0].data, RData::A(A(Ipv4Addr::new(10, 20, 0, 10))));
+        let nodata = ask(&t, &z, "bbb.maas.", RecordType::AAAA);
+        assert_eq!(
+            (nodata.rcode, nodata.answers.len(), nodata.authority.len()),
+            (ResponseCode::NoError, 0, 1)
+        );
+        let nx = ask(&t, &z, "zzz.maas.", RecordType::A);
+        assert_eq!((nx.rcode, nx.authority.len()), (ResponseCode::NXDomain, 1));
+        let refused = ask(&t, &z, "example.com.", RecordType::A);
+        assert_eq!(
+            (refused.rcode, refused.authoritative),
+            (ResponseCode::Refused, false)
+        );
+    }
+
+    #[test]
+    fn a_label_with_a_dot_is_not_a_node_name() {
+        let (t, z) = setup();
+        // One label "aaa.maas" under the zone: not the node aaa.maas.
+        let name = Name::from_labels([&b"aaa.maas"[..], b"maas"]).unwrap();
+        let a = answer(&t, &z, &NoLeases, &name, RecordType::A);
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn reverse_names() {
+        let (t, z) = setup();
+        let p = ask(&t, &z, "10.0.20.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!(
+            p.answers[0].data,
+            RData::PTR(PTR(Name::from_ascii("aaa.maas.").unwrap()))
+        );
+        // Non-canonical octets cannot exist.
+        assert_eq!(
+            ask(&t, &z, "010.0.20.10.in-addr.arpa.", RecordType::PTR).rcode,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ask(&t, &z, "300.0.20.10.in-addr.arpa.", RecordType::PTR).rcode,
+            ResponseCode::NXDomain
+        );
+        // An empty non-terminal exists.
+        let ent = ask(&t, &z, "0.20.10.in-addr.arpa.", RecordType::PTR);
+        assert_eq!((ent.rcode, ent.answers.len()), (ResponseCode::NoError, 0));
+        // PTR name, other type: NODATA.
+        let nodata = ask(&t, &z, "10.0.20.10.in-addr.arpa.", RecordType::A);
+        assert_eq!(
+            (nodata.rcode, nodata.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+    }
+
+    #[test]
+    fn apex_records() {
+        let (t, z) = setup();
+        let soa = ask(&t, &z, "maas.", RecordType::SOA);
+        assert_eq!(soa.answers.len(), 1);
+        assert!(matches!(&soa.answers[0].data, RData::SOA(s) if s.serial == 1));
+        let any = ask(&t, &z, "maas.", RecordType::ANY);
+        assert_eq!(any.answers.len(), 1, "RFC 8482: one RRset");
+        let mx = ask(&t, &z, "maas.", RecordType::MX);
+        assert_eq!(
+            (mx.rcode, mx.answers.len(), mx.authority.len()),
+            (ResponseCode::NoError, 0, 1)
+        );
+    }
+
+    struct OneLease;
+    impl LeaseLookup for OneLease {
+        fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+            (mac.to_string() == "52:54:00:12:34:70").then_some(Ipv4Addr::new(10, 20, 200, 7))
+        }
+        fn by_hostname(&self, fqdn: &str) -> Option<Ipv4Addr> {
+            match fqdn {
+                "laptop.maas" => Some(Ipv4Addr::new(10, 20, 200, 8)),
+                "aaa.maas" => Some(Ipv4Addr::new(10, 20, 200, 9)),
+                _ => None,
+            }
+        }
+        fn by_address(&self, ip: Ipv4Addr) -> Option<String> {
+            (ip == Ipv4Addr::new(10, 20, 200, 8)).then(|| "laptop.maas".to_owned())
+        }
+    }
+
+    #[test]
+    fn leases_fill_in_but_never_shadow_nodes() {
+        let (t, z) = setup();
+        let q = |n: &str, ty| answer(&t, &z, &OneLease, &Name::from_ascii(n).unwrap(), ty);
+        // ccc is a node without a reservation: its lease address.
+        assert_eq!(
+            q("ccc.maas.", RecordType::A).answers[0].data,
+            RData::A(A(Ipv4Addr::new(10, 20, 200, 7)))
+        );
+        // A dynamic client's name.
+        assert_eq!(
+            q("Laptop.maas.", RecordType::A).answers[0].data,
+            RData::A(A(Ipv4Addr::new(10, 20, 200, 8)))
+        );
+        assert_eq!(
+            q("8.200.20.10.in-addr.arpa.", RecordType::PTR)
+                .answers
+                .len(),
+            1
+        );
+        // A dynamic client calling itself aaa does not shadow the node aaa.
+        assert_eq!(
+            q("aaa.maas.", RecordType::A).answers[0].data,
+            RData::A(A(Ipv4Addr::new(10, 20, 0, 10)))
+        );
     }
 }

@@ -5,13 +5,18 @@
 //! A, AAAA, PTR, SOA (serial = snapshot generation), NS; NXDOMAIN vs NODATA with the SOA for
 //! negative caching; REFUSED for names outside its zones (never an open resolver).
 //!
-//! Layers: [`answer()`] is pure (table, zones, leases, name, type) -> records; [`Zones`] is
-//! compiled once per table generation; [`server`] is the hickory socket layer.
+//! Layers: [`answer::resolve`] is the pure decision (table, zones, leases, labels, type);
+//! [`answer()`] encodes it as hickory records and [`respond`] straight into wire bytes (the UDP
+//! fast path, with hickory decoding and encoding for everything unusual); [`Zones`] is
+//! compiled once per table generation; [`udp`] is the batched UDP loop and [`server`] ties it
+//! to hickory-server for TCP.
 
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod respond;
 pub mod server;
+pub mod udp;
 pub mod zones;
 
 pub use answer::{Answer, LeaseLookup, NoLeases, answer};

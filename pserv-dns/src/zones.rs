@@ -44,6 +44,35 @@ pub struct Zone {
     pub soa: Record,
     /// The NS record at the apex.
     pub ns: Record,
+    /// The apex's labels, lower case (no root label).
+    labels: Vec<Box<[u8]>>,
+    /// The SOA's RDATA in wire form (names uncompressed), for the UDP fast path.
+    pub soa_rdata: Box<[u8]>,
+}
+
+impl Zone {
+    /// How many labels the apex has.
+    pub fn apex_labels(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether a name given as labels is at or below this apex (ASCII case-insensitive).
+    fn contains(&self, name: &[&[u8]]) -> bool {
+        name.len() >= self.labels.len()
+            && name[name.len() - self.labels.len()..]
+                .iter()
+                .zip(&self.labels)
+                .all(|(a, b)| a.eq_ignore_ascii_case(b))
+    }
+}
+
+/// Appends a name in uncompressed wire form.
+pub(crate) fn push_wire_name(name: &Name, out: &mut Vec<u8>) {
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    out.push(0);
 }
 
 /// Every zone of one table generation.
@@ -101,18 +130,30 @@ impl Zones {
             if zones.iter().any(|z| z.apex == apex) {
                 return;
             }
+            let serial = table.generation() as u32;
             let soa = SOA::new(
                 mname.clone(),
                 rname.clone(),
-                table.generation() as u32,
+                serial,
                 REFRESH,
                 RETRY,
                 EXPIRE,
                 ttl,
             );
+            let mut soa_rdata = Vec::new();
+            push_wire_name(&mname, &mut soa_rdata);
+            push_wire_name(&rname, &mut soa_rdata);
+            for v in [serial, REFRESH as u32, RETRY as u32, EXPIRE as u32, ttl] {
+                soa_rdata.extend_from_slice(&v.to_be_bytes());
+            }
             zones.push(Zone {
                 soa: Record::from_rdata(apex.clone(), ttl, RData::SOA(soa)),
                 ns: Record::from_rdata(apex.clone(), ttl, RData::NS(NS(mname.clone()))),
+                labels: apex
+                    .iter()
+                    .map(|l| l.to_ascii_lowercase().into_boxed_slice())
+                    .collect(),
+                soa_rdata: soa_rdata.into_boxed_slice(),
                 apex,
                 kind,
             });
@@ -164,6 +205,11 @@ impl Zones {
     pub fn find(&self, name: &Name) -> Option<&Zone> {
         self.zones.iter().find(|z| z.apex.zone_of(name))
     }
+
+    /// [`Zones::find`] for a name given as its labels (no root label), without allocating.
+    pub fn find_labels(&self, labels: &[&[u8]]) -> Option<&Zone> {
+        self.zones.iter().find(|z| z.contains(labels))
+    }
 }
 
 /// A normalized domain as a fully qualified [`Name`] (the root if it cannot be one: the table
@@ -181,13 +227,13 @@ mod tests {
     #[test]
     fn reverse_apexes() {
         let (n, net, len) = reverse4_apex(Ipv4Addr::new(10, 20, 0, 0), 16);
-        assert_eq!(n.to_string(), "20.10.in-addr.arpa");
+        assert_eq!(n.to_string(), "20.10.in-addr.arpa.");
         assert_eq!((net, len), (Ipv4Addr::new(10, 20, 0, 0), 16));
         let (n, net, len) = reverse4_apex(Ipv4Addr::new(10, 20, 4, 0), 22);
-        assert_eq!(n.to_string(), "20.10.in-addr.arpa");
+        assert_eq!(n.to_string(), "20.10.in-addr.arpa.");
         assert_eq!((net, len), (Ipv4Addr::new(10, 20, 0, 0), 16));
         let (n, _, len) = reverse6_apex("fd00:20::".parse().unwrap(), 64);
-        assert_eq!(n.to_string(), "0.0.0.0.0.0.0.0.0.2.0.0.0.0.d.f.ip6.arpa");
+        assert_eq!(n.to_string(), "0.0.0.0.0.0.0.0.0.2.0.0.0.0.d.f.ip6.arpa.");
         assert_eq!(len, 64);
         let (n, _, len) = reverse6_apex("fd00:20::".parse().unwrap(), 62);
         assert_eq!(len, 60);

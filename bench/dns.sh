@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# DNS benchmark: pserv and NSD side by side, in one run, on the same 10,000-node data.
+#
+#   bench/dns.sh            (as root it apt-installs nsd and dnsperf when missing)
+#
+# Both servers answer on loopback, pinned to core 0; dnsperf runs pinned to core 1 with the same
+# query file (80% A hits, 10% PTR, 10% nonexistent names). For each server:
+#   1. peak:  dnsperf floods for $DUR s (8 clients, 500 outstanding): queries per second;
+#   2. fixed: dnsperf at $RATE q/s for $DUR s (-Q): the server's CPU time per answered query,
+#             from /proc/PID/stat (user + system), so the figure measures the server, not the
+#             load generator;
+# and for pserv a third run:
+#   3. swap:  the peak load again while the snapshot file is rewritten with a new generation and
+#             pserv reloads it (SIGHUP) every 100 ms; the response codes must keep the same
+#             split as without swaps and nothing may be lost or SERVFAIL.
+# Every run is bounded ($DUR seconds); the servers are stopped by PID at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${DUR:-10}
+RATE=${RATE:-80000}
+NSD_PORT=${NSD_PORT:-5301}
+PSERV_PORT=${PSERV_PORT:-5302}
+work=$(mktemp -d /tmp/pserv-dns-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need() {
+  command -v "$1" >/dev/null && return
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+  else
+    echo "missing $1 (apt-get install $2)" >&2; exit 1
+  fi
+}
+need nsd nsd
+need dnsperf dnsperf
+need dig bind9-dnsutils
+
+cargo build --release -q -p pserv-bin
+python3 bench/gen_dns.py "$work" "$NSD_PORT"
+
+# CPU ticks (user + system) of a process and all its descendants (NSD serves from a child).
+descendants() { local c; for c in $(pgrep -P "$1" || true); do echo "$c"; descendants "$c"; done; }
+cpu_ticks() {
+  local total=0 p
+  for p in $1 $(descendants "$1"); do
+    # Fields after the ")" that ends the command name (which may hold spaces: "nsd: main").
+    [ -r "/proc/$p/stat" ] && total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+wait_port() {
+  for _ in $(seq 100); do
+    dig @127.0.0.1 -p "$1" +time=1 +tries=1 h00001.bench.test A >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "server on port $1 did not come up" >&2; exit 1
+}
+
+# run_dnsperf PORT [extra args...] -> prints dnsperf's summary
+run_dnsperf() {
+  local port=$1; shift
+  timeout $((DUR + 30)) taskset -c 1 dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" \
+    -l "$DUR" -c 8 -T 1 -q 500 "$@" 2>&1
+}
+field() { awk -v k="$1" 'index($0, k) {print $NF}' | head -1; }
+qps_of() { awk '/Queries per second/ {print $4}'; }
+completed_of() { awk '/Queries completed/ {print $3}'; }
+lost_of() { awk '/Queries lost/ {print $3}'; }
+codes_of() { awk '/Response codes/ {$1=""; $2=""; print}'; }
+
+declare -A PEAK CPU LOST CODES
+measure() {
+  local name=$1 pid=$2 port=$3
+  wait_port "$port"
+  local out; out=$(run_dnsperf "$port")
+  PEAK[$name]=$(echo "$out" | qps_of)
+  LOST[$name]=$(echo "$out" | lost_of)
+  CODES[$name]=$(echo "$out" | codes_of)
+  local t0; t0=$(cpu_ticks "$pid")
+  out=$(run_dnsperf "$port" -Q "$RATE")
+  local t1; t1=$(cpu_ticks "$pid")
+  local done; done=$(echo "$out" | completed_of)
+  CPU[$name]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$done" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
+  echo "$name: peak ${PEAK[$name]} q/s (lost ${LOST[$name]}; ${CODES[$name]}), ${CPU[$name]} us CPU/query at $RATE q/s offered ($done answered)"
+}
+
+# NSD
+(cd "$work" && exec taskset -c 0 nsd -d -c "$work/nsd.conf") >"$work/nsd.out" 2>&1 &
+nsd_pid=$!; pids+=("$nsd_pid")
+measure nsd "$nsd_pid" "$NSD_PORT"
+kill "$nsd_pid"; wait "$nsd_pid" 2>/dev/null || true
+
+# pserv
+cp "$work/snapshot-1.json" "$work/live.json"
+RUST_LOG=info,hickory_server=warn taskset -c 0 ./target/release/pserv serve --snapshot "$work/live.json" \
+  --dns-listen "127.0.0.1:$PSERV_PORT" >"$work/pserv.out" 2>&1 &
+pserv_pid=$!; pids+=("$pserv_pid")
+measure pserv "$pserv_pid" "$PSERV_PORT"
+
+# pserv under swaps: a new generation every 100 ms during a peak run.
+(
+  g=2
+  end=$((SECONDS + DUR))
+  while [ $SECONDS -lt $end ]; do
+    g=$((g + 1))
+    src="$work/snapshot-$((g % 2 + 1)).json"
+    sed "s/\"generation\": [0-9]*/\"generation\": $g/" "$src" >"$work/next.json"
+    mv "$work/next.json" "$work/live.json"
+    kill -HUP "$pserv_pid"
+    sleep 0.1
+  done
+  echo "$g" >"$work/swaps"
+) &
+swapper=$!; pids+=("$swapper")
+out=$(run_dnsperf "$PSERV_PORT")
+wait "$swapper" || true
+swaps=$(( $(cat "$work/swaps") - 2 ))
+reloaded=$(grep -c "snapshot reloaded" "$work/pserv.out" || true)
+rejected=$(grep -c "rejected" "$work/pserv.out" || true)
+echo "pserv with $swaps swaps (one per 100 ms; log shows $reloaded reloads, $rejected rejected):" \
+  "$(echo "$out" | qps_of) q/s, lost $(echo "$out" | lost_of), codes:$(echo "$out" | codes_of)"
+
+echo
+awk -v p="${PEAK[pserv]}" -v n="${PEAK[nsd]}" -v cp="${CPU[pserv]}" -v cn="${CPU[nsd]}" 'BEGIN {
+  printf "peak qps      pserv %.0f   nsd %.0f   ratio pserv/nsd %.2f\n", p, n, p / n
+  printf "CPU/query     pserv %.2f us   nsd %.2f us   ratio nsd/pserv %.2f (higher: pserv cheaper)\n", cp, cn, cn / cp
+}'

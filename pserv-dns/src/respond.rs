@@ -1,0 +1,403 @@
+//! Datagram in, datagram out: the synchronous responder behind the UDP loop.
+//!
+//! The fast path parses the common query shape in place (one question, class IN, A/AAAA/PTR,
+//! optional EDNS version 0), decides with [`crate::answer::resolve`] and writes the response
+//! wire bytes directly: the question is copied from the query (so its case is preserved) and
+//! every answer's owner is a compression pointer to it. No allocation, no task, no decoder.
+//! Anything else (other types, the apex, ANY, other opcodes, malformed input, an answer that
+//! would not fit) goes to the slow path, which decodes with hickory-proto, answers with
+//! [`crate::answer::answer`] and encodes with hickory, truncating (TC) when the answer exceeds
+//! the client's UDP size.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+use pserv_core::{Store, Table};
+
+use crate::answer::{Data, LeaseLookup, MAX_LABELS, Resolution, answer, resolve};
+use crate::zones::Zones;
+
+/// Counts of what the responder did.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// NOERROR answers (including NODATA).
+    pub noerror: AtomicU64,
+    /// NXDOMAIN answers.
+    pub nxdomain: AtomicU64,
+    /// REFUSED answers (outside our zones, zone transfers, other classes).
+    pub refused: AtomicU64,
+    /// FORMERR answers.
+    pub formerr: AtomicU64,
+    /// NOTIMP answers (opcodes other than QUERY).
+    pub notimp: AtomicU64,
+    /// BADVERS answers (EDNS version above 0).
+    pub badvers: AtomicU64,
+    /// Answers that did not fit the client's UDP size and went out truncated (TC).
+    pub truncated: AtomicU64,
+    /// Queries answered by the fast path.
+    pub fast: AtomicU64,
+    /// Datagrams dropped: too short to answer, or a response (QR set) sent to us.
+    pub dropped: AtomicU64,
+    /// Responses the socket refused (send buffer full, errors).
+    pub send_errors: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn count(&self, rcode: ResponseCode) {
+        let c = match rcode {
+            ResponseCode::NoError => &self.noerror,
+            ResponseCode::NXDomain => &self.nxdomain,
+            ResponseCode::Refused => &self.refused,
+            ResponseCode::FormErr => &self.formerr,
+            ResponseCode::NotImp => &self.notimp,
+            ResponseCode::BADVERS => &self.badvers,
+            _ => return,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The checks every query passes before any lookup; `Err` is the response code to send.
+pub fn check_query(
+    op_code: OpCode,
+    edns_version: Option<u8>,
+    questions: usize,
+    class: DNSClass,
+    qtype: RecordType,
+) -> Result<(), ResponseCode> {
+    if op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    if edns_version.is_some_and(|v| v > 0) {
+        return Err(ResponseCode::BADVERS);
+    }
+    if questions != 1 {
+        return Err(ResponseCode::FormErr);
+    }
+    if class != DNSClass::IN || matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
+        return Err(ResponseCode::Refused);
+    }
+    Ok(())
+}
+
+/// Everything a responder needs, shared by the UDP threads and the TCP handler.
+pub struct Responder {
+    store: Arc<Store>,
+    leases: Arc<dyn LeaseLookup>,
+    zones: ArcSwap<Zones>,
+    counters: Arc<Counters>,
+}
+
+impl Responder {
+    /// A responder over `store`, with `leases` for dynamic names.
+    pub fn new(store: Arc<Store>, leases: Arc<dyn LeaseLookup>) -> Self {
+        let zones = Zones::new(&store.load());
+        Self {
+            store,
+            leases,
+            zones: ArcSwap::from_pointee(zones),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The store answers come from.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Dynamic lease names.
+    pub fn leases(&self) -> &dyn LeaseLookup {
+        &*self.leases
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The zones for `table`, compiled once per generation (a swap is seen by the next query).
+    pub fn zones_for(&self, table: &Table) -> Arc<Zones> {
+        let z = self.zones.load_full();
+        if z.compiled_from() == (table.generation(), table.is_loaded()) {
+            return z;
+        }
+        let fresh = Arc::new(Zones::new(table));
+        self.zones.store(fresh.clone());
+        fresh
+    }
+
+    /// Answers one UDP datagram into `out`; `false` means send nothing (counted).
+    pub fn respond_udp(
+        &self,
+        table: &Table,
+        zones: &Zones,
+        query: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match self.fast(table, zones, query, out) {
+            Fast::Sent(rcode) => {
+                self.counters.fast.fetch_add(1, Ordering::Relaxed);
+                self.counters.count(rcode);
+                true
+            }
+            Fast::Drop => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            Fast::Slow => self.slow(table, zones, query, out),
+        }
+    }
+
+    fn fast(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>) -> Fast {
+        let Some(p) = parse(q) else {
+            if q.len() < 12 || q[2] & 0x80 != 0 {
+                return Fast::Drop;
+            }
+            return Fast::Slow;
+        };
+        let labels = &p.labels[..p.n_labels];
+        let qtype = RecordType::from(p.qtype);
+        if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::PTR) {
+            return Fast::Slow;
+        }
+        let max = p.edns.map_or(512, |size| usize::from(size.max(512)));
+        let ttl = table.dns().ttl;
+        let res = resolve(table, zones, &*self.leases, labels, qtype);
+        let (rcode, aa) = match &res {
+            Resolution::Refused => (ResponseCode::Refused, false),
+            Resolution::Apex(_) => return Fast::Slow,
+            Resolution::Records(..) | Resolution::NoData(_) => (ResponseCode::NoError, true),
+            Resolution::NxDomain(_) => (ResponseCode::NXDomain, true),
+        };
+        out.clear();
+        let flags: u16 = 0x8000
+            | if aa { 0x0400 } else { 0 }
+            | (u16::from(q[2] & 0x01) << 8) // RD
+            | u16::from(q[3] & 0x10) // CD
+            | u16::from(rcode.low());
+        let (an, ns): (u16, u16) = match &res {
+            Resolution::Records(_, _, second) => (1 + u16::from(second.is_some()), 0),
+            Resolution::NoData(_) | Resolution::NxDomain(_) => (0, 1),
+            _ => (0, 0),
+        };
+        out.extend_from_slice(&q[..2]);
+        out.extend_from_slice(&flags.to_be_bytes());
+        for c in [1, an, ns, u16::from(p.edns.is_some())] {
+            out.extend_from_slice(&c.to_be_bytes());
+        }
+        out.extend_from_slice(&q[12..p.question_end]);
+        match res {
+            Resolution::Records(_, first, second) => {
+                for d in std::iter::once(first).chain(second) {
+                    // Owner: a pointer to the question's name at offset 12.
+                    out.extend_from_slice(&[0xC0, 0x0C]);
+                    let rtype: u16 = match d {
+                        Data::A(_) => 1,
+                        Data::Aaaa(_) => 28,
+                        Data::Ptr(_) => 12,
+                    };
+                    out.extend_from_slice(&rtype.to_be_bytes());
+                    out.extend_from_slice(&1u16.to_be_bytes());
+                    out.extend_from_slice(&ttl.to_be_bytes());
+                    match d {
+                        Data::A(ip) => {
+                            out.extend_from_slice(&4u16.to_be_bytes());
+                            out.extend_from_slice(&ip.octets());
+                        }
+                        Data::Aaaa(ip) => {
+                            out.extend_from_slice(&16u16.to_be_bytes());
+                            out.extend_from_slice(&ip.octets());
+                        }
+                        Data::Ptr(target) => {
+                            let len_at = out.len();
+                            out.extend_from_slice(&[0, 0]);
+                            for label in target.split('.') {
+                                out.push(label.len() as u8);
+                                out.extend_from_slice(label.as_bytes());
+                            }
+                            out.push(0);
+                            let rdlen = (out.len() - len_at - 2) as u16;
+                            out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
+                        }
+                    }
+                }
+            }
+            Resolution::NoData(zone) | Resolution::NxDomain(zone) => {
+                // The SOA's owner is the zone apex: a pointer into the question's own name.
+                let apex_at = p.label_at[p.n_labels - zone.apex_labels()];
+                out.extend_from_slice(&(0xC000 | apex_at).to_be_bytes());
+                out.extend_from_slice(&6u16.to_be_bytes());
+                out.extend_from_slice(&1u16.to_be_bytes());
+                out.extend_from_slice(&ttl.to_be_bytes());
+                out.extend_from_slice(&(zone.soa_rdata.len() as u16).to_be_bytes());
+                out.extend_from_slice(&zone.soa_rdata);
+            }
+            _ => {}
+        }
+        if let Some(size) = p.edns {
+            // OPT: root owner, type 41, our payload size, extended rcode 0, version 0, no flags.
+            out.extend_from_slice(&[0, 0, 41]);
+            out.extend_from_slice(&size.max(512).to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        }
+        if out.len() > max {
+            // Too big for the client: the slow path sends it truncated.
+            return Fast::Slow;
+        }
+        Fast::Sent(rcode)
+    }
+
+    /// Decodes with hickory, answers, encodes; truncates over UDP when the answer is too big.
+    fn slow(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>) -> bool {
+        let Ok(msg) = Message::from_vec(q) else {
+            // A header we can read but a body we cannot: FORMERR with the query's id.
+            out.clear();
+            out.extend_from_slice(&q[..2]);
+            let opcode = q[2] & 0x78;
+            out.extend_from_slice(&[0x80 | opcode, ResponseCode::FormErr.low()]);
+            out.extend_from_slice(&[0; 8]);
+            self.counters.count(ResponseCode::FormErr);
+            return true;
+        };
+        if msg.metadata.message_type == MessageType::Response {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut resp = Message::new(msg.metadata.id, MessageType::Response, msg.metadata.op_code);
+        resp.metadata = Metadata::response_from_request(&msg.metadata);
+        resp.queries = msg.queries.clone();
+        let max = msg
+            .edns
+            .as_ref()
+            .map_or(512, |e| usize::from(e.max_payload().max(512)));
+        if let Some(e) = &msg.edns {
+            let mut r = Edns::new();
+            r.set_max_payload(e.max_payload().max(512));
+            resp.edns = Some(r);
+        }
+        let first = msg.queries.first();
+        let verdict = check_query(
+            msg.metadata.op_code,
+            msg.edns.as_ref().map(Edns::version),
+            msg.queries.len(),
+            first.map_or(DNSClass::IN, |q| q.query_class()),
+            first.map_or(RecordType::A, |q| q.query_type()),
+        );
+        match (verdict, first) {
+            (Ok(()), Some(query)) => {
+                let a = answer(
+                    table,
+                    zones,
+                    &*self.leases,
+                    query.name(),
+                    query.query_type(),
+                );
+                resp.metadata.response_code = a.rcode;
+                resp.metadata.authoritative = a.authoritative;
+                resp.answers = a.answers;
+                resp.authorities = a.authority;
+                resp.additionals = a.additional;
+            }
+            (Err(code), _) => resp.metadata.response_code = code,
+            // No question at all: check_query already said FORMERR for a count of 0.
+            (Ok(()), None) => resp.metadata.response_code = ResponseCode::FormErr,
+        }
+        self.counters.count(resp.metadata.response_code);
+        let Ok(mut bytes) = resp.to_vec() else {
+            return false;
+        };
+        if bytes.len() > max {
+            // RFC 2181 §9: set TC and send what is left; the client retries over TCP.
+            resp.metadata.truncation = true;
+            resp.answers.clear();
+            resp.authorities.clear();
+            resp.additionals.clear();
+            self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+            let Ok(b) = resp.to_vec() else { return false };
+            bytes = b;
+        }
+        out.clear();
+        out.extend_from_slice(&bytes);
+        true
+    }
+}
+
+enum Fast {
+    Sent(ResponseCode),
+    Drop,
+    Slow,
+}
+
+/// A query in the common shape, parsed in place.
+struct Parsed<'q> {
+    labels: [&'q [u8]; MAX_LABELS],
+    /// Offset of each label's length byte in the packet (for compression pointers).
+    label_at: [u16; MAX_LABELS],
+    n_labels: usize,
+    qtype: u16,
+    question_end: usize,
+    /// The client's EDNS UDP payload size, if it sent OPT (version 0).
+    edns: Option<u16>,
+}
+
+fn be16(q: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]))
+}
+
+/// Parses a query of the common shape; `None` for anything else (the slow path decides).
+fn parse(q: &[u8]) -> Option<Parsed<'_>> {
+    if q.len() < 17 {
+        return None;
+    }
+    // QR, opcode, TC must be 0.
+    if q[2] & 0xFA != 0 {
+        return None;
+    }
+    let (qd, an, ns, ar) = (be16(q, 4)?, be16(q, 6)?, be16(q, 8)?, be16(q, 10)?);
+    if qd != 1 || an != 0 || ns != 0 || ar > 1 {
+        return None;
+    }
+    let mut p = Parsed {
+        labels: [&[]; MAX_LABELS],
+        label_at: [0; MAX_LABELS],
+        n_labels: 0,
+        qtype: 0,
+        question_end: 0,
+        edns: None,
+    };
+    let mut at = 12;
+    loop {
+        let len = usize::from(*q.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        // No compression in a question of this shape, labels up to 63, names up to 255.
+        if len > 63 || p.n_labels == MAX_LABELS || at + 1 + len - 12 > 255 {
+            return None;
+        }
+        p.labels[p.n_labels] = q.get(at + 1..at + 1 + len)?;
+        p.label_at[p.n_labels] = at as u16;
+        p.n_labels += 1;
+        at += 1 + len;
+    }
+    p.qtype = be16(q, at)?;
+    if be16(q, at + 2)? != 1 {
+        return None;
+    }
+    at += 4;
+    p.question_end = at;
+    if ar == 1 {
+        // OPT: root owner, type 41, class = payload size, TTL = ext-rcode/version/flags.
+        if *q.get(at)? != 0 || be16(q, at + 1)? != 41 || *q.get(at + 6)? != 0 {
+            return None;
+        }
+        p.edns = Some(be16(q, at + 3)?);
+        let rdlen = usize::from(be16(q, at + 9)?);
+        at += 11 + rdlen;
+    }
+    (at == q.len()).then_some(p)
+}
