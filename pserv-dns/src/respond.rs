@@ -401,3 +401,131 @@ fn parse(q: &[u8]) -> Option<Parsed<'_>> {
     }
     (at == q.len()).then_some(p)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::NoLeases;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::Name;
+    use proptest::prelude::*;
+    use pserv_core::snapshot::EXAMPLE_JSON;
+
+    fn responder() -> Responder {
+        let store = Arc::new(Store::new());
+        store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
+        Responder::new(store, Arc::new(NoLeases))
+    }
+
+    fn query(id: u16, name: &str, qtype: RecordType, edns: Option<u16>, rd: bool) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = rd;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// What a response says, independent of how it was encoded.
+    fn meaning(bytes: &[u8]) -> String {
+        let m = Message::from_vec(bytes).unwrap();
+        format!(
+            "{:?} q={:?} an={:?} ns={:?} ar={:?} edns={:?}",
+            m.metadata,
+            m.queries,
+            m.answers,
+            m.authorities,
+            m.additionals,
+            m.edns.map(|e| (e.max_payload(), e.version()))
+        )
+    }
+
+    const NAMES: [&str; 12] = [
+        "aaa.maas.",
+        "AAA.MaAs.",
+        "bbb.maas.",
+        "ccc.maas.",
+        "nope.maas.",
+        "x.y.maas.",
+        "example.com.",
+        "10.0.20.10.in-addr.arpa.",
+        "11.0.20.10.IN-ADDR.ARPA.",
+        "99.0.20.10.in-addr.arpa.",
+        "0.20.10.in-addr.arpa.",
+        "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.0.d.f.ip6.arpa.",
+    ];
+
+    proptest! {
+        /// The fast path says exactly what the hickory slow path says.
+        #[test]
+        fn fast_path_matches_slow_path(
+            name in prop::sample::select(&NAMES[..]),
+            qtype in prop::sample::select(&[RecordType::A, RecordType::AAAA, RecordType::PTR][..]),
+            edns in prop::option::of(prop_oneof![Just(512u16), Just(1232), Just(4096), Just(100)]),
+            id in any::<u16>(),
+            rd in any::<bool>(),
+        ) {
+            let r = responder();
+            let table = r.store().load();
+            let zones = r.zones_for(&table);
+            let q = query(id, name, qtype, edns, rd);
+            let mut fast = Vec::new();
+            let mut slow = Vec::new();
+            let took_fast = matches!(r.fast(&table, &zones, &q, &mut fast), Fast::Sent(_));
+            prop_assert!(took_fast, "{name} {qtype} should take the fast path");
+            prop_assert!(r.slow(&table, &zones, &q, &mut slow));
+            // Names compare case-insensitively (the fast path's SOA owner points into the
+            // question, so it carries the asked case)...
+            prop_assert_eq!(meaning(&fast).to_lowercase(), meaning(&slow).to_lowercase());
+            prop_assert_eq!(&fast[..2], &id.to_be_bytes()[..]);
+            // ...but answers carry the question's case exactly.
+            let m = Message::from_vec(&fast).unwrap();
+            for a in &m.answers {
+                prop_assert_eq!(a.name.to_string(), name);
+            }
+        }
+
+        /// Arbitrary datagrams: never a panic; any reply decodes and echoes the query's id.
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let r = responder();
+            let table = r.store().load();
+            let zones = r.zones_for(&table);
+            let mut out = Vec::new();
+            if r.respond_udp(&table, &zones, &bytes, &mut out) {
+                prop_assert!(out.len() >= 12);
+                prop_assert_eq!(&out[..2], &bytes[..2]);
+                prop_assert!(out[2] & 0x80 != 0, "QR set");
+            }
+        }
+    }
+
+    #[test]
+    fn unusual_queries_take_the_slow_path() {
+        let r = responder();
+        let table = r.store().load();
+        let zones = r.zones_for(&table);
+        let mut out = Vec::new();
+        for (name, qtype) in [
+            ("maas.", RecordType::SOA),
+            ("aaa.maas.", RecordType::ANY),
+            ("aaa.maas.", RecordType::MX),
+        ] {
+            let q = query(7, name, qtype, None, false);
+            assert!(
+                matches!(r.fast(&table, &zones, &q, &mut out), Fast::Slow),
+                "{name} {qtype}"
+            );
+            assert!(r.respond_udp(&table, &zones, &q, &mut out));
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.id, 7);
+        }
+        // A response sent to us is dropped, never answered (no reflection loops).
+        let mut q = query(8, "aaa.maas.", RecordType::A, None, false);
+        q[2] |= 0x80;
+        assert!(!r.respond_udp(&table, &zones, &q, &mut out));
+    }
+}
