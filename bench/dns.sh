@@ -9,10 +9,12 @@
 #   2. fixed: dnsperf at $RATE q/s for $DUR s (-Q): the server's CPU time per answered query,
 #             from /proc/PID/stat (user + system), so the figure measures the server, not the
 #             load generator;
-# and for pserv a third run:
+# and for pserv two more runs:
 #   3. swap:  the peak load again while the snapshot file is rewritten with a new generation and
 #             pserv reloads it (SIGHUP) every 100 ms; the response codes must keep the same
 #             split as without swaps and nothing may be lost or SERVFAIL.
+#   4. forward: a second pserv, authoritative for another zone, with NSD as its upstream: the
+#             same queries at $FWD_RATE q/s all go through pserv's forwarder; lost and rcodes.
 # Every run is bounded ($DUR seconds); the servers are stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ DUR=${DUR:-10}
 RATE=${RATE:-80000}
 NSD_PORT=${NSD_PORT:-5301}
 PSERV_PORT=${PSERV_PORT:-5302}
+FWD_PORT=${FWD_PORT:-5303}
+FWD_RATE=${FWD_RATE:-50000}
 work=$(mktemp -d /tmp/pserv-dns-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -96,7 +100,7 @@ measure() {
 (cd "$work" && exec taskset -c 0 nsd -d -c "$work/nsd.conf") >"$work/nsd.out" 2>&1 &
 nsd_pid=$!; pids+=("$nsd_pid")
 measure nsd "$nsd_pid" "$NSD_PORT"
-kill "$nsd_pid"; wait "$nsd_pid" 2>/dev/null || true
+# NSD stays up (idle) as the upstream of the forwarding run at the end.
 
 # pserv
 cp "$work/snapshot-1.json" "$work/live.json"
@@ -127,6 +131,17 @@ reloaded=$(grep -c "snapshot reloaded" "$work/pserv.out" || true)
 rejected=$(grep -c "rejected" "$work/pserv.out" || true)
 echo "pserv with $swaps swaps (one per 100 ms; log shows $reloaded reloads, $rejected rejected):" \
   "$(echo "$out" | qps_of) q/s, lost $(echo "$out" | lost_of), codes:$(echo "$out" | codes_of)"
+
+kill "$pserv_pid"; wait "$pserv_pid" 2>/dev/null || true
+
+# pserv forwarding to NSD.
+RUST_LOG=warn taskset -c 0 ./target/release/pserv serve --snapshot "$work/snapshot-fwd.json" \
+  --dns-listen "127.0.0.1:$FWD_PORT" >"$work/pserv-fwd.out" 2>&1 &
+fwd_pid=$!; pids+=("$fwd_pid")
+wait_port "$FWD_PORT"
+out=$(run_dnsperf "$FWD_PORT" -Q "$FWD_RATE")
+echo "pserv forwarding to NSD at $FWD_RATE q/s offered: $(echo "$out" | qps_of) q/s," \
+  "lost $(echo "$out" | lost_of), codes:$(echo "$out" | codes_of)"
 
 echo
 awk -v p="${PEAK[pserv]}" -v n="${PEAK[nsd]}" -v cp="${CPU[pserv]}" -v cn="${CPU[nsd]}" 'BEGIN {

@@ -32,6 +32,17 @@ for gen in (1, 2):
     with open(f"{out}/snapshot-{gen}.json", "w") as f:
         json.dump(snapshot(gen), f)
 
+# A pserv that is authoritative for another zone and forwards the rest to NSD.
+with open(f"{out}/snapshot-fwd.json", "w") as f:
+    json.dump({
+        "generation": 1,
+        "dns": {"ttl": 3600, "soa_mname": "ns.other.test.", "soa_rname": "admin.other.test.",
+                "upstreams": [f"127.0.0.1:{nsd_port}"]},
+        "subnets": [{"cidr": "10.2.0.0/16", "domain": "other.test"}],
+        "nodes": [{"id": "o1", "hostname": "o1", "domain": "other.test",
+                   "interfaces": [{"mac": "52:54:00:00:00:01", "ipv4": "10.2.0.1"}]}],
+    }, f)
+
 soa = "@ 3600 IN SOA ns.bench.test. admin.bench.test. 1 3600 600 86400 3600\n@ 3600 IN NS ns.bench.test.\n"
 with open(f"{out}/bench.test.zone", "w") as f:
     f.write("$ORIGIN bench.test.\n$TTL 3600\n" + soa)

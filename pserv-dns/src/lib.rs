@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod forward;
 pub mod respond;
 pub mod server;
 pub mod udp;

@@ -18,6 +18,7 @@ use hickory_proto::rr::{DNSClass, RecordType};
 use pserv_core::{Store, Table};
 
 use crate::answer::{Data, LeaseLookup, MAX_LABELS, Resolution, answer, resolve};
+use crate::forward::ForwardCounters;
 use crate::zones::Zones;
 
 /// Counts of what the responder did.
@@ -89,6 +90,7 @@ pub struct Responder {
     leases: Arc<dyn LeaseLookup>,
     zones: ArcSwap<Zones>,
     counters: Arc<Counters>,
+    forwarding: parking_lot::Mutex<Vec<Arc<ForwardCounters>>>,
 }
 
 impl Responder {
@@ -100,7 +102,18 @@ impl Responder {
             leases,
             zones: ArcSwap::from_pointee(zones),
             counters: Arc::default(),
+            forwarding: parking_lot::Mutex::default(),
         }
+    }
+
+    /// Registers a UDP socket's forwarding counters (for metrics).
+    pub fn add_forward_counters(&self, c: Arc<ForwardCounters>) {
+        self.forwarding.lock().push(c);
+    }
+
+    /// Forwarding counters, one set per UDP socket.
+    pub fn forward_counters(&self) -> Vec<Arc<ForwardCounters>> {
+        self.forwarding.lock().clone()
     }
 
     /// The store answers come from.
@@ -136,17 +149,18 @@ impl Responder {
         zones: &Zones,
         query: &[u8],
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Udp {
         match self.fast(table, zones, query, out) {
             Fast::Sent(rcode) => {
                 self.counters.fast.fetch_add(1, Ordering::Relaxed);
                 self.counters.count(rcode);
-                true
+                Udp::Send
             }
             Fast::Drop => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                false
+                Udp::Drop
             }
+            Fast::Forward => Udp::Forward,
             Fast::Slow => self.slow(table, zones, query, out),
         }
     }
@@ -167,6 +181,7 @@ impl Responder {
         let ttl = table.dns().ttl;
         let res = resolve(table, zones, &*self.leases, labels, qtype);
         let (rcode, aa) = match &res {
+            Resolution::Refused if !table.dns().upstreams.is_empty() => return Fast::Forward,
             Resolution::Refused => (ResponseCode::Refused, false),
             Resolution::Apex(_) => return Fast::Slow,
             Resolution::Records(..) | Resolution::NoData(_) => (ResponseCode::NoError, true),
@@ -251,7 +266,7 @@ impl Responder {
     }
 
     /// Decodes with hickory, answers, encodes; truncates over UDP when the answer is too big.
-    fn slow(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>) -> bool {
+    fn slow(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>) -> Udp {
         let Ok(msg) = Message::from_vec(q) else {
             // A header we can read but a body we cannot: FORMERR with the query's id.
             out.clear();
@@ -260,11 +275,11 @@ impl Responder {
             out.extend_from_slice(&[0x80 | opcode, ResponseCode::FormErr.low()]);
             out.extend_from_slice(&[0; 8]);
             self.counters.count(ResponseCode::FormErr);
-            return true;
+            return Udp::Send;
         };
         if msg.metadata.message_type == MessageType::Response {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Udp::Drop;
         }
         let mut resp = Message::new(msg.metadata.id, MessageType::Response, msg.metadata.op_code);
         resp.metadata = Metadata::response_from_request(&msg.metadata);
@@ -307,7 +322,7 @@ impl Responder {
         }
         self.counters.count(resp.metadata.response_code);
         let Ok(mut bytes) = resp.to_vec() else {
-            return false;
+            return Udp::Drop;
         };
         if bytes.len() > max {
             // RFC 2181 §9: set TC and send what is left; the client retries over TCP.
@@ -316,18 +331,32 @@ impl Responder {
             resp.authorities.clear();
             resp.additionals.clear();
             self.counters.truncated.fetch_add(1, Ordering::Relaxed);
-            let Ok(b) = resp.to_vec() else { return false };
+            let Ok(b) = resp.to_vec() else {
+                return Udp::Drop;
+            };
             bytes = b;
         }
         out.clear();
         out.extend_from_slice(&bytes);
-        true
+        Udp::Send
     }
+}
+
+/// What to do with a UDP query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Udp {
+    /// Send `out` back.
+    Send,
+    /// Send nothing (counted).
+    Drop,
+    /// Outside our zones, and the snapshot lists upstreams: forward it.
+    Forward,
 }
 
 enum Fast {
     Sent(ResponseCode),
     Drop,
+    Forward,
     Slow,
 }
 
@@ -476,7 +505,7 @@ mod tests {
             let mut slow = Vec::new();
             let took_fast = matches!(r.fast(&table, &zones, &q, &mut fast), Fast::Sent(_));
             prop_assert!(took_fast, "{name} {qtype} should take the fast path");
-            prop_assert!(r.slow(&table, &zones, &q, &mut slow));
+            prop_assert_eq!(r.slow(&table, &zones, &q, &mut slow), Udp::Send);
             // Names compare case-insensitively (the fast path's SOA owner points into the
             // question, so it carries the asked case)...
             prop_assert_eq!(meaning(&fast).to_lowercase(), meaning(&slow).to_lowercase());
@@ -495,7 +524,7 @@ mod tests {
             let table = r.store().load();
             let zones = r.zones_for(&table);
             let mut out = Vec::new();
-            if r.respond_udp(&table, &zones, &bytes, &mut out) {
+            if r.respond_udp(&table, &zones, &bytes, &mut out) == Udp::Send {
                 prop_assert!(out.len() >= 12);
                 prop_assert_eq!(&out[..2], &bytes[..2]);
                 prop_assert!(out[2] & 0x80 != 0, "QR set");
@@ -519,13 +548,13 @@ mod tests {
                 matches!(r.fast(&table, &zones, &q, &mut out), Fast::Slow),
                 "{name} {qtype}"
             );
-            assert!(r.respond_udp(&table, &zones, &q, &mut out));
+            assert_eq!(r.respond_udp(&table, &zones, &q, &mut out), Udp::Send);
             let m = Message::from_vec(&out).unwrap();
             assert_eq!(m.metadata.id, 7);
         }
         // A response sent to us is dropped, never answered (no reflection loops).
         let mut q = query(8, "aaa.maas.", RecordType::A, None, false);
         q[2] |= 0x80;
-        assert!(!r.respond_udp(&table, &zones, &q, &mut out));
+        assert_eq!(r.respond_udp(&table, &zones, &q, &mut out), Udp::Drop);
     }
 }

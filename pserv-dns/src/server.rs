@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, ResponseCode};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -55,6 +55,11 @@ impl RequestHandler for Handler {
                 let zones = r.zones_for(&table);
                 let q = q.original();
                 let a = answer(&table, &zones, r.leases(), q.name(), q.query_type());
+                if a.rcode == ResponseCode::Refused && !table.dns().upstreams.is_empty() {
+                    return self
+                        .forward(request, &table.dns().upstreams, response_handle)
+                        .await;
+                }
                 md.response_code = a.rcode;
                 md.authoritative = a.authoritative;
                 r.counters().count(a.rcode);
@@ -92,6 +97,72 @@ impl RequestHandler for Handler {
     }
 }
 
+impl Handler {
+    /// Forwards a TCP query to an upstream over UDP and relays the reply (AA cleared).
+    async fn forward<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        upstreams: &[SocketAddr],
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let r = &self.responder;
+        let reply = async {
+            let upstream = *upstreams.first()?;
+            let bind: SocketAddr = if upstream.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                ([0u16; 8], 0).into()
+            };
+            let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
+            sock.send_to(request.as_slice(), upstream).await.ok()?;
+            let mut buf = vec![0u8; 65535];
+            let deadline = tokio::time::Instant::now() + crate::forward::TIMEOUT;
+            loop {
+                let (n, from) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+                    .await
+                    .ok()?
+                    .ok()?;
+                if from == upstream && n >= 2 && buf[..2] == request.as_slice()[..2] {
+                    return Message::from_vec(&buf[..n]).ok();
+                }
+            }
+        }
+        .await;
+        let builder = MessageResponseBuilder::new(&request.queries, None);
+        let mut md = Metadata::response_from_request(&request.metadata);
+        let result = match &reply {
+            Some(m) => {
+                md.response_code = m.metadata.response_code;
+                md.recursion_available = m.metadata.recursion_available;
+                r.counters().count(md.response_code);
+                let resp = builder.build(
+                    md,
+                    m.answers.iter(),
+                    m.authorities.iter(),
+                    std::iter::empty(),
+                    m.additionals.iter(),
+                );
+                response_handle.send_response(resp).await
+            }
+            None => {
+                md.response_code = ResponseCode::ServFail;
+                response_handle
+                    .send_response(builder.build_no_records(md))
+                    .await
+            }
+        };
+        result.unwrap_or_else(|_| {
+            let mut m = Metadata::response_from_request(&request.metadata);
+            m.response_code = ResponseCode::ServFail;
+            Header {
+                metadata: m,
+                counts: HeaderCounts::default(),
+            }
+            .into()
+        })
+    }
+}
+
 /// A running DNS service: UDP and TCP on the given addresses.
 pub struct Service {
     tcp: Server<Handler>,
@@ -123,7 +194,7 @@ impl Service {
             // TCP on the same port as UDP (resolved when the port was 0).
             let listener = TcpListener::bind(bound).await?;
             tcp.register_listener(listener, Duration::from_secs(10), 32);
-            udp.push(crate::udp::spawn(sock, responder.clone(), stop.clone())?);
+            udp.extend(crate::udp::spawn(sock, responder.clone(), stop.clone())?);
             local.push(bound);
         }
         Ok(Self {

@@ -16,7 +16,16 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 
-use crate::respond::Responder;
+use crate::forward::Forwarder;
+use crate::respond::{Responder, Udp};
+
+fn socket_addr(s: &SockaddrStorage) -> Option<std::net::SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).into());
+    }
+    s.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddrV6::from(*v6).into())
+}
 
 /// Queries per system call.
 pub const BATCH: usize = 64;
@@ -26,16 +35,21 @@ const MAX_QUERY: usize = 4096;
 const WAKE: Duration = Duration::from_millis(200);
 
 /// Starts the loop for `sock` on its own thread; it stops when `stop` is set.
+/// Starts the loop for `sock` (and its forwarder) on their own threads; they stop when `stop`
+/// is set.
 pub fn spawn(
     sock: UdpSocket,
     responder: Arc<Responder>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<[JoinHandle<()>; 2]> {
     sock.set_read_timeout(Some(WAKE))?;
     grow_buffers(&sock);
-    std::thread::Builder::new()
+    let (forwarder, fwd) = Forwarder::spawn(sock.try_clone()?, stop.clone())?;
+    responder.add_forward_counters(forwarder.counters().clone());
+    let udp = std::thread::Builder::new()
         .name("pserv-dns-udp".into())
-        .spawn(move || run(&sock, &responder, &stop))
+        .spawn(move || run(&sock, &responder, &forwarder, &stop))?;
+    Ok([udp, fwd])
 }
 
 /// Socket buffer size asked for: room for a few thousand queries in flight, so a burst from
@@ -44,7 +58,7 @@ const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Raises the socket buffers past `net.core.rmem_max` where allowed (root: the FORCE options,
 /// as NSD does), else to whatever the limit permits.
-fn grow_buffers(sock: &UdpSocket) {
+pub(crate) fn grow_buffers(sock: &UdpSocket) {
     use nix::sys::socket::{setsockopt, sockopt};
     if setsockopt(sock, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
         let _ = setsockopt(sock, sockopt::RcvBuf, &SOCKET_BUFFER);
@@ -54,7 +68,7 @@ fn grow_buffers(sock: &UdpSocket) {
     }
 }
 
-fn run(sock: &UdpSocket, responder: &Responder, stop: &AtomicBool) {
+fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &AtomicBool) {
     let fd = sock.as_raw_fd();
     let mut bufs: Box<[[u8; MAX_QUERY]; BATCH]> = Box::new([[0u8; MAX_QUERY]; BATCH]);
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
@@ -100,9 +114,17 @@ fn run(sock: &UdpSocket, responder: &Responder, stop: &AtomicBool) {
         for i in 0..n {
             let query = &bufs[i][..lens[i].min(MAX_QUERY)];
             // Answers go to slot k (k <= i), so a dropped query leaves no hole.
-            if responder.respond_udp(&table, &zones, query, &mut outs[k]) {
-                to[k] = from[i];
-                k += 1;
+            match responder.respond_udp(&table, &zones, query, &mut outs[k]) {
+                Udp::Send => {
+                    to[k] = from[i];
+                    k += 1;
+                }
+                Udp::Drop => {}
+                Udp::Forward => {
+                    if let Some(client) = from[i].as_ref().and_then(socket_addr) {
+                        forwarder.forward(query, client, &table.dns().upstreams);
+                    }
+                }
             }
         }
         drop(table);

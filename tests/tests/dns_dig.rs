@@ -229,3 +229,53 @@ async fn swap_is_seen_by_the_next_query() {
     .unwrap();
     svc.shutdown().await;
 }
+
+/// Names outside our zones go to the snapshot's upstreams when it lists some (UDP and TCP),
+/// relayed without the AA bit; without upstreams they are REFUSED (see dig_sees_every_rule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_upstreams() {
+    if !have_tool("dig") {
+        return;
+    }
+    // The upstream: another pserv, authoritative for "uptest".
+    let up_store = Arc::new(Store::new());
+    up_store
+        .publish_json(EXAMPLE_JSON.replace("maas", "uptest").as_bytes())
+        .unwrap();
+    let upstream = start(up_store).await;
+    let up_addr = upstream.local[0];
+
+    let store = Arc::new(Store::new());
+    let with_upstream = EXAMPLE_JSON.replace(
+        "\"upstreams\": []",
+        &format!("\"upstreams\": [\"{up_addr}\"]"),
+    );
+    store.publish_json(with_upstream.as_bytes()).unwrap();
+    let svc = start(store).await;
+    let dig = Dig { addr: svc.local[0] };
+    tokio::task::spawn_blocking(move || {
+        for transport in ["+notcp", "+tcp"] {
+            let out = dig.run(&[transport, "aaa.uptest", "A"]);
+            assert_eq!(status(&out), "NOERROR", "{out}");
+            assert!(
+                out.contains("aaa.uptest.\t\t30\tIN\tA\t10.20.0.10"),
+                "{out}"
+            );
+            assert!(
+                !flags(&out).contains(&"aa".to_owned()),
+                "relayed, not ours: {out}"
+            );
+            let out = dig.run(&[transport, "nope.uptest", "A"]);
+            assert_eq!(status(&out), "NXDOMAIN", "{out}");
+            // Our own zones are still answered by us.
+            assert_eq!(
+                dig.answers(&[transport, "bbb.maas"]),
+                ["bbb.maas. A 10.20.0.11"]
+            );
+        }
+    })
+    .await
+    .unwrap();
+    svc.shutdown().await;
+    upstream.shutdown().await;
+}
