@@ -1,17 +1,32 @@
-//! `pserv`: serve DHCP and DNS from controller snapshots; check a snapshot file.
+//! `pserv`: serve DNS (and, with issue 4, DHCP) from controller snapshots; check, push, leases.
+//!
+//! Exit codes of the client commands: 0 success; 1 the snapshot is invalid (every problem is
+//! printed, one per line); 2 usage or I/O error; 3 stale generation; 4 unauthorized; 5 the
+//! server could not be reached or answered unexpectedly.
+
+mod config;
+mod control;
+mod notify;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use parking_lot::Mutex;
+use pserv_core::journal::{Journal, Options};
+use pserv_core::lease::Leases;
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_core::{PublishError, Snapshot, Store, Table};
 use pserv_dns::NoLeases;
 use pserv_dns::server::Service;
 use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{DEFAULT_CONTROL, Overrides, Settings};
+use crate::control::App;
 
 #[derive(Parser)]
 #[command(
@@ -26,20 +41,52 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DNS (and, later, DHCP) from a snapshot. With no arguments: the bundled example
+    /// Serve DNS from a snapshot, with the control API. With no arguments: the bundled example
     /// snapshot on loopback and unprivileged ports.
     Serve {
-        /// Snapshot file to serve (default: the bundled example).
+        /// TOML configuration file; flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Snapshot file served at start and reloaded on SIGHUP (default: the bundled example).
         #[arg(long)]
         snapshot: Option<PathBuf>,
-        /// DNS address (UDP and TCP).
-        #[arg(long, default_value = "127.0.0.1:5353")]
+        /// DNS address, UDP and TCP (repeatable) [default: 127.0.0.1:5353].
+        #[arg(long)]
         dns_listen: Vec<SocketAddr>,
+        /// Control API address [default: 127.0.0.1:5380].
+        #[arg(long)]
+        control_listen: Option<SocketAddr>,
+        /// Directory of the lease journal.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Bearer token the control API requires (required off loopback).
+        #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Validate a snapshot file: exit 0 with a summary, or 1 with every problem, one per line.
     Check {
         /// The snapshot file.
         file: PathBuf,
+    },
+    /// Push a snapshot file to a running pserv: exit 0 with the new generation.
+    Push {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The control API.
+        #[arg(long, default_value_t = format!("http://{DEFAULT_CONTROL}"))]
+        to: String,
+        /// Bearer token.
+        #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// List the leases of a running pserv (dynamic and reserved).
+    Leases {
+        /// The control API.
+        #[arg(long, default_value_t = format!("http://{DEFAULT_CONTROL}"))]
+        from: String,
+        /// Bearer token.
+        #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -47,9 +94,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(&file),
+        Command::Push { file, to, token } => push(&file, &to, token.as_deref()),
+        Command::Leases { from, token } => leases(&from, token.as_deref()),
         Command::Serve {
+            config,
             snapshot,
             dns_listen,
+            control_listen,
+            state_dir,
+            token,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -57,6 +110,24 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|_| "info,hickory_server=warn".into()),
                 )
                 .init();
+            let flags = Overrides {
+                snapshot,
+                dns_listen,
+                control_listen,
+                state_dir,
+                token,
+            };
+            let settings = config
+                .as_deref()
+                .map_or_else(|| Ok(config::File::default()), config::File::load)
+                .and_then(|file| Settings::resolve(file, flags));
+            let settings = match settings {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("pserv: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -64,7 +135,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(serve(snapshot, dns_listen)) {
+            match rt.block_on(serve(settings)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pserv: {e:#}");
@@ -75,7 +146,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(file: &PathBuf) -> ExitCode {
+fn check(file: &Path) -> ExitCode {
     let bytes = match std::fs::read(file) {
         Ok(b) => b,
         Err(e) => {
@@ -111,9 +182,260 @@ fn check(file: &PathBuf) -> ExitCode {
     }
 }
 
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(600)))
+        .build()
+        .into()
+}
+
+fn auth_header(token: Option<&str>) -> Option<String> {
+    token.map(|t| format!("Bearer {t}"))
+}
+
+fn push(file: &Path, to: &str, token: Option<&str>) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let url = format!("{}/v1/snapshot", to.trim_end_matches('/'));
+    let mut req = agent().put(&url).header("content-type", "application/json");
+    if let Some(h) = auth_header(token) {
+        req = req.header("authorization", h);
+    }
+    let mut resp = match req.send(&bytes[..]) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pserv push: {url}: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp
+        .body_mut()
+        .read_json()
+        .unwrap_or(serde_json::Value::Null);
+    match status {
+        200 => {
+            println!(
+                "generation {} published: {} nodes, compiled in {:.1} ms",
+                body["generation"],
+                body["nodes"],
+                body["compile_ms"].as_f64().unwrap_or(0.0)
+            );
+            ExitCode::SUCCESS
+        }
+        422 => {
+            for p in body["problems"].as_array().into_iter().flatten() {
+                println!("{}", p["message"].as_str().unwrap_or_default());
+            }
+            ExitCode::FAILURE
+        }
+        409 => {
+            eprintln!(
+                "pserv push: {}",
+                body["error"].as_str().unwrap_or("stale generation")
+            );
+            ExitCode::from(3)
+        }
+        401 => {
+            eprintln!("pserv push: unauthorized (give --token or PSERV_TOKEN)");
+            ExitCode::from(4)
+        }
+        413 => {
+            eprintln!(
+                "pserv push: the snapshot is larger than the server accepts (max_body_bytes)"
+            );
+            ExitCode::from(5)
+        }
+        other => {
+            eprintln!("pserv push: unexpected HTTP {other}: {body}");
+            ExitCode::from(5)
+        }
+    }
+}
+
+fn leases(from: &str, token: Option<&str>) -> ExitCode {
+    let url = format!("{}/v1/leases", from.trim_end_matches('/'));
+    let mut req = agent().get(&url);
+    if let Some(h) = auth_header(token) {
+        req = req.header("authorization", h);
+    }
+    let mut resp = match req.call() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pserv leases: {url}: {e}");
+            return ExitCode::from(5);
+        }
+    };
+    match resp.status().as_u16() {
+        200 => {}
+        401 => {
+            eprintln!("pserv leases: unauthorized (give --token or PSERV_TOKEN)");
+            return ExitCode::from(4);
+        }
+        other => {
+            eprintln!("pserv leases: unexpected HTTP {other}");
+            return ExitCode::from(5);
+        }
+    }
+    let Ok(list) = resp.body_mut().read_json::<Vec<serde_json::Value>>() else {
+        eprintln!("pserv leases: the server's answer is not a lease list");
+        return ExitCode::from(5);
+    };
+    println!(
+        "{:<17}  {:<15}  {:<8}  {:<12}  HOSTNAME",
+        "MAC", "IP", "STATE", "EXPIRES"
+    );
+    for l in &list {
+        let s = |k: &str| l[k].as_str().map(str::to_owned).unwrap_or_default();
+        let expires = l["expires"]
+            .as_u64()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<17}  {:<15}  {:<8}  {:<12}  {}",
+            s("mac"),
+            s("ip"),
+            s("state"),
+            expires,
+            s("hostname")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Leases first: a restart must know every acknowledged lease before it answers anyone.
+    let (journal, leases) = match &settings.state_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("leases.journal");
+            let now = unix_now();
+            let (journal, recovery) = Journal::open(&path, Options::default(), now)
+                .with_context(|| format!("opening {}", path.display()))?;
+            tracing::info!(
+                path = %path.display(),
+                leases = recovery.changes.len(),
+                records = recovery.records,
+                "lease journal recovered"
+            );
+            (Some(journal), Leases::restore(&recovery.changes, now))
+        }
+        None => (None, Leases::new()),
+    };
+    let store = Arc::new(Store::new());
+    let app = App::new(
+        store.clone(),
+        Arc::new(Mutex::new(leases)),
+        settings.token.clone(),
+    );
+
+    let (bytes, source) = match &settings.snapshot {
+        Some(p) => (
+            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            EXAMPLE_JSON.as_bytes().to_vec(),
+            "the bundled example snapshot".to_owned(),
+        ),
+    };
+    let published = app.publish(&bytes).map_err(|e| match e {
+        PublishError::Invalid(problems) => anyhow::anyhow!(
+            "{source} is invalid:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  {p}\n"))
+                .collect::<String>()
+        ),
+        other => anyhow::anyhow!("{source}: {other}"),
+    })?;
+
+    let dns = Service::bind(&settings.dns_listen, store.clone(), Arc::new(NoLeases))
+        .await
+        .context("binding DNS")?;
+    app.add_dns(dns.counters(), dns.forward_counters());
+    let listener = tokio::net::TcpListener::bind(settings.control_listen)
+        .await
+        .with_context(|| format!("binding the control API on {}", settings.control_listen))?;
+    let control_addr = listener.local_addr()?;
+    let router = app.router(settings.max_body_bytes);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let control = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "control API stopped");
+        }
+    });
+
+    println!(
+        "pserv: serving generation {} ({} nodes) from {source}",
+        published.generation, published.nodes
+    );
+    let example = store
+        .load()
+        .nodes()
+        .next()
+        .map_or_else(|| "NAME".to_owned(), |n| n.fqdn().to_owned());
+    for a in &dns.local {
+        println!(
+            "DNS on {a} (UDP and TCP): try  dig @{} -p {} {example}",
+            a.ip(),
+            a.port()
+        );
+    }
+    println!(
+        "control API on http://{control_addr}: push with  pserv push FILE --to http://{control_addr}"
+    );
+    notify::notify("READY=1");
+
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => {
+                // Compiling a large snapshot takes a while: keep it off the runtime's threads.
+                let (app, path) = (app.clone(), settings.snapshot.clone());
+                let _ = tokio::task::spawn_blocking(move || reload(&app, path.as_deref())).await;
+            }
+        }
+    }
+    println!("pserv: shutting down");
+    notify::notify("STOPPING=1");
+    let _ = stop_tx.send(());
+    let _ = control.await;
+    dns.shutdown().await;
+    if let Some(j) = journal {
+        // Everything queued is made durable before we exit.
+        tokio::task::spawn_blocking(move || j.close())
+            .await
+            .context("closing the lease journal")?
+            .context("flushing the lease journal")?;
+    }
+    Ok(())
+}
+
 /// SIGHUP: re-reads the snapshot file and publishes it (same validation as a push). A bad file
 /// changes nothing and is logged.
-fn reload(store: &Store, path: Option<&std::path::Path>) {
+fn reload(app: &App, path: Option<&Path>) {
     let Some(path) = path else {
         tracing::warn!("SIGHUP: no --snapshot file to reload (serving the bundled example)");
         return;
@@ -125,7 +447,7 @@ fn reload(store: &Store, path: Option<&std::path::Path>) {
             return;
         }
     };
-    match store.publish_json(&bytes) {
+    match app.publish(&bytes) {
         Ok(p) => tracing::info!(
             file = %path.display(),
             generation = p.generation,
@@ -145,63 +467,4 @@ fn reload(store: &Store, path: Option<&std::path::Path>) {
         }
         Err(e) => tracing::error!(file = %path.display(), error = %e, "SIGHUP: snapshot rejected"),
     }
-}
-
-async fn serve(snapshot: Option<PathBuf>, dns_listen: Vec<SocketAddr>) -> anyhow::Result<()> {
-    let store = Arc::new(Store::new());
-    let (bytes, source) = match &snapshot {
-        Some(p) => (
-            std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (
-            EXAMPLE_JSON.as_bytes().to_vec(),
-            "the bundled example snapshot".to_owned(),
-        ),
-    };
-    let published = store.publish_json(&bytes).map_err(|e| match e {
-        PublishError::Invalid(problems) => anyhow::anyhow!(
-            "{source} is invalid:\n{}",
-            problems
-                .iter()
-                .map(|p| format!("  {p}\n"))
-                .collect::<String>()
-        ),
-        other => anyhow::anyhow!("{source}: {other}"),
-    })?;
-    let dns = Service::bind(&dns_listen, store.clone(), Arc::new(NoLeases))
-        .await
-        .context("binding DNS")?;
-    println!(
-        "pserv: serving generation {} ({} nodes) from {source}",
-        published.generation, published.nodes
-    );
-    for a in &dns.local {
-        let example = store
-            .load()
-            .nodes()
-            .next()
-            .map_or_else(|| "NAME".to_owned(), |n| n.fqdn().to_owned());
-        println!(
-            "DNS on {a} (UDP and TCP): try  dig @{} -p {} {example}",
-            a.ip(),
-            a.port()
-        );
-    }
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-            _ = hup.recv() => {
-                // Compiling a large snapshot takes a while: keep it off the runtime's threads.
-                let (store, path) = (store.clone(), snapshot.clone());
-                let _ = tokio::task::spawn_blocking(move || reload(&store, path.as_deref())).await;
-            }
-        }
-    }
-    println!("pserv: shutting down");
-    dns.shutdown().await;
-    Ok(())
 }

@@ -44,6 +44,10 @@ pub struct Counters {
     pub dropped: AtomicU64,
     /// Responses the socket refused (send buffer full, errors).
     pub send_errors: AtomicU64,
+    /// UDP datagrams received.
+    pub udp_in: AtomicU64,
+    /// UDP responses sent.
+    pub udp_out: AtomicU64,
 }
 
 impl Counters {

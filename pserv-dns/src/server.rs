@@ -211,6 +211,11 @@ impl Service {
         self.responder.counters().clone()
     }
 
+    /// Forwarding counters, one set per UDP socket.
+    pub fn forward_counters(&self) -> Vec<Arc<crate::forward::ForwardCounters>> {
+        self.responder.forward_counters()
+    }
+
     /// Stops answering: the UDP threads finish their batch, TCP drains.
     pub async fn shutdown(mut self) {
         self.stop.store(true, Ordering::Relaxed);

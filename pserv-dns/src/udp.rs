@@ -107,6 +107,7 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
                 continue;
             }
         };
+        counters.udp_in.fetch_add(n as u64, Ordering::Relaxed);
         // One table for the whole batch: a swap is seen by the next batch.
         let table = responder.store().load();
         let zones = responder.zones_for(&table);
@@ -146,6 +147,7 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
                         break;
                     }
                     sent += done;
+                    counters.udp_out.fetch_add(done as u64, Ordering::Relaxed);
                 }
                 Err(Errno::EINTR) => {}
                 Err(e) => {

@@ -1,0 +1,153 @@
+//! The TOML configuration file, and the flags that override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// Default DNS address: loopback, an unprivileged port.
+pub(crate) const DEFAULT_DNS: &str = "127.0.0.1:5353";
+/// Default control API address: loopback only.
+pub(crate) const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
+/// Default snapshot body limit: a million-node snapshot fits.
+pub(crate) const DEFAULT_MAX_BODY: usize = 256 << 20;
+
+/// The configuration file (`pserv serve --config FILE`). Every field is optional; unknown
+/// fields are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    /// Snapshot file served at start and reloaded on SIGHUP.
+    pub snapshot: Option<PathBuf>,
+    /// DNS addresses (UDP and TCP).
+    pub dns_listen: Option<Vec<SocketAddr>>,
+    /// Control API address.
+    pub control_listen: Option<SocketAddr>,
+    /// Where the lease journal lives.
+    pub state_dir: Option<PathBuf>,
+    /// Bearer token the control API requires (required off loopback).
+    pub token: Option<String>,
+    /// Largest snapshot body accepted, in bytes.
+    pub max_body_bytes: Option<usize>,
+}
+
+impl File {
+    /// Reads and parses a configuration file.
+    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+/// The settings `serve` runs with: file values overridden by flags, defaults filled in.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Snapshot file, or `None` for the bundled example.
+    pub snapshot: Option<PathBuf>,
+    /// DNS addresses.
+    pub dns_listen: Vec<SocketAddr>,
+    /// Control API address.
+    pub control_listen: SocketAddr,
+    /// Lease journal directory, if leases are kept.
+    pub state_dir: Option<PathBuf>,
+    /// Control API token.
+    pub token: Option<String>,
+    /// Snapshot body limit.
+    pub max_body_bytes: usize,
+}
+
+/// Flags of `pserv serve` that override the file.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    /// `--snapshot`
+    pub snapshot: Option<PathBuf>,
+    /// `--dns-listen` (repeatable)
+    pub dns_listen: Vec<SocketAddr>,
+    /// `--control-listen`
+    pub control_listen: Option<SocketAddr>,
+    /// `--state-dir`
+    pub state_dir: Option<PathBuf>,
+    /// `--token` / `PSERV_TOKEN`
+    pub token: Option<String>,
+}
+
+impl Settings {
+    /// Merges the file and the flags, and checks what must hold before anything starts.
+    pub(crate) fn resolve(file: File, flags: Overrides) -> anyhow::Result<Self> {
+        let parse = |s: &str| s.parse::<SocketAddr>().expect("a valid default address");
+        let s = Self {
+            snapshot: flags.snapshot.or(file.snapshot),
+            dns_listen: if flags.dns_listen.is_empty() {
+                file.dns_listen.unwrap_or_else(|| vec![parse(DEFAULT_DNS)])
+            } else {
+                flags.dns_listen
+            },
+            control_listen: flags
+                .control_listen
+                .or(file.control_listen)
+                .unwrap_or_else(|| parse(DEFAULT_CONTROL)),
+            state_dir: flags.state_dir.or(file.state_dir),
+            token: flags.token.or(file.token).filter(|t| !t.is_empty()),
+            max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+        };
+        if !s.control_listen.ip().is_loopback() && s.token.is_none() {
+            bail!(
+                "the control API would listen on {} without a token: set `token` in the config, \
+                 --token, or PSERV_TOKEN (anyone who can reach it could replace every node)",
+                s.control_listen
+            );
+        }
+        if s.dns_listen.is_empty() {
+            bail!("no DNS address to listen on");
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_defaults_fill_in() {
+        let file: File = toml::from_str(
+            "snapshot = \"/etc/pserv/s.json\"\ndns_listen = [\"127.0.0.1:53\"]\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(
+            file,
+            Overrides {
+                dns_listen: vec!["127.0.0.2:5353".parse().unwrap()],
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.snapshot.unwrap(), PathBuf::from("/etc/pserv/s.json"));
+        assert_eq!(s.dns_listen, ["127.0.0.2:5353".parse().unwrap()]);
+        assert_eq!(s.control_listen, DEFAULT_CONTROL.parse().unwrap());
+        assert_eq!(s.token.as_deref(), Some("t"));
+        assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY);
+    }
+
+    #[test]
+    fn refuses_an_open_control_api_without_a_token() {
+        let e = Settings::resolve(
+            File::default(),
+            Overrides {
+                control_listen: Some("0.0.0.0:5380".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("without a token"), "{e}");
+    }
+
+    #[test]
+    fn unknown_config_fields_are_errors() {
+        let e = toml::from_str::<File>("dns_lisen = []").unwrap_err();
+        assert!(e.to_string().contains("dns_lisen"), "{e}");
+    }
+}

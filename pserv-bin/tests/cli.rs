@@ -1,0 +1,386 @@
+//! The real binary, end to end: start, push valid / invalid / stale / unauthorized / oversized
+//! snapshots, status, metrics, events, SIGHUP, graceful shutdown; check; token rules.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pserv_core::snapshot::EXAMPLE_JSON;
+
+const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
+
+struct Server {
+    child: Child,
+    control: String,
+    dns: std::net::SocketAddr,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(PSERV)
+            .arg("serve")
+            .args([
+                "--dns-listen",
+                "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut control, mut dns) = (None, None);
+        while control.is_none() || dns.is_none() {
+            let line = lines
+                .next()
+                .expect("pserv exited before it was ready")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("control API on ") {
+                control = Some(rest.split(':').take(3).collect::<Vec<_>>().join(":"));
+            }
+            if let Some(rest) = line.strip_prefix("DNS on ") {
+                dns = Some(rest.split(' ').next().unwrap().parse().unwrap());
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            control: control.unwrap().trim_end_matches(' ').to_owned(),
+            dns: dns.unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.control)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// SIGTERM, then the exit status (bounded wait).
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "pserv did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn put(url: &str, body: &[u8], token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = agent().put(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut r = req.send(body).unwrap();
+    let code = r.status().as_u16();
+    (
+        code,
+        r.body_mut().read_json().unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn get(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = agent().get(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut r = req.call().unwrap();
+    (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+}
+
+fn generation(json: &str, g: u64) -> String {
+    json.replacen("\"generation\": 1", &format!("\"generation\": {g}"), 1)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A raw DNS query for `name` A: the answer's first address, or the rcode as an error.
+fn resolve_a(server: std::net::SocketAddr, name: &str) -> Result<[u8; 4], u8> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut q = vec![0xab, 0xcd, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    sock.send_to(&q, server).unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).unwrap();
+    let rcode = buf[3] & 0x0f;
+    let answers = u16::from_be_bytes([buf[6], buf[7]]);
+    if rcode != 0 || answers == 0 {
+        return Err(rcode);
+    }
+    Ok(buf[n - 4..n].try_into().unwrap())
+}
+
+#[test]
+fn serve_push_status_metrics_sighup_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = write(dir.path(), "snap.json", EXAMPLE_JSON);
+    let cfg = write(dir.path(), "pserv.toml", "max_body_bytes = 100000\n");
+    let state = dir.path().join("state");
+    let s = Server::start(&[
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+
+    let (code, body) = get(&s.url("/v1/status"), None);
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["ready"], true);
+    assert_eq!(status["generation"], 1);
+    assert_eq!(resolve_a(s.dns, "aaa.maas"), Ok([10, 20, 0, 10]));
+
+    // Valid push: 200 with the generation, visible in DNS at once.
+    let g2 = generation(EXAMPLE_JSON, 2).replace("10.20.0.10", "10.20.0.42");
+    let (code, body) = put(&s.url("/v1/snapshot"), g2.as_bytes(), None);
+    assert_eq!(
+        (code, &body["generation"]),
+        (200, &serde_json::json!(2)),
+        "{body}"
+    );
+    assert_eq!(resolve_a(s.dns, "aaa.maas"), Ok([10, 20, 0, 42]));
+
+    // Stale: 409, nothing changes.
+    let (code, body) = put(&s.url("/v1/snapshot"), g2.as_bytes(), None);
+    assert_eq!(code, 409, "{body}");
+
+    // Invalid: 422 with every problem, each naming its nodes.
+    let bad = generation(EXAMPLE_JSON, 3)
+        .replace("\"hostname\": \"bbb\"", "\"hostname\": \"aaa\"")
+        .replace("52:54:00:12:34:70", "52:54:00:12:34:56");
+    let (code, body) = put(&s.url("/v1/snapshot"), bad.as_bytes(), None);
+    assert_eq!(code, 422, "{body}");
+    let problems = body["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 2, "{body}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["nodes"] == serde_json::json!(["4y3h7n", "8kq2wd"]))
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == "nodes[2].interfaces[0].mac")
+    );
+    // Malformed: 422 with the field's path.
+    let (code, body) = put(
+        &s.url("/v1/snapshot"),
+        b"{\"generation\": 4, \"nodez\": []}",
+        None,
+    );
+    assert_eq!(code, 422);
+    assert_eq!(body["problems"][0]["path"], "nodez");
+    // Oversized (the config set 100,000 bytes): 413.
+    let big = vec![b' '; 200_000];
+    let (code, _) = put(&s.url("/v1/snapshot"), &big, None);
+    assert_eq!(code, 413);
+    assert_eq!(
+        resolve_a(s.dns, "aaa.maas"),
+        Ok([10, 20, 0, 42]),
+        "rejections changed nothing"
+    );
+
+    // SIGHUP reloads the file (same validation).
+    std::fs::write(&snap, generation(EXAMPLE_JSON, 10)).unwrap();
+    s.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while resolve_a(s.dns, "aaa.maas") != Ok([10, 20, 0, 10]) {
+        assert!(Instant::now() < deadline, "SIGHUP reload not seen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, body) = get(&s.url("/v1/status"), None);
+    assert!(body.contains("\"generation\":10"), "{body}");
+
+    // Metrics count all of it.
+    let (code, m) = get(&s.url("/metrics"), None);
+    assert_eq!(code, 200);
+    for line in [
+        "pserv_snapshot_generation 10",
+        "pserv_snapshot_pushes_total{result=\"ok\"} 3",
+        "pserv_snapshot_pushes_total{result=\"stale\"} 1",
+        "pserv_snapshot_pushes_total{result=\"invalid\"} 1",
+        "pserv_snapshot_pushes_total{result=\"malformed\"} 1",
+    ] {
+        assert!(m.contains(line), "missing {line:?} in\n{m}");
+    }
+    // At least the four lookups above (the SIGHUP wait asked a variable number of times).
+    let noerror: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("pserv_dns_responses_total{rcode=\"noerror\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(noerror >= 4, "{m}");
+
+    // Leases: the reserved ones, flagged.
+    let (code, body) = get(&s.url("/v1/leases"), None);
+    assert_eq!(code, 200);
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list.iter().all(|l| l["reserved"] == true));
+
+    // Graceful shutdown: exit 0, the journal exists.
+    let status = s.stop();
+    assert!(status.success(), "{status:?}");
+    assert!(state.join("leases.journal").exists());
+}
+
+#[test]
+fn events_stream_announces_snapshots() {
+    let s = Server::start(&[]);
+    let addr = s.control.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    // Wait for the response head, then push.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    let (code, _) = put(
+        &s.url("/v1/snapshot"),
+        generation(EXAMPLE_JSON, 5).as_bytes(),
+        None,
+    );
+    assert_eq!(code, 200);
+    while !String::from_utf8_lossy(&seen).contains("\"generation\":5") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("event: snapshot"));
+}
+
+#[test]
+fn token_is_required_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&["--token", "s3cret"]);
+    assert_eq!(get(&s.url("/v1/status"), None).0, 401);
+    assert_eq!(get(&s.url("/v1/status"), Some("wrong")).0, 401);
+    assert_eq!(get(&s.url("/metrics"), None).0, 401);
+    assert_eq!(get(&s.url("/v1/status"), Some("s3cret")).0, 200);
+    let g2 = write(dir.path(), "g2.json", &generation(EXAMPLE_JSON, 2));
+    let (code, _) = put(&s.url("/v1/snapshot"), &std::fs::read(&g2).unwrap(), None);
+    assert_eq!(code, 401);
+    // The CLI: without the token exit 4, with it exit 0.
+    let run = |token: Option<&str>| {
+        let mut c = Command::new(PSERV);
+        c.args(["push", g2.to_str().unwrap(), "--to", &s.control])
+            .env_remove("PSERV_TOKEN");
+        if let Some(t) = token {
+            c.args(["--token", t]);
+        }
+        c.output().unwrap()
+    };
+    assert_eq!(run(None).status.code(), Some(4));
+    let ok = run(Some("s3cret"));
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("generation 2 published"));
+    assert_eq!(run(Some("s3cret")).status.code(), Some(3), "stale");
+}
+
+#[test]
+fn refuses_to_listen_beyond_loopback_without_a_token() {
+    let out = Command::new(PSERV)
+        .args([
+            "serve",
+            "--control-listen",
+            "0.0.0.0:0",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("PSERV_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without a token"));
+}
+
+#[test]
+fn check_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.json", EXAMPLE_JSON);
+    let out = Command::new(PSERV)
+        .args(["check", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ok: generation 1, 2 subnets, 3 nodes")
+    );
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        &EXAMPLE_JSON
+            .replace("\"hostname\": \"bbb\"", "\"hostname\": \"aaa\"")
+            .replace("10.20.0.11", "10.99.0.1"),
+    );
+    let out = Command::new(PSERV)
+        .args(["check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("FQDN aaa.maas is also claimed"));
+    assert!(text.contains("10.99.0.1 is outside every subnet"));
+    let out = Command::new(PSERV)
+        .args(["check", "/nonexistent.json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
