@@ -41,7 +41,12 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(Store::new());
     // Publish from code: validated and compiled here, swapped atomically.
     store.publish(&snapshot(1, [192, 0, 2, 10]))?;
-    let dns = Service::bind(&["127.0.0.1:5354".parse()?], store.clone(), Arc::new(NoLeases)).await?;
+    let dns = Service::bind(
+        &["127.0.0.1:5354".parse()?],
+        store.clone(),
+        Arc::new(NoLeases),
+    )
+    .await?;
     println!("DNS on {:?}: dig @127.0.0.1 -p 5354 web-1.lab", dns.local);
 
     // Your program decides when the data changes: here, web-1 moves every two seconds.

@@ -1,1 +1,20 @@
-//! DHCPv4 responder for pserv (in progress: see issue 4).
+//! pserv's DHCPv4 responder.
+//!
+//! - [`server`]: the sans-IO server. `Server::handle(table, now, meta, packet)` decides the
+//!   reply (DISCOVER/OFFER, REQUEST in every state, ACK/NAK, RELEASE, DECLINE, INFORM; PXE and
+//!   iPXE boot files; relays, option 82, link and subnet selection) and the lease change that
+//!   must be durable before the reply leaves.
+//! - [`reply`]: RFC 2131 §4.1 reply addressing as a pure function.
+//! - [`guard`]: option-length checks in front of dhcproto's decoder, which asserts on some
+//!   malformed lengths.
+//!
+//! This crate never panics on a malformed packet: it is a counted drop.
+
+#![warn(missing_docs)]
+
+pub mod guard;
+pub mod reply;
+pub mod server;
+
+pub use reply::Destination;
+pub use server::{DropReason, Meta, Outcome, Reply, Server};

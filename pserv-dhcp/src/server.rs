@@ -1,0 +1,521 @@
+//! The sans-IO DHCPv4 server: (table, leases, now, packet) -> what to send, and what to make
+//! durable first.
+//!
+//! Nothing here touches a socket or a clock. [`Server::handle`] returns an [`Outcome`]: a reply
+//! (with the lease change that must be journaled before it leaves), a change without a reply
+//! (RELEASE, DECLINE), or a counted drop. Malformed input is a drop, never a panic.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::{
+    self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
+    relay::{RelayCode, RelayInfo},
+};
+use dhcproto::{Decodable, Encodable};
+use pserv_core::lease::{Change, Leases};
+use pserv_core::snapshot::{Arch, UnknownClients};
+use pserv_core::table::{BootFiles, SubnetInfo, Table};
+use pserv_core::{MacAddr, name};
+
+use crate::guard;
+use crate::reply::{Destination, destination};
+
+/// Where a request arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// The server address the request reached (IP_PKTINFO's `ipi_spec_dst`): the server
+    /// identifier, and the link of a client that is not relayed.
+    pub local: Ipv4Addr,
+    /// The interface it came in on (0 if unknown).
+    pub ifindex: u32,
+}
+
+/// A reply to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "a reply must be sent (after its change is durable)"]
+pub struct Reply {
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+    /// Where it goes.
+    pub dest: Destination,
+    /// The lease change to journal before sending (an ACK for a dynamic lease).
+    pub change: Option<Change>,
+    /// What kind of reply it is.
+    pub kind: MessageType,
+}
+
+/// Why a packet got no answer. Every drop is counted by reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not a DHCP packet we can decode.
+    Malformed,
+    /// An option with a length its code does not allow.
+    BadOptionLength,
+    /// A BOOTREPLY, or hardware other than Ethernet.
+    NotAClientRequest,
+    /// No message type, or one a server does not handle.
+    UnsupportedMessageType,
+    /// No subnet for the link the request came from.
+    NoSubnet,
+    /// A MAC the controller does not know, on a subnet that ignores those.
+    UnknownClientIgnored,
+    /// No free dynamic address.
+    PoolExhausted,
+    /// A REQUEST selecting another server (or naming no address).
+    NotForUs,
+    /// A RELEASE or DECLINE for a lease that does not exist.
+    NoSuchLease,
+}
+
+/// What to do about one packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    /// Send this.
+    Reply(Reply),
+    /// Journal this change; send nothing (RELEASE, DECLINE).
+    Change(Change),
+    /// Send nothing; count the reason.
+    Drop(DropReason),
+}
+
+/// The smallest BOOTP message; some PXE ROMs and relays drop shorter ones.
+const BOOTP_MIN: usize = 300;
+
+/// The DHCP server state: only the dynamic leases. Everything static is the table.
+#[derive(Debug, Default)]
+pub struct Server {
+    /// Dynamic leases.
+    pub leases: Leases,
+}
+
+/// Facts about a request, read once.
+struct Request<'m> {
+    msg: &'m Message,
+    mac: MacAddr,
+    kind: MessageType,
+    requested: Option<Ipv4Addr>,
+    server_id: Option<Ipv4Addr>,
+    hostname: Option<String>,
+}
+
+impl Server {
+    /// A server with `leases` (as recovered from the journal).
+    pub fn new(leases: Leases) -> Self {
+        Self { leases }
+    }
+
+    /// Handles one datagram.
+    pub fn handle(&mut self, table: &Table, now: u64, meta: &Meta, data: &[u8]) -> Outcome {
+        if let Err(e) = guard::check(data) {
+            return Outcome::Drop(match e {
+                guard::Malformed::OptionLength(_) => DropReason::BadOptionLength,
+                _ => DropReason::Malformed,
+            });
+        }
+        let Ok(msg) = Message::from_bytes(data) else {
+            return Outcome::Drop(DropReason::Malformed);
+        };
+        if msg.opcode() != Opcode::BootRequest || msg.htype() != HType::Eth || msg.hlen() != 6 {
+            return Outcome::Drop(DropReason::NotAClientRequest);
+        }
+        let Some(kind) = msg.opts().msg_type() else {
+            return Outcome::Drop(DropReason::UnsupportedMessageType);
+        };
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&msg.chaddr()[..6]);
+        let req = Request {
+            msg: &msg,
+            mac: MacAddr(mac),
+            kind,
+            requested: match msg.opts().get(OptionCode::RequestedIpAddress) {
+                Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
+                _ => None,
+            },
+            server_id: match msg.opts().get(OptionCode::ServerIdentifier) {
+                Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
+                _ => None,
+            },
+            hostname: match msg.opts().get(OptionCode::Hostname) {
+                Some(DhcpOption::Hostname(h)) => sanitize_hostname(h),
+                _ => None,
+            },
+        };
+        let Some(subnet) = table.subnet_for(link_address(&msg, meta)) else {
+            return Outcome::Drop(DropReason::NoSubnet);
+        };
+        let iface = table.by_mac(req.mac);
+        if iface.is_none() && subnet.unknown_clients == UnknownClients::Ignore {
+            return Outcome::Drop(DropReason::UnknownClientIgnored);
+        }
+        // The reservation, if the node has one on this subnet and no other client's live
+        // lease still holds it (then the node gets a dynamic address until that lease ends).
+        let reserved = iface
+            .and_then(|i| i.ipv4())
+            .filter(|ip| subnet.contains(*ip))
+            .filter(|ip| {
+                self.leases
+                    .holder(*ip, now)
+                    .is_none_or(|h| h.mac == req.mac)
+            });
+        // A known node's lease carries its name; an unknown client's, the one it asked for.
+        let lease_name = iface
+            .map(|i| i.node().hostname().to_owned())
+            .or_else(|| req.hostname.clone());
+        let server_id = meta.local;
+
+        match kind {
+            MessageType::Discover => {
+                let ip = match reserved {
+                    Some(ip) => ip,
+                    None => match self.leases.offer(
+                        table,
+                        subnet,
+                        req.mac,
+                        req.requested,
+                        lease_name.as_deref(),
+                        now,
+                    ) {
+                        Some(ip) => ip,
+                        None => return Outcome::Drop(DropReason::PoolExhausted),
+                    },
+                };
+                Outcome::Reply(build_reply(
+                    table,
+                    subnet,
+                    &req,
+                    server_id,
+                    MessageType::Offer,
+                    ip,
+                    None,
+                ))
+            }
+            MessageType::Request => {
+                let ciaddr = msg.ciaddr();
+                let ip = match (req.server_id, req.requested) {
+                    // SELECTING: the client chose a server; if not us, our offer just lapses.
+                    (Some(sid), Some(ip)) if sid == server_id => ip,
+                    (Some(_), _) => return Outcome::Drop(DropReason::NotForUs),
+                    // INIT-REBOOT: verifying a remembered address.
+                    (None, Some(ip)) if ciaddr.is_unspecified() => ip,
+                    // RENEWING / REBINDING: the address in use.
+                    (None, _) if !ciaddr.is_unspecified() => ciaddr,
+                    (None, _) => return Outcome::Drop(DropReason::NotForUs),
+                };
+                let nak = || nak(&req, server_id);
+                if let Some(r) = reserved {
+                    return if ip == r {
+                        Outcome::Reply(build_reply(
+                            table,
+                            subnet,
+                            &req,
+                            server_id,
+                            MessageType::Ack,
+                            ip,
+                            None,
+                        ))
+                    } else {
+                        // The reservation moved (or the client asks for another address).
+                        Outcome::Reply(nak())
+                    };
+                }
+                if !subnet.contains(ip) {
+                    return Outcome::Reply(nak());
+                }
+                match self
+                    .leases
+                    .commit(table, subnet, req.mac, ip, lease_name.as_deref(), now)
+                {
+                    Ok(change) => Outcome::Reply(build_reply(
+                        table,
+                        subnet,
+                        &req,
+                        server_id,
+                        MessageType::Ack,
+                        ip,
+                        Some(change),
+                    )),
+                    Err(_) => Outcome::Reply(nak()),
+                }
+            }
+            MessageType::Release => match self.leases.release(req.mac, msg.ciaddr()) {
+                Some(c) => Outcome::Change(c),
+                None => Outcome::Drop(DropReason::NoSuchLease),
+            },
+            MessageType::Decline => {
+                let ip = req.requested.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                match self
+                    .leases
+                    .decline(req.mac, ip, subnet.decline_seconds, now)
+                {
+                    Some(c) => Outcome::Change(c),
+                    None => Outcome::Drop(DropReason::NoSuchLease),
+                }
+            }
+            MessageType::Inform => Outcome::Reply(build_reply(
+                table,
+                subnet,
+                &req,
+                server_id,
+                MessageType::Ack,
+                Ipv4Addr::UNSPECIFIED,
+                None,
+            )),
+            _ => Outcome::Drop(DropReason::UnsupportedMessageType),
+        }
+    }
+}
+
+/// Builds an OFFER or ACK (an INFORM's ACK has no address and no lease times).
+#[allow(clippy::too_many_arguments)]
+fn build_reply(
+    table: &Table,
+    subnet: &SubnetInfo,
+    req: &Request<'_>,
+    server_id: Ipv4Addr,
+    kind: MessageType,
+    yiaddr: Ipv4Addr,
+    change: Option<Change>,
+) -> Reply {
+    let msg = req.msg;
+    let inform = req.kind == MessageType::Inform;
+    let node = table.by_mac(req.mac).map(|i| i.node());
+    let boot = boot_choice(
+        msg,
+        subnet.boot.as_ref().map(|b| &b.files),
+        node.and_then(|n| n.boot()),
+    );
+    let next_server = subnet
+        .boot
+        .as_ref()
+        .and_then(|b| b.next_server)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let mut r = Message::new_with_id(
+        msg.xid(),
+        msg.ciaddr(),
+        yiaddr,
+        if boot.file.is_some() {
+            next_server
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        },
+        msg.giaddr(),
+        msg.chaddr(),
+    );
+    r.set_opcode(Opcode::BootReply)
+        .set_htype(msg.htype())
+        .set_flags(msg.flags());
+    let o = r.opts_mut();
+    o.insert(DhcpOption::MessageType(kind));
+    o.insert(DhcpOption::ServerIdentifier(server_id));
+    if !inform {
+        o.insert(DhcpOption::AddressLeaseTime(subnet.lease_seconds));
+        o.insert(DhcpOption::Renewal(subnet.renew_seconds));
+        o.insert(DhcpOption::Rebinding(subnet.rebind_seconds));
+    }
+    o.insert(DhcpOption::SubnetMask(subnet.mask));
+    if let Some(router) = subnet.router {
+        o.insert(DhcpOption::Router(vec![router]));
+    }
+    if !subnet.dns_servers.is_empty() {
+        o.insert(DhcpOption::DomainNameServer(subnet.dns_servers.clone()));
+    }
+    if let Some(domain) = &subnet.domain {
+        o.insert(DhcpOption::DomainName(domain.to_string()));
+    }
+    if let Some(n) = node {
+        // The node's current name: a rename reaches the machine at its next exchange.
+        o.insert(DhcpOption::Hostname(n.hostname().to_owned()));
+    }
+    // Subnet options, then the node's (which win for the same code).
+    let node_opts = node.map_or(&[][..], |n| n.options());
+    for opt in subnet.options.iter().chain(node_opts) {
+        o.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(opt.code),
+            opt.data.to_vec(),
+        )));
+    }
+    if let Some(file) = boot.file {
+        if let Some(sn) = subnet.boot.as_ref().and_then(|b| b.server_name.as_deref()) {
+            r.set_sname_str(sn);
+        }
+        r.set_fname_str(file);
+        let o = r.opts_mut();
+        if !next_server.is_unspecified() {
+            o.insert(DhcpOption::TFTPServerName(
+                next_server.to_string().into_bytes(),
+            ));
+        }
+        o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        if boot.http {
+            o.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
+        }
+    }
+    echo_relay_info(msg, &mut r);
+    let dest = if inform {
+        destination(
+            msg.giaddr(),
+            msg.ciaddr(),
+            true,
+            false,
+            Ipv4Addr::UNSPECIFIED,
+            req.mac.0,
+        )
+    } else {
+        destination(
+            msg.giaddr(),
+            msg.ciaddr(),
+            msg.flags().broadcast(),
+            false,
+            yiaddr,
+            req.mac.0,
+        )
+    };
+    Reply {
+        bytes: encode(&r),
+        dest,
+        change,
+        kind,
+    }
+}
+
+fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
+    let msg = req.msg;
+    let mut r = Message::new_with_id(
+        msg.xid(),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        msg.giaddr(),
+        msg.chaddr(),
+    );
+    // Through a relay, a NAK asks it to broadcast (the client may have no address).
+    let flags = if msg.giaddr().is_unspecified() {
+        msg.flags()
+    } else {
+        Flags::default().set_broadcast()
+    };
+    r.set_opcode(Opcode::BootReply)
+        .set_htype(msg.htype())
+        .set_flags(flags);
+    r.opts_mut()
+        .insert(DhcpOption::MessageType(MessageType::Nak));
+    r.opts_mut().insert(DhcpOption::ServerIdentifier(server_id));
+    echo_relay_info(msg, &mut r);
+    Reply {
+        bytes: encode(&r),
+        dest: destination(
+            msg.giaddr(),
+            msg.ciaddr(),
+            true,
+            true,
+            Ipv4Addr::UNSPECIFIED,
+            req.mac.0,
+        ),
+        change: None,
+        kind: MessageType::Nak,
+    }
+}
+
+/// The address that selects the client's subnet: link selection (RFC 3527, in option 82),
+/// subnet selection (RFC 3011, option 118), the relay's giaddr, else the address the request
+/// reached on the server.
+fn link_address(msg: &Message, meta: &Meta) -> Ipv4Addr {
+    if let Some(DhcpOption::RelayAgentInformation(rai)) =
+        msg.opts().get(OptionCode::RelayAgentInformation)
+        && let Some(RelayInfo::LinkSelection(ip)) = rai.get(RelayCode::LinkSelection)
+    {
+        return *ip;
+    }
+    if let Some(DhcpOption::SubnetSelection(ip)) = msg.opts().get(OptionCode::SubnetSelection) {
+        return *ip;
+    }
+    if !msg.giaddr().is_unspecified() {
+        return msg.giaddr();
+    }
+    meta.local
+}
+
+/// Option 82 goes back to the relay unchanged (RFC 3046).
+fn echo_relay_info(req: &Message, reply: &mut Message) {
+    if let Some(rai) = req.opts().get(OptionCode::RelayAgentInformation) {
+        reply.opts_mut().insert(rai.clone());
+    }
+}
+
+fn encode(m: &Message) -> Vec<u8> {
+    // Encoding plain options into a Vec cannot fail.
+    let mut bytes = m.to_vec().unwrap_or_default();
+    if bytes.len() < BOOTP_MIN {
+        bytes.resize(BOOTP_MIN, 0);
+    }
+    bytes
+}
+
+/// Keeps a client-supplied hostname only if it is a valid label (it may end up in DNS).
+fn sanitize_hostname(h: &str) -> Option<String> {
+    let label = h.split('.').next()?.trim_end_matches('\0');
+    name::check_label(label).ok()?;
+    Some(label.to_ascii_lowercase())
+}
+
+/// The boot file for this client, if any.
+struct Boot<'t> {
+    file: Option<&'t str>,
+    http: bool,
+}
+
+/// Picks the boot file: by client architecture (option 93), the node's own file over the
+/// subnet's, and for iPXE (user class "iPXE", or option 175 present) the iPXE script URL
+/// instead, so iPXE does not chain-load itself forever.
+fn boot_choice<'t>(
+    msg: &Message,
+    subnet: Option<&'t BootFiles>,
+    node: Option<&'t BootFiles>,
+) -> Boot<'t> {
+    let arch_code = match msg.opts().get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+        _ => None,
+    };
+    let Some(arch) = Arch::from_client_arch(arch_code) else {
+        return Boot {
+            file: None,
+            http: false,
+        };
+    };
+    let ipxe = matches!(msg.opts().get(OptionCode::UserClass),
+        Some(DhcpOption::UserClass(uc)) if uc.windows(4).any(|w| w == b"iPXE"))
+        || msg.opts().get(OptionCode::Unknown(175)).is_some();
+    let by_arch = node
+        .and_then(|n| n.file(arch))
+        .or_else(|| subnet.and_then(|s| s.file(arch)));
+    let file = if ipxe {
+        node.and_then(|n| n.ipxe_url.as_deref())
+            .or_else(|| subnet.and_then(|s| s.ipxe_url.as_deref()))
+            .or(by_arch)
+    } else {
+        by_arch
+    };
+    Boot {
+        file,
+        http: arch.is_http() && file.is_some(),
+    }
+}
+
+/// Decodes a reply (tests and fuzzing use it to check what was sent).
+pub fn decode(bytes: &[u8]) -> Option<Message> {
+    guard::check(bytes).ok()?;
+    v4::Message::from_bytes(bytes).ok()
+}
+
+impl Reply {
+    /// The encoded reply's length, for I/O buffers.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    /// Never true: a reply has a header.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
