@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 /// Default DNS address: loopback, an unprivileged port.
 pub(crate) const DEFAULT_DNS: &str = "127.0.0.1:5353";
+/// Default DHCP address: loopback, an unprivileged port (replies go back to the sender).
+pub(crate) const DEFAULT_DHCP: &str = "127.0.0.1:6767";
 /// Default control API address: loopback only.
 pub(crate) const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
 /// Default snapshot body limit: a million-node snapshot fits.
@@ -24,6 +26,10 @@ pub(crate) struct File {
     pub dns_listen: Option<Vec<SocketAddr>>,
     /// Control API address.
     pub control_listen: Option<SocketAddr>,
+    /// DHCP address (`0.0.0.0:67` on a provisioning network).
+    pub dhcp_listen: Option<SocketAddr>,
+    /// Serve DHCP on this interface only.
+    pub dhcp_interface: Option<String>,
     /// Where the lease journal lives.
     pub state_dir: Option<PathBuf>,
     /// Bearer token the control API requires (required off loopback).
@@ -50,7 +56,11 @@ pub(crate) struct Settings {
     pub dns_listen: Vec<SocketAddr>,
     /// Control API address.
     pub control_listen: SocketAddr,
-    /// Lease journal directory, if leases are kept.
+    /// DHCP address.
+    pub dhcp_listen: SocketAddr,
+    /// DHCP interface.
+    pub dhcp_interface: Option<String>,
+    /// Lease journal directory (`None`: a directory of this process under the temp dir).
     pub state_dir: Option<PathBuf>,
     /// Control API token.
     pub token: Option<String>,
@@ -67,6 +77,10 @@ pub(crate) struct Overrides {
     pub dns_listen: Vec<SocketAddr>,
     /// `--control-listen`
     pub control_listen: Option<SocketAddr>,
+    /// `--dhcp-listen`
+    pub dhcp_listen: Option<SocketAddr>,
+    /// `--dhcp-interface`
+    pub dhcp_interface: Option<String>,
     /// `--state-dir`
     pub state_dir: Option<PathBuf>,
     /// `--token` / `PSERV_TOKEN`
@@ -88,6 +102,11 @@ impl Settings {
                 .control_listen
                 .or(file.control_listen)
                 .unwrap_or_else(|| parse(DEFAULT_CONTROL)),
+            dhcp_listen: flags
+                .dhcp_listen
+                .or(file.dhcp_listen)
+                .unwrap_or_else(|| parse(DEFAULT_DHCP)),
+            dhcp_interface: flags.dhcp_interface.or(file.dhcp_interface),
             state_dir: flags.state_dir.or(file.state_dir),
             token: flags.token.or(file.token).filter(|t| !t.is_empty()),
             max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),

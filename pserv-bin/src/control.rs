@@ -22,6 +22,7 @@ use futures_util::Stream;
 use parking_lot::Mutex;
 use pserv_core::lease::{LeaseState, Leases};
 use pserv_core::{PublishError, Published, Store};
+use pserv_dhcp::Server;
 use pserv_dns::forward::ForwardCounters;
 use pserv_dns::respond::Counters;
 use serde_json::{Value, json};
@@ -48,8 +49,9 @@ type DnsCounters = (Arc<Counters>, Vec<Arc<ForwardCounters>>);
 pub(crate) struct App {
     /// The served table.
     pub store: Arc<Store>,
-    /// Dynamic leases (empty until the DHCP responder serves).
-    pub leases: Arc<Mutex<Leases>>,
+    /// The DHCP server, whose dynamic leases the API lists.
+    pub dhcp: Arc<Mutex<Server>>,
+    dhcp_counters: Mutex<Option<Arc<pserv_dhcp::io::Counters>>>,
     token: Option<String>,
     started: Instant,
     pushes: PushStats,
@@ -62,13 +64,14 @@ impl App {
     /// The control plane over `store` and `leases`.
     pub(crate) fn new(
         store: Arc<Store>,
-        leases: Arc<Mutex<Leases>>,
+        dhcp: Arc<Mutex<Server>>,
         token: Option<String>,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
         Arc::new(Self {
             store,
-            leases,
+            dhcp,
+            dhcp_counters: Mutex::new(None),
             token,
             started: Instant::now(),
             pushes: PushStats::default(),
@@ -81,6 +84,11 @@ impl App {
     /// Registers a DNS service's counters for `/metrics`.
     pub(crate) fn add_dns(&self, counters: Arc<Counters>, forwarding: Vec<Arc<ForwardCounters>>) {
         self.dns.lock().push((counters, forwarding));
+    }
+
+    /// Registers the DHCP service's counters for `/metrics`.
+    pub(crate) fn set_dhcp_counters(&self, c: Arc<pserv_dhcp::io::Counters>) {
+        *self.dhcp_counters.lock() = Some(c);
     }
 
     /// Whether a snapshot has been published.
@@ -216,7 +224,7 @@ async fn put_snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
 
 async fn status(State(app): State<Arc<App>>) -> Response {
     let t = app.store.load();
-    let (bound, offered) = lease_counts(&app.leases.lock());
+    let (bound, offered) = lease_counts(&app.dhcp.lock().leases);
     let body = json!({
         "ready": app.is_ready(),
         "generation": t.is_loaded().then(|| t.generation()),
@@ -244,8 +252,9 @@ fn lease_counts(l: &Leases) -> (usize, usize) {
 async fn leases(State(app): State<Arc<App>>) -> Response {
     let table = app.store.load_full();
     let dynamic: Vec<Value> = app
-        .leases
+        .dhcp
         .lock()
+        .leases
         .iter()
         .map(|l| {
             json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
@@ -304,8 +313,11 @@ async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
         "Seconds since start",
         app.started.elapsed().as_secs().to_string(),
     );
-    let (bound, offered) = lease_counts(&app.leases.lock());
-    let declined = app.leases.lock().declined().count();
+    let (bound, offered, declined) = {
+        let d = app.dhcp.lock();
+        let (b, o) = lease_counts(&d.leases);
+        (b, o, d.leases.declined().count())
+    };
     let _ = writeln!(
         m,
         "# HELP pserv_leases Dynamic leases by state\n# TYPE pserv_leases gauge"

@@ -6,6 +6,7 @@
 
 mod config;
 mod control;
+mod dynamic;
 mod notify;
 
 use std::net::SocketAddr;
@@ -21,7 +22,6 @@ use pserv_core::journal::{Journal, Options};
 use pserv_core::lease::Leases;
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_core::{PublishError, Snapshot, Store, Table};
-use pserv_dns::NoLeases;
 use pserv_dns::server::Service;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -56,6 +56,12 @@ enum Command {
         /// Control API address [default: 127.0.0.1:5380].
         #[arg(long)]
         control_listen: Option<SocketAddr>,
+        /// DHCP address [default: 127.0.0.1:6767; on a network: 0.0.0.0:67].
+        #[arg(long)]
+        dhcp_listen: Option<SocketAddr>,
+        /// Serve DHCP on this interface only (SO_BINDTODEVICE; needs root or CAP_NET_RAW).
+        #[arg(long)]
+        dhcp_interface: Option<String>,
         /// Directory of the lease journal.
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -101,6 +107,8 @@ fn main() -> ExitCode {
             snapshot,
             dns_listen,
             control_listen,
+            dhcp_listen,
+            dhcp_interface,
             state_dir,
             token,
         } => {
@@ -114,6 +122,8 @@ fn main() -> ExitCode {
                 snapshot,
                 dns_listen,
                 control_listen,
+                dhcp_listen,
+                dhcp_interface,
                 state_dir,
                 token,
             };
@@ -317,29 +327,33 @@ fn unix_now() -> u64 {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Leases first: a restart must know every acknowledged lease before it answers anyone.
-    let (journal, leases) = match &settings.state_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join("leases.journal");
-            let now = unix_now();
-            let (journal, recovery) = Journal::open(&path, Options::default(), now)
-                .with_context(|| format!("opening {}", path.display()))?;
-            tracing::info!(
-                path = %path.display(),
-                leases = recovery.changes.len(),
-                records = recovery.records,
-                "lease journal recovered"
-            );
-            (Some(journal), Leases::restore(&recovery.changes, now))
-        }
-        None => (None, Leases::new()),
-    };
-    let store = Arc::new(Store::new());
-    let app = App::new(
-        store.clone(),
-        Arc::new(Mutex::new(leases)),
-        settings.token.clone(),
+    let dir = settings.state_dir.clone().unwrap_or_else(|| {
+        let d = std::env::temp_dir().join(format!("pserv-{}", std::process::id()));
+        tracing::warn!(
+            dir = %d.display(),
+            "no --state-dir: leases are journaled in a directory of this process and will not \
+             survive a restart"
+        );
+        d
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("leases.journal");
+    let now = unix_now();
+    let (journal, recovery) = Journal::open(&path, Options::default(), now)
+        .with_context(|| format!("opening {}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        leases = recovery.changes.len(),
+        records = recovery.records,
+        "lease journal recovered"
     );
+    let journal = Arc::new(journal);
+    let dhcp_server = Arc::new(Mutex::new(pserv_dhcp::Server::new(Leases::restore(
+        &recovery.changes,
+        now,
+    ))));
+    let store = Arc::new(Store::new());
+    let app = App::new(store.clone(), dhcp_server.clone(), settings.token.clone());
 
     let (bytes, source) = match &settings.snapshot {
         Some(p) => (
@@ -362,10 +376,33 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         other => anyhow::anyhow!("{source}: {other}"),
     })?;
 
-    let dns = Service::bind(&settings.dns_listen, store.clone(), Arc::new(NoLeases))
+    let names = Arc::new(dynamic::LeaseNames {
+        server: dhcp_server.clone(),
+        store: store.clone(),
+    });
+    let dns = Service::bind(&settings.dns_listen, store.clone(), names)
         .await
         .context("binding DNS")?;
     app.add_dns(dns.counters(), dns.forward_counters());
+    let events = app.clone();
+    let dhcp = pserv_dhcp::io::Service::spawn(
+        pserv_dhcp::io::Config {
+            listen: settings.dhcp_listen,
+            interface: settings.dhcp_interface.clone(),
+            server_id: None,
+        },
+        store.clone(),
+        dhcp_server.clone(),
+        journal.clone(),
+        Arc::new(move |c: &pserv_core::lease::Change| {
+            if let Ok(v) = serde_json::to_value(c) {
+                let kind = v["event"].as_str().unwrap_or("lease").to_owned();
+                events.emit(&kind, &v);
+            }
+        }),
+    )
+    .with_context(|| format!("binding DHCP on {}", settings.dhcp_listen))?;
+    app.set_dhcp_counters(dhcp.counters.clone());
     let listener = tokio::net::TcpListener::bind(settings.control_listen)
         .await
         .with_context(|| format!("binding the control API on {}", settings.control_listen))?;
@@ -400,6 +437,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             a.port()
         );
     }
+    println!("DHCP on {} (UDP)", dhcp.local);
     println!(
         "control API on http://{control_addr}: push with  pserv push FILE --to http://{control_addr}"
     );
@@ -423,13 +461,17 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = stop_tx.send(());
     let _ = control.await;
     dns.shutdown().await;
-    if let Some(j) = journal {
+    tokio::task::spawn_blocking(move || {
+        dhcp.shutdown();
         // Everything queued is made durable before we exit.
-        tokio::task::spawn_blocking(move || j.close())
-            .await
-            .context("closing the lease journal")?
-            .context("flushing the lease journal")?;
-    }
+        match Arc::try_unwrap(journal) {
+            Ok(j) => j.close(),
+            Err(_) => Ok(()),
+        }
+    })
+    .await
+    .context("stopping DHCP")?
+    .context("flushing the lease journal")?;
     Ok(())
 }
 

@@ -23,25 +23,24 @@ impl Server {
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(PSERV)
             .arg("serve")
-            .args([
-                "--dns-listen",
-                "127.0.0.1:0",
-                "--control-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["--dns-listen", "127.0.0.1:0"])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--dhcp-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut control, mut dns) = (None, None);
         while control.is_none() || dns.is_none() {
-            let line = lines
-                .next()
-                .expect("pserv exited before it was ready")
-                .unwrap();
+            let Some(Ok(line)) = lines.next() else {
+                let mut err = String::new();
+                let _ = stderr.read_to_string(&mut err);
+                panic!("pserv exited before it was ready: {err}");
+            };
             if let Some(rest) = line.strip_prefix("control API on ") {
                 control = Some(rest.split(':').take(3).collect::<Vec<_>>().join(":"));
             }
@@ -49,8 +48,9 @@ impl Server {
                 dns = Some(rest.split(' ').next().unwrap().parse().unwrap());
             }
         }
-        // Keep draining stdout so the server never blocks on a full pipe.
+        // Keep draining both pipes so the server never blocks on a full one.
         std::thread::spawn(move || lines.for_each(drop));
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         Self {
             child,
             control: control.unwrap().trim_end_matches(' ').to_owned(),

@@ -128,6 +128,8 @@ struct Exhausted {
 pub struct Leases {
     by_mac: HashMap<MacAddr, Lease>,
     by_ip: HashMap<Ipv4Addr, MacAddr>,
+    /// Client hostname (lower case) -> the MAC whose lease carries it, latest wins.
+    by_name: HashMap<Box<str>, MacAddr>,
     /// Quarantined addresses: end of quarantine, and who declined.
     declined: HashMap<Ipv4Addr, (u64, MacAddr)>,
     /// Next-fit position per range (by range start).
@@ -188,6 +190,16 @@ impl Leases {
     pub fn holder(&self, ip: Ipv4Addr, now: u64) -> Option<&Lease> {
         let mac = self.by_ip.get(&ip)?;
         self.by_mac.get(mac).filter(|l| l.expires > now)
+    }
+
+    /// The live bound lease whose client hostname is `host` (ASCII case-insensitive).
+    pub fn by_hostname(&self, host: &str, now: u64) -> Option<&Lease> {
+        let mac = self.by_name.get(host.to_ascii_lowercase().as_str())?;
+        self.bound(*mac, now).filter(|l| {
+            l.hostname
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })
     }
 
     /// The live bound lease of a MAC.
@@ -497,12 +509,29 @@ impl Leases {
         if let Some(prev) = self.by_ip.insert(lease.ip, lease.mac)
             && prev != lease.mac
         {
+            self.remove_name(prev);
             self.by_mac.remove(&prev);
+        }
+        self.remove_name(lease.mac);
+        if let Some(h) = &lease.hostname {
+            self.by_name
+                .insert(h.to_ascii_lowercase().into(), lease.mac);
         }
         self.by_mac.insert(lease.mac, lease);
     }
 
+    /// Drops `mac`'s hostname from the name index (if the index still points at it).
+    fn remove_name(&mut self, mac: MacAddr) {
+        if let Some(h) = self.by_mac.get(&mac).and_then(|l| l.hostname.as_deref()) {
+            let key = h.to_ascii_lowercase();
+            if self.by_name.get(key.as_str()) == Some(&mac) {
+                self.by_name.remove(key.as_str());
+            }
+        }
+    }
+
     fn remove(&mut self, mac: MacAddr) {
+        self.remove_name(mac);
         if let Some(l) = self.by_mac.remove(&mac)
             && self.by_ip.get(&l.ip) == Some(&mac)
         {

@@ -260,3 +260,23 @@ fn poll_timeout_is_the_earliest_end() {
     assert_eq!(l.expire(T0 + 5 + OFFER_HOLD_SECONDS), 1);
     assert_eq!(l.poll_timeout(), Some(T0 + 600));
 }
+
+#[test]
+fn hostname_index_follows_the_leases() {
+    let t = table(1, (100, 120), &[]);
+    let s = &t.subnets()[0];
+    let mut l = Leases::new();
+    l.commit(&t, s, mac(1), ip(100), Some("Laptop"), T0)
+        .unwrap();
+    assert_eq!(l.by_hostname("laptop", T0 + 1).unwrap().ip, ip(100));
+    assert_eq!(l.by_hostname("LAPTOP", T0 + 1).unwrap().mac, mac(1));
+    // Another client takes the name: latest wins.
+    l.commit(&t, s, mac(2), ip(101), Some("laptop"), T0 + 2)
+        .unwrap();
+    assert_eq!(l.by_hostname("laptop", T0 + 3).unwrap().mac, mac(2));
+    l.release(mac(2), ip(101)).unwrap();
+    assert!(l.by_hostname("laptop", T0 + 4).is_none());
+    // Expired leases do not answer.
+    l.commit(&t, s, mac(3), ip(102), Some("box"), T0).unwrap();
+    assert!(l.by_hostname("box", T0 + 600).is_none());
+}

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod guard;
+pub mod io;
 pub mod reply;
 pub mod server;
 

@@ -163,6 +163,23 @@ impl Handler {
     }
 }
 
+/// Binds UDP and TCP on one port. For port 0 the UDP socket picks the port and TCP follows it;
+/// if TCP finds that port taken (another program's TCP), it tries again with a fresh port.
+async fn bind_pair(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        let sock = std::net::UdpSocket::bind(addr)?;
+        match TcpListener::bind(sock.local_addr()?).await {
+            Ok(listener) => return Ok((sock, listener)),
+            Err(e) if addr.port() == 0 && attempt < 16 => {
+                tracing::debug!(error = %e, "TCP port taken; picking another");
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A running DNS service: UDP and TCP on the given addresses.
 pub struct Service {
     tcp: Server<Handler>,
@@ -189,10 +206,8 @@ impl Service {
         let mut udp = Vec::new();
         let mut local = Vec::new();
         for addr in addrs {
-            let sock = std::net::UdpSocket::bind(addr)?;
+            let (sock, listener) = bind_pair(*addr).await?;
             let bound = sock.local_addr()?;
-            // TCP on the same port as UDP (resolved when the port was 0).
-            let listener = TcpListener::bind(bound).await?;
             tcp.register_listener(listener, Duration::from_secs(10), 32);
             udp.extend(crate::udp::spawn(sock, responder.clone(), stop.clone())?);
             local.push(bound);

@@ -9,13 +9,19 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Whether `tool` runs here. In CI a missing tool panics; elsewhere the caller skips with the
-/// printed message.
+/// Whether `tool` is on the PATH (found, never run: a DHCP client run "to see if it works"
+/// would start asking on the host's own network). In CI a missing tool panics; elsewhere the
+/// caller skips with the printed message.
 pub fn have_tool(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("-v")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty() || !o.stdout.is_empty());
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let ok = std::env::split_paths(&path)
+        .chain(["/sbin".into(), "/usr/sbin".into()])
+        .map(|dir| dir.join(tool))
+        .any(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
     if !ok {
         assert!(
             !in_ci(),
