@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -33,6 +33,9 @@ const TAG_RELEASED: u8 = 2;
 const TAG_DECLINED: u8 = 3;
 /// The largest payload a valid record has (a Bound with a 255-byte hostname).
 const MAX_PAYLOAD: u32 = 1 + 6 + 4 + 8 + 8 + 1 + 255;
+
+/// Batches smaller than this wait [`Options::linger`] for company before their sync.
+const LINGER_BELOW: usize = 64;
 
 /// A position in the journal: records up to and including it are durable once
 /// [`Journal::durable`] reaches it.
@@ -47,6 +50,10 @@ pub struct Options {
     pub compact_ratio: u64,
     /// Whether to `fdatasync` (false only for tests and benchmarks that say so).
     pub sync: bool,
+    /// After the first record of a batch arrives, wait this long for more before syncing, so
+    /// that at moderate rates several records share one `fdatasync` (under load batches fill
+    /// by themselves while the previous sync runs). Adds at most this much to an ACK's latency.
+    pub linger: Duration,
 }
 
 impl Default for Options {
@@ -55,6 +62,7 @@ impl Default for Options {
             compact_min_bytes: 8 << 20,
             compact_ratio: 4,
             sync: true,
+            linger: Duration::from_micros(300),
         }
     }
 }
@@ -298,6 +306,12 @@ impl Writer {
                 let mut q = self.shared.queue.lock();
                 while q.buf.is_empty() && !q.shutdown {
                     self.shared.work.wait(&mut q);
+                }
+                if !q.shutdown && !self.options.linger.is_zero() && q.changes.len() < LINGER_BELOW {
+                    // A small batch: give its neighbours a moment to join it.
+                    drop(q);
+                    std::thread::sleep(self.options.linger);
+                    q = self.shared.queue.lock();
                 }
                 std::mem::swap(&mut q.buf, &mut buf);
                 std::mem::swap(&mut q.changes, &mut changes);

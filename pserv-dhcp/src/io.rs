@@ -1,25 +1,25 @@
 //! The socket side: the only module that touches the network.
 //!
-//! One receive thread decodes nothing itself: it reads a datagram with its arrival interface
-//! and local address (IP_PKTINFO), asks the [`Server`] what to do, appends any lease change to
-//! the journal, and hands the reply to the send thread. The send thread waits until the
-//! reply's change is durable (group commit: one `fdatasync` covers every reply queued behind
-//! it), then sends it out of the interface the request came in on. Receiving never waits for
-//! the disk.
+//! One thread per socket. It takes a batch of datagrams (`recvmmsg`) with their arrival
+//! interface and local address (IP_PKTINFO), asks the [`Server`] what to do with each, appends
+//! each lease change to the journal, sends at once what needs no disk (OFFERs, NAKs), and holds
+//! each ACK until its change is durable. While the journal's writer thread is in `fdatasync`
+//! the loop keeps receiving (non-blocking); only when there is nothing to read does it wait for
+//! the disk, so one `fdatasync` covers every ACK queued behind it (group commit) and receiving
+//! never stalls behind the disk while there is work.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, setsockopt,
-    sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmsg,
+    setsockopt, sockopt,
 };
 use parking_lot::Mutex;
 use pserv_core::Store;
@@ -122,29 +122,29 @@ impl Service {
     ) -> std::io::Result<Self> {
         let sock = socket(&config)?;
         let local = sock.local_addr()?;
-        let send_sock = sock.try_clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel::<Outgoing>();
-        let recv = {
-            let (stop, counters, journal) = (stop.clone(), counters.clone(), journal.clone());
-            let cfg = config.clone();
+        let thread = {
+            let (stop, counters) = (stop.clone(), counters.clone());
             std::thread::Builder::new()
-                .name("pserv-dhcp-recv".into())
+                .name("pserv-dhcp".into())
                 .spawn(move || {
-                    receive(
-                        &sock, &cfg, local, &store, &server, &journal, &tx, &counters, &stop,
-                    );
+                    Loop {
+                        sock: &sock,
+                        config: &config,
+                        local,
+                        store: &store,
+                        server: &server,
+                        journal: &journal,
+                        counters: &counters,
+                        on_change: &on_change,
+                        pending: VecDeque::new(),
+                    }
+                    .run(&stop);
                 })?
         };
-        let send = {
-            let counters = counters.clone();
-            std::thread::Builder::new()
-                .name("pserv-dhcp-send".into())
-                .spawn(move || transmit(&send_sock, &rx, &journal, &counters, &on_change))?
-        };
         Ok(Self {
-            threads: vec![recv, send],
+            threads: vec![thread],
             stop,
             local,
             counters,
@@ -160,86 +160,127 @@ impl Service {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn receive(
-    sock: &UdpSocket,
-    config: &Config,
+/// Datagrams per system call.
+const BATCH: usize = 32;
+
+struct Loop<'a> {
+    sock: &'a UdpSocket,
+    config: &'a Config,
     local: SocketAddr,
-    store: &Store,
-    server: &Mutex<Server>,
-    journal: &Journal,
-    tx: &mpsc::Sender<Outgoing>,
-    counters: &Counters,
-    stop: &AtomicBool,
-) {
-    let mut buf = vec![0u8; 1500];
-    let mut cmsg = nix::cmsg_space!(nix::libc::in_pktinfo);
-    let fixed_local = match local {
-        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
-        _ => None,
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let (n, from, meta) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let Ok(msg) = recvmsg::<SockaddrIn>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::empty(),
-            ) else {
-                continue;
+    store: &'a Store,
+    server: &'a Mutex<Server>,
+    journal: &'a Journal,
+    counters: &'a Counters,
+    on_change: &'a OnChange,
+    /// Replies (and reply-less changes) waiting for their change to be durable, in journal
+    /// order.
+    pending: VecDeque<Outgoing>,
+}
+
+impl Loop<'_> {
+    fn run(&mut self, stop: &AtomicBool) {
+        let fd = self.sock.as_raw_fd();
+        let mut bufs: Box<[[u8; 1500]; BATCH]> = Box::new([[0u8; 1500]; BATCH]);
+        let mut headers = MultiHeaders::<SockaddrIn>::preallocate(
+            BATCH,
+            Some(nix::cmsg_space!(nix::libc::in_pktinfo)),
+        );
+        let fixed_local = match self.local {
+            SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
+            _ => None,
+        };
+        let default_local = fixed_local
+            .or(self.config.server_id)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let mut got: Vec<(usize, SocketAddrV4, Meta)> = Vec::with_capacity(BATCH);
+        while !stop.load(Ordering::Relaxed) || !self.pending.is_empty() {
+            // Block for work only when no ACK is waiting on the disk.
+            let flags = if self.pending.is_empty() {
+                MsgFlags::MSG_WAITFORONE
+            } else {
+                MsgFlags::MSG_DONTWAIT
             };
-            let mut meta = Meta {
-                local: fixed_local
-                    .or(config.server_id)
-                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
-                ifindex: 0,
-            };
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                        meta.ifindex = info.ipi_ifindex as u32;
-                        let spec = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
-                        if fixed_local.is_none() && !spec.is_unspecified() {
-                            meta.local = config.server_id.unwrap_or(spec);
+            got.clear();
+            {
+                let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
+                if let Ok(msgs) = recvmmsg(fd, &mut headers, iovs.iter_mut(), flags, None) {
+                    for m in msgs {
+                        let mut meta = Meta {
+                            local: default_local,
+                            ifindex: 0,
+                        };
+                        if let Ok(cmsgs) = m.cmsgs() {
+                            for c in cmsgs {
+                                if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
+                                    meta.ifindex = info.ipi_ifindex as u32;
+                                    let spec =
+                                        Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                                    if fixed_local.is_none() && !spec.is_unspecified() {
+                                        meta.local = self.config.server_id.unwrap_or(spec);
+                                    }
+                                }
+                            }
+                        }
+                        if let Some(from) = m.address {
+                            got.push((m.bytes, SocketAddrV4::from(from), meta));
                         }
                     }
                 }
             }
-            let Some(from) = msg.address else { continue };
-            (msg.bytes, SocketAddrV4::from(from), meta)
-        };
-        counters.received.fetch_add(1, Ordering::Relaxed);
-        let table = store.load();
-        let outcome = server.lock().handle(&table, unix_now(), &meta, &buf[..n]);
-        drop(table);
+            if !got.is_empty() {
+                self.counters
+                    .received
+                    .fetch_add(got.len() as u64, Ordering::Relaxed);
+                let table = self.store.load();
+                let now = unix_now();
+                for (i, (n, from, meta)) in got.iter().enumerate() {
+                    let outcome = self.server.lock().handle(&table, now, meta, &bufs[i][..*n]);
+                    self.decide(outcome, *from, meta.ifindex);
+                }
+            } else if let Some(last) = self.pending.back() {
+                // Nothing to read: wait for the disk to catch up with what is queued.
+                if self.journal.wait_durable(last.seq).is_err() {
+                    let lost = self.pending.len() as u64;
+                    self.counters
+                        .journal_errors
+                        .fetch_add(lost, Ordering::Relaxed);
+                    self.pending.clear();
+                }
+            }
+            self.flush_durable();
+        }
+    }
+
+    fn decide(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32) {
         match outcome {
             Outcome::Reply(r) => {
-                let seq = match &r.change {
-                    Some(c) => match journal.append(c) {
-                        Ok(seq) => seq,
+                let out = Outgoing {
+                    seq: 0,
+                    to: address(r.dest, from, self.local.port()),
+                    bytes: r.bytes,
+                    ifindex,
+                    change: None,
+                    kind: r.kind,
+                };
+                match r.change {
+                    None => self.send(&out),
+                    Some(c) => match self.journal.append(&c) {
+                        Ok(seq) => self.pending.push_back(Outgoing {
+                            seq,
+                            change: Some(c),
+                            ..out
+                        }),
                         Err(e) => {
                             tracing::error!(error = %e, "lease not journaled: no ACK");
-                            counters.journal_errors.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                            self.counters.journal_errors.fetch_add(1, Ordering::Relaxed);
                         }
                     },
-                    None => 0,
-                };
-                let to = address(r.dest, from, local.port());
-                let _ = tx.send(Outgoing {
-                    seq,
-                    bytes: r.bytes,
-                    to,
-                    ifindex: meta.ifindex,
-                    change: r.change,
-                    kind: r.kind,
-                });
+                }
             }
             Outcome::Change(c) => {
-                if let Ok(seq) = journal.append(&c) {
-                    // No reply; still announced once durable.
-                    let _ = tx.send(Outgoing {
+                // No reply; announced once durable.
+                if let Ok(seq) = self.journal.append(&c) {
+                    self.pending.push_back(Outgoing {
                         seq,
                         bytes: Vec::new(),
                         to: from,
@@ -250,7 +291,62 @@ fn receive(
                 }
             }
             Outcome::Drop(reason) => {
-                *counters.drops.lock().entry(reason).or_default() += 1;
+                *self.counters.drops.lock().entry(reason).or_default() += 1;
+            }
+        }
+    }
+
+    /// Sends every held reply whose change is now on disk, and announces the change.
+    fn flush_durable(&mut self) {
+        let durable = self.journal.durable();
+        while self.pending.front().is_some_and(|o| o.seq <= durable) {
+            let Some(out) = self.pending.pop_front() else {
+                break;
+            };
+            if let Some(c) = &out.change {
+                (self.on_change)(c);
+            }
+            if !out.bytes.is_empty() {
+                self.send(&out);
+            }
+        }
+    }
+
+    fn send(&self, out: &Outgoing) {
+        let to = SockaddrIn::from(out.to);
+        let iov = [IoSlice::new(&out.bytes)];
+        // Broadcasts leave by the interface the request came in on.
+        let info = nix::libc::in_pktinfo {
+            ipi_ifindex: out.ifindex as i32,
+            ipi_spec_dst: nix::libc::in_addr { s_addr: 0 },
+            ipi_addr: nix::libc::in_addr { s_addr: 0 },
+        };
+        let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
+        let cm: &[ControlMessage<'_>] = if out.ifindex > 0 && out.to.ip().is_broadcast() {
+            &cmsgs
+        } else {
+            &[]
+        };
+        let c = self.counters;
+        match sendmsg(
+            self.sock.as_raw_fd(),
+            &iov,
+            cm,
+            MsgFlags::empty(),
+            Some(&to),
+        ) {
+            Ok(_) => {
+                c.sent.fetch_add(1, Ordering::Relaxed);
+                let by_kind = match out.kind {
+                    dhcproto::v4::MessageType::Offer => &c.offers,
+                    dhcproto::v4::MessageType::Ack => &c.acks,
+                    _ => &c.naks,
+                };
+                by_kind.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, to = %out.to, "DHCP reply not sent");
+                c.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -269,56 +365,6 @@ fn address(dest: Destination, from: SocketAddrV4, port: u16) -> SocketAddrV4 {
         // not make: unsafe code is forbidden); RFC 2131 allows broadcasting instead.
         Destination::Hardware { .. } | Destination::Broadcast => {
             SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-        }
-    }
-}
-
-fn transmit(
-    sock: &UdpSocket,
-    rx: &mpsc::Receiver<Outgoing>,
-    journal: &Journal,
-    counters: &Counters,
-    on_change: &OnChange,
-) {
-    for out in rx {
-        if out.seq > 0 && journal.wait_durable(out.seq).is_err() {
-            counters.journal_errors.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if let Some(c) = &out.change {
-            on_change(c);
-        }
-        if out.bytes.is_empty() {
-            continue;
-        }
-        let to = SockaddrIn::from(out.to);
-        let iov = [IoSlice::new(&out.bytes)];
-        // Broadcasts leave by the interface the request came in on.
-        let info = nix::libc::in_pktinfo {
-            ipi_ifindex: out.ifindex as i32,
-            ipi_spec_dst: nix::libc::in_addr { s_addr: 0 },
-            ipi_addr: nix::libc::in_addr { s_addr: 0 },
-        };
-        let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
-        let cm: &[ControlMessage<'_>] = if out.ifindex > 0 && out.to.ip().is_broadcast() {
-            &cmsgs
-        } else {
-            &[]
-        };
-        match sendmsg(sock.as_raw_fd(), &iov, cm, MsgFlags::empty(), Some(&to)) {
-            Ok(_) => {
-                counters.sent.fetch_add(1, Ordering::Relaxed);
-                let c = match out.kind {
-                    dhcproto::v4::MessageType::Offer => &counters.offers,
-                    dhcproto::v4::MessageType::Ack => &counters.acks,
-                    _ => &counters.naks,
-                };
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, to = %out.to, "DHCP reply not sent");
-                counters.send_errors.fetch_add(1, Ordering::Relaxed);
-            }
         }
     }
 }
