@@ -442,5 +442,58 @@ async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
     ] {
         let _ = writeln!(m, "pserv_dns_forwarded_total{{outcome=\"{what}\"}} {v}");
     }
+    drop(dns);
+    if let Some(c) = app.dhcp_counters.lock().clone() {
+        dhcp_metrics(&mut m, &c);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+}
+
+fn dhcp_metrics(m: &mut String, c: &pserv_dhcp::io::Counters) {
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let family = |m: &mut String, name: &str, help: &str| {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter");
+    };
+    family(m, "pserv_dhcp_packets_total", "DHCP packets by direction");
+    let _ = writeln!(
+        m,
+        "pserv_dhcp_packets_total{{direction=\"in\"}} {}",
+        r(&c.received)
+    );
+    let _ = writeln!(
+        m,
+        "pserv_dhcp_packets_total{{direction=\"out\"}} {}",
+        r(&c.sent)
+    );
+    family(m, "pserv_dhcp_replies_total", "DHCP replies by type");
+    for (kind, v) in [("offer", &c.offers), ("ack", &c.acks), ("nak", &c.naks)] {
+        let _ = writeln!(m, "pserv_dhcp_replies_total{{type=\"{kind}\"}} {}", r(v));
+    }
+    family(
+        m,
+        "pserv_dhcp_hardware_unicast_total",
+        "Replies unicast to a client without an address (ARP entry set)",
+    );
+    let _ = writeln!(
+        m,
+        "pserv_dhcp_hardware_unicast_total {}",
+        r(&c.hardware_unicasts)
+    );
+    family(
+        m,
+        "pserv_dhcp_dropped_total",
+        "DHCP packets dropped, by reason",
+    );
+    let mut drops: Vec<(String, u64)> = c
+        .drops
+        .lock()
+        .iter()
+        .map(|(k, v)| (format!("{k:?}"), *v))
+        .collect();
+    drops.push(("SendError".into(), r(&c.send_errors)));
+    drops.push(("JournalError".into(), r(&c.journal_errors)));
+    drops.sort();
+    for (reason, v) in drops {
+        let _ = writeln!(m, "pserv_dhcp_dropped_total{{reason=\"{reason}\"}} {v}");
+    }
 }

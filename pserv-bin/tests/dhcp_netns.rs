@@ -293,6 +293,8 @@ impl Dhclient {
 fn ready() -> bool {
     have_root("DHCP with real clients in network namespaces")
         && have_tool("udhcpc")
+        && have_tool("dig")
+        && have_tool("curl")
         && have_tool("dhclient")
         && have_tool("ip")
 }
@@ -326,6 +328,27 @@ fn udhcpc_reserved_dynamic_and_restart_after_kill_9() {
         "{dynamic}"
     );
     assert!(pserv.leases(&net).contains(&dynamic));
+    // Its hostname ("probe", option 12) is published in DNS (the subnet enables it), forward
+    // and reverse; the known node's name is the table's.
+    let dig = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.srv,
+                "dig",
+                &format!("@{}.0.1", net.prefix),
+                "+short",
+            ])
+            .args(["+time=2", "+tries=1"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(dig(&["probe.lab", "A"]), dynamic);
+    assert_eq!(dig(&["-x", &dynamic]), "probe.lab.");
+    assert_eq!(dig(&["node1.lab", "A"]), format!("{}.0.10", net.prefix));
 
     // kill -9, restart on the same state: the acknowledged lease is still there, and the same
     // client gets the same address back.
@@ -359,6 +382,24 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
         client.log().last().unwrap(),
         &format!("BOUND {p}.0.10 node1")
     );
+    // dhclient does not ask for broadcast: pserv set the ARP entry and unicast its replies to
+    // the client's hardware address (RFC 2131 §4.1).
+    let metrics = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.srv,
+        "curl",
+        "-s",
+        &format!("{}/metrics", pserv.control),
+    ]);
+    let unicasts: u64 = String::from_utf8_lossy(&metrics.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("pserv_dhcp_hardware_unicast_total "))
+        .unwrap_or_else(|| panic!("no unicast metric in {metrics:?}"))
+        .parse()
+        .unwrap();
+    assert!(unicasts >= 2, "OFFER and ACK unicast: {unicasts}");
     // Again: dhclient reuses its lease file (INIT-REBOOT) and is ACKed.
     let out = client.run(&net, false);
     assert!(out.status.success(), "{out:?}");

@@ -49,6 +49,8 @@ pub struct Counters {
     pub naks: AtomicU64,
     /// Replies that could not be sent.
     pub send_errors: AtomicU64,
+    /// Replies unicast to a client without an address (after setting its ARP entry).
+    pub hardware_unicasts: AtomicU64,
     /// Replies not sent because their lease could not be made durable.
     pub journal_errors: AtomicU64,
     /// Drops, by reason.
@@ -254,9 +256,20 @@ impl Loop<'_> {
     fn decide(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32) {
         match outcome {
             Outcome::Reply(r) => {
+                let mut to = address(r.dest, from, self.local.port());
+                if let Destination::Hardware { yiaddr, chaddr } = r.dest
+                    && to.ip().is_broadcast()
+                    && crate::arp::set_entry(self.sock, ifindex, yiaddr, chaddr)
+                {
+                    // RFC 2131 §4.1: unicast to the client's hardware address and yiaddr.
+                    to = SocketAddrV4::new(yiaddr, CLIENT_PORT);
+                    self.counters
+                        .hardware_unicasts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let out = Outgoing {
                     seq: 0,
-                    to: address(r.dest, from, self.local.port()),
+                    to,
                     bytes: r.bytes,
                     ifindex,
                     change: None,
@@ -361,8 +374,8 @@ fn address(dest: Destination, from: SocketAddrV4, port: u16) -> SocketAddrV4 {
     match dest {
         Destination::Relay(g) => SocketAddrV4::new(g, SERVER_PORT),
         Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
-        // Unicast to a client without an address needs an ARP entry (an ioctl this crate does
-        // not make: unsafe code is forbidden); RFC 2131 allows broadcasting instead.
+        // The caller unicasts to a client without an address only if it could make the ARP
+        // entry (see `Loop::decide`); this is the broadcast it falls back to.
         Destination::Hardware { .. } | Destination::Broadcast => {
             SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
         }

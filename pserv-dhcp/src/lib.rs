@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+mod arp;
 pub mod guard;
 pub mod io;
 pub mod reply;
