@@ -203,40 +203,34 @@ impl Server {
                     (None, _) if !ciaddr.is_unspecified() => ciaddr,
                     (None, _) => return Outcome::Drop(DropReason::NotForUs),
                 };
-                let nak = || nak(&req, server_id);
-                if let Some(r) = reserved {
-                    return if ip == r {
-                        Outcome::Reply(build_reply(
-                            table,
-                            subnet,
-                            &req,
-                            server_id,
-                            MessageType::Ack,
-                            ip,
-                            None,
-                        ))
-                    } else {
-                        // The reservation moved (or the client asks for another address).
-                        Outcome::Reply(nak())
-                    };
-                }
-                if !subnet.contains(ip) {
-                    return Outcome::Reply(nak());
-                }
-                match self
-                    .leases
-                    .commit(table, subnet, req.mac, ip, lease_name.as_deref(), now)
-                {
-                    Ok(change) => Outcome::Reply(build_reply(
+                let nak = || Outcome::Reply(nak(&req, server_id));
+                let ack = |change| {
+                    Outcome::Reply(build_reply(
                         table,
                         subnet,
                         &req,
                         server_id,
                         MessageType::Ack,
                         ip,
-                        Some(change),
-                    )),
-                    Err(_) => Outcome::Reply(nak()),
+                        change,
+                    ))
+                };
+                match reserved {
+                    Some(r) if ip == r => ack(None),
+                    // The reservation moved (or the client asks for another address).
+                    Some(_) => nak(),
+                    None if !subnet.contains(ip) => nak(),
+                    None => match self.leases.commit(
+                        table,
+                        subnet,
+                        req.mac,
+                        ip,
+                        lease_name.as_deref(),
+                        now,
+                    ) {
+                        Ok(change) => ack(Some(change)),
+                        Err(_) => nak(),
+                    },
                 }
             }
             MessageType::Release => match self.leases.release(req.mac, msg.ciaddr()) {

@@ -85,13 +85,7 @@ impl RequestHandler for Handler {
             Err(e) => {
                 r.counters().send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "DNS response not sent");
-                let mut m = Metadata::response_from_request(&request.metadata);
-                m.response_code = ResponseCode::ServFail;
-                Header {
-                    metadata: m,
-                    counts: HeaderCounts::default(),
-                }
-                .into()
+                not_sent(request)
             }
         }
     }
@@ -151,16 +145,19 @@ impl Handler {
                     .await
             }
         };
-        result.unwrap_or_else(|_| {
-            let mut m = Metadata::response_from_request(&request.metadata);
-            m.response_code = ResponseCode::ServFail;
-            Header {
-                metadata: m,
-                counts: HeaderCounts::default(),
-            }
-            .into()
-        })
+        result.unwrap_or_else(|_| not_sent(request))
     }
+}
+
+/// What hickory records for a response that could not be sent.
+fn not_sent(request: &Request) -> ResponseInfo {
+    let mut m = Metadata::response_from_request(&request.metadata);
+    m.response_code = ResponseCode::ServFail;
+    Header {
+        metadata: m,
+        counts: HeaderCounts::default(),
+    }
+    .into()
 }
 
 /// Binds UDP and TCP on one port. For port 0 the UDP socket picks the port and TCP follows it;
