@@ -12,6 +12,7 @@
 #      achieved with under 1% drops (both DISCOVER-OFFER and REQUEST-ACK);
 #   2. fixed: $FIXED DORA/s offered; the server's CPU time per exchange from /proc (all its
 #      processes and threads).
+# SERVERS="pserv kea" picks which servers run (default: all three).
 # pserv journals every lease and fsyncs before each ACK during all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,8 @@ PERIOD=${PERIOD:-8}
 CLIENTS=${CLIENTS:-50000}
 RATES=${RATES:-"5000 10000 15000 20000 25000 30000 35000 0"}
 FIXED=${FIXED:-8000}
+SERVERS=${SERVERS:-"pserv kea dnsmasq"}
+want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbsrv$$; C=pbcli$$
 work=$(mktemp -d /tmp/pserv-dhcp-bench.XXXXXX)
 server_pid=""
@@ -109,6 +112,7 @@ cat >"$work/snap.json" <<'JSON'
   "lease_seconds": 3600, "renew_seconds": 900, "rebind_seconds": 1800,
   "dynamic": [{"start": "10.77.1.0", "end": "10.77.255.254"}]}]}
 JSON
+if want pserv; then
 echo "pserv"
 RUST_LOG=warn ip netns exec "$S" taskset -c 0 ./target/release/pserv serve --snapshot "$work/snap.json" \
   --dhcp-listen 10.77.0.1:67 --dns-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
@@ -116,6 +120,7 @@ RUST_LOG=warn ip netns exec "$S" taskset -c 0 ./target/release/pserv serve --sna
 server_pid=$!
 measure pserv
 stop_server
+fi
 
 # Kea: memfile with persist (lease file written, lfc off).
 mkdir -p "$work/kea"
@@ -130,12 +135,14 @@ cat >"$work/kea/kea-dhcp4.json" <<JSON
   "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$work/kea/kea.log" } ], "severity": "WARN" } ]
 } }
 JSON
+if want kea; then
 echo "kea"
 KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \
   kea-dhcp4 -c "$work/kea/kea-dhcp4.json" >"$work/kea/out" 2>&1 &
 server_pid=$!
 measure kea
 stop_server
+fi
 
 # dnsmasq with its lease file.
 cat >"$work/dnsmasq.conf" <<CONF
@@ -149,16 +156,18 @@ dhcp-authoritative
 no-ping
 quiet-dhcp
 CONF
+if want dnsmasq; then
 echo "dnsmasq"
 ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq.conf" \
   --pid-file="$work/dnsmasq.pid" >"$work/dnsmasq.out" 2>&1 &
 server_pid=$!
 measure dnsmasq
 stop_server
+fi
 
 echo
-awk -v p="${BEST[pserv]}" -v k="${BEST[kea]}" -v d="${BEST[dnsmasq]}" \
-    -v cp="${CPU[pserv]}" -v ck="${CPU[kea]}" -v cd="${CPU[dnsmasq]}" 'BEGIN {
+awk -v p="${BEST[pserv]:-0}" -v k="${BEST[kea]:-0}" -v d="${BEST[dnsmasq]:-0}" \
+    -v cp="${CPU[pserv]:-0}" -v ck="${CPU[kea]:-0}" -v cd="${CPU[dnsmasq]:-0}" 'BEGIN {
   printf "best DORA/s under 1%% drops: pserv %.0f  kea %.0f  dnsmasq %.0f   pserv/kea %.2f  pserv/dnsmasq %.2f\n", p, k, d, (k > 0) ? p / k : 0, (d > 0) ? p / d : 0
   printf "CPU per exchange at fixed rate: pserv %s us  kea %s us  dnsmasq %s us   kea/pserv %.2f\n", cp, ck, cd, (cp > 0) ? ck / cp : 0
 }'

@@ -62,7 +62,7 @@ impl Default for Options {
             compact_min_bytes: 8 << 20,
             compact_ratio: 4,
             sync: true,
-            linger: Duration::from_micros(300),
+            linger: Duration::from_millis(1),
         }
     }
 }
@@ -240,6 +240,29 @@ impl Journal {
                 return Err(e.clone());
             }
             self.shared.durable_cv.wait(&mut guard);
+        }
+    }
+
+    /// Like [`Journal::wait_durable`], but gives up after `timeout`; returns whether `seq` is
+    /// durable (an event loop waits in short slices so it can keep receiving).
+    pub fn wait_durable_for(&self, seq: Seq, timeout: Duration) -> Result<bool, JournalError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut guard = self.shared.durable_lock.lock();
+        loop {
+            if self.durable() >= seq {
+                return Ok(true);
+            }
+            if let Some(e) = &*self.shared.failed.lock() {
+                return Err(e.clone());
+            }
+            if self
+                .shared
+                .durable_cv
+                .wait_until(&mut guard, deadline)
+                .timed_out()
+            {
+                return Ok(self.durable() >= seq);
+            }
         }
     }
 

@@ -109,6 +109,13 @@ fn socket(config: &Config) -> std::io::Result<UdpSocket> {
     sock.bind(&config.listen.into())?;
     let sock: UdpSocket = sock.into();
     setsockopt(&sock, sockopt::Ipv4PacketInfo, &true).map_err(std::io::Error::from)?;
+    // Past net.core.rmem_max where allowed (root), else whatever the limit permits.
+    if setsockopt(&sock, sockopt::RcvBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &SOCKET_BUFFER);
+    }
+    if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
+        let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUFFER);
+    }
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(sock)
 }
@@ -164,6 +171,10 @@ impl Service {
 
 /// Datagrams per system call.
 const BATCH: usize = 32;
+/// How long the loop waits for the disk before looking at the socket again.
+const DISK_SLICE: Duration = Duration::from_micros(300);
+/// Socket buffers asked for: a few thousand requests can queue during a burst.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 struct Loop<'a> {
     sock: &'a UdpSocket,
@@ -239,9 +250,14 @@ impl Loop<'_> {
                     let outcome = self.server.lock().handle(&table, now, meta, &bufs[i][..*n]);
                     self.decide(outcome, *from, meta.ifindex);
                 }
-            } else if let Some(last) = self.pending.back() {
-                // Nothing to read: wait for the disk to catch up with what is queued.
-                if self.journal.wait_durable(last.seq).is_err() {
+            } else if let Some(first) = self.pending.front() {
+                // Nothing to read: wait for the disk, in short slices so that requests arriving
+                // meanwhile are not left in the socket queue.
+                if self
+                    .journal
+                    .wait_durable_for(first.seq, DISK_SLICE)
+                    .is_err()
+                {
                     let lost = self.pending.len() as u64;
                     self.counters
                         .journal_errors
