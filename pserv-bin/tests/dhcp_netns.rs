@@ -428,3 +428,93 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("DHCPRELEASE"));
 }
+
+/// udhcpc kept running: it renews on SIGUSR1 and releases on SIGUSR2.
+#[test]
+fn udhcpc_renews_and_releases() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let net = Net::new("r", 73);
+    let snap = dir.path().join("snap.json");
+    std::fs::write(
+        &snap,
+        snapshot(&net.prefix, 1, &format!("{}.0.10", net.prefix)),
+    )
+    .unwrap();
+    let pserv = Pserv::start(&net, &snap, &dir.path().join("state"));
+    net.set_client_mac("02:00:00:00:73:01");
+    let log = dir.path().join("udhcpc.log");
+    // The client must hold its address to renew and release by unicast: configure it (inside
+    // the client namespace only).
+    let script = dir.path().join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr replace \"$ip/16\" dev \"$interface\" ;; \
+         deconfig) ip addr flush dev \"$interface\" ;; esac\nexit 0\n",
+    )
+    .unwrap();
+    run(&["chmod", "+x", script.to_str().unwrap()]);
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let client = Command::new("ip")
+        .args([
+            "netns", "exec", &net.cli, "udhcpc", "-i", "vcli", "-f", "-t", "5", "-T", "1",
+        ])
+        .args(["-s", script.to_str().unwrap()])
+        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .stderr(Stdio::from(
+            std::fs::File::options().append(true).open(&log).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let client = Kill(client);
+    let wait_for = |needle: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.matches(needle).count() >= count {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} x{count} in:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let signal = |sig: &str| run(&["kill", &format!("-{sig}"), &client.0.id().to_string()]);
+    let text = wait_for("obtained", 1);
+    let ip = text
+        .lines()
+        .find_map(|l| l.split("lease of ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(pserv.leases(&net).contains(&ip));
+    // Renew: a unicast REQUEST with ciaddr, ACKed with the same address.
+    signal("USR1");
+    let text = wait_for("obtained", 2);
+    assert_eq!(
+        text.matches(&format!("lease of {ip} obtained")).count(),
+        2,
+        "{text}"
+    );
+    // Release: the lease is gone on the server.
+    signal("USR2");
+    wait_for("released", 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pserv.leases(&net).contains(&ip) {
+        assert!(
+            Instant::now() < deadline,
+            "the released lease is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
