@@ -62,14 +62,7 @@ for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
 ip -n "$S" link set vsrv up
 ip -n "$C" link set vcli up
 
-descendants() { local c; for c in $(pgrep -P "$1" || true); do echo "$c"; descendants "$c"; done; }
-cpu_ticks() {
-  local total=0 p
-  for p in $1 $(descendants "$1"); do
-    [ -r "/proc/$p/stat" ] && total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
-  done
-  echo "$total"
-}
+. bench/common.sh
 hz=$(getconf CLK_TCK)
 
 perf() { # RATE (0 = flood) -> "achieved do_drop ra_drop"

@@ -49,15 +49,7 @@ cargo build --release -q -p pserv-bin
 python3 bench/gen_dns.py "$work" "$NSD_PORT"
 
 # CPU ticks (user + system) of a process and all its descendants (NSD serves from a child).
-descendants() { local c; for c in $(pgrep -P "$1" || true); do echo "$c"; descendants "$c"; done; }
-cpu_ticks() {
-  local total=0 p
-  for p in $1 $(descendants "$1"); do
-    # Fields after the ")" that ends the command name (which may hold spaces: "nsd: main").
-    [ -r "/proc/$p/stat" ] && total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
-  done
-  echo "$total"
-}
+. bench/common.sh
 hz=$(getconf CLK_TCK)
 
 wait_port() {

@@ -69,21 +69,28 @@ pub(crate) struct Settings {
 }
 
 /// Flags of `pserv serve` that override the file.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, clap::Args)]
 pub(crate) struct Overrides {
-    /// `--snapshot`
+    /// Snapshot file served at start and reloaded on SIGHUP (default: the bundled example).
+    #[arg(long)]
     pub snapshot: Option<PathBuf>,
-    /// `--dns-listen` (repeatable)
+    /// DNS address, UDP and TCP (repeatable) [default: 127.0.0.1:5353].
+    #[arg(long)]
     pub dns_listen: Vec<SocketAddr>,
-    /// `--control-listen`
+    /// Control API address [default: 127.0.0.1:5380].
+    #[arg(long)]
     pub control_listen: Option<SocketAddr>,
-    /// `--dhcp-listen`
+    /// DHCP address [default: 127.0.0.1:6767; on a network: 0.0.0.0:67].
+    #[arg(long)]
     pub dhcp_listen: Option<SocketAddr>,
-    /// `--dhcp-interface`
+    /// Serve DHCP on this interface only (SO_BINDTODEVICE; needs root or CAP_NET_RAW).
+    #[arg(long)]
     pub dhcp_interface: Option<String>,
-    /// `--state-dir`
+    /// Directory of the lease journal.
+    #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// `--token` / `PSERV_TOKEN`
+    /// Bearer token the control API requires (required off loopback).
+    #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 }
 

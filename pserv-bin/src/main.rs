@@ -9,7 +9,6 @@ mod control;
 mod dynamic;
 mod notify;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,33 +40,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DNS from a snapshot, with the control API. With no arguments: the bundled example
-    /// snapshot on loopback and unprivileged ports.
+    /// Serve DHCP and DNS from a snapshot, with the control API. With no arguments: the bundled
+    /// example snapshot on loopback and unprivileged ports.
     Serve {
         /// TOML configuration file; flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Snapshot file served at start and reloaded on SIGHUP (default: the bundled example).
-        #[arg(long)]
-        snapshot: Option<PathBuf>,
-        /// DNS address, UDP and TCP (repeatable) [default: 127.0.0.1:5353].
-        #[arg(long)]
-        dns_listen: Vec<SocketAddr>,
-        /// Control API address [default: 127.0.0.1:5380].
-        #[arg(long)]
-        control_listen: Option<SocketAddr>,
-        /// DHCP address [default: 127.0.0.1:6767; on a network: 0.0.0.0:67].
-        #[arg(long)]
-        dhcp_listen: Option<SocketAddr>,
-        /// Serve DHCP on this interface only (SO_BINDTODEVICE; needs root or CAP_NET_RAW).
-        #[arg(long)]
-        dhcp_interface: Option<String>,
-        /// Directory of the lease journal.
-        #[arg(long)]
-        state_dir: Option<PathBuf>,
-        /// Bearer token the control API requires (required off loopback).
-        #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        flags: Overrides,
     },
     /// Validate a snapshot file: exit 0 with a summary, or 1 with every problem, one per line.
     Check {
@@ -102,31 +82,13 @@ fn main() -> ExitCode {
         Command::Check { file } => check(&file),
         Command::Push { file, to, token } => push(&file, &to, token.as_deref()),
         Command::Leases { from, token } => leases(&from, token.as_deref()),
-        Command::Serve {
-            config,
-            snapshot,
-            dns_listen,
-            control_listen,
-            dhcp_listen,
-            dhcp_interface,
-            state_dir,
-            token,
-        } => {
+        Command::Serve { config, flags } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| "info,hickory_server=warn".into()),
                 )
                 .init();
-            let flags = Overrides {
-                snapshot,
-                dns_listen,
-                control_listen,
-                dhcp_listen,
-                dhcp_interface,
-                state_dir,
-                token,
-            };
             let settings = config
                 .as_deref()
                 .map_or_else(|| Ok(config::File::default()), config::File::load)

@@ -696,11 +696,11 @@ impl<'s> Compiler<'s> {
                 });
             }
         }
-        for (k, (i, n, len)) in v6.iter().enumerate() {
-            let last = |n: &Ipv6Addr, len: u8| {
-                u128::from(*n) | (u128::MAX.checked_shr(u32::from(len)).unwrap_or(0))
-            };
-            let _ = len;
+        // The last address of an IPv6 network.
+        let last = |n: &Ipv6Addr, len: u8| {
+            u128::from(*n) | (u128::MAX.checked_shr(u32::from(len)).unwrap_or(0))
+        };
+        for (k, (i, n, _)) in v6.iter().enumerate() {
             for (j, _, _) in v6[..k]
                 .iter()
                 .filter(|(_, pn, pl)| last(pn, *pl) >= u128::from(*n))
