@@ -297,15 +297,13 @@ fn parse_v4(labels: &[&[u8]]) -> Reverse<Ipv4Addr> {
             && l.len() <= 3
             && l.iter().all(u8::is_ascii_digit)
             && (l.len() == 1 || l[0] != b'0');
-        let value = l
-            .iter()
-            .try_fold(0u16, |acc, d| {
-                Some(acc * 10 + u16::from(d.wrapping_sub(b'0')))
-            })
+        // Only a canonical label (1-3 digits) is evaluated, so this cannot overflow.
+        let value = canonical
+            .then(|| l.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0')))
             .and_then(|v| u8::try_from(v).ok());
-        match (canonical, value) {
-            (true, Some(v)) => o[i] = v,
-            _ => return Reverse::Invalid,
+        match value {
+            Some(v) => o[i] = v,
+            None => return Reverse::Invalid,
         }
     }
     if n == 4 {
@@ -392,6 +390,10 @@ mod tests {
             p.answers[0].data,
             RData::PTR(PTR(Name::from_ascii("aaa.maas.").unwrap()))
         );
+        // Non-canonical octets cannot exist; nor can labels that are not numbers (found by
+        // fuzzing: the value of a non-digit label overflowed before it was rejected).
+        let labels: [&[u8]; 6] = [b"1", b"0", &[0xdd; 6], b"10", b"in-addr", b"arpa"];
+        assert!(matches!(parse_v4(&labels), Reverse::Invalid));
         // Non-canonical octets cannot exist.
         assert_eq!(
             ask(&t, &z, "010.0.20.10.in-addr.arpa.", RecordType::PTR).rcode,

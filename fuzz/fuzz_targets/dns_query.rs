@@ -1,0 +1,54 @@
+//! DNS query bytes -> the UDP responder (fast path, then hickory slow path) on the example
+//! table. Invariants: never a panic; a reply parses, is a response, echoes the id and the
+//! question, and claims authority (AA) only for names inside the table's zones.
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use hickory_proto::op::{Message, MessageType};
+use libfuzzer_sys::fuzz_target;
+use pserv_core::Store;
+use pserv_core::snapshot::EXAMPLE_JSON;
+use pserv_dns::NoLeases;
+use pserv_dns::respond::{Responder, Udp};
+
+fn responder() -> &'static Responder {
+    static R: OnceLock<Responder> = OnceLock::new();
+    R.get_or_init(|| {
+        let store = Arc::new(Store::new());
+        store
+            .publish_json(EXAMPLE_JSON.as_bytes())
+            .expect("the example is valid");
+        Responder::new(store, Arc::new(NoLeases))
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let r = responder();
+    let table = r.store().load();
+    let zones = r.zones_for(&table);
+    let mut out = Vec::new();
+    if r.respond_udp(&table, &zones, data, &mut out) != Udp::Send {
+        return;
+    }
+    assert!(out.len() >= 12);
+    assert_eq!(&out[..2], &data[..2], "id echoed");
+    assert!(out[2] & 0x80 != 0, "QR set");
+    let Ok(reply) = Message::from_vec(&out) else {
+        // A FORMERR built for an undecodable query is a bare header: nothing more to check.
+        assert_eq!(out.len(), 12);
+        return;
+    };
+    assert_eq!(reply.metadata.message_type, MessageType::Response);
+    if let Ok(query) = Message::from_vec(data) {
+        assert_eq!(reply.queries, query.queries, "question echoed");
+        if reply.metadata.authoritative {
+            let q = &query.queries[0];
+            assert!(
+                zones.find(q.name()).is_some(),
+                "AA only inside our zones: {}",
+                q.name()
+            );
+        }
+    }
+});
