@@ -143,9 +143,30 @@ impl App {
             .route("/v1/events", get(events))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(max_body))
+            .layer(middleware::from_fn(move |req: Request, next: Next| {
+                refuse_declared_oversize(req, next, max_body)
+            }))
             .layer(middleware::from_fn_with_state(self.clone(), auth))
             .with_state(self.clone())
     }
+}
+
+/// A body whose declared length is over the limit is refused before a byte of it is read
+/// (the body limit alone would read up to the limit first).
+async fn refuse_declared_oversize(req: Request, next: Next, max: usize) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(json!({"error": format!("the body is larger than {max} bytes")})),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.

@@ -1,0 +1,296 @@
+//! The live server under attack, on loopback: garbage, truncated and oversized packets, wrong
+//! opcodes and hardware types, option overflows, DNS compression loops and pointer chains, a
+//! DHCP flood from random MACs that exhausts the pool, garbage and oversized control bodies.
+//! Throughout, well-behaved clients keep getting correct answers, and every drop is counted.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+use dhcproto::{Decodable, Encodable};
+
+const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
+const RELAY: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
+
+struct Server {
+    child: Child,
+    control: String,
+    dns: SocketAddr,
+    dhcp: SocketAddr,
+}
+
+impl Server {
+    fn start(state: &std::path::Path) -> Self {
+        let mut child = Command::new(PSERV)
+            .args([
+                "serve",
+                "--dns-listen",
+                "127.0.0.1:0",
+                "--control-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--dhcp-listen",
+                "127.0.0.1:0",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut control, mut dns, mut dhcp) = (None, None, None);
+        while control.is_none() || dns.is_none() || dhcp.is_none() {
+            let line = lines.next().expect("pserv exited early").unwrap();
+            if let Some(r) = line.strip_prefix("control API on ") {
+                control = Some(r.split(':').take(3).collect::<Vec<_>>().join(":"));
+            } else if let Some(r) = line.strip_prefix("DNS on ") {
+                dns = Some(r.split(' ').next().unwrap().parse().unwrap());
+            } else if let Some(r) = line.strip_prefix("DHCP on ") {
+                dhcp = Some(r.split(' ').next().unwrap().parse().unwrap());
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            control: control.unwrap(),
+            dns: dns.unwrap(),
+            dhcp: dhcp.unwrap(),
+        }
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let mut r = ureq::get(&format!("{}/metrics", self.control))
+            .call()
+            .unwrap();
+        let text = r.body_mut().read_to_string().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn udp() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    s
+}
+
+/// A DNS query for `name` A; the answer's address.
+fn resolve(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
+    let s = udp();
+    let mut q = vec![0x77, 0x77, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    s.send_to(&q, server).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf).ok()?;
+    (buf[3] & 0x0f == 0 && buf[7] == 1).then(|| buf[n - 4..n].try_into().unwrap())
+}
+
+/// A relayed DHCP message from `mac`.
+fn dhcp(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
+    let mut m = Message::new_with_id(
+        u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        RELAY,
+        &mac,
+    );
+    m.set_opcode(Opcode::BootRequest);
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    m.to_vec().unwrap()
+}
+
+/// DISCOVER + REQUEST for `mac`; the ACKed address, if any.
+fn dora(server: SocketAddr, mac: [u8; 6]) -> Option<Ipv4Addr> {
+    let s = udp();
+    s.send_to(&dhcp(MessageType::Discover, mac, vec![]), server)
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).ok()?;
+    let offer = Message::from_bytes(&buf[..n]).ok()?;
+    let req = dhcp(
+        MessageType::Request,
+        mac,
+        vec![
+            DhcpOption::RequestedIpAddress(offer.yiaddr()),
+            DhcpOption::ServerIdentifier(Ipv4Addr::new(127, 0, 0, 1)),
+        ],
+    );
+    s.send_to(&req, server).unwrap();
+    let n = s.recv(&mut buf).ok()?;
+    let ack = Message::from_bytes(&buf[..n]).ok()?;
+    (ack.opts().msg_type() == Some(MessageType::Ack)).then(|| ack.yiaddr())
+}
+
+const RESERVED: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]; // aaa: 10.20.0.10
+
+#[test]
+fn hostile_traffic_never_takes_the_service_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert_eq!(dora(s.dhcp, RESERVED), Some(Ipv4Addr::new(10, 20, 0, 10)));
+
+    // DNS: garbage, truncation, a response sent to us, a compression loop, a pointer chain,
+    // an oversized datagram, a wrong opcode.
+    let attacker = udp();
+    let mut junk: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0; 5],
+        vec![0xff; 12],
+        vec![0x12, 0x34, 0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+        // qname = pointer to itself
+        vec![
+            0x12, 0x35, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+        ],
+        vec![0x43, 0x21, 0x28, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1],
+        vec![0xab; 4000],
+    ];
+    // A chain of pointers, each to the next.
+    let mut chain = vec![0x12, 0x36, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for k in 0..100u16 {
+        let next = 12 + 2 * (k + 1);
+        chain.extend_from_slice(&(0xc000 | next).to_be_bytes());
+    }
+    chain.extend_from_slice(&[0, 0, 1, 0, 1]);
+    junk.push(chain);
+    for _ in 0..20 {
+        for j in &junk {
+            attacker.send_to(j, s.dns).unwrap();
+        }
+    }
+    assert_eq!(
+        resolve(s.dns, "aaa.maas"),
+        Some([10, 20, 0, 10]),
+        "DNS still answers"
+    );
+
+    // DHCP: garbage, truncated header, a reply (BOOTREPLY), wrong hardware type, an option
+    // overflowing the packet, dhcproto's panicking lengths.
+    let mut bad_htype = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 9], vec![]);
+    bad_htype[1] = 6;
+    let mut reply = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 8], vec![]);
+    reply[0] = 2;
+    let mut overflow = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 7], vec![]);
+    let end = overflow.len() - 1;
+    overflow.truncate(end);
+    overflow.extend_from_slice(&[61, 200, 1, 2, 3]);
+    let mut opt94 = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 6], vec![]);
+    let end = opt94.iter().rposition(|b| *b == 255).unwrap();
+    opt94.splice(end..end, [94, 2, 1, 2]);
+    let mut hlen = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 5], vec![]);
+    hlen[2] = 200;
+    for _ in 0..20 {
+        for p in [
+            &vec![0u8; 10],
+            &vec![0xffu8; 600],
+            &bad_htype,
+            &reply,
+            &overflow,
+            &opt94,
+            &hlen,
+        ] {
+            attacker.send_to(p, s.dhcp).unwrap();
+        }
+    }
+
+    // A flood of DISCOVERs from random MACs: more than the pool (1,022 addresses) holds.
+    let flood = udp();
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..1500 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let b = x.to_be_bytes();
+        flood
+            .send_to(
+                &dhcp(
+                    MessageType::Discover,
+                    [2, 0xf1, b[0], b[1], b[2], b[3]],
+                    vec![],
+                ),
+                s.dhcp,
+            )
+            .unwrap();
+        if x % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The reserved node still gets its address; DNS still answers; the pool ran dry and the
+    // malformed packets were counted by reason.
+    assert_eq!(dora(s.dhcp, RESERVED), Some(Ipv4Addr::new(10, 20, 0, 10)));
+    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert!(s.metric("pserv_dhcp_dropped_total{reason=\"PoolExhausted\"}") > 0);
+    assert!(s.metric("pserv_dhcp_dropped_total{reason=\"Malformed\"}") >= 60);
+    assert!(s.metric("pserv_dhcp_dropped_total{reason=\"BadOptionLength\"}") >= 20);
+    assert!(s.metric("pserv_dhcp_dropped_total{reason=\"NotAClientRequest\"}") >= 40);
+    assert!(s.metric("pserv_dns_responses_total{rcode=\"formerr\"}") > 0);
+    assert!(s.metric("pserv_dns_dropped_total{reason=\"unanswerable\"}") > 0);
+    assert!(s.metric("pserv_dns_responses_total{rcode=\"notimp\"}") > 0);
+
+    // The control API: garbage and oversized bodies change nothing.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/v1/snapshot", s.control);
+    for body in [
+        &b"\x00\xff garbage"[..],
+        b"{",
+        b"[]",
+        b"{\"generation\": -1}",
+        b"null",
+    ] {
+        let r = agent.put(&url).send(body).unwrap();
+        assert_eq!(r.status().as_u16(), 422);
+    }
+    // An oversized body is refused from its Content-Length, before it is read: send the
+    // headers of a 300 MiB body and a first megabyte, and read the answer.
+    let addr = s.control.trim_start_matches("http://").to_owned();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::Write;
+    write!(
+        tcp,
+        "PUT /v1/snapshot HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        300u64 << 20
+    )
+    .unwrap();
+    let _ = tcp.write_all(&vec![b'['; 1 << 20]);
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
+    let mut r = agent
+        .get(&format!("{}/v1/status", s.control))
+        .call()
+        .unwrap();
+    let mut body = String::new();
+    r.body_mut().as_reader().read_to_string(&mut body).unwrap();
+    assert!(body.contains("\"generation\":1"), "{body}");
+    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+}
