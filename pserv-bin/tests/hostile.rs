@@ -235,7 +235,7 @@ fn hostile_traffic_never_takes_the_service_down() {
                 s.dhcp,
             )
             .unwrap();
-        if x % 64 == 0 {
+        if x.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
