@@ -231,22 +231,17 @@ impl Journal {
 
     /// Blocks until `seq` is durable, or the journal fails.
     pub fn wait_durable(&self, seq: Seq) -> Result<(), JournalError> {
-        let mut guard = self.shared.durable_lock.lock();
-        loop {
-            if self.durable() >= seq {
-                return Ok(());
-            }
-            if let Some(e) = &*self.shared.failed.lock() {
-                return Err(e.clone());
-            }
-            self.shared.durable_cv.wait(&mut guard);
-        }
+        self.wait(seq, None).map(drop)
     }
 
     /// Like [`Journal::wait_durable`], but gives up after `timeout`; returns whether `seq` is
     /// durable (an event loop waits in short slices so it can keep receiving).
     pub fn wait_durable_for(&self, seq: Seq, timeout: Duration) -> Result<bool, JournalError> {
-        let deadline = std::time::Instant::now() + timeout;
+        self.wait(seq, Some(std::time::Instant::now() + timeout))
+    }
+
+    /// Waits until `seq` is durable (true), the deadline passes (false), or the journal fails.
+    fn wait(&self, seq: Seq, deadline: Option<std::time::Instant>) -> Result<bool, JournalError> {
         let mut guard = self.shared.durable_lock.lock();
         loop {
             if self.durable() >= seq {
@@ -255,13 +250,13 @@ impl Journal {
             if let Some(e) = &*self.shared.failed.lock() {
                 return Err(e.clone());
             }
-            if self
-                .shared
-                .durable_cv
-                .wait_until(&mut guard, deadline)
-                .timed_out()
-            {
-                return Ok(self.durable() >= seq);
+            match deadline {
+                None => self.shared.durable_cv.wait(&mut guard),
+                Some(d) => {
+                    if self.shared.durable_cv.wait_until(&mut guard, d).timed_out() {
+                        return Ok(self.durable() >= seq);
+                    }
+                }
             }
         }
     }
