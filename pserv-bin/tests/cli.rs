@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,29 +32,11 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut control, mut dns) = (None, None);
-        while control.is_none() || dns.is_none() {
-            let Some(Ok(line)) = lines.next() else {
-                let mut err = String::new();
-                let _ = stderr.read_to_string(&mut err);
-                panic!("pserv exited before it was ready: {err}");
-            };
-            if let Some(rest) = line.strip_prefix("control API on ") {
-                control = Some(rest.split(':').take(3).collect::<Vec<_>>().join(":"));
-            }
-            if let Some(rest) = line.strip_prefix("DNS on ") {
-                dns = Some(rest.split(' ').next().unwrap().parse().unwrap());
-            }
-        }
-        // Keep draining both pipes so the server never blocks on a full one.
-        std::thread::spawn(move || lines.for_each(drop));
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let banner = pserv_tests::read_banner(&mut child);
         Self {
             child,
-            control: control.unwrap().trim_end_matches(' ').to_owned(),
-            dns: dns.unwrap(),
+            control: banner.control,
+            dns: banner.dns,
         }
     }
 

@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -150,14 +149,7 @@ impl Pserv {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let control = loop {
-            let line = lines.next().expect("pserv exited early").unwrap();
-            if let Some(rest) = line.strip_prefix("control API on ") {
-                break rest.split(':').take(3).collect::<Vec<_>>().join(":");
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let control = pserv_tests::read_banner(&mut child).control;
         Self { child, control }
     }
 

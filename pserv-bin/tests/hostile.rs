@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -44,24 +44,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut control, mut dns, mut dhcp) = (None, None, None);
-        while control.is_none() || dns.is_none() || dhcp.is_none() {
-            let line = lines.next().expect("pserv exited early").unwrap();
-            if let Some(r) = line.strip_prefix("control API on ") {
-                control = Some(r.split(':').take(3).collect::<Vec<_>>().join(":"));
-            } else if let Some(r) = line.strip_prefix("DNS on ") {
-                dns = Some(r.split(' ').next().unwrap().parse().unwrap());
-            } else if let Some(r) = line.strip_prefix("DHCP on ") {
-                dhcp = Some(r.split(' ').next().unwrap().parse().unwrap());
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
+        let banner = pserv_tests::read_banner(&mut child);
         Self {
             child,
-            control: control.unwrap(),
-            dns: dns.unwrap(),
-            dhcp: dhcp.unwrap(),
+            control: banner.control,
+            dns: banner.dns,
+            dhcp: banner.dhcp,
         }
     }
 

@@ -44,3 +44,50 @@ pub fn have_root(what: &str) -> bool {
     }
     root
 }
+
+/// The addresses `pserv serve` printed once it was ready.
+#[derive(Debug, Clone)]
+pub struct Banner {
+    /// The control API's base URL, e.g. `http://127.0.0.1:5380`.
+    pub control: String,
+    /// The DNS address (the first one printed).
+    pub dns: std::net::SocketAddr,
+    /// The DHCP address.
+    pub dhcp: std::net::SocketAddr,
+}
+
+/// Reads a starting `pserv serve`'s stdout up to its control-API line (printed last), then keeps
+/// draining stdout (and stderr, if piped) so the server never blocks on a full pipe. Panics, with
+/// whatever the server wrote to a piped stderr, if it exits first.
+pub fn read_banner(child: &mut std::process::Child) -> Banner {
+    use std::io::{BufRead, BufReader, Read};
+    let mut stderr = child.stderr.take();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
+    let (mut dns, mut dhcp) = (None, None);
+    let control = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let mut err = String::new();
+            if let Some(e) = stderr.as_mut() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("pserv exited before it was ready: {err}");
+        };
+        let addr = |rest: &str| rest.split(' ').next().and_then(|a| a.parse().ok());
+        if let Some(rest) = line.strip_prefix("control API on ") {
+            break rest.split(':').take(3).collect::<Vec<_>>().join(":");
+        } else if let Some(rest) = line.strip_prefix("DNS on ") {
+            dns = dns.or_else(|| addr(rest));
+        } else if let Some(rest) = line.strip_prefix("DHCP on ") {
+            dhcp = addr(rest);
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    if let Some(mut e) = stderr {
+        std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::sink()));
+    }
+    Banner {
+        control,
+        dns: dns.expect("pserv printed its DNS address"),
+        dhcp: dhcp.expect("pserv printed its DHCP address"),
+    }
+}
