@@ -11,223 +11,17 @@ use std::time::{Duration, Instant};
 
 use pserv_tests::{have_root, have_tool};
 
-const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
-const RESERVED_MAC: &str = "52:54:00:aa:00:01";
+mod netns;
+use netns::{Lab, Net, metric, run, udhcpc};
 
-/// Two namespaces joined by a veth pair; removed on drop.
-struct Net {
-    srv: String,
-    cli: String,
-    prefix: String,
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-    out
-}
-
-impl Net {
-    fn new(tag: &str, second_octet: u8) -> Self {
-        let id = format!("{}{tag}", std::process::id() % 100_000);
-        let net = Self {
-            srv: format!("ps{id}s"),
-            cli: format!("ps{id}c"),
-            prefix: format!("10.{second_octet}"),
-        };
-        let (s, c) = (&net.srv, &net.cli);
-        run(&["ip", "netns", "add", s]);
-        run(&["ip", "netns", "add", c]);
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &format!("v{id}s"),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("v{id}c"),
-        ]);
-        run(&[
-            "ip",
-            "link",
-            "set",
-            &format!("v{id}s"),
-            "netns",
-            s,
-            "name",
-            "vsrv",
-        ]);
-        run(&[
-            "ip",
-            "link",
-            "set",
-            &format!("v{id}c"),
-            "netns",
-            c,
-            "name",
-            "vcli",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            s,
-            "addr",
-            "add",
-            &format!("{}.0.1/16", net.prefix),
-            "dev",
-            "vsrv",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            c,
-            "link",
-            "set",
-            "vcli",
-            "address",
-            RESERVED_MAC,
-        ]);
-        for ns in [s, c] {
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        run(&["ip", "-n", s, "link", "set", "vsrv", "up"]);
-        run(&["ip", "-n", c, "link", "set", "vcli", "up"]);
-        net
-    }
-
-    fn set_client_mac(&self, mac: &str) {
-        run(&["ip", "-n", &self.cli, "link", "set", "vcli", "down"]);
-        run(&["ip", "-n", &self.cli, "link", "set", "vcli", "address", mac]);
-        run(&["ip", "-n", &self.cli, "link", "set", "vcli", "up"]);
-        run(&["ip", "-n", &self.cli, "addr", "flush", "dev", "vcli"]);
-    }
+struct Dhclient {
+    dir: PathBuf,
 }
 
 impl Drop for Dhclient {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.cli, &self.srv] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn snapshot(prefix: &str, generation: u64, reserved: &str) -> String {
-    format!(
-        r#"{{"generation": {generation},
-  "subnets": [{{"cidr": "{prefix}.0.0/16", "router": "{prefix}.0.1", "dns_servers": ["{prefix}.0.1"],
-    "domain": "lab", "lease_seconds": 600,
-    "dynamic": [{{"start": "{prefix}.200.1", "end": "{prefix}.200.50"}}], "dynamic_dns": true}}],
-  "nodes": [{{"id": "n1", "hostname": "node1", "domain": "lab",
-    "interfaces": [{{"mac": "{RESERVED_MAC}", "ipv4": "{reserved}"}}]}}]}}"#
-    )
-}
-
-struct Pserv {
-    child: Child,
-    control: String,
-}
-
-impl Pserv {
-    fn start(net: &Net, snap: &Path, state: &Path) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &net.srv, PSERV, "serve"])
-            .args(["--snapshot", snap.to_str().unwrap()])
-            .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "vsrv"])
-            .args(["--dns-listen", &format!("{}.0.1:53", net.prefix)])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--state-dir", state.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let control = pserv_tests::read_banner(&mut child).control;
-        Self { child, control }
-    }
-
-    /// `pserv leases`, run inside the server namespace (the control API is on its loopback).
-    fn leases(&self, net: &Net) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.srv,
-                PSERV,
-                "leases",
-                "--from",
-                &self.control,
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Pserv {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// udhcpc in the client namespace: the address it got, if any.
-fn udhcpc(net: &Net) -> Option<String> {
-    let out = Command::new("timeout")
-        .args([
-            "20", "ip", "netns", "exec", &net.cli, "udhcpc", "-i", "vcli", "-n", "-q", "-f",
-        ])
-        .args([
-            "-t",
-            "5",
-            "-T",
-            "1",
-            "-s",
-            "/bin/true",
-            "-x",
-            "hostname:probe",
-        ])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // "udhcpc: lease of 10.x.y.z obtained from ..., lease time 600"
-    text.lines()
-        .find_map(|l| l.split("lease of ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .map(str::to_owned)
-}
-
-struct Dhclient {
-    dir: PathBuf,
 }
 
 impl Dhclient {
@@ -296,30 +90,23 @@ fn udhcpc_reserved_dynamic_and_restart_after_kill_9() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let net = Net::new("u", 71);
-    let snap = dir.path().join("snap.json");
-    std::fs::write(
-        &snap,
-        snapshot(&net.prefix, 1, &format!("{}.0.10", net.prefix)),
-    )
-    .unwrap();
-    let state = dir.path().join("state");
-    let pserv = Pserv::start(&net, &snap, &state);
+    let lab = Lab::new("u", 71);
+    let net = &lab.net;
+    let pserv = lab.serve();
 
     // The reserved MAC gets its reservation.
     assert_eq!(
-        udhcpc(&net).as_deref(),
+        udhcpc(net).as_deref(),
         Some(format!("{}.0.10", net.prefix).as_str())
     );
     // An unknown MAC gets a dynamic address from the pool, journaled.
     net.set_client_mac("02:00:00:00:77:01");
-    let dynamic = udhcpc(&net).expect("a dynamic lease");
+    let dynamic = udhcpc(net).expect("a dynamic lease");
     assert!(
         dynamic.starts_with(&format!("{}.200.", net.prefix)),
         "{dynamic}"
     );
-    assert!(pserv.leases(&net).contains(&dynamic));
+    assert!(pserv.leases(net).contains(&dynamic));
     // Its hostname ("probe", option 12) is published in DNS (the subnet enables it), forward
     // and reverse; the known node's name is the table's.
     let dig = |args: &[&str]| {
@@ -345,13 +132,13 @@ fn udhcpc_reserved_dynamic_and_restart_after_kill_9() {
     // kill -9, restart on the same state: the acknowledged lease is still there, and the same
     // client gets the same address back.
     pserv.kill9();
-    let pserv = Pserv::start(&net, &snap, &state);
-    let leases = pserv.leases(&net);
+    let pserv = lab.serve();
+    let leases = pserv.leases(net);
     assert!(
         leases.contains(&dynamic) && leases.contains("02:00:00:00:77:01"),
         "{leases}"
     );
-    assert_eq!(udhcpc(&net).as_deref(), Some(dynamic.as_str()));
+    assert_eq!(udhcpc(net).as_deref(), Some(dynamic.as_str()));
 }
 
 #[test]
@@ -359,16 +146,12 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let net = Net::new("d", 72);
-    let p = net.prefix.clone();
-    let snap = dir.path().join("snap.json");
-    std::fs::write(&snap, snapshot(&p, 1, &format!("{p}.0.10"))).unwrap();
-    let state = dir.path().join("state");
-    let pserv = Pserv::start(&net, &snap, &state);
-    let client = Dhclient::new(dir.path());
+    let lab = Lab::new("d", 72);
+    let (net, p) = (&lab.net, lab.p());
+    let pserv = lab.serve();
+    let client = Dhclient::new(lab.dir.path());
 
-    let out = client.run(&net, false);
+    let out = client.run(net, false);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         client.log().last().unwrap(),
@@ -376,34 +159,20 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
     );
     // dhclient does not ask for broadcast: pserv set the ARP entry and unicast its replies to
     // the client's hardware address (RFC 2131 §4.1).
-    let metrics = run(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.srv,
-        "curl",
-        "-s",
-        &format!("{}/metrics", pserv.control),
-    ]);
-    let unicasts: u64 = String::from_utf8_lossy(&metrics.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("pserv_dhcp_hardware_unicast_total "))
-        .unwrap_or_else(|| panic!("no unicast metric in {metrics:?}"))
-        .parse()
-        .unwrap();
+    let unicasts = metric(&pserv.metrics(net), "pserv_dhcp_hardware_unicast_total ");
     assert!(unicasts >= 2, "OFFER and ACK unicast: {unicasts}");
     // Again: dhclient reuses its lease file (INIT-REBOOT) and is ACKed.
-    let out = client.run(&net, false);
+    let out = client.run(net, false);
     assert!(out.status.success(), "{out:?}");
     let last = client.log().last().unwrap().clone();
     assert!(last.ends_with(&format!("{p}.0.10 node1")), "{last}");
 
     // The controller moves the reservation; SIGHUP reloads. The client's next request for
     // the old address is NAKed, and it gets the new one.
-    std::fs::write(&snap, snapshot(&p, 2, &format!("{p}.0.20"))).unwrap();
+    lab.reserve(2, "0.20");
     run(&["kill", "-HUP", &pserv.child.id().to_string()]);
     std::thread::sleep(Duration::from_millis(500));
-    let out = client.run(&net, false);
+    let out = client.run(net, false);
     assert!(out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -416,7 +185,7 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
     );
 
     // Release.
-    let out = client.run(&net, true);
+    let out = client.run(net, true);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("DHCPRELEASE"));
 }
@@ -427,15 +196,9 @@ fn udhcpc_renews_and_releases() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let net = Net::new("r", 73);
-    let snap = dir.path().join("snap.json");
-    std::fs::write(
-        &snap,
-        snapshot(&net.prefix, 1, &format!("{}.0.10", net.prefix)),
-    )
-    .unwrap();
-    let pserv = Pserv::start(&net, &snap, &dir.path().join("state"));
+    let lab = Lab::new("r", 73);
+    let (net, dir) = (&lab.net, &lab.dir);
+    let pserv = lab.serve();
     net.set_client_mac("02:00:00:00:73:01");
     let log = dir.path().join("udhcpc.log");
     // The client must hold its address to renew and release by unicast: configure it (inside
@@ -489,7 +252,7 @@ fn udhcpc_renews_and_releases() {
         .and_then(|r| r.split_whitespace().next())
         .unwrap()
         .to_owned();
-    assert!(pserv.leases(&net).contains(&ip));
+    assert!(pserv.leases(net).contains(&ip));
     // Renew: a unicast REQUEST with ciaddr, ACKed with the same address.
     signal("USR1");
     let text = wait_for("obtained", 2);
@@ -502,7 +265,7 @@ fn udhcpc_renews_and_releases() {
     signal("USR2");
     wait_for("released", 1);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while pserv.leases(&net).contains(&ip) {
+    while pserv.leases(net).contains(&ip) {
         assert!(
             Instant::now() < deadline,
             "the released lease is still listed"
