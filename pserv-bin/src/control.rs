@@ -52,6 +52,8 @@ pub(crate) struct App {
     /// The DHCP server, whose dynamic leases the API lists.
     pub dhcp: Arc<Mutex<Server>>,
     dhcp_counters: Mutex<Option<Arc<pserv_dhcp::io::Counters>>>,
+    /// Weak: shutdown unwraps the journal's `Arc` to close it.
+    journal: Mutex<std::sync::Weak<pserv_core::journal::Journal>>,
     token: Option<String>,
     started: Instant,
     pushes: PushStats,
@@ -72,6 +74,7 @@ impl App {
             store,
             dhcp,
             dhcp_counters: Mutex::new(None),
+            journal: Mutex::new(std::sync::Weak::new()),
             token,
             started: Instant::now(),
             pushes: PushStats::default(),
@@ -89,6 +92,11 @@ impl App {
     /// Registers the DHCP service's counters for `/metrics`.
     pub(crate) fn set_dhcp_counters(&self, c: Arc<pserv_dhcp::io::Counters>) {
         *self.dhcp_counters.lock() = Some(c);
+    }
+
+    /// Registers the lease journal for `/metrics`.
+    pub(crate) fn set_journal(&self, j: &Arc<pserv_core::journal::Journal>) {
+        *self.journal.lock() = Arc::downgrade(j);
     }
 
     /// Whether a snapshot has been published.
@@ -467,7 +475,48 @@ async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
     if let Some(c) = app.dhcp_counters.lock().clone() {
         dhcp_metrics(&mut m, &c);
     }
+    let journal = app.journal.lock().upgrade();
+    if let Some(j) = journal {
+        journal_metrics(&mut m, &j.stats());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+}
+
+fn journal_metrics(m: &mut String, s: &pserv_core::journal::JournalStats) {
+    for (name, help, kind, v) in [
+        (
+            "pserv_journal_commits_total",
+            "Group commits (fdatasync) of the lease journal",
+            "counter",
+            s.flushes,
+        ),
+        (
+            "pserv_journal_records_total",
+            "Lease changes made durable",
+            "counter",
+            s.records,
+        ),
+        (
+            "pserv_journal_compactions_total",
+            "Lease journal compactions",
+            "counter",
+            s.compactions,
+        ),
+        (
+            "pserv_journal_compaction_failures_total",
+            "Compactions that could not start (descriptors, disk); retried, not fatal",
+            "counter",
+            s.compaction_failures,
+        ),
+        (
+            "pserv_journal_bytes",
+            "Lease journal file size",
+            "gauge",
+            s.bytes,
+        ),
+    ] {
+        let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
 }
 
 fn dhcp_metrics(m: &mut String, c: &pserv_dhcp::io::Counters) {

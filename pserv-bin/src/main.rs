@@ -365,6 +365,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .with_context(|| format!("binding DHCP on {}", settings.dhcp_listen))?;
     app.set_dhcp_counters(dhcp.counters.clone());
+    app.set_journal(&journal);
     let listener = tokio::net::TcpListener::bind(settings.control_listen)
         .await
         .with_context(|| format!("binding the control API on {}", settings.control_listen))?;

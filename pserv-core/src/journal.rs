@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -111,6 +111,7 @@ struct Stats {
     flushes: AtomicU64,
     records: AtomicU64,
     compactions: AtomicU64,
+    compaction_failures: AtomicU64,
     bytes: AtomicU64,
 }
 
@@ -123,6 +124,9 @@ pub struct JournalStats {
     pub records: u64,
     /// Compactions done.
     pub compactions: u64,
+    /// Compactions that could not start (no temporary file: out of descriptors, disk full);
+    /// the journal went on appending to its file and tried again later.
+    pub compaction_failures: u64,
     /// Current file size.
     pub bytes: u64,
 }
@@ -171,7 +175,14 @@ impl Journal {
                 "lease journal had a torn tail (a crash mid-write); it held no acknowledged lease"
             );
         }
-        let file = write_compacted(path, &recovery.changes, options.sync)?;
+        // The directory stays open, so a compaction needs no new descriptor after its rename.
+        let dir = if options.sync {
+            Some(File::open(parent_dir(path))?)
+        } else {
+            None
+        };
+        let file = write_compacted(path, dir.as_ref(), &recovery.changes, options.sync)
+            .map_err(CompactError::into_inner)?;
         let size = file.metadata()?.len();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -192,10 +203,12 @@ impl Journal {
         let writer = Writer {
             shared: shared.clone(),
             path: path.to_owned(),
+            dir,
             file,
             size,
             live: leases,
             options,
+            compact_after: None,
         };
         let handle = std::thread::Builder::new()
             .name("pserv-journal".into())
@@ -279,6 +292,7 @@ impl Journal {
             flushes: s.flushes.load(Ordering::Relaxed),
             records: s.records.load(Ordering::Relaxed),
             compactions: s.compactions.load(Ordering::Relaxed),
+            compaction_failures: s.compaction_failures.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
         }
     }
@@ -308,11 +322,15 @@ impl Drop for Journal {
 struct Writer {
     shared: Arc<Shared>,
     path: PathBuf,
+    /// The journal's directory, held open to sync renames (with `options.sync`).
+    dir: Option<File>,
     file: File,
     size: u64,
     /// The lease set as the journal holds it, for compaction.
     live: Leases,
     options: Options,
+    /// After a compaction could not start: not before this instant.
+    compact_after: Option<Instant>,
 }
 
 impl Writer {
@@ -389,6 +407,10 @@ impl Writer {
         self.shared.durable_cv.notify_all();
     }
 
+    /// Compacts when the file has grown enough. A compaction that cannot start (no temporary
+    /// file: out of descriptors under a connection flood, disk full) is not a journal failure:
+    /// it is counted and logged, appends go on to the current file, and it is tried again a
+    /// second later. Only a failure after the rename, when the file on disk is the new one, is.
     fn maybe_compact(&mut self) -> io::Result<()> {
         let o = &self.options;
         if self.size <= o.compact_min_bytes {
@@ -400,9 +422,26 @@ impl Writer {
         if self.size <= live_bytes.saturating_mul(o.compact_ratio) {
             return Ok(());
         }
+        if self.compact_after.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
         self.live.expire(now);
         let changes = self.live.durable_changes(now);
-        self.file = write_compacted(&self.path, &changes, o.sync)?;
+        match write_compacted(&self.path, self.dir.as_ref(), &changes, o.sync) {
+            Ok(file) => self.file = file,
+            Err(CompactError::NotStarted(e)) => {
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "lease journal compaction could not start; appending to the current file, retrying in 1 s");
+                self.shared
+                    .stats
+                    .compaction_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                self.compact_after = Some(Instant::now() + Duration::from_secs(1));
+                return Ok(());
+            }
+            Err(CompactError::AfterRename(e)) => return Err(e),
+        }
+        self.compact_after = None;
         self.size = self.file.metadata()?.len();
         self.shared
             .stats
@@ -413,32 +452,68 @@ impl Writer {
     }
 }
 
-/// Writes `changes` to a temporary file, makes it durable, renames it over `path` and syncs the
-/// directory; returns the new file opened for appending.
-fn write_compacted(path: &Path, changes: &[Change], sync: bool) -> io::Result<File> {
+/// Where a compaction failed: before its rename (nothing changed; the old file is whole) or
+/// after it (the new file is in place but may not be durable).
+enum CompactError {
+    NotStarted(io::Error),
+    AfterRename(io::Error),
+}
+
+impl CompactError {
+    fn into_inner(self) -> io::Error {
+        match self {
+            Self::NotStarted(e) | Self::AfterRename(e) => e,
+        }
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `changes` to a temporary file, makes it durable, renames it over `path` and syncs
+/// `dir`; returns the new file, its position at the end, for appending. Needs one new
+/// descriptor, before the rename.
+fn write_compacted(
+    path: &Path,
+    dir: Option<&File>,
+    changes: &[Change],
+    sync: bool,
+) -> Result<File, CompactError> {
     let tmp = path.with_extension("compacting");
     let mut buf = Vec::with_capacity(MAGIC.len() + changes.len() * 48);
     buf.extend_from_slice(MAGIC);
     for c in changes {
         encode(c, &mut buf);
     }
-    {
-        let mut f = File::create(&tmp)?;
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         f.write_all(&buf)?;
         if sync {
             f.sync_all()?;
         }
+        fs::rename(&tmp, path)?;
+        Ok(f)
+    })();
+    let f = match written {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(CompactError::NotStarted(e));
+        }
+    };
+    if let Some(dir) = dir {
+        dir.sync_all().map_err(CompactError::AfterRename)?;
     }
-    fs::rename(&tmp, path)?;
-    if sync && let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        File::open(dir)?.sync_all()?;
-    }
-    OpenOptions::new().append(true).open(path)
+    Ok(f)
 }
 
 /// Appends one framed record.

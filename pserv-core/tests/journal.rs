@@ -162,6 +162,64 @@ fn compaction_keeps_the_file_bounded() {
     );
 }
 
+/// A compaction that cannot start (here a directory squats on its temporary file; in the field,
+/// descriptors exhausted by a connection flood, or a full disk) does not stop the journal: it
+/// keeps acknowledging, counts the failure, and compacts once it can.
+#[test]
+fn a_compaction_that_cannot_start_is_retried_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let t = now();
+    let opts = Options {
+        compact_min_bytes: 4 << 10,
+        ..Options::default()
+    };
+    let (j, _) = Journal::open(&path, opts.clone(), t).unwrap();
+    let squatter = path.with_extension("compacting");
+    std::fs::create_dir(&squatter).unwrap();
+    let renew = |round: u64| {
+        let mut last = 0;
+        for n in 0..10u16 {
+            last = j
+                .append(&Change::Bound {
+                    mac: mac(n),
+                    ip: Ipv4Addr::new(10, 0, 0, n as u8 + 1),
+                    start: t + round,
+                    expires: t + round + 3600,
+                    hostname: None,
+                })
+                .unwrap();
+        }
+        j.wait_durable(last).unwrap();
+    };
+    for round in 0..300 {
+        renew(round);
+    }
+    let blocked = j.stats();
+    assert_eq!(blocked.compactions, 0, "{blocked:?}");
+    assert!(blocked.compaction_failures >= 1, "{blocked:?}");
+    assert!(blocked.bytes > 4 * (4 << 10), "{blocked:?}");
+    std::fs::remove_dir(&squatter).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    renew(300);
+    // The writer compacts right after it publishes a commit: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while j.stats().compactions == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = j.stats();
+    assert!(stats.compactions >= 1, "{stats:?}");
+    assert!(stats.bytes < blocked.bytes, "{stats:?}");
+    j.close().unwrap();
+    let (_j, r) = Journal::open(&path, opts, t).unwrap();
+    assert_eq!(r.changes.len(), 10);
+    assert!(
+        r.changes
+            .iter()
+            .all(|c| matches!(c, Change::Bound { expires, .. } if *expires == t + 300 + 3600))
+    );
+}
+
 #[test]
 fn group_commit_shares_fsyncs() {
     let dir = tempfile::tempdir().unwrap();
