@@ -287,7 +287,24 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Raises the soft limit on open descriptors to the hard one. Every DNS-over-TCP connection
+/// holds a descriptor until it goes idle for 10 s; at a 1,024 soft limit, a thousand idle
+/// connections would leave none for the lease journal or the control API. (Go's runtime does
+/// the same at start; `contrib/pserv.service` sets the hard limit.)
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "could not raise the open-file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open-file limit"),
+    }
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    raise_open_file_limit();
     // Leases first: a restart must know every acknowledged lease before it answers anyone.
     let dir = settings.state_dir.clone().unwrap_or_else(|| {
         let d = std::env::temp_dir().join(format!("pserv-{}", std::process::id()));

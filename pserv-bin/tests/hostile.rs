@@ -25,7 +25,22 @@ struct Server {
 
 impl Server {
     fn start(state: &std::path::Path) -> Self {
-        let mut child = Command::new(PSERV)
+        Self::start_in(Command::new(PSERV), state)
+    }
+
+    /// Started by a shell that first lowers the soft open-file limit to `soft`.
+    fn start_with_soft_nofile(state: &std::path::Path, soft: u32) -> Self {
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+            PSERV,
+        ]);
+        Self::start_in(sh, state)
+    }
+
+    fn start_in(mut cmd: Command, state: &std::path::Path) -> Self {
+        let mut child = cmd
             .args([
                 "serve",
                 "--dns-listen",
@@ -281,4 +296,74 @@ fn hostile_traffic_never_takes_the_service_down() {
     r.body_mut().as_reader().read_to_string(&mut body).unwrap();
     assert!(body.contains("\"generation\":1"), "{body}");
     assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+}
+
+/// A flood of idle DNS-over-TCP connections (each promising a 65,535-byte query and sending
+/// nothing), more than a default soft limit of open files: pserv raised its limit at start, so
+/// TCP and UDP DNS, DHCP with its journal, and the control API all keep working.
+#[test]
+fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const FLOOD: u64 = 1500;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    // Both this process and pserv (which inherits the hard limit) hold one end of each
+    // connection; root may raise a low hard limit.
+    let need = hard.max(4096);
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, need, need) {
+        assert!(
+            !pserv_tests::in_ci(),
+            "cannot raise the open-file limit to {need}: {e}"
+        );
+        eprintln!("SKIP: the open-file limit ({hard}) is too low for this test, and {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with_soft_nofile(dir.path(), 1024);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f[3], f[4], "soft limit raised to the hard one: {line}");
+
+    let mut conns = Vec::new();
+    for _ in 0..FLOOD {
+        use std::io::Write;
+        // Out of descriptors, a server stops accepting and connects wait in its backlog.
+        let mut c = std::net::TcpStream::connect_timeout(&s.dns, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("connection {} not accepted: {e}", conns.len()));
+        c.write_all(&[0xff, 0xff]).unwrap();
+        conns.push(c);
+    }
+    // Everything still works while they are held open.
+    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert_eq!(resolve_tcp(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    let ip = dora(s.dhcp, [2, 0, 0, 0x7c, 0, 1]).expect("a dynamic lease, journaled");
+    assert!(ip.octets()[..2] == [10, 20], "{ip}");
+    assert!(s.metric("pserv_journal_records_total ") >= 1);
+    drop(conns);
+    let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
+}
+
+/// [`resolve`] over TCP.
+fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
+    use std::io::Write;
+    let mut q = vec![0x77, 0x78, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    // Promptly: a server out of descriptors answers only after idle connections time out.
+    let mut c = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    c.write_all(&(q.len() as u16).to_be_bytes()).ok()?;
+    c.write_all(&q).ok()?;
+    let mut len = [0u8; 2];
+    c.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut buf).ok()?;
+    let n = buf.len();
+    (buf[3] & 0x0f == 0 && buf[7] == 1).then(|| buf[n - 4..n].try_into().unwrap())
 }

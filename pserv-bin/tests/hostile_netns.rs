@@ -143,7 +143,10 @@ fn hostile_dhcp_on_a_real_link_loses_nothing_acknowledged() {
 
     // Every ACKed dynamic lease went through the journal.
     let records = metric(&metrics, "pserv_journal_records_total ");
-    assert!(records > acked.len() as u64, "{records} journal records\n{metrics}");
+    assert!(
+        records > acked.len() as u64,
+        "{records} journal records\n{metrics}"
+    );
 
     // Nothing acknowledged is lost: SIGKILL, restart on the same state, and every ACKed lease
     // (the early client's and each of the attacker's) is still there.
