@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_dns::NoLeases;
-use pserv_dns::respond::{Responder, Udp};
+use pserv_dns::respond::{Responder, Action};
 
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     let table = r.store().load();
     let zones = r.zones_for(&table);
     let mut out = Vec::new();
-    if r.respond_udp(&table, &zones, data, &mut out) != Udp::Send {
+    if r.respond_udp(&table, &zones, data, &mut out) != Action::Send {
         return;
     }
     assert!(out.len() >= 12);

@@ -452,6 +452,31 @@ async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
         "# HELP pserv_dns_truncated_total UDP answers sent truncated\n# TYPE pserv_dns_truncated_total counter"
     );
     let _ = writeln!(m, "pserv_dns_truncated_total {}", sum(&|c| &c.truncated));
+    let _ = writeln!(
+        m,
+        "# HELP pserv_dns_tcp_connections_total DNS TCP connections: accepted, and closed by the server by reason\n# TYPE pserv_dns_tcp_connections_total counter"
+    );
+    for (what, v) in [
+        ("accepted", sum(&|c| &c.tcp_accepted)),
+        ("over_limit", sum(&|c| &c.tcp_over_limit)),
+        ("evicted", sum(&|c| &c.tcp_evicted)),
+        ("timed_out", sum(&|c| &c.tcp_timeouts)),
+    ] {
+        let _ = writeln!(
+            m,
+            "pserv_dns_tcp_connections_total{{outcome=\"{what}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        m,
+        "# HELP pserv_dns_tcp_accept_errors_total Failed TCP accepts (descriptors, memory)\n# TYPE pserv_dns_tcp_accept_errors_total counter\npserv_dns_tcp_accept_errors_total {}",
+        sum(&|c| &c.tcp_accept_errors)
+    );
+    let _ = writeln!(
+        m,
+        "# HELP pserv_dns_tcp_open DNS TCP connections open\n# TYPE pserv_dns_tcp_open gauge\npserv_dns_tcp_open {}",
+        sum(&|c| &c.tcp_open)
+    );
     let fwd = |f: &dyn Fn(&ForwardCounters) -> &AtomicU64| -> u64 {
         dns.iter()
             .flat_map(|(_, f)| f.iter())

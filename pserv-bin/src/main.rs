@@ -86,7 +86,7 @@ fn main() -> ExitCode {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+                        .unwrap_or_else(|_| "info".into()),
                 )
                 .init();
             let settings = config

@@ -298,13 +298,19 @@ fn hostile_traffic_never_takes_the_service_down() {
     assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
 }
 
-/// A flood of idle DNS-over-TCP connections (each promising a 65,535-byte query and sending
-/// nothing), more than a default soft limit of open files: pserv raised its limit at start, so
-/// TCP and UDP DNS, DHCP with its journal, and the control API all keep working.
+/// A flood of stalled DNS-over-TCP connections (each promising a 65,535-byte query and sending
+/// nothing), more than a default soft limit of open files and more than pserv's TCP cap:
+/// pserv raised its limit at start and closes stalled connections to make room, so TCP and
+/// UDP DNS, DHCP with its journal, and the control API all keep working.
 #[test]
 fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    const FLOOD: u64 = 1500;
+    // Exactly the cap: the TCP query below finds every slot held by a stalled connection.
+    let flood = pserv_dns::tcp::Limits::default().max_connections;
+    assert!(
+        flood >= 1024,
+        "more than a default soft limit of descriptors"
+    );
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     // Both this process and pserv (which inherits the hard limit) hold one end of each
     // connection; root may raise a low hard limit.
@@ -328,20 +334,39 @@ fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
     assert_eq!(f[3], f[4], "soft limit raised to the hard one: {line}");
 
     let mut conns = Vec::new();
-    for _ in 0..FLOOD {
+    for _ in 0..flood {
         use std::io::Write;
         // Out of descriptors, a server stops accepting and connects wait in its backlog.
         let mut c = std::net::TcpStream::connect_timeout(&s.dns, Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connection {} not accepted: {e}", conns.len()));
-        c.write_all(&[0xff, 0xff]).unwrap();
+        // The server may already have closed earlier ones to make room.
+        let _ = c.write_all(&[0xff, 0xff]);
         conns.push(c);
     }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        s.metric("pserv_dns_tcp_open "),
+        flood as u64,
+        "all held open"
+    );
     // Everything still works while they are held open.
     assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
     assert_eq!(resolve_tcp(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
     let ip = dora(s.dhcp, [2, 0, 0, 0x7c, 0, 1]).expect("a dynamic lease, journaled");
     assert!(ip.octets()[..2] == [10, 20], "{ip}");
     assert!(s.metric("pserv_journal_records_total ") >= 1);
+    // At the cap, the stalled connections were closed to make room, counted; none was
+    // refused.
+    let evicted = "pserv_dns_tcp_connections_total{outcome=\"evicted\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.metric(evicted) < flood as u64 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.metric(evicted), flood as u64);
+    assert_eq!(
+        s.metric("pserv_dns_tcp_connections_total{outcome=\"over_limit\"}"),
+        0
+    );
     drop(conns);
     let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
 }

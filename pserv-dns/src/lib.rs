@@ -8,8 +8,8 @@
 //! Layers: [`answer::resolve`] is the pure decision (table, zones, leases, labels, type);
 //! [`answer()`] encodes it as hickory records and [`respond`] straight into wire bytes (the UDP
 //! fast path, with hickory decoding and encoding for everything unusual); [`Zones`] is
-//! compiled once per table generation; [`udp`] is the batched UDP loop and [`server`] ties it
-//! to hickory-server for TCP.
+//! compiled once per table generation; [`udp`] is the batched UDP loop, [`tcp`] the TCP one
+//! (connections capped), and [`server`] runs both on each address.
 
 #![warn(missing_docs)]
 
@@ -17,6 +17,7 @@ pub mod answer;
 pub mod forward;
 pub mod respond;
 pub mod server;
+pub mod tcp;
 pub mod udp;
 pub mod zones;
 

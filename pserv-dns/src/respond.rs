@@ -48,6 +48,19 @@ pub struct Counters {
     pub udp_in: AtomicU64,
     /// UDP responses sent.
     pub udp_out: AtomicU64,
+    /// TCP connections accepted and served.
+    pub tcp_accepted: AtomicU64,
+    /// New TCP connections closed at once: [`crate::tcp::Limits::max_connections`] were open
+    /// and none could be freed.
+    pub tcp_over_limit: AtomicU64,
+    /// TCP connections closed while waiting on their clients, to make room at the cap.
+    pub tcp_evicted: AtomicU64,
+    /// Failed accepts (out of descriptors or memory); each pauses accepting briefly.
+    pub tcp_accept_errors: AtomicU64,
+    /// TCP connections open now.
+    pub tcp_open: AtomicU64,
+    /// TCP connections closed for idling, a stalled query or a client that does not read.
+    pub tcp_timeouts: AtomicU64,
 }
 
 impl Counters {
@@ -146,30 +159,53 @@ impl Responder {
         fresh
     }
 
-    /// Answers one UDP datagram into `out`; `false` means send nothing (counted).
+    /// Answers one UDP datagram into `out` (truncated to the client's UDP size, with TC).
     pub fn respond_udp(
         &self,
         table: &Table,
         zones: &Zones,
         query: &[u8],
         out: &mut Vec<u8>,
-    ) -> Udp {
-        match self.fast(table, zones, query, out) {
+    ) -> Action {
+        self.respond(table, zones, query, out, false)
+    }
+
+    /// Answers one query that came over TCP into `out` (unframed; up to 65,535 bytes, never
+    /// truncated). The same decisions as [`Responder::respond_udp`].
+    pub fn respond_tcp(
+        &self,
+        table: &Table,
+        zones: &Zones,
+        query: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Action {
+        self.respond(table, zones, query, out, true)
+    }
+
+    fn respond(
+        &self,
+        table: &Table,
+        zones: &Zones,
+        query: &[u8],
+        out: &mut Vec<u8>,
+        tcp: bool,
+    ) -> Action {
+        match self.fast(table, zones, query, out, tcp) {
             Fast::Sent(rcode) => {
                 self.counters.fast.fetch_add(1, Ordering::Relaxed);
                 self.counters.count(rcode);
-                Udp::Send
+                Action::Send
             }
             Fast::Drop => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                Udp::Drop
+                Action::Drop
             }
-            Fast::Forward => Udp::Forward,
-            Fast::Slow => self.slow(table, zones, query, out),
+            Fast::Forward => Action::Forward,
+            Fast::Slow => self.slow(table, zones, query, out, tcp),
         }
     }
 
-    fn fast(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>) -> Fast {
+    fn fast(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>, tcp: bool) -> Fast {
         let Some(p) = parse(q) else {
             if q.len() < 12 || q[2] & 0x80 != 0 {
                 return Fast::Drop;
@@ -181,7 +217,11 @@ impl Responder {
         if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::PTR) {
             return Fast::Slow;
         }
-        let max = p.edns.map_or(512, |size| usize::from(size.max(512)));
+        let max = if tcp {
+            usize::from(u16::MAX)
+        } else {
+            p.edns.map_or(512, |size| usize::from(size.max(512)))
+        };
         let ttl = table.dns().ttl;
         let res = resolve(table, zones, &*self.leases, labels, qtype);
         let (rcode, aa) = match &res {
@@ -270,7 +310,7 @@ impl Responder {
     }
 
     /// Decodes with hickory, answers, encodes; truncates over UDP when the answer is too big.
-    fn slow(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>) -> Udp {
+    fn slow(&self, table: &Table, zones: &Zones, q: &[u8], out: &mut Vec<u8>, tcp: bool) -> Action {
         let Ok(msg) = Message::from_vec(q) else {
             // A header we can read but a body we cannot: FORMERR with the query's id.
             out.clear();
@@ -279,19 +319,22 @@ impl Responder {
             out.extend_from_slice(&[0x80 | opcode, ResponseCode::FormErr.low()]);
             out.extend_from_slice(&[0; 8]);
             self.counters.count(ResponseCode::FormErr);
-            return Udp::Send;
+            return Action::Send;
         };
         if msg.metadata.message_type == MessageType::Response {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            return Udp::Drop;
+            return Action::Drop;
         }
         let mut resp = Message::new(msg.metadata.id, MessageType::Response, msg.metadata.op_code);
         resp.metadata = Metadata::response_from_request(&msg.metadata);
         resp.queries = msg.queries.clone();
-        let max = msg
-            .edns
-            .as_ref()
-            .map_or(512, |e| usize::from(e.max_payload().max(512)));
+        let max = if tcp {
+            usize::from(u16::MAX)
+        } else {
+            msg.edns
+                .as_ref()
+                .map_or(512, |e| usize::from(e.max_payload().max(512)))
+        };
         if let Some(e) = &msg.edns {
             let mut r = Edns::new();
             r.set_max_payload(e.max_payload().max(512));
@@ -314,6 +357,10 @@ impl Responder {
                     query.name(),
                     query.query_type(),
                 );
+                if a.rcode == ResponseCode::Refused && !table.dns().upstreams.is_empty() {
+                    // Outside our zones, any type: the upstreams answer it.
+                    return Action::Forward;
+                }
                 resp.metadata.response_code = a.rcode;
                 resp.metadata.authoritative = a.authoritative;
                 resp.answers = a.answers;
@@ -326,7 +373,7 @@ impl Responder {
         }
         self.counters.count(resp.metadata.response_code);
         let Ok(mut bytes) = resp.to_vec() else {
-            return Udp::Drop;
+            return Action::Drop;
         };
         if bytes.len() > max {
             // RFC 2181 §9: set TC and send what is left; the client retries over TCP.
@@ -336,19 +383,19 @@ impl Responder {
             resp.additionals.clear();
             self.counters.truncated.fetch_add(1, Ordering::Relaxed);
             let Ok(b) = resp.to_vec() else {
-                return Udp::Drop;
+                return Action::Drop;
             };
             bytes = b;
         }
         out.clear();
         out.extend_from_slice(&bytes);
-        Udp::Send
+        Action::Send
     }
 }
 
-/// What to do with a UDP query.
+/// What to do with a query (over UDP or TCP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Udp {
+pub enum Action {
     /// Send `out` back.
     Send,
     /// Send nothing (counted).
@@ -507,9 +554,9 @@ mod tests {
             let q = query(id, name, qtype, edns, rd);
             let mut fast = Vec::new();
             let mut slow = Vec::new();
-            let took_fast = matches!(r.fast(&table, &zones, &q, &mut fast), Fast::Sent(_));
+            let took_fast = matches!(r.fast(&table, &zones, &q, &mut fast, false), Fast::Sent(_));
             prop_assert!(took_fast, "{name} {qtype} should take the fast path");
-            prop_assert_eq!(r.slow(&table, &zones, &q, &mut slow), Udp::Send);
+            prop_assert_eq!(r.slow(&table, &zones, &q, &mut slow, false), Action::Send);
             // Names compare case-insensitively (the fast path's SOA owner points into the
             // question, so it carries the asked case)...
             prop_assert_eq!(meaning(&fast).to_lowercase(), meaning(&slow).to_lowercase());
@@ -528,7 +575,7 @@ mod tests {
             let table = r.store().load();
             let zones = r.zones_for(&table);
             let mut out = Vec::new();
-            if r.respond_udp(&table, &zones, &bytes, &mut out) == Udp::Send {
+            if r.respond_udp(&table, &zones, &bytes, &mut out) == Action::Send {
                 prop_assert!(out.len() >= 12);
                 prop_assert_eq!(&out[..2], &bytes[..2]);
                 prop_assert!(out[2] & 0x80 != 0, "QR set");
@@ -549,16 +596,16 @@ mod tests {
         ] {
             let q = query(7, name, qtype, None, false);
             assert!(
-                matches!(r.fast(&table, &zones, &q, &mut out), Fast::Slow),
+                matches!(r.fast(&table, &zones, &q, &mut out, false), Fast::Slow),
                 "{name} {qtype}"
             );
-            assert_eq!(r.respond_udp(&table, &zones, &q, &mut out), Udp::Send);
+            assert_eq!(r.respond_udp(&table, &zones, &q, &mut out), Action::Send);
             let m = Message::from_vec(&out).unwrap();
             assert_eq!(m.metadata.id, 7);
         }
         // A response sent to us is dropped, never answered (no reflection loops).
         let mut q = query(8, "aaa.maas.", RecordType::A, None, false);
         q[2] |= 0x80;
-        assert_eq!(r.respond_udp(&table, &zones, &q, &mut out), Udp::Drop);
+        assert_eq!(r.respond_udp(&table, &zones, &q, &mut out), Action::Drop);
     }
 }

@@ -17,7 +17,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 
 use crate::forward::Forwarder;
-use crate::respond::{Responder, Udp};
+use crate::respond::{Action, Responder};
 
 fn socket_addr(s: &SockaddrStorage) -> Option<std::net::SocketAddr> {
     if let Some(v4) = s.as_sockaddr_in() {
@@ -116,12 +116,12 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
             let query = &bufs[i][..lens[i].min(MAX_QUERY)];
             // Answers go to slot k (k <= i), so a dropped query leaves no hole.
             match responder.respond_udp(&table, &zones, query, &mut outs[k]) {
-                Udp::Send => {
+                Action::Send => {
                     to[k] = from[i];
                     k += 1;
                 }
-                Udp::Drop => {}
-                Udp::Forward => {
+                Action::Drop => {}
+                Action::Forward => {
                     if let Some(client) = from[i].as_ref().and_then(socket_addr) {
                         forwarder.forward(query, client, &table.dns().upstreams);
                     }

@@ -12,7 +12,7 @@ use hickory_proto::rr::{DNSClass, RData, RecordType};
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_dns::NoLeases;
-use pserv_dns::respond::{Responder, Udp};
+use pserv_dns::respond::{Action, Responder};
 
 fn seeds() -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/dns_query");
@@ -55,7 +55,7 @@ fn dig_and_kdig_queries_get_the_answers_an_operator_expects() {
         let mut out = Vec::new();
         assert_eq!(
             r.respond_udp(&table, &zones, &bytes, &mut out),
-            Udp::Send,
+            Action::Send,
             "{name}"
         );
         let a = Message::from_vec(&out).unwrap_or_else(|e| panic!("{name}: reply: {e}"));

@@ -1,0 +1,155 @@
+//! DNS over TCP against the service on loopback, with small limits: queries answered in order,
+//! idle and stalled connections closed, the cap making room for a real client, misbehaving
+//! clients cut off; every close counted.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use pserv_core::Store;
+use pserv_core::snapshot::EXAMPLE_JSON;
+use pserv_dns::NoLeases;
+use pserv_dns::respond::Counters;
+use pserv_dns::server::Service;
+use pserv_dns::tcp::Limits;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMITS: Limits = Limits {
+    max_connections: 4,
+    idle: Duration::from_millis(300),
+};
+
+async fn service() -> (Service, SocketAddr) {
+    let store = Arc::new(Store::new());
+    store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let s = Service::bind_with(&[addr], store, Arc::new(NoLeases), LIMITS)
+        .await
+        .unwrap();
+    let local = s.local[0];
+    (s, local)
+}
+
+/// A framed A query for `name` with id `id`.
+fn query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    framed
+}
+
+/// One framed answer: (id, the last four bytes: an A record's address).
+async fn answer(c: &mut TcpStream) -> Option<(u16, [u8; 4])> {
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    c.read_exact(&mut buf).await.ok()?;
+    let n = buf.len();
+    Some((
+        u16::from_be_bytes([buf[0], buf[1]]),
+        buf[n - 4..].try_into().unwrap(),
+    ))
+}
+
+/// Whether the server closed `c` within `within`.
+async fn closed(c: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, c.read(&mut b)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+async fn wait_for(counters: &Counters, what: fn(&Counters) -> u64, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while what(counters) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    what(counters)
+}
+
+#[tokio::test]
+async fn pipelined_queries_are_answered_in_order() {
+    let (s, addr) = service().await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut both = query(1, "aaa.maas");
+    both.extend(query(2, "bbb.maas"));
+    c.write_all(&both).await.unwrap();
+    assert_eq!(answer(&mut c).await, Some((1, [10, 20, 0, 10])));
+    assert_eq!(answer(&mut c).await, Some((2, [10, 20, 0, 11])));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_and_stalled_connections_are_closed_and_counted() {
+    let (s, addr) = service().await;
+    let counters = s.counters();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0, 40, 0x12]).await.unwrap(); // 40 bytes promised, 1 sent
+    assert!(closed(&mut idle, Duration::from_secs(2)).await);
+    assert!(closed(&mut stalled, Duration::from_secs(2)).await);
+    let timeouts = wait_for(&counters, |c| c.tcp_timeouts.load(Ordering::Relaxed), 2).await;
+    assert_eq!(timeouts, 2);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn at_the_cap_stalled_connections_make_room_for_a_real_client() {
+    let (s, addr) = service().await;
+    let counters = s.counters();
+    let mut stalled = Vec::new();
+    for _ in 0..LIMITS.max_connections {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&[0xff, 0xff]).await.unwrap();
+        stalled.push(c);
+    }
+    let open = wait_for(&counters, |c| c.tcp_open.load(Ordering::Relaxed), 4).await;
+    assert_eq!(open, 4);
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&query(7, "aaa.maas")).await.unwrap();
+    assert_eq!(answer(&mut c).await, Some((7, [10, 20, 0, 10])));
+    for mut st in stalled {
+        assert!(closed(&mut st, Duration::from_secs(1)).await);
+    }
+    assert_eq!(counters.tcp_evicted.load(Ordering::Relaxed), 4);
+    assert_eq!(counters.tcp_over_limit.load(Ordering::Relaxed), 0);
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_response_or_a_runt_ends_the_connection() {
+    let (s, addr) = service().await;
+    for bad in [
+        // QR set: a response sent to us.
+        {
+            let mut q = query(3, "aaa.maas");
+            q[4] |= 0x80;
+            q
+        },
+        // A two-byte "message".
+        vec![0, 2, 0xab, 0xcd],
+    ] {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&bad).await.unwrap();
+        assert!(closed(&mut c, Duration::from_secs(1)).await);
+    }
+    // The service still answers.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&query(4, "aaa.maas")).await.unwrap();
+    assert_eq!(answer(&mut c).await, Some((4, [10, 20, 0, 10])));
+    s.shutdown().await;
+}
