@@ -267,6 +267,11 @@ async fn forwards_to_upstreams() {
             );
             let out = dig.run(&[transport, "nope.uptest", "A"]);
             assert_eq!(status(&out), "NXDOMAIN", "{out}");
+            // Types the UDP fast path does not take are forwarded too: the upstream's SOA
+            // answers (NODATA, its SOA in authority), not our REFUSED.
+            let out = dig.run(&[transport, "aaa.uptest", "MX"]);
+            assert_eq!(status(&out), "NOERROR", "{out}");
+            assert!(out.contains("IN\tSOA\tpserv.uptest."), "{out}");
             // Our own zones are still answered by us.
             assert_eq!(
                 dig.answers(&[transport, "bbb.maas"]),
