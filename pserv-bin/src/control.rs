@@ -54,6 +54,7 @@ pub(crate) struct App {
     dhcp_counters: Mutex<Option<Arc<pserv_dhcp::io::Counters>>>,
     /// Weak: shutdown unwraps the journal's `Arc` to close it.
     journal: Mutex<std::sync::Weak<pserv_core::journal::Journal>>,
+    connections: Arc<crate::http::ConnCounters>,
     token: Option<String>,
     started: Instant,
     pushes: PushStats,
@@ -75,6 +76,7 @@ impl App {
             dhcp,
             dhcp_counters: Mutex::new(None),
             journal: Mutex::new(std::sync::Weak::new()),
+            connections: Arc::default(),
             token,
             started: Instant::now(),
             pushes: PushStats::default(),
@@ -97,6 +99,11 @@ impl App {
     /// Registers the lease journal for `/metrics`.
     pub(crate) fn set_journal(&self, j: &Arc<pserv_core::journal::Journal>) {
         *self.journal.lock() = Arc::downgrade(j);
+    }
+
+    /// The control API server's connection counters (it fills them; `/metrics` reads them).
+    pub(crate) fn control_connections(&self) -> Arc<crate::http::ConnCounters> {
+        self.connections.clone()
     }
 
     /// Whether a snapshot has been published.
@@ -499,6 +506,20 @@ async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
     drop(dns);
     if let Some(c) = app.dhcp_counters.lock().clone() {
         dhcp_metrics(&mut m, &c);
+    }
+    let _ = writeln!(
+        m,
+        "# HELP pserv_control_connections_dropped_total Control API connections closed at accept, by reason\n# TYPE pserv_control_connections_dropped_total counter"
+    );
+    for (reason, v) in [
+        ("over_limit", &app.connections.over_limit),
+        ("accept_error", &app.connections.accept_errors),
+    ] {
+        let _ = writeln!(
+            m,
+            "pserv_control_connections_dropped_total{{reason=\"{reason}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
     }
     let journal = app.journal.lock().upgrade();
     if let Some(j) = journal {

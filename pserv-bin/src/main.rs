@@ -7,6 +7,7 @@
 mod config;
 mod control;
 mod dynamic;
+mod http;
 mod notify;
 
 use std::path::{Path, PathBuf};
@@ -389,17 +390,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let control_addr = listener.local_addr()?;
     let router = app.router(settings.max_body_bytes);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let control = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stop_rx.await;
-        };
-        if let Err(e) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "control API stopped");
-        }
-    });
+    let conn_counters = app.control_connections();
+    let control = tokio::spawn(http::serve(listener, router, conn_counters, async {
+        let _ = stop_rx.await;
+    }));
 
     println!(
         "pserv: serving generation {} ({} nodes) from {source}",

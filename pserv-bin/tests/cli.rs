@@ -316,6 +316,10 @@ fn events_stream_announces_snapshots() {
         seen.extend_from_slice(&buf[..n]);
     }
     assert!(String::from_utf8_lossy(&seen).contains("event: snapshot"));
+    // An event stream never ends on its own: SIGTERM still stops pserv promptly, cleanly.
+    let t = Instant::now();
+    assert!(s.stop().success());
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
 }
 
 #[test]

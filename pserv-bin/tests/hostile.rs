@@ -392,3 +392,29 @@ fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     let n = buf.len();
     (buf[3] & 0x0f == 0 && buf[7] == 1).then(|| buf[n - 4..n].try_into().unwrap())
 }
+
+/// Slowloris on the control API: a client that sends part of its request headers and stops is
+/// cut off after the header timeout (10 s); others are served meanwhile.
+#[test]
+fn a_control_client_trickling_headers_is_cut_off() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let addr = s.control.trim_start_matches("http://").to_owned();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    assert!(s.metric("pserv_ready ") == 1, "served meanwhile");
+    let mut buf = [0u8; 512];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_secs(8) && waited < Duration::from_secs(15),
+        "closed after {waited:?}"
+    );
+    // Closed, or told 408 and closed: never the status.
+    assert!(!String::from_utf8_lossy(&buf[..n]).contains("generation"));
+}

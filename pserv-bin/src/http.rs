@@ -1,0 +1,101 @@
+//! The control API's HTTP/1.1 server: hyper under the axum router, with the limits that
+//! `axum::serve` does not set.
+//!
+//! - at most [`MAX_CONNECTIONS`] connections; more are closed as soon as they are accepted;
+//! - [`HEADER_TIMEOUT`] to send a request's headers (a slowloris client holding connections
+//!   open by trickling headers is cut off);
+//! - after a failed accept (out of descriptors) a pause, not a spin;
+//! - on shutdown, idle connections close and in-flight requests get [`DRAIN`] to finish;
+//!   event streams (`/v1/events`) never finish on their own, so after that the rest are
+//!   dropped rather than holding the process up.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// Time to send a request's headers.
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get at shutdown.
+pub(crate) const DRAIN: Duration = Duration::from_secs(2);
+
+/// Counters of the control API's connections.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounters {
+    /// Connections closed at accept: [`MAX_CONNECTIONS`] were open.
+    pub(crate) over_limit: AtomicU64,
+    /// Failed accepts.
+    pub(crate) accept_errors: AtomicU64,
+}
+
+/// Serves `router` on `listener` until `stop` resolves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    counters: Arc<ConnCounters>,
+    stop: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut stop => break,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "control API accept failed; pausing accepts");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            counters.over_limit.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "control API connection ended");
+            }
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("control API: connections still open at shutdown (event streams) dropped");
+    }
+}
+
+/// Errors that concern one connection only.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
