@@ -9,7 +9,6 @@
 //!   event streams (`/v1/events`) never finish on their own, so after that the rest are
 //!   dropped rather than holding the process up.
 
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -54,7 +53,7 @@ pub(crate) async fn serve(
         };
         let stream = match accepted {
             Ok((s, _)) => s,
-            Err(e) if is_per_connection(&e) => continue,
+            Err(e) if pserv_dns::tcp::is_per_connection(&e) => continue,
             Err(e) => {
                 counters.accept_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "control API accept failed; pausing accepts");
@@ -87,15 +86,4 @@ pub(crate) async fn serve(
     {
         tracing::debug!("control API: connections still open at shutdown (event streams) dropped");
     }
-}
-
-/// Errors that concern one connection only.
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-    )
 }

@@ -116,8 +116,10 @@ pub(crate) async fn serve(
     conns.shutdown().await;
 }
 
-/// Errors that concern one connection only (it went away before we accepted it).
-fn is_per_connection(e: &io::Error) -> bool {
+/// Whether an accept error concerns one connection only (it went away before we accepted
+/// it), so accepting may go on at once; any other (out of descriptors or memory) calls for a
+/// pause.
+pub fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
