@@ -1,6 +1,8 @@
-//! DNS query bytes -> the UDP responder (fast path, then hickory slow path) on the example
-//! table. Invariants: never a panic; a reply parses, is a response, echoes the id and the
-//! question, and claims authority (AA) only for names inside the table's zones.
+//! DNS query bytes -> the responder (fast path, then hickory slow path) on the example table,
+//! as a UDP datagram and as a TCP message. Invariants: never a panic; a reply parses, is a
+//! response, echoes the id and the question, and claims authority (AA) only for names inside
+//! the table's zones; TCP decides as UDP does, answers the same bytes unless UDP truncated,
+//! and never sets TC.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -28,9 +30,17 @@ fuzz_target!(|data: &[u8]| {
     let table = r.store().load();
     let zones = r.zones_for(&table);
     let mut out = Vec::new();
-    if r.respond_udp(&table, &zones, data, &mut out) != Action::Send {
+    let udp = r.respond_udp(&table, &zones, data, &mut out);
+    // Over TCP: the same decision; the same bytes unless UDP had to truncate; never TC.
+    let mut tcp = Vec::new();
+    assert_eq!(r.respond_tcp(&table, &zones, data, &mut tcp), udp);
+    if udp != Action::Send {
         return;
     }
+    if out.len() >= 3 && out[2] & 0x02 == 0 {
+        assert_eq!(tcp, out, "TCP differs from an untruncated UDP answer");
+    }
+    assert!(tcp.len() < 3 || tcp[2] & 0x02 == 0, "TC over TCP");
     assert!(out.len() >= 12);
     assert_eq!(&out[..2], &data[..2], "id echoed");
     assert!(out[2] & 0x80 != 0, "QR set");
