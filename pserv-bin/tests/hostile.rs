@@ -206,6 +206,9 @@ fn hostile_traffic_never_takes_the_service_down() {
     opt94.splice(end..end, [94, 2, 1, 2]);
     let mut hlen = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 5], vec![]);
     hlen[2] = 200;
+    // A valid DISCOVER padded past the 1,500-byte receive buffer: cut short, not answered.
+    let mut oversized = dhcp(MessageType::Discover, [2, 0, 0, 0, 0, 4], vec![]);
+    oversized.resize(4000, 0);
     for _ in 0..20 {
         for p in [
             &vec![0u8; 10],
@@ -215,6 +218,7 @@ fn hostile_traffic_never_takes_the_service_down() {
             &overflow,
             &opt94,
             &hlen,
+            &oversized,
         ] {
             attacker.send_to(p, s.dhcp).unwrap();
         }
@@ -251,6 +255,7 @@ fn hostile_traffic_never_takes_the_service_down() {
     assert!(s.metric("pserv_dhcp_dropped_total{reason=\"PoolExhausted\"}") > 0);
     assert!(s.metric("pserv_dhcp_dropped_total{reason=\"Malformed\"}") >= 60);
     assert!(s.metric("pserv_dhcp_dropped_total{reason=\"BadOptionLength\"}") >= 20);
+    assert!(s.metric("pserv_dhcp_dropped_total{reason=\"Oversized\"}") >= 20);
     assert!(s.metric("pserv_dhcp_dropped_total{reason=\"NotAClientRequest\"}") >= 40);
     assert!(s.metric("pserv_dns_responses_total{rcode=\"formerr\"}") > 0);
     assert!(s.metric("pserv_dns_dropped_total{reason=\"unanswerable\"}") > 0);

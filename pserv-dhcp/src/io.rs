@@ -205,7 +205,8 @@ impl Loop<'_> {
         let default_local = fixed_local
             .or(self.config.server_id)
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let mut got: Vec<(usize, SocketAddrV4, Meta)> = Vec::with_capacity(BATCH);
+        // (buffer slot, length, sender, arrival): skipped datagrams leave gaps in the slots.
+        let mut got: Vec<(usize, usize, SocketAddrV4, Meta)> = Vec::with_capacity(BATCH);
         while !stop.load(Ordering::Relaxed) || !self.pending.is_empty() {
             // Block for work only when no ACK is waiting on the disk.
             let flags = if self.pending.is_empty() {
@@ -217,7 +218,7 @@ impl Loop<'_> {
             {
                 let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
                 if let Ok(msgs) = recvmmsg(fd, &mut headers, iovs.iter_mut(), flags, None) {
-                    for m in msgs {
+                    for (slot, m) in msgs.enumerate() {
                         let mut meta = Meta {
                             local: default_local,
                             ifindex: 0,
@@ -234,8 +235,17 @@ impl Loop<'_> {
                                 }
                             }
                         }
+                        if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                            *self
+                                .counters
+                                .drops
+                                .lock()
+                                .entry(DropReason::Oversized)
+                                .or_default() += 1;
+                            continue;
+                        }
                         if let Some(from) = m.address {
-                            got.push((m.bytes, SocketAddrV4::from(from), meta));
+                            got.push((slot, m.bytes, SocketAddrV4::from(from), meta));
                         }
                     }
                 }
@@ -246,8 +256,11 @@ impl Loop<'_> {
                     .fetch_add(got.len() as u64, Ordering::Relaxed);
                 let table = self.store.load();
                 let now = unix_now();
-                for (i, (n, from, meta)) in got.iter().enumerate() {
-                    let outcome = self.server.lock().handle(&table, now, meta, &bufs[i][..*n]);
+                for (slot, n, from, meta) in &got {
+                    let outcome = self
+                        .server
+                        .lock()
+                        .handle(&table, now, meta, &bufs[*slot][..*n]);
                     self.decide(outcome, *from, meta.ifindex);
                 }
             } else if let Some(first) = self.pending.front() {

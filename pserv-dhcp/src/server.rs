@@ -50,6 +50,9 @@ pub struct Reply {
 pub enum DropReason {
     /// Not a DHCP packet we can decode.
     Malformed,
+    /// A datagram longer than the receive buffer (1,500 bytes: an Ethernet frame's payload),
+    /// cut short by the socket: not judged by its first part.
+    Oversized,
     /// An option with a length its code does not allow.
     BadOptionLength,
     /// A BOOTREPLY, or hardware other than Ethernet.
