@@ -451,6 +451,11 @@ async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
     );
     let _ = writeln!(
         m,
+        "pserv_dns_dropped_total{{reason=\"oversized\"}} {}",
+        sum(&|c| &c.oversized)
+    );
+    let _ = writeln!(
+        m,
         "# HELP pserv_dns_fast_path_total Queries answered by the UDP fast path\n# TYPE pserv_dns_fast_path_total counter"
     );
     let _ = writeln!(m, "pserv_dns_fast_path_total {}", sum(&|c| &c.fast));

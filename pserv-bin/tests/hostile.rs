@@ -180,6 +180,13 @@ fn hostile_traffic_never_takes_the_service_down() {
     }
     chain.extend_from_slice(&[0, 0, 1, 0, 1]);
     junk.push(chain);
+    // A valid query padded past the 4,096-byte receive buffer: cut short, dropped, counted.
+    let mut big = vec![
+        0x12, 0x37, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'a', b'a', b'a',
+    ];
+    big.extend_from_slice(&[4, b'm', b'a', b'a', b's', 0, 0, 1, 0, 1]);
+    big.resize(5000, 0);
+    junk.push(big);
     for _ in 0..20 {
         for j in &junk {
             attacker.send_to(j, s.dns).unwrap();
@@ -260,6 +267,7 @@ fn hostile_traffic_never_takes_the_service_down() {
     assert!(s.metric("pserv_dns_responses_total{rcode=\"formerr\"}") > 0);
     assert!(s.metric("pserv_dns_dropped_total{reason=\"unanswerable\"}") > 0);
     assert!(s.metric("pserv_dns_responses_total{rcode=\"notimp\"}") > 0);
+    assert!(s.metric("pserv_dns_dropped_total{reason=\"oversized\"}") >= 20);
 
     // The control API: garbage and oversized bodies change nothing.
     let agent: ureq::Agent = ureq::Agent::config_builder()

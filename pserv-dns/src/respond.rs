@@ -42,6 +42,8 @@ pub struct Counters {
     pub fast: AtomicU64,
     /// Datagrams dropped: too short to answer, or a response (QR set) sent to us.
     pub dropped: AtomicU64,
+    /// Datagrams dropped: longer than the receive buffer (`udp::MAX_QUERY`), so cut short.
+    pub oversized: AtomicU64,
     /// Responses the socket refused (send buffer full, errors).
     pub send_errors: AtomicU64,
     /// UDP datagrams received.

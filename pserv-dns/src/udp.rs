@@ -74,6 +74,8 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
     let mut rheaders = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut sheaders = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    // Per kept datagram: its buffer slot (skipped ones leave gaps), length and sender.
+    let mut slots = [0usize; BATCH];
     let mut lens = [0usize; BATCH];
     let mut from: Vec<Option<SockaddrStorage>> = vec![None; BATCH];
     let mut to: Vec<Option<SockaddrStorage>> = vec![None; BATCH];
@@ -92,7 +94,13 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
         let n = match received {
             Ok(msgs) => {
                 let mut n = 0;
-                for m in msgs {
+                for (slot, m) in msgs.enumerate() {
+                    if m.flags.contains(MsgFlags::MSG_TRUNC) {
+                        // Longer than any query we take: not judged by its first part.
+                        counters.oversized.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    slots[n] = slot;
                     lens[n] = m.bytes;
                     from[n] = m.address;
                     n += 1;
@@ -113,7 +121,7 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
         let zones = responder.zones_for(&table);
         let mut k = 0;
         for i in 0..n {
-            let query = &bufs[i][..lens[i].min(MAX_QUERY)];
+            let query = &bufs[slots[i]][..lens[i].min(MAX_QUERY)];
             // Answers go to slot k (k <= i), so a dropped query leaves no hole.
             match responder.respond_udp(&table, &zones, query, &mut outs[k]) {
                 Action::Send => {
