@@ -2,9 +2,10 @@
 //!
 //! pserv's own accept loop rather than hickory-server's, for defences that one lacks:
 //! - a cap on open connections. At the cap, every connection that is waiting on its client
-//!   (to start or finish sending a query) is closed, as RFC 7766 §6.2.3 allows under
-//!   pressure, so a flood of stalled connections cannot lock out a real client: the new
-//!   connection takes a freed slot. Only if none frees within [`SLOT_WAIT`] is it closed.
+//!   (to start or finish sending a query, or to read an answer) is closed, as RFC 7766
+//!   §6.2.3 allows under pressure, so a flood of stalled connections cannot lock out a real
+//!   client: the new connection takes a freed slot. Only if none frees within [`SLOT_WAIT`]
+//!   is it closed.
 //! - a pause after a failed accept (out of descriptors), where a loop that retries at once
 //!   spins a core while the backlog stays full.
 //! - [`Limits::idle`] for a connection to start its next query, to finish sending it, and to
@@ -188,9 +189,11 @@ async fn connection(
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&n.to_be_bytes());
         framed.extend_from_slice(&out);
-        timeout(idle, s.write_all(&framed))
-            .await
-            .map_err(|_| timed_out())??;
+        // A client that pipelines queries and never reads stalls here: evictable too.
+        tokio::select! {
+            r = timeout(idle, s.write_all(&framed)) => r.map_err(|_| timed_out())??,
+            () = pressure.notified() => return Err(evicted()),
+        };
     }
 }
 
