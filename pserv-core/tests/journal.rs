@@ -119,6 +119,34 @@ fn refuses_a_file_that_is_not_a_journal() {
     );
 }
 
+/// Ten clients renew their leases (round `round` of the renewals); the last sequence number.
+fn renew_ten(j: &Journal, t: u64, round: u64) -> u64 {
+    let mut last = 0;
+    for n in 0..10u16 {
+        last = j
+            .append(&Change::Bound {
+                mac: mac(n),
+                ip: Ipv4Addr::new(10, 0, 0, n as u8 + 1),
+                start: t + round,
+                expires: t + round + 3600,
+                hostname: None,
+            })
+            .unwrap();
+    }
+    last
+}
+
+/// Reopening finds the ten leases as renewed in round `round`, and nothing else.
+fn assert_ten_renewed_in(path: &Path, opts: Options, t: u64, round: u64) {
+    let (_j, r) = Journal::open(path, opts, t).unwrap();
+    assert_eq!(r.changes.len(), 10);
+    assert!(
+        r.changes
+            .iter()
+            .all(|c| matches!(c, Change::Bound { expires, .. } if *expires == t + round + 3600))
+    );
+}
+
 #[test]
 fn compaction_keeps_the_file_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,17 +160,7 @@ fn compaction_keeps_the_file_bounded() {
     // Ten clients renewing over and over: 20,000 records, ten live leases.
     let mut last = 0;
     for round in 0..2000u64 {
-        for n in 0..10u16 {
-            last = j
-                .append(&Change::Bound {
-                    mac: mac(n),
-                    ip: Ipv4Addr::new(10, 0, 0, n as u8 + 1),
-                    start: t + round,
-                    expires: t + round + 3600,
-                    hostname: None,
-                })
-                .unwrap();
-        }
+        last = renew_ten(&j, t, round);
         if round % 100 == 0 {
             j.wait_durable(last).unwrap();
         }
@@ -153,13 +171,7 @@ fn compaction_keeps_the_file_bounded() {
     assert!(stats.compactions > 0, "{stats:?}");
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(size < 2 * (16 << 10), "journal grew to {size} bytes");
-    let (_j, r) = Journal::open(&path, opts, t).unwrap();
-    assert_eq!(r.changes.len(), 10);
-    assert!(
-        r.changes
-            .iter()
-            .all(|c| matches!(c, Change::Bound { expires, .. } if *expires == t + 1999 + 3600))
-    );
+    assert_ten_renewed_in(&path, opts, t, 1999);
 }
 
 /// A compaction that cannot start (here a directory squats on its temporary file; in the field,
@@ -177,21 +189,7 @@ fn a_compaction_that_cannot_start_is_retried_not_fatal() {
     let (j, _) = Journal::open(&path, opts.clone(), t).unwrap();
     let squatter = path.with_extension("compacting");
     std::fs::create_dir(&squatter).unwrap();
-    let renew = |round: u64| {
-        let mut last = 0;
-        for n in 0..10u16 {
-            last = j
-                .append(&Change::Bound {
-                    mac: mac(n),
-                    ip: Ipv4Addr::new(10, 0, 0, n as u8 + 1),
-                    start: t + round,
-                    expires: t + round + 3600,
-                    hostname: None,
-                })
-                .unwrap();
-        }
-        j.wait_durable(last).unwrap();
-    };
+    let renew = |round: u64| j.wait_durable(renew_ten(&j, t, round)).unwrap();
     for round in 0..300 {
         renew(round);
     }
@@ -211,13 +209,7 @@ fn a_compaction_that_cannot_start_is_retried_not_fatal() {
     assert!(stats.compactions >= 1, "{stats:?}");
     assert!(stats.bytes < blocked.bytes, "{stats:?}");
     j.close().unwrap();
-    let (_j, r) = Journal::open(&path, opts, t).unwrap();
-    assert_eq!(r.changes.len(), 10);
-    assert!(
-        r.changes
-            .iter()
-            .all(|c| matches!(c, Change::Bound { expires, .. } if *expires == t + 300 + 3600))
-    );
+    assert_ten_renewed_in(&path, opts, t, 300);
 }
 
 #[test]
