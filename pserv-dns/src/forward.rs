@@ -17,6 +17,19 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+/// 64 unpredictable bits: std's `RandomState` keys come from the operating system's random
+/// source (each `new()` after the first per thread steps its key), hashed with the clock.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 /// How long a forwarded query waits for its upstream.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -62,10 +75,7 @@ impl Forwarder {
         let upstream_sock = UdpSocket::bind("[::]:0").or_else(|_| UdpSocket::bind("0.0.0.0:0"))?;
         upstream_sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         crate::udp::grow_buffers(&upstream_sock);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9E37_79B9, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()) << 32;
+        let seed = random_u64();
         let f = Arc::new(Self {
             upstream_sock,
             pending: Mutex::new(HashMap::new()),

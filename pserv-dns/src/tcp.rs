@@ -197,9 +197,13 @@ async fn connection(
     }
 }
 
-/// Asks the first upstream over UDP, from a fresh socket (a random source port); the reply
-/// with AA cleared, or SERVFAIL if none comes in time.
+/// Asks the first upstream over UDP, from a fresh socket (a random source port) with a fresh
+/// random id, so an off-path spoofer must guess both; the reply with the client's id restored
+/// and AA cleared, or SERVFAIL if none comes in time.
 async fn forward(responder: &Responder, query: &[u8], upstreams: &[SocketAddr]) -> Vec<u8> {
+    let id = (crate::forward::random_u64() as u16).to_be_bytes();
+    let mut ours = query.to_vec();
+    ours[..2].copy_from_slice(&id);
     let reply = async {
         let upstream = *upstreams.first()?;
         let bind: SocketAddr = if upstream.is_ipv4() {
@@ -208,7 +212,7 @@ async fn forward(responder: &Responder, query: &[u8], upstreams: &[SocketAddr]) 
             ([0u16; 8], 0).into()
         };
         let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
-        sock.send_to(query, upstream).await.ok()?;
+        sock.send_to(&ours, upstream).await.ok()?;
         let mut buf = vec![0u8; 65535];
         let deadline = tokio::time::Instant::now() + crate::forward::TIMEOUT;
         loop {
@@ -216,8 +220,9 @@ async fn forward(responder: &Responder, query: &[u8], upstreams: &[SocketAddr]) 
                 .await
                 .ok()?
                 .ok()?;
-            if from == upstream && n >= 12 && buf[..2] == query[..2] && buf[2] & 0x80 != 0 {
+            if from == upstream && n >= 12 && buf[..2] == id && buf[2] & 0x80 != 0 {
                 buf.truncate(n);
+                buf[..2].copy_from_slice(&query[..2]);
                 buf[2] &= !0x04; // AA: pserv is not authoritative for it
                 return Some(buf);
             }

@@ -153,3 +153,55 @@ async fn a_response_or_a_runt_ends_the_connection() {
     assert_eq!(answer(&mut c).await, Some((4, [10, 20, 0, 10])));
     s.shutdown().await;
 }
+
+/// Names outside the zones go to the upstream under a fresh random id (the client's is not
+/// sent on), and come back with the client's id and without AA.
+#[tokio::test]
+async fn forwarded_queries_carry_a_fresh_id_upstream() {
+    let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    let store = Arc::new(Store::new());
+    store
+        .publish_json(
+            EXAMPLE_JSON
+                .replace("\"upstreams\": []", &format!("\"upstreams\": [\"{up}\"]"))
+                .as_bytes(),
+        )
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let s = Service::bind_with(&[addr], store, Arc::new(NoLeases), LIMITS)
+        .await
+        .unwrap();
+    let mut c = TcpStream::connect(s.local[0]).await.unwrap();
+    let mut upstream_ids = Vec::new();
+    for k in 0..3u16 {
+        let client_id = 0x1234 + k;
+        c.write_all(&query(client_id, "host.example"))
+            .await
+            .unwrap();
+        // The upstream: answers with AA set and 192.0.2.7, echoing the id it was sent.
+        let mut buf = [0u8; 512];
+        let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
+        upstream_ids.push(u16::from_be_bytes([buf[0], buf[1]]));
+        let mut reply = buf[..n].to_vec();
+        reply[2] |= 0x84; // QR, AA
+        reply[7] = 1; // one answer
+        reply.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 192, 0, 2, 7]);
+        upstream.send_to(&reply, from).await.unwrap();
+        let mut len = [0u8; 2];
+        c.read_exact(&mut len).await.unwrap();
+        let mut got = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        c.read_exact(&mut got).await.unwrap();
+        assert_eq!(u16::from_be_bytes([got[0], got[1]]), client_id);
+        assert_eq!(got[2] & 0x04, 0, "AA cleared");
+        assert_eq!(&got[got.len() - 4..], &[192, 0, 2, 7]);
+    }
+    assert!(
+        upstream_ids
+            .iter()
+            .zip(0x1234u16..)
+            .any(|(sent, client)| *sent != client),
+        "client ids sent upstream: {upstream_ids:x?}"
+    );
+    s.shutdown().await;
+}
