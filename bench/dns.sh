@@ -9,11 +9,12 @@
 #   2. fixed: dnsperf at $RATE q/s for $DUR s (-Q): the server's CPU time per answered query,
 #             from /proc/PID/stat (user + system), so the figure measures the server, not the
 #             load generator;
+#   3. tcp:   the peak run over TCP (8 connections, queries pipelined): queries per second;
 # and for pserv two more runs:
-#   3. swap:  the peak load again while the snapshot file is rewritten with a new generation and
+#   4. swap:  the peak load again while the snapshot file is rewritten with a new generation and
 #             pserv reloads it (SIGHUP) every 100 ms; the response codes must keep the same
 #             split as without swaps and nothing may be lost or SERVFAIL.
-#   4. forward: a second pserv, authoritative for another zone, with NSD as its upstream: the
+#   5. forward: a second pserv, authoritative for another zone, with NSD as its upstream: the
 #             same queries at $FWD_RATE q/s all go through pserv's forwarder; lost and rcodes.
 # Every run is bounded ($DUR seconds); the servers are stopped by PID at the end.
 set -euo pipefail
@@ -72,7 +73,7 @@ completed_of() { awk '/Queries completed/ {print $3}'; }
 lost_of() { awk '/Queries lost/ {print $3}'; }
 codes_of() { awk '/Response codes/ {$1=""; $2=""; print}'; }
 
-declare -A PEAK CPU LOST CODES
+declare -A PEAK CPU LOST CODES TCP
 measure() {
   local name=$1 pid=$2 port=$3
   wait_port "$port"
@@ -86,6 +87,9 @@ measure() {
   local done; done=$(echo "$out" | completed_of)
   CPU[$name]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$done" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}')
   echo "$name: peak ${PEAK[$name]} q/s (lost ${LOST[$name]}; ${CODES[$name]}), ${CPU[$name]} us CPU/query at $RATE q/s offered ($done answered)"
+  out=$(run_dnsperf "$port" -m tcp)
+  TCP[$name]=$(echo "$out" | qps_of)
+  echo "$name over TCP (8 connections, pipelined): ${TCP[$name]} q/s (lost $(echo "$out" | lost_of); $(echo "$out" | codes_of))"
 }
 
 # NSD
@@ -96,7 +100,7 @@ measure nsd "$nsd_pid" "$NSD_PORT"
 
 # pserv
 cp "$work/snapshot-1.json" "$work/live.json"
-RUST_LOG=info,hickory_server=warn taskset -c 0 ./target/release/pserv serve --snapshot "$work/live.json" \
+RUST_LOG=info taskset -c 0 ./target/release/pserv serve --snapshot "$work/live.json" \
   --dns-listen "127.0.0.1:$PSERV_PORT" >"$work/pserv.out" 2>&1 &
 pserv_pid=$!; pids+=("$pserv_pid")
 measure pserv "$pserv_pid" "$PSERV_PORT"
@@ -136,7 +140,9 @@ echo "pserv forwarding to NSD at $FWD_RATE q/s offered: $(echo "$out" | qps_of) 
   "lost $(echo "$out" | lost_of), codes:$(echo "$out" | codes_of)"
 
 echo
-awk -v p="${PEAK[pserv]}" -v n="${PEAK[nsd]}" -v cp="${CPU[pserv]}" -v cn="${CPU[nsd]}" 'BEGIN {
+awk -v p="${PEAK[pserv]}" -v n="${PEAK[nsd]}" -v cp="${CPU[pserv]}" -v cn="${CPU[nsd]}" \
+    -v tp="${TCP[pserv]}" -v tn="${TCP[nsd]}" 'BEGIN {
   printf "peak qps      pserv %.0f   nsd %.0f   ratio pserv/nsd %.2f\n", p, n, p / n
+  printf "TCP qps       pserv %.0f   nsd %.0f   ratio pserv/nsd %.2f\n", tp, tn, tp / tn
   printf "CPU/query     pserv %.2f us   nsd %.2f us   ratio nsd/pserv %.2f (higher: pserv cheaper)\n", cp, cn, cn / cp
 }'
