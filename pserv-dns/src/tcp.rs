@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::respond::{Action, Responder};
 
@@ -131,8 +131,14 @@ pub fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+/// Bytes asked of the socket per read: many pipelined queries at once.
+const READ_CHUNK: usize = 16 << 10;
+/// Pending answers are written once this many bytes wait, or when no complete query is left.
+const FLUSH_AT: usize = 16 << 10;
+
 /// Serves one connection's queries in order until it closes, idles, misbehaves, or is told
-/// to make room while it waits on its client.
+/// to make room while it waits on its client. Reads and writes are batched: one read takes
+/// every pipelined query that has arrived, and their answers leave in one write.
 async fn connection(
     mut s: TcpStream,
     responder: &Responder,
@@ -149,52 +155,96 @@ async fn connection(
         counters.tcp_evicted.fetch_add(1, Ordering::Relaxed);
         io::Error::other("closed to make room")
     };
-    let mut query = Vec::with_capacity(512);
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut pending: Vec<u8> = Vec::with_capacity(FLUSH_AT);
     let mut out = Vec::with_capacity(512);
+    // When the first bytes of a query still incomplete arrived: the whole query must follow
+    // within `idle`, however slowly it trickles.
+    let mut partial_since: Option<Instant> = None;
     loop {
-        let mut len = [0u8; 2];
-        let read = tokio::select! {
-            r = timeout(idle, s.read_exact(&mut len)) => r,
-            () = pressure.notified() => return Err(evicted()),
-        };
-        match read {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(r) => r?,
-        };
-        query.resize(usize::from(u16::from_be_bytes(len)), 0);
-        tokio::select! {
-            r = timeout(idle, s.read_exact(&mut query)) => r.map_err(|_| timed_out())??,
-            () = pressure.notified() => return Err(evicted()),
-        };
-        let action = {
-            let table = responder.store().load_full();
-            let zones = responder.zones_for(&table);
-            match responder.respond_tcp(&table, &zones, &query, &mut out) {
-                Action::Forward => Some(table.dns().upstreams.clone()),
-                Action::Send => None,
-                // Not a query we can answer (a response, a runt): end the conversation.
-                Action::Drop => return Ok(()),
+        let mut at = 0;
+        let mut close = false;
+        while let Some(len) = complete_frame(&input[at..]) {
+            let query = &input[at + 2..at + 2 + len];
+            at += 2 + len;
+            let upstreams = {
+                let table = responder.store().load_full();
+                let zones = responder.zones_for(&table);
+                match responder.respond_tcp(&table, &zones, query, &mut out) {
+                    Action::Forward => Some(table.dns().upstreams.clone()),
+                    Action::Send => None,
+                    // Not a query we can answer (a response, a runt): end the conversation.
+                    Action::Drop => {
+                        close = true;
+                        break;
+                    }
+                }
+            };
+            if let Some(upstreams) = upstreams {
+                out = forward(responder, query, &upstreams).await;
             }
-        };
-        if let Some(upstreams) = action {
-            out = forward(responder, &query, &upstreams).await;
+            match u16::try_from(out.len()) {
+                Ok(n) if n > 0 => {
+                    pending.extend_from_slice(&n.to_be_bytes());
+                    pending.extend_from_slice(&out);
+                }
+                _ => {
+                    close = true;
+                    break;
+                }
+            }
+            if pending.len() >= FLUSH_AT {
+                flush(&mut s, &mut pending, idle, pressure, &timed_out, &evicted).await?;
+            }
         }
-        let Ok(n) = u16::try_from(out.len()) else {
-            return Ok(());
-        };
-        if n == 0 {
+        input.drain(..at);
+        // Nothing complete left: send what is pending before waiting on the client.
+        flush(&mut s, &mut pending, idle, pressure, &timed_out, &evicted).await?;
+        if close {
             return Ok(());
         }
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&n.to_be_bytes());
-        framed.extend_from_slice(&out);
-        // A client that pipelines queries and never reads stalls here: evictable too.
-        tokio::select! {
-            r = timeout(idle, s.write_all(&framed)) => r.map_err(|_| timed_out())??,
+        partial_since = if input.is_empty() {
+            None
+        } else {
+            partial_since.or_else(|| Some(Instant::now()))
+        };
+        let deadline = partial_since.unwrap_or_else(Instant::now) + idle;
+        input.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            r = timeout_at(deadline, s.read_buf(&mut input)) => r.map_err(|_| timed_out())??,
             () = pressure.notified() => return Err(evicted()),
         };
+        if read == 0 {
+            return Ok(());
+        }
     }
+}
+
+/// The length of the first message in `buf` if all of it has arrived.
+fn complete_frame(buf: &[u8]) -> Option<usize> {
+    let len = usize::from(u16::from_be_bytes([*buf.first()?, *buf.get(1)?]));
+    (buf.len() >= 2 + len).then_some(len)
+}
+
+/// Writes the pending answers. A client that pipelines queries and never reads stalls here,
+/// so this waits at most `idle` and yields to eviction.
+async fn flush(
+    s: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    idle: Duration,
+    pressure: &Notify,
+    timed_out: &impl Fn() -> io::Error,
+    evicted: &impl Fn() -> io::Error,
+) -> io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    tokio::select! {
+        r = timeout(idle, s.write_all(pending)) => r.map_err(|_| timed_out())??,
+        () = pressure.notified() => return Err(evicted()),
+    };
+    pending.clear();
+    Ok(())
 }
 
 /// Asks the first upstream over UDP, from a fresh socket (a random source port) with a fresh

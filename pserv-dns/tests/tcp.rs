@@ -93,6 +93,40 @@ async fn pipelined_queries_are_answered_in_order() {
     s.shutdown().await;
 }
 
+/// Thousands of pipelined queries in one write (answers leave in batches), and a query split
+/// across two writes: every answer, in order.
+#[tokio::test]
+async fn many_pipelined_and_split_queries_are_answered_in_order() {
+    let (s, addr) = service().await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let mut all = Vec::new();
+    for id in 0..3000u16 {
+        all.extend(query(id, if id % 2 == 0 { "aaa.maas" } else { "bbb.maas" }));
+    }
+    let (mut rd, mut wr) = c.split();
+    let writer = async {
+        wr.write_all(&all).await.unwrap();
+        // Then one query in two parts, 50 ms apart (well within the idle limit).
+        let q = query(5000, "aaa.maas");
+        wr.write_all(&q[..7]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        wr.write_all(&q[7..]).await.unwrap();
+    };
+    let reader = async {
+        for id in (0..3000u16).chain([5000]) {
+            let mut len = [0u8; 2];
+            rd.read_exact(&mut len).await.unwrap();
+            let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            rd.read_exact(&mut buf).await.unwrap();
+            assert_eq!(u16::from_be_bytes([buf[0], buf[1]]), id);
+            let want = if id % 2 == 0 { 10 } else { 11 };
+            assert_eq!(&buf[buf.len() - 4..], &[10, 20, 0, want], "id {id}");
+        }
+    };
+    tokio::join!(writer, reader);
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn idle_and_stalled_connections_are_closed_and_counted() {
     let (s, addr) = service().await;
@@ -203,5 +237,27 @@ async fn forwarded_queries_carry_a_fresh_id_upstream() {
             .any(|(sent, client)| *sent != client),
         "client ids sent upstream: {upstream_ids:x?}"
     );
+    s.shutdown().await;
+}
+
+/// A query trickled a byte at a time, each byte inside the idle limit: the limit runs from the
+/// query's first byte, so the connection is closed, not kept alive byte by byte.
+#[tokio::test]
+async fn a_trickled_query_is_cut_off() {
+    let (s, addr) = service().await;
+    let counters = s.counters();
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    let q = query(9, "aaa.maas");
+    let t = Instant::now();
+    let mut cut = false;
+    for b in &q {
+        if c.write_all(&[*b]).await.is_err() || closed(&mut c, Duration::from_millis(100)).await {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the whole query trickled in");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(counters.tcp_timeouts.load(Ordering::Relaxed), 1);
     s.shutdown().await;
 }
