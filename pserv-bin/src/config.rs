@@ -36,6 +36,11 @@ pub(crate) struct File {
     pub token: Option<String>,
     /// Largest snapshot body accepted, in bytes.
     pub max_body_bytes: Option<usize>,
+    /// DNS-over-TCP connections open at once (per address).
+    pub dns_tcp_max_connections: Option<usize>,
+    /// Seconds a DNS-over-TCP client gets to send a query (from its first byte) or to read an
+    /// answer.
+    pub dns_tcp_idle_seconds: Option<u64>,
 }
 
 impl File {
@@ -66,6 +71,8 @@ pub(crate) struct Settings {
     pub token: Option<String>,
     /// Snapshot body limit.
     pub max_body_bytes: usize,
+    /// DNS-over-TCP limits.
+    pub dns_tcp: pserv_dns::tcp::Limits,
 }
 
 /// Flags of `pserv serve` that override the file.
@@ -117,6 +124,15 @@ impl Settings {
             state_dir: flags.state_dir.or(file.state_dir),
             token: flags.token.or(file.token).filter(|t| !t.is_empty()),
             max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
+            dns_tcp: {
+                let d = pserv_dns::tcp::Limits::default();
+                pserv_dns::tcp::Limits {
+                    max_connections: file.dns_tcp_max_connections.unwrap_or(d.max_connections),
+                    idle: file
+                        .dns_tcp_idle_seconds
+                        .map_or(d.idle, std::time::Duration::from_secs),
+                }
+            },
         };
         if !s.control_listen.ip().is_loopback() && s.token.is_none() {
             bail!(
@@ -127,6 +143,12 @@ impl Settings {
         }
         if s.dns_listen.is_empty() {
             bail!("no DNS address to listen on");
+        }
+        if s.dns_tcp.max_connections == 0 {
+            bail!("dns_tcp_max_connections = 0 would refuse every DNS-over-TCP client");
+        }
+        if s.dns_tcp.idle.is_zero() {
+            bail!("dns_tcp_idle_seconds = 0 would close every DNS-over-TCP connection at once");
         }
         Ok(s)
     }
@@ -169,6 +191,39 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("without a token"), "{e}");
+    }
+
+    #[test]
+    fn dns_tcp_limits_from_the_file_and_refused_when_zero() {
+        let file: File =
+            toml::from_str("dns_tcp_max_connections = 64\ndns_tcp_idle_seconds = 3\n").unwrap();
+        let s = Settings::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(s.dns_tcp.max_connections, 64);
+        assert_eq!(s.dns_tcp.idle, std::time::Duration::from_secs(3));
+        let d = Settings::resolve(File::default(), Overrides::default()).unwrap();
+        assert_eq!(d.dns_tcp, pserv_dns::tcp::Limits::default());
+        for bad in ["dns_tcp_max_connections = 0", "dns_tcp_idle_seconds = 0"] {
+            let file: File = toml::from_str(bad).unwrap();
+            let e = Settings::resolve(file, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains(&bad[..bad.len() - 4]), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_example_config_parses_with_every_commented_key_enabled() {
+        let text = include_str!("../../contrib/pserv.toml");
+        let enabled: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for t in [text, enabled.as_str()] {
+            toml::from_str::<File>(t).unwrap_or_else(|e| panic!("{e}\n{t}"));
+        }
     }
 
     #[test]

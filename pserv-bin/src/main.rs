@@ -360,7 +360,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         server: dhcp_server.clone(),
         store: store.clone(),
     });
-    let dns = Service::bind(&settings.dns_listen, store.clone(), names)
+    let dns = Service::bind_with(&settings.dns_listen, store.clone(), names, settings.dns_tcp)
         .await
         .context("binding DNS")?;
     app.add_dns(dns.counters(), dns.forward_counters());
