@@ -181,7 +181,7 @@ impl Journal {
         } else {
             None
         };
-        let file = write_compacted(path, dir.as_ref(), &recovery.changes, options.sync)
+        let file = write_compacted(path, dir.as_ref(), &recovery.changes)
             .map_err(CompactError::into_inner)?;
         let size = file.metadata()?.len();
         let shared = Arc::new(Shared {
@@ -322,7 +322,7 @@ impl Drop for Journal {
 struct Writer {
     shared: Arc<Shared>,
     path: PathBuf,
-    /// The journal's directory, held open to sync renames (with `options.sync`).
+    /// The journal's directory, held open to sync renames; `None` without `options.sync`.
     dir: Option<File>,
     file: File,
     size: u64,
@@ -427,7 +427,7 @@ impl Writer {
         }
         self.live.expire(now);
         let changes = self.live.durable_changes(now);
-        match write_compacted(&self.path, self.dir.as_ref(), &changes, o.sync) {
+        match write_compacted(&self.path, self.dir.as_ref(), &changes) {
             Ok(file) => self.file = file,
             Err(CompactError::NotStarted(e)) => {
                 tracing::warn!(path = %self.path.display(), error = %e,
@@ -474,14 +474,14 @@ fn parent_dir(path: &Path) -> &Path {
     }
 }
 
-/// Writes `changes` to a temporary file, makes it durable, renames it over `path` and syncs
-/// `dir`; returns the new file, its position at the end, for appending. Needs one new
-/// descriptor, before the rename.
+/// Writes `changes` to a temporary file, renames it over `path`, and returns the new file, its
+/// position at the end, for appending. With the journal's directory open (`dir`, present when
+/// the journal syncs), the file is made durable before the rename and the directory after it.
+/// Needs one new descriptor, before the rename.
 fn write_compacted(
     path: &Path,
     dir: Option<&File>,
     changes: &[Change],
-    sync: bool,
 ) -> Result<File, CompactError> {
     let tmp = path.with_extension("compacting");
     let mut buf = Vec::with_capacity(MAGIC.len() + changes.len() * 48);
@@ -491,13 +491,12 @@ fn write_compacted(
     }
     let written = (|| {
         let mut f = OpenOptions::new()
-            .read(true)
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
         f.write_all(&buf)?;
-        if sync {
+        if dir.is_some() {
             f.sync_all()?;
         }
         fs::rename(&tmp, path)?;
