@@ -17,6 +17,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use pserv_dns::tcp::accept_or_pause;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -48,18 +49,11 @@ pub(crate) async fn serve(
     let mut stop = std::pin::pin!(stop);
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept_or_pause(&listener, &counters.accept_errors, "control API") => a,
             () = &mut stop => break,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) if pserv_dns::tcp::is_per_connection(&e) => continue,
-            Err(e) => {
-                counters.accept_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "control API accept failed; pausing accepts");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let Some((stream, _)) = accepted else {
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             counters.over_limit.fetch_add(1, Ordering::Relaxed);

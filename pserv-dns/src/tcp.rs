@@ -20,7 +20,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
@@ -71,20 +71,13 @@ pub(crate) async fn serve(
     let counters = responder.counters().clone();
     loop {
         let accepted = tokio::select! {
-            a = listener.accept() => a,
+            a = accept_or_pause(&listener, &counters.tcp_accept_errors, "DNS TCP") => a,
             _ = stop.wait_for(|s| *s) => break,
         };
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                counters.tcp_accept_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "DNS TCP accept failed; pausing accepts");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
+        let Some((stream, peer)) = accepted else {
+            continue;
         };
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -117,18 +110,36 @@ pub(crate) async fn serve(
     conns.shutdown().await;
 }
 
-/// Whether an accept error concerns one connection only (it went away before we accepted
-/// it), so accepting may go on at once; any other (out of descriptors or memory) calls for a
-/// pause.
-pub fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
+/// Accepts one connection. A failure that concerns that connection only (it went away first)
+/// is skipped; any other (out of descriptors or memory) is counted in `errors`, logged, and
+/// pauses accepting for a moment, where retrying at once would spin a core while the backlog
+/// stays full. `None`: nothing accepted, call again. Shared with the control API's server.
+pub async fn accept_or_pause(
+    listener: &TcpListener,
+    errors: &AtomicU64,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(a) => Some(a),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::Interrupted
+                    | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            None
+        }
+        Err(e) => {
+            errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "{what} accept failed; pausing accepts");
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
+            None
+        }
+    }
 }
 
 /// Bytes asked of the socket per read: many pipelined queries at once.
