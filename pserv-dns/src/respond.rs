@@ -219,11 +219,7 @@ impl Responder {
         if !matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::PTR) {
             return Fast::Slow;
         }
-        let max = if tcp {
-            usize::from(u16::MAX)
-        } else {
-            p.edns.map_or(512, |size| usize::from(size.max(512)))
-        };
+        let max = answer_limit(tcp, p.edns);
         let ttl = table.dns().ttl;
         let res = resolve(table, zones, &*self.leases, labels, qtype);
         let (rcode, aa) = match &res {
@@ -330,13 +326,7 @@ impl Responder {
         let mut resp = Message::new(msg.metadata.id, MessageType::Response, msg.metadata.op_code);
         resp.metadata = Metadata::response_from_request(&msg.metadata);
         resp.queries = msg.queries.clone();
-        let max = if tcp {
-            usize::from(u16::MAX)
-        } else {
-            msg.edns
-                .as_ref()
-                .map_or(512, |e| usize::from(e.max_payload().max(512)))
-        };
+        let max = answer_limit(tcp, msg.edns.as_ref().map(Edns::max_payload));
         if let Some(e) = &msg.edns {
             let mut r = Edns::new();
             r.set_max_payload(e.max_payload().max(512));
@@ -392,6 +382,16 @@ impl Responder {
         out.clear();
         out.extend_from_slice(&bytes);
         Action::Send
+    }
+}
+
+/// The largest answer a client takes: a DNS message over TCP; over UDP its EDNS payload size,
+/// or 512 without EDNS (and never less than 512).
+fn answer_limit(tcp: bool, edns_payload: Option<u16>) -> usize {
+    if tcp {
+        usize::from(u16::MAX)
+    } else {
+        edns_payload.map_or(512, |size| usize::from(size.max(512)))
     }
 }
 
