@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use pserv_tests::{have_root, have_tool};
+use pserv_tests::{have_root, have_tool, metric};
 
 mod netns;
-use netns::{Lab, Net, metric, run, udhcpc};
+use netns::{Lab, Net, run, udhcpc};
 
 struct Dhclient {
     dir: PathBuf,

@@ -72,10 +72,7 @@ impl Server {
         let mut r = ureq::get(&format!("{}/metrics", self.control))
             .call()
             .unwrap();
-        let text = r.body_mut().read_to_string().unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
+        pserv_tests::metric(&r.body_mut().read_to_string().unwrap(), name)
     }
 }
 

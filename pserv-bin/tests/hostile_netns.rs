@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Encodable};
-use pserv_tests::{have_root, have_tool};
+use pserv_tests::{have_root, have_tool, metric};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod netns;
-use netns::{Lab, Pserv, RESERVED_MAC, metric, run, udhcpc};
+use netns::{Lab, Pserv, RESERVED_MAC, run, udhcpc};
 
 /// The dynamic pool of `netns::snapshot`: .200.1 to .200.50.
 const POOL: usize = 50;

@@ -1,5 +1,5 @@
-//! Helpers for pserv's end-to-end tests: finding real peers and deciding whether a test that
-//! needs one may skip.
+//! Helpers for pserv's end-to-end tests: finding real peers, deciding whether a test that
+//! needs one may skip, and reading what the binary prints and reports.
 
 use std::process::Command;
 
@@ -90,4 +90,13 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
         dns: dns.expect("pserv printed its DNS address"),
         dhcp: dhcp.expect("pserv printed its DHCP address"),
     }
+}
+
+/// One sample of a Prometheus text exposition: the value on the line that starts with `name`
+/// (the metric with its labels, e.g. `pserv_dns_tcp_open ` or
+/// `pserv_dhcp_dropped_total{reason="Malformed"}`); 0 if there is none.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }

@@ -242,13 +242,6 @@ impl Drop for Pserv {
     }
 }
 
-/// One sample of a metrics text (0 if absent).
-pub(crate) fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
-}
-
 /// udhcpc in the client namespace: the address it got, if any.
 pub(crate) fn udhcpc(net: &Net) -> Option<String> {
     let out = Command::new("timeout")
