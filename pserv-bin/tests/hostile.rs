@@ -93,16 +93,28 @@ fn udp() -> UdpSocket {
 /// A DNS query for `name` A; the answer's address.
 fn resolve(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     let s = udp();
-    let mut q = vec![0x77, 0x77, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    s.send_to(&a_query(0x7777, name), server).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf).ok()?;
+    a_answer(&buf[..n])
+}
+
+/// A query for `name` A.
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
     for l in name.split('.') {
         q.push(l.len() as u8);
         q.extend_from_slice(l.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    s.send_to(&q, server).unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.recv(&mut buf).ok()?;
-    (buf[3] & 0x0f == 0 && buf[7] == 1).then(|| buf[n - 4..n].try_into().unwrap())
+    q
+}
+
+/// The address of a NOERROR reply with one answer (an A record last).
+fn a_answer(reply: &[u8]) -> Option<[u8; 4]> {
+    let n = reply.len();
+    (reply[3] & 0x0f == 0 && reply[7] == 1).then(|| reply[n - 4..n].try_into().unwrap())
 }
 
 /// A relayed DHCP message from `mac`.
@@ -384,12 +396,7 @@ fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
 /// [`resolve`] over TCP.
 fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     use std::io::Write;
-    let mut q = vec![0x77, 0x78, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let q = a_query(0x7778, name);
     // Promptly: a server out of descriptors answers only after idle connections time out.
     let mut c = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -399,8 +406,7 @@ fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     c.read_exact(&mut len).ok()?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     c.read_exact(&mut buf).ok()?;
-    let n = buf.len();
-    (buf[3] & 0x0f == 0 && buf[7] == 1).then(|| buf[n - 4..n].try_into().unwrap())
+    a_answer(&buf)
 }
 
 /// Slowloris on the control API: a client that sends part of its request headers and stops is
