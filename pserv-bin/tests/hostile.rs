@@ -190,10 +190,7 @@ fn hostile_traffic_never_takes_the_service_down() {
     chain.extend_from_slice(&[0, 0, 1, 0, 1]);
     junk.push(chain);
     // A valid query padded past the 4,096-byte receive buffer: cut short, dropped, counted.
-    let mut big = vec![
-        0x12, 0x37, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'a', b'a', b'a',
-    ];
-    big.extend_from_slice(&[4, b'm', b'a', b'a', b's', 0, 0, 1, 0, 1]);
+    let mut big = a_query(0x1237, "aaa.maas");
     big.resize(5000, 0);
     junk.push(big);
     for _ in 0..20 {
