@@ -6,73 +6,13 @@
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pserv_core::snapshot::EXAMPLE_JSON;
 
-const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
-
-struct Server {
-    child: Child,
-    control: String,
-    dns: std::net::SocketAddr,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(PSERV)
-            .arg("serve")
-            .args(["--dns-listen", "127.0.0.1:0"])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--dhcp-listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let banner = pserv_tests::read_banner(&mut child);
-        Self {
-            child,
-            control: banner.control,
-            dns: banner.dns,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.control)
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-
-    /// SIGTERM, then the exit status (bounded wait).
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "pserv did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod local;
+use local::{PSERV, Server, a_answer, a_query};
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -130,25 +70,14 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
-/// A raw DNS query for `name` A: the answer's first address, or the rcode as an error.
+/// A raw DNS query for `name` A: the answer's address, or the rcode as an error.
 fn resolve_a(server: std::net::SocketAddr, name: &str) -> Result<[u8; 4], u8> {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut q = vec![0xab, 0xcd, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    sock.send_to(&q, server).unwrap();
+    sock.send_to(&a_query(0xabcd, name), server).unwrap();
     let mut buf = [0u8; 512];
     let n = sock.recv(&mut buf).unwrap();
-    let rcode = buf[3] & 0x0f;
-    let answers = u16::from_be_bytes([buf[6], buf[7]]);
-    if rcode != 0 || answers == 0 {
-        return Err(rcode);
-    }
-    Ok(buf[n - 4..n].try_into().unwrap())
+    a_answer(&buf[..n])
 }
 
 #[test]

@@ -7,80 +7,31 @@
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
 use dhcproto::{Decodable, Encodable};
 
-const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
+mod local;
+use local::{PSERV, Server, a_answer, a_query};
+
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
 
-struct Server {
-    child: Child,
-    control: String,
-    dns: SocketAddr,
-    dhcp: SocketAddr,
+/// pserv on loopback with its journal in `state`.
+fn start(state: &std::path::Path) -> Server {
+    Server::start(&["--state-dir", state.to_str().unwrap()])
 }
 
-impl Server {
-    fn start(state: &std::path::Path) -> Self {
-        Self::start_in(Command::new(PSERV), state)
-    }
-
-    /// Started by a shell that first lowers the soft open-file limit to `soft`.
-    fn start_with_soft_nofile(state: &std::path::Path, soft: u32) -> Self {
-        let mut sh = Command::new("sh");
-        sh.args([
-            "-c",
-            &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
-            PSERV,
-        ]);
-        Self::start_in(sh, state)
-    }
-
-    fn start_in(mut cmd: Command, state: &std::path::Path) -> Self {
-        let mut child = cmd
-            .args([
-                "serve",
-                "--dns-listen",
-                "127.0.0.1:0",
-                "--control-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--dhcp-listen",
-                "127.0.0.1:0",
-                "--state-dir",
-                state.to_str().unwrap(),
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let banner = pserv_tests::read_banner(&mut child);
-        Self {
-            child,
-            control: banner.control,
-            dns: banner.dns,
-            dhcp: banner.dhcp,
-        }
-    }
-
-    fn metric(&self, name: &str) -> u64 {
-        let mut r = ureq::get(&format!("{}/metrics", self.control))
-            .call()
-            .unwrap();
-        pserv_tests::metric(&r.body_mut().read_to_string().unwrap(), name)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// [`start`], by a shell that first lowers the soft open-file limit to `soft`.
+fn start_with_soft_nofile(state: &std::path::Path, soft: u32) -> Server {
+    let mut sh = Command::new("sh");
+    sh.args([
+        "-c",
+        &format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""),
+        PSERV,
+    ]);
+    Server::start_in(sh, &["--state-dir", state.to_str().unwrap()])
 }
 
 fn udp() -> UdpSocket {
@@ -96,25 +47,7 @@ fn resolve(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     s.send_to(&a_query(0x7777, name), server).unwrap();
     let mut buf = [0u8; 512];
     let n = s.recv(&mut buf).ok()?;
-    a_answer(&buf[..n])
-}
-
-/// A query for `name` A.
-fn a_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// The address of a NOERROR reply with one answer (an A record last).
-fn a_answer(reply: &[u8]) -> Option<[u8; 4]> {
-    let n = reply.len();
-    (reply[3] & 0x0f == 0 && reply[7] == 1).then(|| reply[n - 4..n].try_into().unwrap())
+    a_answer(&buf[..n]).ok()
 }
 
 /// A relayed DHCP message from `mac`.
@@ -162,7 +95,7 @@ const RESERVED: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]; // aaa: 10.20.0.
 #[test]
 fn hostile_traffic_never_takes_the_service_down() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = start(dir.path());
     assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
     assert_eq!(dora(s.dhcp, RESERVED), Some(Ipv4Addr::new(10, 20, 0, 10)));
 
@@ -343,7 +276,7 @@ fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start_with_soft_nofile(dir.path(), 1024);
+    let s = start_with_soft_nofile(dir.path(), 1024);
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).unwrap();
     let line = limits
         .lines()
@@ -403,7 +336,7 @@ fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     c.read_exact(&mut len).ok()?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     c.read_exact(&mut buf).ok()?;
-    a_answer(&buf)
+    a_answer(&buf).ok()
 }
 
 /// Slowloris on the control API: a client that sends part of its request headers and stops is
@@ -412,7 +345,7 @@ fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
 fn a_control_client_trickling_headers_is_cut_off() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = start(dir.path());
     let addr = s.control.trim_start_matches("http://").to_owned();
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
     slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
