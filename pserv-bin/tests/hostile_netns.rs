@@ -124,14 +124,15 @@ fn hostile_dhcp_on_a_real_link_loses_nothing_acknowledged() {
 
     // Every drop was counted by reason, on the real interface path too.
     let metrics = pserv.metrics(net);
+    let malformed = pserv_tests::malformed_dhcp(|mac| dhcp(MessageType::Discover, mac, 1, &[]));
+    let sent =
+        |reason: &str| ROUNDS * malformed.iter().filter(|(_, r)| *r == reason).count() as u64;
     for (reason, at_least) in [
         ("PoolExhausted", 100),
-        // garbage, all-ones, a bare header, the overflowing option, hlen 200
-        ("Malformed", 5 * ROUNDS),
-        // option 94 of length 2
-        ("BadOptionLength", ROUNDS),
-        // the BOOTREPLY and the wrong hardware type
-        ("NotAClientRequest", 2 * ROUNDS),
+        ("Malformed", sent("Malformed")),
+        ("BadOptionLength", sent("BadOptionLength")),
+        ("NotAClientRequest", sent("NotAClientRequest")),
+        ("Oversized", sent("Oversized")),
     ] {
         let n = metric(
             &metrics,
@@ -195,34 +196,10 @@ fn attacker_inside_the_client_namespace() {
         .unwrap();
     let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
-    // Malformed: garbage, a truncated header, a BOOTREPLY, a hardware type other than
-    // Ethernet, an option overflowing the packet, an option length dhcproto would assert on,
-    // a hardware length over 16.
-    let base = |mac: [u8; 6]| dhcp(MessageType::Discover, mac, 1, &[]);
-    let mut reply = base([2, 0, 0, 0, 0, 8]);
-    reply[0] = 2;
-    let mut htype = base([2, 0, 0, 0, 0, 9]);
-    htype[1] = 6;
-    let mut overflow = base([2, 0, 0, 0, 0, 7]);
-    let end = overflow.iter().rposition(|b| *b == 255).unwrap();
-    overflow.truncate(end);
-    overflow.extend_from_slice(&[61, 200, 1, 2, 3]);
-    let mut opt94 = base([2, 0, 0, 0, 0, 6]);
-    let end = opt94.iter().rposition(|b| *b == 255).unwrap();
-    opt94.splice(end..end, [94, 2, 1, 2]);
-    let mut hlen = base([2, 0, 0, 0, 0, 5]);
-    hlen[2] = 200;
+    // Every kind of malformed datagram, ROUNDS times.
+    let malformed = pserv_tests::malformed_dhcp(|mac| dhcp(MessageType::Discover, mac, 1, &[]));
     for _ in 0..ROUNDS {
-        for pkt in [
-            &vec![0u8; 10],
-            &vec![0xffu8; 600],
-            &vec![0x01u8; 240],
-            &reply,
-            &htype,
-            &overflow,
-            &opt94,
-            &hlen,
-        ] {
+        for (pkt, _) in &malformed {
             sock.send_to(pkt, bcast).unwrap();
         }
         std::thread::sleep(Duration::from_millis(2));

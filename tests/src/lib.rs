@@ -100,3 +100,41 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
 }
+
+/// Malformed DHCP datagrams, each with the reason pserv counts its drop under
+/// (`pserv_dhcp_dropped_total{reason="..."}`), made from valid DISCOVERs that `discover`
+/// builds for a MAC: garbage, all-ones, a bare header, a BOOTREPLY, a hardware type other than
+/// Ethernet, an option overflowing the packet, an option length dhcproto would assert on, a
+/// hardware length over 16, and a DISCOVER padded past the 1,500-byte receive buffer.
+pub fn malformed_dhcp(discover: impl Fn([u8; 6]) -> Vec<u8>) -> Vec<(Vec<u8>, &'static str)> {
+    let end = |p: &[u8]| {
+        p.iter()
+            .rposition(|b| *b == 255)
+            .expect("a DISCOVER ends with option 255")
+    };
+    let mut reply = discover([2, 0, 0, 0, 0, 8]);
+    reply[0] = 2;
+    let mut htype = discover([2, 0, 0, 0, 0, 9]);
+    htype[1] = 6;
+    let mut overflow = discover([2, 0, 0, 0, 0, 7]);
+    overflow.truncate(end(&overflow));
+    overflow.extend_from_slice(&[61, 200, 1, 2, 3]);
+    let mut opt94 = discover([2, 0, 0, 0, 0, 6]);
+    let at = end(&opt94);
+    opt94.splice(at..at, [94, 2, 1, 2]);
+    let mut hlen = discover([2, 0, 0, 0, 0, 5]);
+    hlen[2] = 200;
+    let mut oversized = discover([2, 0, 0, 0, 0, 4]);
+    oversized.resize(4000, 0);
+    vec![
+        (vec![0u8; 10], "Malformed"),
+        (vec![0xffu8; 600], "Malformed"),
+        (vec![0x01u8; 240], "Malformed"),
+        (overflow, "Malformed"),
+        (hlen, "Malformed"),
+        (reply, "NotAClientRequest"),
+        (htype, "NotAClientRequest"),
+        (opt94, "BadOptionLength"),
+        (oversized, "Oversized"),
+    ]
+}
