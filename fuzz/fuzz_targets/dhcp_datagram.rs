@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 use dhcproto::{Decodable, v4};
 use libfuzzer_sys::fuzz_target;
 use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
+use pserv_core::lease::Leases;
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
 use pserv_dhcp::{Meta, Outcome, Server};
@@ -28,18 +29,18 @@ fn table() -> &'static Table {
 
 fuzz_target!(|data: &[u8]| {
     let t = table();
-    let mut s = Server::default();
     // Two clients already hold addresses in the pool.
+    let mut leases = Leases::new();
     for n in 1..=2u8 {
         let mac = MacAddr([2, 0, 0, 0, 0, n]);
-        let ip = s
-            .leases
+        let ip = leases
             .offer(t, &t.subnets()[0], mac, None, None, NOW)
             .expect("free pool");
-        s.leases
+        leases
             .commit(t, &t.subnets()[0], mac, ip, None, NOW)
             .expect("commit");
     }
+    let mut s = Server::new(leases);
     let meta = Meta {
         local: Ipv4Addr::new(10, 20, 0, 2),
         ifindex: 1,
@@ -59,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
         );
         let mut c = [0u8; 6];
         c.copy_from_slice(&req.chaddr()[..6]);
-        if let Some(h) = s.leases.holder(y, NOW) {
+        if let Some(h) = s.leases().holder(y, NOW) {
             assert_eq!(h.mac.0, c, "{y} is held by {}", h.mac);
         }
     }

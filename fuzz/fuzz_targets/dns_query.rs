@@ -11,7 +11,6 @@ use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
-use pserv_dns::NoLeases;
 use pserv_dns::respond::{Responder, Action};
 
 fn responder() -> &'static Responder {
@@ -21,7 +20,7 @@ fn responder() -> &'static Responder {
         store
             .publish_json(EXAMPLE_JSON.as_bytes())
             .expect("the example is valid");
-        Responder::new(store, Arc::new(NoLeases))
+        Responder::new(store, Arc::default())
     })
 }
 

@@ -10,8 +10,8 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Decodable;
+use dhcproto::v4::{DhcpOption, Message, MessageType};
 
 mod local;
 use local::{PSERV, Server, a_answer, a_query};
@@ -52,20 +52,7 @@ fn resolve(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
 
 /// A relayed DHCP message from `mac`.
 fn dhcp(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
-    let mut m = Message::new_with_id(
-        u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]),
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        RELAY,
-        &mac,
-    );
-    m.set_opcode(Opcode::BootRequest);
-    m.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        m.opts_mut().insert(o);
-    }
-    m.to_vec().unwrap()
+    pserv_tests::relayed_dhcp(kind, mac, RELAY, opts)
 }
 
 /// DISCOVER + REQUEST for `mac`; the ACKed address, if any.

@@ -9,23 +9,27 @@
 //! `on_durable` callback tells an event loop without blocking).
 //!
 //! Recovery ([`Journal::open`]) replays records up to the first torn or corrupt one (a crash
-//! mid-write leaves at most the unacknowledged tail damaged), then writes the live set to a fresh
-//! file and atomically renames it over the old one. The same compaction runs whenever the file
-//! grows past both a floor and a multiple of the live set, so the journal stays bounded.
+//! mid-write leaves at most the unacknowledged tail damaged) into the one [`Leases`] it returns,
+//! then writes the live set to a fresh file and atomically renames it over the old one. The same
+//! compaction runs when the lease set's owner asks ([`Journal::wants_compaction`],
+//! [`Journal::compact`] with its current [`LeaseView`]) once the file has grown past both a floor
+//! and a multiple of the live set, so the journal stays bounded. The journal keeps no copy of the
+//! lease set and reads no clock: `now` comes with each request.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::MacAddr;
-use crate::lease::{Change, Leases};
+use crate::lease::{Change, LeaseView, Leases};
 
 const MAGIC: &[u8; 8] = b"PSRVJL01";
 const TAG_BOUND: u8 = 1;
@@ -35,7 +39,7 @@ const TAG_DECLINED: u8 = 3;
 const MAX_PAYLOAD: u32 = 1 + 6 + 4 + 8 + 8 + 1 + 255;
 
 /// Batches smaller than this wait [`Options::linger`] for company before their sync.
-const LINGER_BELOW: usize = 64;
+const LINGER_BELOW: u64 = 64;
 
 /// A position in the journal: records up to and including it are durable once
 /// [`Journal::durable`] reaches it.
@@ -70,8 +74,8 @@ impl Default for Options {
 /// What [`Journal::open`] found.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// The live changes (bound leases and quarantines), to rebuild [`Leases`] from.
-    pub changes: Vec<Change>,
+    /// The recovered lease set (bound leases and quarantines live at `now`), for its owner.
+    pub leases: Leases,
     /// Records replayed.
     pub records: u64,
     /// Bytes of torn or corrupt tail dropped.
@@ -89,9 +93,20 @@ type Listener = Box<dyn Fn(Seq) + Send + Sync>;
 
 struct Queue {
     buf: Vec<u8>,
-    changes: Vec<Change>,
+    /// Records in `buf`.
+    records: u64,
     last: Seq,
+    /// A compaction asked for at a position in `buf`.
+    compact: Option<Compaction>,
     shutdown: bool,
+}
+
+/// A compaction request: `view` is the lease set after every record before byte `at` of the
+/// queue's buffer (and none after).
+struct Compaction {
+    at: usize,
+    view: Arc<LeaseView>,
+    now: u64,
 }
 
 struct Shared {
@@ -102,8 +117,16 @@ struct Shared {
     durable_lock: Mutex<()>,
     durable_cv: Condvar,
     failed: Mutex<Option<JournalError>>,
+    /// Set with `failed`, so the hot path and readers check it without the lock.
+    has_failed: AtomicBool,
     listener: Mutex<Option<Listener>>,
     stats: Stats,
+    /// Bytes queued for the writer, not yet in the file (for the compaction trigger).
+    queued_bytes: AtomicU64,
+    /// A compaction is queued or running.
+    compacting: AtomicBool,
+    /// After a compaction could not start: not before this time (Unix seconds).
+    compact_after: AtomicU64,
 }
 
 #[derive(Default)]
@@ -136,6 +159,8 @@ pub struct JournalStats {
 pub struct Journal {
     shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
+    compact_min_bytes: u64,
+    compact_ratio: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -144,12 +169,6 @@ impl std::fmt::Debug for Journal {
             .field("durable", &self.durable())
             .finish_non_exhaustive()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl Journal {
@@ -162,11 +181,12 @@ impl Journal {
             Err(e) => return Err(e),
         };
         let leases = Leases::restore(&records, now);
+        let live = leases.durable_changes(now);
         let recovery = Recovery {
-            changes: leases.durable_changes(now),
+            conflicts: leases.replay_stats().conflicts,
+            leases,
             records: records.len() as u64,
             dropped_tail_bytes,
-            conflicts: leases.replay_stats().conflicts,
         };
         if dropped_tail_bytes > 0 {
             tracing::warn!(
@@ -181,14 +201,14 @@ impl Journal {
         } else {
             None
         };
-        let file = write_compacted(path, dir.as_ref(), &recovery.changes)
-            .map_err(CompactError::into_inner)?;
+        let file = write_compacted(path, dir.as_ref(), &live).map_err(CompactError::into_inner)?;
         let size = file.metadata()?.len();
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 buf: Vec::with_capacity(64 << 10),
-                changes: Vec::new(),
+                records: 0,
                 last: 0,
+                compact: None,
                 shutdown: false,
             }),
             work: Condvar::new(),
@@ -196,19 +216,22 @@ impl Journal {
             durable_lock: Mutex::new(()),
             durable_cv: Condvar::new(),
             failed: Mutex::new(None),
+            has_failed: AtomicBool::new(false),
             listener: Mutex::new(None),
             stats: Stats::default(),
+            queued_bytes: AtomicU64::new(0),
+            compacting: AtomicBool::new(false),
+            compact_after: AtomicU64::new(0),
         });
         shared.stats.bytes.store(size, Ordering::Relaxed);
+        let (compact_min_bytes, compact_ratio) = (options.compact_min_bytes, options.compact_ratio);
         let writer = Writer {
             shared: shared.clone(),
             path: path.to_owned(),
             dir,
             file,
             size,
-            live: leases,
             options,
-            compact_after: None,
         };
         let handle = std::thread::Builder::new()
             .name("pserv-journal".into())
@@ -217,6 +240,8 @@ impl Journal {
             Self {
                 shared,
                 writer: Some(handle),
+                compact_min_bytes,
+                compact_ratio,
             },
             recovery,
         ))
@@ -224,17 +249,50 @@ impl Journal {
 
     /// Queues a change; it is durable once [`Journal::durable`] reaches the returned sequence.
     pub fn append(&self, change: &Change) -> Result<Seq, JournalError> {
-        if let Some(e) = &*self.shared.failed.lock() {
-            return Err(e.clone());
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         let mut q = self.shared.queue.lock();
         encode(change, &mut q.buf);
-        q.changes.push(change.clone());
+        q.records += 1;
         q.last += 1;
+        self.shared
+            .queued_bytes
+            .store(q.buf.len() as u64, Ordering::Relaxed);
         let seq = q.last;
         drop(q);
         self.shared.work.notify_one();
         Ok(seq)
+    }
+
+    /// Whether the file has grown enough to be worth compacting, for a lease set of `live`
+    /// leases: past both [`Options::compact_min_bytes`] and [`Options::compact_ratio`] times the
+    /// live set, with no compaction under way and none failed in the last second.
+    pub fn wants_compaction(&self, live: usize, now: u64) -> bool {
+        let size = self.shared.stats.bytes.load(Ordering::Relaxed)
+            + self.shared.queued_bytes.load(Ordering::Relaxed);
+        // Rough live size: records are ~40 bytes; precision does not matter for a trigger.
+        let live_bytes = (live as u64 + 1) * 48;
+        size > self.compact_min_bytes
+            && size > live_bytes.saturating_mul(self.compact_ratio)
+            && !self.shared.compacting.load(Ordering::Relaxed)
+            && now >= self.shared.compact_after.load(Ordering::Relaxed)
+    }
+
+    /// Rewrites the journal as `view`, which must be the lease set after every change appended
+    /// so far and none after (the owner calls this between appends). The writer thread does
+    /// the work; appends go on meanwhile. A compaction that cannot start (no temporary file:
+    /// out of descriptors, disk full) is counted and logged, appends go on to the current
+    /// file, and [`Journal::wants_compaction`] says yes again a second later.
+    pub fn compact(&self, view: Arc<LeaseView>, now: u64) {
+        if self.shared.compacting.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut q = self.shared.queue.lock();
+        let at = q.buf.len();
+        q.compact = Some(Compaction { at, view, now });
+        drop(q);
+        self.shared.work.notify_one();
     }
 
     /// The highest sequence known durable.
@@ -282,18 +340,19 @@ impl Journal {
 
     /// Whether the journal has failed (then nothing more will be acknowledged).
     pub fn failure(&self) -> Option<JournalError> {
-        self.shared.failed.lock().clone()
+        self.shared.failure()
     }
 
     /// Counters.
     pub fn stats(&self) -> JournalStats {
-        let s = &self.shared.stats;
-        JournalStats {
-            flushes: s.flushes.load(Ordering::Relaxed),
-            records: s.records.load(Ordering::Relaxed),
-            compactions: s.compactions.load(Ordering::Relaxed),
-            compaction_failures: s.compaction_failures.load(Ordering::Relaxed),
-            bytes: s.bytes.load(Ordering::Relaxed),
+        self.shared.stats()
+    }
+
+    /// A read-only handle on the journal's counters and health, for metrics and status: it
+    /// takes no lock that appending takes.
+    pub fn monitor(&self) -> JournalMonitor {
+        JournalMonitor {
+            shared: self.shared.clone(),
         }
     }
 
@@ -318,6 +377,50 @@ impl Drop for Journal {
     }
 }
 
+/// See [`Journal::monitor`].
+#[derive(Clone)]
+pub struct JournalMonitor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for JournalMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalMonitor").finish_non_exhaustive()
+    }
+}
+
+impl JournalMonitor {
+    /// Counters.
+    pub fn stats(&self) -> JournalStats {
+        self.shared.stats()
+    }
+
+    /// Whether the journal has failed, and why.
+    pub fn failure(&self) -> Option<JournalError> {
+        self.shared.failure()
+    }
+}
+
+impl Shared {
+    fn failure(&self) -> Option<JournalError> {
+        if !self.has_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.failed.lock().clone()
+    }
+
+    fn stats(&self) -> JournalStats {
+        let s = &self.stats;
+        JournalStats {
+            flushes: s.flushes.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            compactions: s.compactions.load(Ordering::Relaxed),
+            compaction_failures: s.compaction_failures.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// The writer thread's state: the open file and the live set it compacts from.
 struct Writer {
     shared: Arc<Shared>,
@@ -326,56 +429,64 @@ struct Writer {
     dir: Option<File>,
     file: File,
     size: u64,
-    /// The lease set as the journal holds it, for compaction.
-    live: Leases,
     options: Options,
-    /// After a compaction could not start: not before this instant.
-    compact_after: Option<Instant>,
 }
 
 impl Writer {
     fn run(mut self) {
         let mut buf = Vec::with_capacity(64 << 10);
-        let mut changes = Vec::new();
         loop {
-            let (last, shutdown) = {
+            let (last, records, compact, shutdown) = {
                 let mut q = self.shared.queue.lock();
-                while q.buf.is_empty() && !q.shutdown {
+                while q.buf.is_empty() && q.compact.is_none() && !q.shutdown {
                     self.shared.work.wait(&mut q);
                 }
-                if !q.shutdown && !self.options.linger.is_zero() && q.changes.len() < LINGER_BELOW {
+                if !q.shutdown && !self.options.linger.is_zero() && q.records < LINGER_BELOW {
                     // A small batch: give its neighbours a moment to join it.
                     drop(q);
                     std::thread::sleep(self.options.linger);
                     q = self.shared.queue.lock();
                 }
                 std::mem::swap(&mut q.buf, &mut buf);
-                std::mem::swap(&mut q.changes, &mut changes);
-                (q.last, q.shutdown)
+                self.shared.queued_bytes.store(0, Ordering::Relaxed);
+                let records = std::mem::take(&mut q.records);
+                (q.last, records, q.compact.take(), q.shutdown)
             };
-            if !buf.is_empty() {
-                if let Err(e) = self.commit(&buf) {
+            if !buf.is_empty() || compact.is_some() {
+                if let Err(e) = self.write_batch(&buf, compact) {
                     self.fail(&e);
                     return;
                 }
                 let s = &self.shared.stats;
                 s.flushes.fetch_add(1, Ordering::Relaxed);
-                s.records.fetch_add(changes.len() as u64, Ordering::Relaxed);
+                s.records.fetch_add(records, Ordering::Relaxed);
                 s.bytes.store(self.size, Ordering::Relaxed);
-                for c in changes.drain(..) {
-                    self.live.apply(&c);
-                }
                 buf.clear();
                 self.publish(last);
-                if let Err(e) = self.maybe_compact() {
-                    self.fail(&e);
-                    return;
-                }
             }
             if shutdown {
                 return;
             }
         }
+    }
+
+    /// Makes one batch durable; with a compaction, the records before its position go to the
+    /// old file, the compacted set replaces it, and the rest follow in the new file.
+    fn write_batch(&mut self, buf: &[u8], compact: Option<Compaction>) -> io::Result<()> {
+        let Some(c) = compact else {
+            return self.commit(buf);
+        };
+        let (head, tail) = buf.split_at(c.at.min(buf.len()));
+        if !head.is_empty() {
+            self.commit(head)?;
+        }
+        let result = self.compact(&c);
+        self.shared.compacting.store(false, Ordering::Relaxed);
+        result?;
+        if !tail.is_empty() {
+            self.commit(tail)?;
+        }
+        Ok(())
     }
 
     fn commit(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -403,30 +514,15 @@ impl Writer {
     fn fail(&self, e: &io::Error) {
         tracing::error!(path = %self.path.display(), error = %e, "lease journal write failed; no more leases will be acknowledged");
         *self.shared.failed.lock() = Some(JournalError(e.to_string().into()));
+        self.shared.has_failed.store(true, Ordering::Release);
         let _g = self.shared.durable_lock.lock();
         self.shared.durable_cv.notify_all();
     }
 
-    /// Compacts when the file has grown enough. A compaction that cannot start (no temporary
-    /// file: out of descriptors under a connection flood, disk full) is not a journal failure:
-    /// it is counted and logged, appends go on to the current file, and it is tried again a
-    /// second later. Only a failure after the rename, when the file on disk is the new one, is.
-    fn maybe_compact(&mut self) -> io::Result<()> {
-        let o = &self.options;
-        if self.size <= o.compact_min_bytes {
-            return Ok(());
-        }
-        let now = unix_now();
-        // Rough live size: records are ~40 bytes; precision does not matter for a trigger.
-        let live_bytes = (self.live.len() as u64 + 1) * 48;
-        if self.size <= live_bytes.saturating_mul(o.compact_ratio) {
-            return Ok(());
-        }
-        if self.compact_after.is_some_and(|t| Instant::now() < t) {
-            return Ok(());
-        }
-        self.live.expire(now);
-        let changes = self.live.durable_changes(now);
+    /// Writes the compacted set. Only a failure after the rename, when the file on disk is the
+    /// new one, is a journal failure; one that could not start is counted and retried later.
+    fn compact(&mut self, c: &Compaction) -> io::Result<()> {
+        let changes = c.view.durable_changes(c.now);
         match write_compacted(&self.path, self.dir.as_ref(), &changes) {
             Ok(file) => self.file = file,
             Err(CompactError::NotStarted(e)) => {
@@ -436,12 +532,13 @@ impl Writer {
                     .stats
                     .compaction_failures
                     .fetch_add(1, Ordering::Relaxed);
-                self.compact_after = Some(Instant::now() + Duration::from_secs(1));
+                self.shared
+                    .compact_after
+                    .store(c.now + 1, Ordering::Relaxed);
                 return Ok(());
             }
             Err(CompactError::AfterRename(e)) => return Err(e),
         }
-        self.compact_after = None;
         self.size = self.file.metadata()?.len();
         self.shared
             .stats

@@ -13,6 +13,7 @@
 
 #![warn(missing_docs)]
 
+pub mod histogram;
 pub mod journal;
 pub mod lease;
 mod mac;

@@ -1,6 +1,7 @@
 //! Publishing: a pushed snapshot becomes the served table with one atomic pointer swap.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
@@ -19,7 +20,10 @@ use crate::table::Table;
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Table>,
-    publish: Mutex<()>,
+    /// The generation published last, if any: the staleness check. Held through a publish.
+    publish: Mutex<Option<u64>>,
+    /// Whether anything has been published (readable without waiting for a publish).
+    published: AtomicBool,
 }
 
 /// What a successful publish did, with its timings.
@@ -70,7 +74,8 @@ impl Store {
     pub fn new() -> Self {
         Self {
             current: ArcSwap::from_pointee(Table::empty()),
-            publish: Mutex::new(()),
+            publish: Mutex::new(None),
+            published: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +83,13 @@ impl Store {
     /// [`Store::load_full`] there.
     pub fn load(&self) -> Guard<Arc<Table>> {
         self.current.load()
+    }
+
+    /// The generation served, or `None` before the first publish.
+    pub fn generation(&self) -> Option<u64> {
+        self.published
+            .load(Ordering::Acquire)
+            .then(|| self.current.load().generation())
     }
 
     /// The table being served, as an owned `Arc`.
@@ -97,10 +109,8 @@ impl Store {
 
     /// Validates, compiles and publishes a parsed snapshot.
     pub fn publish(&self, snap: &Snapshot) -> Result<Published, PublishError> {
-        let _one_at_a_time = self.publish.lock();
-        let old = self.current.load();
-        let current = old.is_loaded().then(|| old.generation());
-        drop(old);
+        let mut last = self.publish.lock();
+        let current = *last;
         let t0 = Instant::now();
         let table =
             Table::compile(snap, current).map_err(|problems| match problems.as_slice() {
@@ -124,6 +134,8 @@ impl Store {
         let t1 = Instant::now();
         let previous = self.current.swap(Arc::new(table));
         let swap = t1.elapsed();
+        *last = Some(generation);
+        self.published.store(true, Ordering::Release);
         tracing::info!(generation, nodes, ?compile, "snapshot published");
         // The previous table is freed here, or by the last reader still holding it.
         drop(previous);

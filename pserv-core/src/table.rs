@@ -216,11 +216,20 @@ pub struct DnsInfo {
     pub upstreams: Vec<SocketAddr>,
 }
 
+/// Identities of compiled tables; 0 is the empty table's.
+static TABLE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_table_id() -> u64 {
+    TABLE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The compiled, immutable form of one snapshot. See the module docs.
 #[derive(Debug)]
 pub struct Table {
     generation: u64,
-    loaded: bool,
+    /// Distinct for every table compiled in this process (0 for [`Table::empty`]): what
+    /// state derived from a table (DNS zones) is keyed by.
+    id: u64,
     dns: DnsInfo,
     /// Distinct normalized domains of nodes and subnets: the forward zones.
     domains: Vec<Box<str>>,
@@ -351,7 +360,7 @@ impl Table {
     pub fn empty() -> Self {
         Self {
             generation: 0,
-            loaded: false,
+            id: 0,
             dns: compile_dns(&snapshot::DnsSettings::default(), &mut Vec::new()),
             domains: Vec::new(),
             subnets: Vec::new(),
@@ -374,9 +383,10 @@ impl Table {
     pub fn generation(&self) -> u64 {
         self.generation
     }
-    /// Whether this table came from a snapshot (false only for [`Table::empty`]).
-    pub fn is_loaded(&self) -> bool {
-        self.loaded
+    /// This table's identity: distinct for every table compiled in this process, 0 for
+    /// [`Table::empty`]. Two tables of one generation (a first push may be generation 0) differ.
+    pub fn id(&self) -> u64 {
+        self.id
     }
     /// DNS settings.
     pub fn dns(&self) -> &DnsInfo {
@@ -630,7 +640,7 @@ impl<'s> Compiler<'s> {
         }
         Ok(Table {
             generation: snap.generation,
-            loaded: true,
+            id: next_table_id(),
             dns,
             domains,
             subnets,

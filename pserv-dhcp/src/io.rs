@@ -1,9 +1,17 @@
-//! The socket side: the only module that touches the network.
+//! The socket side: the only module that touches the network or reads the clock.
+//!
+//! The service owns the lease set ([`Server`]) and its [`Journal`]: nothing else holds them.
+//! It starts from a socket already bound ([`bind`]) and stops at one shutdown signal, after
+//! sending every reply already decided once durable, publishing the last lease view, and
+//! closing the journal ([`Service::join`] reports a failure to flush it).
 //!
 //! One thread per socket. It takes a batch of datagrams (`recvmmsg`) with their arrival
 //! interface and local address (IP_PKTINFO), asks the [`Server`] what to do with each, appends
 //! each lease change to the journal, sends at once what needs no disk (OFFERs, NAKs), and holds
-//! each ACK until its change is durable. While the journal's writer thread is in `fdatasync`
+//! each ACK until its change is durable. Readers (DNS, the control API) see the leases through
+//! the [`LeaseBoard`]: the loop publishes a new view before it sends replies whose changes
+//! became durable (so an acknowledged lease resolves by the time its client has the ACK),
+//! after leases end on time, and otherwise at most every [`PUBLISH_EVERY`] under load. While the journal's writer thread is in `fdatasync`
 //! the loop keeps receiving (non-blocking); only when there is nothing to read does it wait for
 //! the disk, so one `fdatasync` covers every ACK queued behind it (group commit) and receiving
 //! never stalls behind the disk while there is work.
@@ -13,9 +21,9 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmsg,
@@ -23,8 +31,10 @@ use nix::sys::socket::{
 };
 use parking_lot::Mutex;
 use pserv_core::Store;
-use pserv_core::journal::Journal;
-use pserv_core::lease::Change;
+use pserv_core::histogram::Histogram;
+use pserv_core::journal::{Journal, JournalError};
+use pserv_core::lease::{Change, LeaseBoard, LeaseEvent};
+use tokio_util::sync::CancellationToken;
 
 use crate::reply::Destination;
 use crate::server::{DropReason, Meta, Outcome, Server};
@@ -51,14 +61,18 @@ pub struct Counters {
     pub send_errors: AtomicU64,
     /// Replies unicast to a client without an address (after setting its ARP entry).
     pub hardware_unicasts: AtomicU64,
-    /// Replies not sent because their lease could not be made durable.
+    /// Lease changes (ACKs, RELEASEs, DECLINEs) that could not be made durable: no reply was
+    /// sent and no event announced.
     pub journal_errors: AtomicU64,
     /// Drops, by reason.
     pub drops: Mutex<HashMap<DropReason, u64>>,
+    /// Time from a request's arrival to its reply leaving, the wait for the journal included.
+    pub reply_seconds: Histogram,
 }
 
-/// Called with each lease change once it is durable (for `/v1/events`).
-pub type OnChange = Arc<dyn Fn(&Change) + Send + Sync>;
+/// Called with each lease event: a change once it is durable, an end on time (for
+/// `/v1/events`). Runs on the DHCP thread: keep it short.
+pub type OnEvent = Arc<dyn Fn(&LeaseEvent) + Send + Sync>;
 
 /// How the service is set up.
 #[derive(Clone)]
@@ -72,10 +86,27 @@ pub struct Config {
     pub server_id: Option<Ipv4Addr>,
 }
 
+/// What the service owns and shares.
+pub struct Setup {
+    /// How it is set up.
+    pub config: Config,
+    /// The served table.
+    pub store: Arc<Store>,
+    /// The lease set, as recovered from the journal: the service owns it from here on.
+    pub server: Server,
+    /// The lease journal, owned likewise.
+    pub journal: Journal,
+    /// Where the service publishes lease views for readers.
+    pub board: Arc<LeaseBoard>,
+    /// Lease events.
+    pub on_event: OnEvent,
+    /// Where the service counts (shared with whoever reports them).
+    pub counters: Arc<Counters>,
+}
+
 /// A running DHCP service.
 pub struct Service {
-    threads: Vec<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Result<(), JournalError>>,
     /// The bound address.
     pub local: SocketAddr,
     /// Counters.
@@ -84,6 +115,8 @@ pub struct Service {
 
 struct Outgoing {
     seq: u64,
+    /// When its request arrived.
+    arrived: Instant,
     bytes: Vec<u8>,
     to: SocketAddrV4,
     /// Send from this interface (broadcasts) when known.
@@ -98,7 +131,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn socket(config: &Config) -> std::io::Result<UdpSocket> {
+/// Binds the DHCP socket for `config` (broadcast allowed, IP_PKTINFO, large buffers, bound to
+/// the interface if one is named).
+pub fn bind(config: &Config) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     // No SO_REUSEADDR: a second DHCP server on the same port must fail loudly, not share it.
@@ -121,53 +156,68 @@ fn socket(config: &Config) -> std::io::Result<UdpSocket> {
 }
 
 impl Service {
-    /// Binds and starts answering. `journal` makes leases durable before their ACK.
+    /// Starts answering on `sock` (from [`bind`]) until `shutdown`.
     pub fn spawn(
-        config: Config,
-        store: Arc<Store>,
-        server: Arc<Mutex<Server>>,
-        journal: Arc<Journal>,
-        on_change: OnChange,
+        sock: UdpSocket,
+        setup: Setup,
+        shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        let sock = socket(&config)?;
         let local = sock.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
+        let counters = setup.counters.clone();
         let thread = {
-            let (stop, counters) = (stop.clone(), counters.clone());
+            let counters = counters.clone();
             std::thread::Builder::new()
                 .name("pserv-dhcp".into())
                 .spawn(move || {
-                    Loop {
+                    let Setup {
+                        config,
+                        store,
+                        server,
+                        journal,
+                        board,
+                        on_event,
+                        counters: _,
+                    } = setup;
+                    let mut l = Loop {
                         sock: &sock,
                         config: &config,
                         local,
                         store: &store,
-                        server: &server,
+                        server,
                         journal: &journal,
+                        board: &board,
                         counters: &counters,
-                        on_change: &on_change,
+                        on_event: &on_event,
                         pending: VecDeque::new(),
-                    }
-                    .run(&stop);
+                        last_publish: Instant::now(),
+                    };
+                    l.run(&shutdown);
+                    l.publish();
+                    drop(l);
+                    // Everything queued is made durable before the service ends.
+                    journal.close()
                 })?
         };
         Ok(Self {
-            threads: vec![thread],
-            stop,
+            thread,
             local,
             counters,
         })
     }
 
-    /// Stops receiving; replies already decided are still sent once durable.
-    pub fn shutdown(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
+    /// Waits for the service to end (after its shutdown signal): replies already decided are
+    /// sent once durable and the journal is flushed and closed. Blocks: call it off the async
+    /// threads. A journal that failed, or failed to flush, is an error.
+    pub fn join(self) -> Result<(), JournalError> {
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(JournalError("the DHCP thread panicked".into())))
     }
 }
+
+/// How often the lease view is republished at most while requests keep arriving (offers change
+/// it on every DISCOVER); a durable change or an end publishes at once.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 
 /// Datagrams per system call.
 const BATCH: usize = 32;
@@ -181,17 +231,20 @@ struct Loop<'a> {
     config: &'a Config,
     local: SocketAddr,
     store: &'a Store,
-    server: &'a Mutex<Server>,
+    /// The lease set: owned here, and only here.
+    server: Server,
     journal: &'a Journal,
+    board: &'a LeaseBoard,
     counters: &'a Counters,
-    on_change: &'a OnChange,
+    on_event: &'a OnEvent,
     /// Replies (and reply-less changes) waiting for their change to be durable, in journal
     /// order.
     pending: VecDeque<Outgoing>,
+    last_publish: Instant,
 }
 
 impl Loop<'_> {
-    fn run(&mut self, stop: &AtomicBool) {
+    fn run(&mut self, shutdown: &CancellationToken) {
         let fd = self.sock.as_raw_fd();
         let mut bufs: Box<[[u8; 1500]; BATCH]> = Box::new([[0u8; 1500]; BATCH]);
         let mut headers = MultiHeaders::<SockaddrIn>::preallocate(
@@ -207,7 +260,7 @@ impl Loop<'_> {
             .unwrap_or(Ipv4Addr::UNSPECIFIED);
         // (buffer slot, length, sender, arrival): skipped datagrams leave gaps in the slots.
         let mut got: Vec<(usize, usize, SocketAddrV4, Meta)> = Vec::with_capacity(BATCH);
-        while !stop.load(Ordering::Relaxed) || !self.pending.is_empty() {
+        while !shutdown.is_cancelled() || !self.pending.is_empty() {
             // Block for work only when no ACK is waiting on the disk.
             let flags = if self.pending.is_empty() {
                 MsgFlags::MSG_WAITFORONE
@@ -250,18 +303,16 @@ impl Loop<'_> {
                     }
                 }
             }
+            let now = unix_now();
             if !got.is_empty() {
+                let arrived = Instant::now();
                 self.counters
                     .received
                     .fetch_add(got.len() as u64, Ordering::Relaxed);
                 let table = self.store.load();
-                let now = unix_now();
                 for (slot, n, from, meta) in &got {
-                    let outcome = self
-                        .server
-                        .lock()
-                        .handle(&table, now, meta, &bufs[*slot][..*n]);
-                    self.decide(outcome, *from, meta.ifindex);
+                    let outcome = self.server.handle(&table, now, meta, &bufs[*slot][..*n]);
+                    self.decide(outcome, *from, meta.ifindex, arrived);
                 }
             } else if let Some(first) = self.pending.front() {
                 // Nothing to read: wait for the disk, in short slices so that requests arriving
@@ -279,10 +330,47 @@ impl Loop<'_> {
                 }
             }
             self.flush_durable();
+            self.handle_timers(now);
+            if self.server.has_unpublished()
+                && (got.len() < BATCH || self.last_publish.elapsed() >= PUBLISH_EVERY)
+            {
+                self.publish();
+            }
+            if self
+                .journal
+                .wants_compaction(self.server.leases().len(), now)
+            {
+                // Between appends: the view is the set after every record queued so far.
+                let view = self.server.view();
+                self.journal.compact(view.clone(), now);
+                self.board.publish(view);
+                self.last_publish = Instant::now();
+            }
         }
     }
 
-    fn decide(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32) {
+    /// Ends what is due (leases, offers, quarantines) and announces each end.
+    fn handle_timers(&mut self, now: u64) {
+        if self.server.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        let ended = self.server.handle_timeout(now);
+        if ended.is_empty() {
+            return;
+        }
+        self.publish();
+        for e in ended {
+            (self.on_event)(&LeaseEvent::Ended(e));
+        }
+    }
+
+    /// Publishes the lease view as it is now.
+    fn publish(&mut self) {
+        self.board.publish(self.server.view());
+        self.last_publish = Instant::now();
+    }
+
+    fn decide(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32, arrived: Instant) {
         match outcome {
             Outcome::Reply(r) => {
                 let mut to = address(r.dest, from, self.local.port());
@@ -298,6 +386,7 @@ impl Loop<'_> {
                 }
                 let out = Outgoing {
                     seq: 0,
+                    arrived,
                     to,
                     bytes: r.bytes,
                     ifindex,
@@ -321,15 +410,20 @@ impl Loop<'_> {
             }
             Outcome::Change(c) => {
                 // No reply; announced once durable.
-                if let Ok(seq) = self.journal.append(&c) {
-                    self.pending.push_back(Outgoing {
+                match self.journal.append(&c) {
+                    Ok(seq) => self.pending.push_back(Outgoing {
                         seq,
+                        arrived,
                         bytes: Vec::new(),
                         to: from,
                         ifindex: 0,
                         change: Some(c),
                         kind: dhcproto::v4::MessageType::Release,
-                    });
+                    }),
+                    Err(e) => {
+                        tracing::error!(error = %e, change = ?c, "lease change not journaled");
+                        self.counters.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
             Outcome::Drop(reason) => {
@@ -338,15 +432,20 @@ impl Loop<'_> {
         }
     }
 
-    /// Sends every held reply whose change is now on disk, and announces the change.
+    /// Sends every held reply whose change is now on disk, and announces the change. The
+    /// lease view is published first, so a client holding its ACK finds its lease in DNS.
     fn flush_durable(&mut self) {
         let durable = self.journal.durable();
+        if self.pending.front().is_none_or(|o| o.seq > durable) {
+            return;
+        }
+        self.publish();
         while self.pending.front().is_some_and(|o| o.seq <= durable) {
             let Some(out) = self.pending.pop_front() else {
                 break;
             };
-            if let Some(c) = &out.change {
-                (self.on_change)(c);
+            if let Some(c) = out.change.clone() {
+                (self.on_event)(&LeaseEvent::Changed(c));
             }
             if !out.bytes.is_empty() {
                 self.send(&out);
@@ -379,6 +478,7 @@ impl Loop<'_> {
         ) {
             Ok(_) => {
                 c.sent.fetch_add(1, Ordering::Relaxed);
+                c.reply_seconds.observe(out.arrived.elapsed());
                 let by_kind = match out.kind {
                     dhcproto::v4::MessageType::Offer => &c.offers,
                     dhcproto::v4::MessageType::Ack => &c.acks,

@@ -6,13 +6,14 @@
 //! (RELEASE, DECLINE), or a counted drop. Malformed input is a drop, never a panic.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use dhcproto::v4::{
     self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
     relay::{RelayCode, RelayInfo},
 };
 use dhcproto::{Decodable, Encodable};
-use pserv_core::lease::{Change, Leases};
+use pserv_core::lease::{Change, Ended, LeaseView, Leases};
 use pserv_core::snapshot::{Arch, UnknownClients};
 use pserv_core::table::{BootFiles, SubnetInfo, Table};
 use pserv_core::{MacAddr, name};
@@ -86,11 +87,15 @@ pub enum Outcome {
 /// The smallest BOOTP message; some PXE ROMs and relays drop shorter ones.
 const BOOTP_MIN: usize = 300;
 
-/// The DHCP server state: only the dynamic leases. Everything static is the table.
+/// The DHCP server state: only the dynamic leases, which it owns. Everything static is the
+/// table.
+///
+/// Input goes in through [`Server::handle`] (packets) and [`Server::handle_timeout`] (the
+/// clock: leases, offers and quarantines end); [`Server::poll_timeout`] says when the next
+/// thing ends. Readers elsewhere get [`Server::view`]s, never the set itself.
 #[derive(Debug, Default)]
 pub struct Server {
-    /// Dynamic leases.
-    pub leases: Leases,
+    leases: Leases,
 }
 
 /// Facts about a request, read once.
@@ -107,6 +112,31 @@ impl Server {
     /// A server with `leases` (as recovered from the journal).
     pub fn new(leases: Leases) -> Self {
         Self { leases }
+    }
+
+    /// The lease set, read-only (tests, fuzzing, the owner's own checks).
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// When the next lease, offer or quarantine ends (Unix seconds), if any.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        self.leases.poll_timeout()
+    }
+
+    /// Ends everything due by `now`; returns what ended (for events).
+    pub fn handle_timeout(&mut self, now: u64) -> Vec<Ended> {
+        self.leases.expire(now)
+    }
+
+    /// Whether the leases changed since the last [`Server::view`].
+    pub fn has_unpublished(&self) -> bool {
+        self.leases.has_unpublished()
+    }
+
+    /// The read-only view of the leases now, to publish (costs what changed since the last).
+    pub fn view(&mut self) -> Arc<LeaseView> {
+        self.leases.view()
     }
 
     /// Handles one datagram.

@@ -674,8 +674,80 @@ proptest! {
                 prop_assert!(t.subnets().iter().any(|s| s.is_host(y)));
                 let mut c = [0u8; 6];
                 c.copy_from_slice(&req.chaddr()[..6]);
-                prop_assert!(s.leases.holder(y, T0).is_none_or(|h| h.mac.0 == c));
+                prop_assert!(s.leases().holder(y, T0).is_none_or(|h| h.mac.0 == c));
             }
         }
     }
+}
+
+/// Leases end on time while the server runs (issue 10): an offer lapses after its hold, a bound
+/// lease at its expiry, a quarantine at its end; each end is reported once, leaves the lease
+/// set and the published view, and `poll_timeout` names the next end.
+#[test]
+fn offers_leases_and_quarantines_end_on_the_timer() {
+    use pserv_core::lease::{Ended, LeaseState, OFFER_HOLD_SECONDS};
+    let t = example();
+    let mut s = Server::default();
+    assert_eq!(s.poll_timeout(), None);
+    // A DISCOVER that is never followed up.
+    let (_, offer) = reply(send(
+        &mut s,
+        &t,
+        T0,
+        &client(MessageType::Discover, STRANGER, vec![]),
+    ));
+    let offered = offer.yiaddr();
+    // A bound lease (CCC: known, no reservation; the example's lease time is 3600 s).
+    let (ack, bound) = dora(&mut s, &t, T0 + 1, CCC, vec![]);
+    assert_eq!(ack.kind, MessageType::Ack);
+    assert_eq!(s.view().counts().offered, 1);
+    assert_eq!(s.view().counts().bound, 1);
+    assert_eq!(s.poll_timeout(), Some(T0 + OFFER_HOLD_SECONDS));
+    assert!(s.handle_timeout(T0 + OFFER_HOLD_SECONDS - 1).is_empty());
+    assert_eq!(
+        s.handle_timeout(T0 + OFFER_HOLD_SECONDS),
+        vec![Ended::Expired {
+            mac: mac(STRANGER),
+            ip: offered,
+            state: LeaseState::Offered
+        }]
+    );
+    assert!(s.leases().by_mac(mac(STRANGER)).is_none());
+    let view = s.view();
+    assert_eq!((view.counts().offered, view.counts().bound), (0, 1));
+    assert_eq!(s.poll_timeout(), Some(T0 + 1 + 3600));
+    // Declining moves CCC's address into quarantine (the example quarantines for a day).
+    let decline = client(
+        MessageType::Decline,
+        CCC,
+        vec![DhcpOption::RequestedIpAddress(bound.yiaddr())],
+    );
+    assert!(matches!(
+        send(&mut s, &t, T0 + 2, &decline),
+        Outcome::Change(_)
+    ));
+    assert_eq!(s.view().counts().declined, 1);
+    assert_eq!(s.poll_timeout(), Some(T0 + 2 + 86_400));
+    assert_eq!(
+        s.handle_timeout(T0 + 2 + 86_400),
+        vec![Ended::QuarantineEnded { ip: bound.yiaddr() }]
+    );
+    assert_eq!(s.view().counts(), Default::default());
+    assert_eq!(s.poll_timeout(), None);
+    // A renewal moves the end: the old deadline passes without ending anything.
+    let (_, r) = dora(&mut s, &t, T0 + 100_000, STRANGER, vec![]);
+    let renew = client(
+        MessageType::Request,
+        STRANGER,
+        vec![
+            DhcpOption::RequestedIpAddress(r.yiaddr()),
+            DhcpOption::ServerIdentifier(SERVER),
+        ],
+    );
+    let (renewed, _) = reply(send(&mut s, &t, T0 + 101_000, &renew));
+    assert_eq!(renewed.kind, MessageType::Ack);
+    assert!(s.handle_timeout(T0 + 100_000 + 3600).is_empty());
+    assert_eq!(s.poll_timeout(), Some(T0 + 101_000 + 3600));
+    assert_eq!(s.handle_timeout(T0 + 101_000 + 3600).len(), 1);
+    assert!(s.leases().is_empty());
 }

@@ -14,40 +14,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use pserv_core::{MacAddr, Table};
+use pserv_core::Table;
+use pserv_core::lease::LeaseBoard;
 
 use crate::zones::{Zone, ZoneKind, Zones, fqdn};
 
 /// The most labels a name can have (255 octets on the wire).
 pub const MAX_LABELS: usize = 127;
-
-/// What pserv knows of dynamic leases, for DNS. The DHCP side implements it; its policy (which
-/// subnets publish client hostnames) is its own.
-pub trait LeaseLookup: Send + Sync {
-    /// The live lease address of a MAC (a known node without a reservation).
-    fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr>;
-    /// The address of a live dynamic lease whose client hostname, in its subnet's domain, is
-    /// `fqdn` (lower case, no trailing dot), where that subnet publishes client names.
-    fn by_hostname(&self, fqdn: &str) -> Option<Ipv4Addr>;
-    /// The published FQDN of the live dynamic lease on `ip`.
-    fn by_address(&self, ip: Ipv4Addr) -> Option<String>;
-}
-
-/// No dynamic leases (DNS without DHCP).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoLeases;
-
-impl LeaseLookup for NoLeases {
-    fn address_of(&self, _: MacAddr) -> Option<Ipv4Addr> {
-        None
-    }
-    fn by_hostname(&self, _: &str) -> Option<Ipv4Addr> {
-        None
-    }
-    fn by_address(&self, _: Ipv4Addr) -> Option<String> {
-        None
-    }
-}
 
 /// One answer record's data (the owner is always the query name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,10 +49,13 @@ pub enum Resolution<'t> {
 }
 
 /// Decides the answer for a name given as its labels (no root label), in the case asked.
+/// Dynamic leases are looked at only where the table has no answer, through at most one load
+/// of the published lease view; the naming rule is the lease view's
+/// ([`pserv_core::lease::LeaseView::dns_address`]).
 pub fn resolve<'t>(
     table: &'t Table,
     zones: &'t Zones,
-    leases: &dyn LeaseLookup,
+    leases: &LeaseBoard,
     labels: &[&[u8]],
     qtype: RecordType,
 ) -> Resolution<'t> {
@@ -123,7 +99,7 @@ pub fn resolve<'t>(
             // A dynamic client's own name, where its subnet publishes them; a node's name
             // always wins (checked above).
             let lower = String::from_utf8_lossy(text).to_ascii_lowercase();
-            match leases.by_hostname(&lower) {
+            match leases.dns_address(table, &lower) {
                 Some(ip) => exists(
                     matches!(qtype, RecordType::A | RecordType::ANY).then_some((Data::A(ip), None)),
                 ),
@@ -135,7 +111,7 @@ pub fn resolve<'t>(
                 let target = table
                     .by_ipv4(ip)
                     .map(|i| Cow::Borrowed(i.node().fqdn()))
-                    .or_else(|| leases.by_address(ip).map(Cow::Owned));
+                    .or_else(|| leases.dns_name(table, ip).map(Cow::Owned));
                 ptr(zone, qtype, target)
             }
             Reverse::Partial => Resolution::NoData(zone),
@@ -194,7 +170,7 @@ impl Answer {
 pub fn answer(
     table: &Table,
     zones: &Zones,
-    leases: &dyn LeaseLookup,
+    leases: &LeaseBoard,
     qname: &Name,
     qtype: RecordType,
 ) -> Answer {
@@ -347,7 +323,13 @@ mod tests {
     }
 
     fn ask(t: &Table, z: &Zones, name: &str, qtype: RecordType) -> Answer {
-        answer(t, z, &NoLeases, &Name::from_ascii(name).unwrap(), qtype)
+        answer(
+            t,
+            z,
+            &LeaseBoard::new(),
+            &Name::from_ascii(name).unwrap(),
+            qtype,
+        )
     }
 
     #[test]
@@ -378,7 +360,7 @@ mod tests {
         let (t, z) = setup();
         // One label "aaa.maas" under the zone: not the node aaa.maas.
         let name = Name::from_labels([&b"aaa.maas"[..], b"maas"]).unwrap();
-        let a = answer(&t, &z, &NoLeases, &name, RecordType::A);
+        let a = answer(&t, &z, &LeaseBoard::new(), &name, RecordType::A);
         assert_eq!(a.rcode, ResponseCode::NXDomain);
     }
 
@@ -429,27 +411,31 @@ mod tests {
         );
     }
 
-    struct OneLease;
-    impl LeaseLookup for OneLease {
-        fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
-            (mac.to_string() == "52:54:00:12:34:70").then_some(Ipv4Addr::new(10, 20, 200, 7))
-        }
-        fn by_hostname(&self, fqdn: &str) -> Option<Ipv4Addr> {
-            match fqdn {
-                "laptop.maas" => Some(Ipv4Addr::new(10, 20, 200, 8)),
-                "aaa.maas" => Some(Ipv4Addr::new(10, 20, 200, 9)),
-                _ => None,
-            }
-        }
-        fn by_address(&self, ip: Ipv4Addr) -> Option<String> {
-            (ip == Ipv4Addr::new(10, 20, 200, 8)).then(|| "laptop.maas".to_owned())
-        }
+    /// ccc (a node without a reservation) holds 10.20.200.7; an unknown client "laptop"
+    /// 10.20.200.8; an unknown client calling itself "aaa" (a node's name) 10.20.200.9.
+    fn one_lease(t: &Table) -> LeaseBoard {
+        use pserv_core::MacAddr;
+        use pserv_core::lease::Leases;
+        let s = &t.subnets()[0];
+        let mut l = Leases::new();
+        let mac = |m: &str| m.parse::<MacAddr>().unwrap();
+        let ip = |d| Ipv4Addr::new(10, 20, 200, d);
+        l.commit(t, s, mac("52:54:00:12:34:70"), ip(7), Some("ccc"), 1)
+            .unwrap();
+        l.commit(t, s, mac("02:00:00:00:00:08"), ip(8), Some("laptop"), 1)
+            .unwrap();
+        l.commit(t, s, mac("02:00:00:00:00:09"), ip(9), Some("aaa"), 1)
+            .unwrap();
+        let board = LeaseBoard::new();
+        board.publish(l.view());
+        board
     }
 
     #[test]
     fn leases_fill_in_but_never_shadow_nodes() {
         let (t, z) = setup();
-        let q = |n: &str, ty| answer(&t, &z, &OneLease, &Name::from_ascii(n).unwrap(), ty);
+        let leases = one_lease(&t);
+        let q = |n: &str, ty| answer(&t, &z, &leases, &Name::from_ascii(n).unwrap(), ty);
         // ccc is a node without a reservation: its lease address.
         assert_eq!(
             q("ccc.maas.", RecordType::A).answers[0].data,

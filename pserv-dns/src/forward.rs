@@ -1,21 +1,27 @@
-//! Forwarding names outside pserv's zones to the snapshot's `dns.upstreams` (UDP).
+//! Forwarding names outside pserv's zones to the snapshot's `dns.upstreams`, with one policy
+//! for queries that came over UDP and over TCP: the upstreams are tried in the snapshot's order,
+//! each given [`TIMEOUT`], over UDP under a fresh random id; the first reply is relayed with the
+//! client's id restored and AA cleared (pserv is not authoritative for it); when every upstream
+//! has failed the client gets SERVFAIL, counted with the other response codes.
 //!
 //! Only when the snapshot lists upstreams; otherwise such names are REFUSED and pserv is never
-//! an open resolver. The UDP loop hands a query over and moves on: the forwarder rewrites its
-//! id to a fresh random one, sends it to an upstream from its own socket, and a receiver thread
-//! matches the reply (id *and* upstream address, so a spoofed reply from elsewhere is ignored),
-//! restores the client's id, clears AA (pserv is not authoritative for it) and sends it to the
-//! client from the server's socket. Queries without a reply are forgotten after
-//! [`TIMEOUT`]; the client retries.
+//! an open resolver. The UDP loop hands a query over and moves on: [`Forwarder`] sends it from
+//! its own socket, and a receiver thread matches replies (id *and* upstream address, so a
+//! spoofed reply from elsewhere is ignored) and moves timed-out queries to the next upstream.
+//! TCP connections await [`ask_in_turn`] instead.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::counters::Counters;
 
 /// 64 unpredictable bits: std's `RandomState` keys come from the operating system's random
 /// source (each `new()` after the first per thread steps its key), hashed with the clock.
@@ -30,13 +36,20 @@ pub(crate) fn random_u64() -> u64 {
     h.finish()
 }
 
-/// How long a forwarded query waits for its upstream.
-pub const TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a forwarded query waits for each upstream before the next is tried.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Queries in flight at most per UDP socket; more are dropped (counted).
+const MAX_PENDING: usize = 1 << 15;
 
 struct Pending {
     client: SocketAddr,
     client_id: u16,
-    upstream: SocketAddr,
+    /// The query as the client sent it.
+    query: Box<[u8]>,
+    /// The upstreams in order, and the one asked now.
+    upstreams: Arc<[SocketAddr]>,
+    tried: usize,
     sent: Instant,
 }
 
@@ -51,8 +64,12 @@ pub struct ForwardCounters {
     pub timeouts: AtomicU64,
     /// Replies that matched nothing pending (late, or not from the upstream asked).
     pub unmatched: AtomicU64,
-    /// Queries dropped because 65,536 were already in flight or the send failed.
+    /// Queries dropped because 32,768 were already in flight or no id was free.
     pub dropped: AtomicU64,
+    /// Queries sent on to the next upstream after one failed to answer in time.
+    pub retried: AtomicU64,
+    /// Queries answered SERVFAIL: no upstream answered.
+    pub failed: AtomicU64,
 }
 
 /// The forwarder of one server socket.
@@ -61,14 +78,17 @@ pub struct Forwarder {
     pending: Mutex<HashMap<u16, Pending>>,
     rng: Mutex<u64>,
     counters: Arc<ForwardCounters>,
+    /// The responder's counters, where SERVFAIL is counted.
+    responses: Arc<Counters>,
 }
 
 impl Forwarder {
     /// A forwarder that answers clients through `server` (a clone of the server socket) and
-    /// runs its receiver until `stop` is set.
+    /// runs its receiver until `shutdown`.
     pub fn spawn(
         server: UdpSocket,
-        stop: Arc<AtomicBool>,
+        responses: Arc<Counters>,
+        shutdown: CancellationToken,
     ) -> std::io::Result<(Arc<Self>, JoinHandle<()>)> {
         // Dual-stack where the host has IPv6 (upstreams of either family, v4 ones as mapped
         // addresses), IPv4 only otherwise.
@@ -81,11 +101,12 @@ impl Forwarder {
             pending: Mutex::new(HashMap::new()),
             rng: Mutex::new(seed | 1),
             counters: Arc::default(),
+            responses,
         });
         let me = f.clone();
         let handle = std::thread::Builder::new()
             .name("pserv-dns-fwd".into())
-            .spawn(move || me.receive(&server, &stop))?;
+            .spawn(move || me.receive(&server, &shutdown))?;
         Ok((f, handle))
     }
 
@@ -102,53 +123,52 @@ impl Forwarder {
         *x
     }
 
-    /// Sends `query` from `client` to one of `upstreams`.
+    /// Sends `query` from `client` to the first of `upstreams`; the receiver moves it on.
     pub fn forward(&self, query: &[u8], client: SocketAddr, upstreams: &[SocketAddr]) {
         if query.len() < 12 || upstreams.is_empty() {
             return;
         }
-        let r = self.next_random();
-        let upstream = self.addr_for(upstreams[(r >> 32) as usize % upstreams.len()]);
-        let client_id = u16::from_be_bytes([query[0], query[1]]);
-        let id = {
-            let mut pending = self.pending.lock();
-            let now = Instant::now();
-            if pending.len() >= 1 << 15 {
-                let before = pending.len();
-                pending.retain(|_, p| now.duration_since(p.sent) < TIMEOUT);
-                let expired = (before - pending.len()) as u64;
-                self.counters.timeouts.fetch_add(expired, Ordering::Relaxed);
-            }
-            // A random id not in flight (ids are the only thing an off-path spoofer must guess).
-            let mut id = r as u16;
-            let mut tries = 0;
-            while pending.contains_key(&id) {
-                id = id.wrapping_add(0x9E37);
-                tries += 1;
-                if tries > 64 {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-            pending.insert(
-                id,
-                Pending {
-                    client,
-                    client_id,
-                    upstream,
-                    sent: now,
-                },
-            );
-            id
+        let p = Pending {
+            client,
+            client_id: u16::from_be_bytes([query[0], query[1]]),
+            query: query.into(),
+            upstreams: upstreams.into(),
+            tried: 0,
+            sent: Instant::now(),
         };
-        let mut out = query.to_vec();
+        let mut pending = self.pending.lock();
+        if pending.len() >= MAX_PENDING {
+            drop(pending);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.send(&mut pending, p);
+    }
+
+    /// Sends `p` to its current upstream under a fresh id not in flight (ids are the only thing
+    /// an off-path spoofer must guess) and records it.
+    fn send(&self, pending: &mut HashMap<u16, Pending>, mut p: Pending) {
+        let mut id = self.next_random() as u16;
+        let mut tries = 0;
+        while pending.contains_key(&id) {
+            id = id.wrapping_add(0x9E37);
+            tries += 1;
+            if tries > 64 {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let upstream = self.addr_for(p.upstreams[p.tried]);
+        let mut out = p.query.to_vec();
         out[..2].copy_from_slice(&id.to_be_bytes());
+        p.sent = Instant::now();
+        // A failed send is a failed attempt: the sweep moves it on like a timeout.
         if self.upstream_sock.send_to(&out, upstream).is_ok() {
             self.counters.sent.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.pending.lock().remove(&id);
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            p.sent = Instant::now() - TIMEOUT;
         }
+        pending.insert(id, p);
     }
 
     /// An upstream address in the family of the upstream socket.
@@ -161,18 +181,43 @@ impl Forwarder {
         }
     }
 
-    fn receive(&self, server: &UdpSocket, stop: &AtomicBool) {
+    /// Moves every query whose upstream has not answered in time to the next one, and answers
+    /// SERVFAIL for those that have none left.
+    fn sweep(&self, server: &UdpSocket) {
+        let now = Instant::now();
+        let mut pending = self.pending.lock();
+        let late: Vec<u16> = pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.sent) >= TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let Some(mut p) = pending.remove(&id) else {
+                continue;
+            };
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            p.tried += 1;
+            if p.tried < p.upstreams.len() {
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                self.send(&mut pending, p);
+            } else {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.responses.count(ResponseCode::ServFail);
+                let answer = servfail(&p.query);
+                if !answer.is_empty() {
+                    let _ = server.send_to(&answer, p.client);
+                }
+            }
+        }
+    }
+
+    fn receive(&self, server: &UdpSocket, shutdown: &CancellationToken) {
         let mut buf = vec![0u8; 65535];
         let mut last_sweep = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
-            if last_sweep.elapsed() > TIMEOUT {
-                let now = Instant::now();
-                let mut pending = self.pending.lock();
-                let before = pending.len();
-                pending.retain(|_, p| now.duration_since(p.sent) < TIMEOUT);
-                let expired = (before - pending.len()) as u64;
-                self.counters.timeouts.fetch_add(expired, Ordering::Relaxed);
-                last_sweep = now;
+        while !shutdown.is_cancelled() {
+            if last_sweep.elapsed() >= SWEEP {
+                self.sweep(server);
+                last_sweep = Instant::now();
             }
             let Ok((n, from)) = self.upstream_sock.recv_from(&mut buf) else {
                 continue;
@@ -185,7 +230,7 @@ impl Forwarder {
             let p = {
                 let mut pending = self.pending.lock();
                 match pending.get(&id) {
-                    Some(p) if p.upstream == from => pending.remove(&id),
+                    Some(p) if self.addr_for(p.upstreams[p.tried]) == from => pending.remove(&id),
                     _ => None,
                 }
             };
@@ -193,11 +238,94 @@ impl Forwarder {
                 self.counters.unmatched.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            buf[..2].copy_from_slice(&p.client_id.to_be_bytes());
-            buf[2] &= !0x04; // AA: not ours
+            relayed(&mut buf[..n], p.client_id);
             if server.send_to(&buf[..n], p.client).is_ok() {
                 self.counters.relayed.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// How often the receiver looks for queries that timed out.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// An upstream's reply made the client's: its id back, AA cleared.
+fn relayed(reply: &mut [u8], client_id: u16) {
+    reply[..2].copy_from_slice(&client_id.to_be_bytes());
+    reply[2] &= !0x04;
+}
+
+/// SERVFAIL for `query` (which decoded: it was answered as far as the forwarding decision);
+/// empty if it does not decode.
+pub fn servfail(query: &[u8]) -> Vec<u8> {
+    let Ok(q) = Message::from_vec(query) else {
+        return Vec::new();
+    };
+    let mut m = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+    m.metadata = Metadata::response_from_request(&q.metadata);
+    m.metadata.response_code = ResponseCode::ServFail;
+    m.queries = q.queries;
+    m.to_vec().unwrap_or_default()
+}
+
+/// The TCP side of the policy: asks each upstream in turn over UDP, from a fresh socket (a
+/// random source port) with a fresh random id, so an off-path spoofer must guess both. Returns
+/// the relayed reply, or SERVFAIL (counted) when every upstream failed.
+pub async fn ask_in_turn(
+    query: &[u8],
+    upstreams: &[SocketAddr],
+    counters: &ForwardCounters,
+    responses: &Counters,
+) -> Vec<u8> {
+    for (i, upstream) in upstreams.iter().enumerate() {
+        if i > 0 {
+            counters.retried.fetch_add(1, Ordering::Relaxed);
+        }
+        match ask_one(query, *upstream, counters).await {
+            Some(reply) => {
+                counters.relayed.fetch_add(1, Ordering::Relaxed);
+                return reply;
+            }
+            None => {
+                counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    counters.failed.fetch_add(1, Ordering::Relaxed);
+    responses.count(ResponseCode::ServFail);
+    servfail(query)
+}
+
+async fn ask_one(
+    query: &[u8],
+    upstream: SocketAddr,
+    counters: &ForwardCounters,
+) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    let id = (random_u64() as u16).to_be_bytes();
+    let mut ours = query.to_vec();
+    ours[..2].copy_from_slice(&id);
+    let bind: SocketAddr = if upstream.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
+    sock.send_to(&ours, upstream).await.ok()?;
+    counters.sent.fetch_add(1, Ordering::Relaxed);
+    let mut buf = vec![0u8; 65535];
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (n, from) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if from == upstream && n >= 12 && buf[..2] == id && buf[2] & 0x80 != 0 {
+            buf.truncate(n);
+            relayed(&mut buf, u16::from_be_bytes([query[0], query[1]]));
+            return Some(buf);
         }
     }
 }

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod answer;
+pub mod counters;
 pub mod forward;
 pub mod respond;
 pub mod server;
@@ -21,5 +22,6 @@ pub mod tcp;
 pub mod udp;
 pub mod zones;
 
-pub use answer::{Answer, LeaseLookup, NoLeases, answer};
+pub use answer::{Answer, answer};
+pub use pserv_core::lease::LeaseBoard;
 pub use zones::Zones;

@@ -10,75 +10,18 @@
 //! the client's UDP size.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RecordType};
+use pserv_core::lease::LeaseBoard;
 use pserv_core::{Store, Table};
 
-use crate::answer::{Data, LeaseLookup, MAX_LABELS, Resolution, answer, resolve};
+use crate::answer::{Data, MAX_LABELS, Resolution, answer, resolve};
+pub use crate::counters::Counters;
 use crate::forward::ForwardCounters;
 use crate::zones::Zones;
-
-/// Counts of what the responder did.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// NOERROR answers (including NODATA).
-    pub noerror: AtomicU64,
-    /// NXDOMAIN answers.
-    pub nxdomain: AtomicU64,
-    /// REFUSED answers (outside our zones, zone transfers, other classes).
-    pub refused: AtomicU64,
-    /// FORMERR answers.
-    pub formerr: AtomicU64,
-    /// NOTIMP answers (opcodes other than QUERY).
-    pub notimp: AtomicU64,
-    /// BADVERS answers (EDNS version above 0).
-    pub badvers: AtomicU64,
-    /// Answers that did not fit the client's UDP size and went out truncated (TC).
-    pub truncated: AtomicU64,
-    /// Queries answered by the fast path.
-    pub fast: AtomicU64,
-    /// Datagrams dropped: too short to answer, or a response (QR set) sent to us.
-    pub dropped: AtomicU64,
-    /// Datagrams dropped: longer than the receive buffer (`udp::MAX_QUERY`), so cut short.
-    pub oversized: AtomicU64,
-    /// Responses the socket refused (send buffer full, errors).
-    pub send_errors: AtomicU64,
-    /// UDP datagrams received.
-    pub udp_in: AtomicU64,
-    /// UDP responses sent.
-    pub udp_out: AtomicU64,
-    /// TCP connections accepted and served.
-    pub tcp_accepted: AtomicU64,
-    /// New TCP connections closed at once: [`crate::tcp::Limits::max_connections`] were open
-    /// and none could be freed.
-    pub tcp_over_limit: AtomicU64,
-    /// TCP connections closed while waiting on their clients, to make room at the cap.
-    pub tcp_evicted: AtomicU64,
-    /// Failed accepts (out of descriptors or memory); each pauses accepting briefly.
-    pub tcp_accept_errors: AtomicU64,
-    /// TCP connections open now.
-    pub tcp_open: AtomicU64,
-    /// TCP connections closed for idling, a stalled query or a client that does not read.
-    pub tcp_timeouts: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn count(&self, rcode: ResponseCode) {
-        let c = match rcode {
-            ResponseCode::NoError => &self.noerror,
-            ResponseCode::NXDomain => &self.nxdomain,
-            ResponseCode::Refused => &self.refused,
-            ResponseCode::FormErr => &self.formerr,
-            ResponseCode::NotImp => &self.notimp,
-            ResponseCode::BADVERS => &self.badvers,
-            _ => return,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// The checks every query passes before any lookup; `Err` is the response code to send.
 pub fn check_query(
@@ -106,22 +49,26 @@ pub fn check_query(
 /// Everything a responder needs, shared by the UDP threads and the TCP handler.
 pub struct Responder {
     store: Arc<Store>,
-    leases: Arc<dyn LeaseLookup>,
+    leases: Arc<LeaseBoard>,
     zones: ArcSwap<Zones>,
     counters: Arc<Counters>,
     forwarding: parking_lot::Mutex<Vec<Arc<ForwardCounters>>>,
+    /// Forwarding of queries that came over TCP (all connections share it).
+    tcp_forward: Arc<ForwardCounters>,
 }
 
 impl Responder {
     /// A responder over `store`, with `leases` for dynamic names.
-    pub fn new(store: Arc<Store>, leases: Arc<dyn LeaseLookup>) -> Self {
+    pub fn new(store: Arc<Store>, leases: Arc<LeaseBoard>) -> Self {
         let zones = Zones::new(&store.load());
+        let tcp_forward = Arc::new(ForwardCounters::default());
         Self {
             store,
             leases,
             zones: ArcSwap::from_pointee(zones),
             counters: Arc::default(),
-            forwarding: parking_lot::Mutex::default(),
+            forwarding: parking_lot::Mutex::new(vec![tcp_forward.clone()]),
+            tcp_forward,
         }
     }
 
@@ -130,7 +77,12 @@ impl Responder {
         self.forwarding.lock().push(c);
     }
 
-    /// Forwarding counters, one set per UDP socket.
+    /// Forwarding counters of queries that came over TCP.
+    pub fn tcp_forward_counters(&self) -> &ForwardCounters {
+        &self.tcp_forward
+    }
+
+    /// Forwarding counters: TCP's, then one set per UDP socket.
     pub fn forward_counters(&self) -> Vec<Arc<ForwardCounters>> {
         self.forwarding.lock().clone()
     }
@@ -141,8 +93,8 @@ impl Responder {
     }
 
     /// Dynamic lease names.
-    pub fn leases(&self) -> &dyn LeaseLookup {
-        &*self.leases
+    pub fn leases(&self) -> &LeaseBoard {
+        &self.leases
     }
 
     /// The counters.
@@ -153,7 +105,7 @@ impl Responder {
     /// The zones for `table`, compiled once per generation (a swap is seen by the next query).
     pub fn zones_for(&self, table: &Table) -> Arc<Zones> {
         let z = self.zones.load_full();
-        if z.compiled_from() == (table.generation(), table.is_loaded()) {
+        if z.compiled_from() == table.id() {
             return z;
         }
         let fresh = Arc::new(Zones::new(table));
@@ -221,7 +173,7 @@ impl Responder {
         }
         let max = answer_limit(tcp, p.edns);
         let ttl = table.dns().ttl;
-        let res = resolve(table, zones, &*self.leases, labels, qtype);
+        let res = resolve(table, zones, &self.leases, labels, qtype);
         let (rcode, aa) = match &res {
             Resolution::Refused if !table.dns().upstreams.is_empty() => return Fast::Forward,
             Resolution::Refused => (ResponseCode::Refused, false),
@@ -342,13 +294,7 @@ impl Responder {
         );
         match (verdict, first) {
             (Ok(()), Some(query)) => {
-                let a = answer(
-                    table,
-                    zones,
-                    &*self.leases,
-                    query.name(),
-                    query.query_type(),
-                );
+                let a = answer(table, zones, &self.leases, query.name(), query.query_type());
                 if a.rcode == ResponseCode::Refused && !table.dns().upstreams.is_empty() {
                     // Outside our zones, any type: the upstreams answer it.
                     return Action::Forward;
@@ -487,7 +433,6 @@ fn parse(q: &[u8]) -> Option<Parsed<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::answer::NoLeases;
     use hickory_proto::op::Query;
     use hickory_proto::rr::Name;
     use proptest::prelude::*;
@@ -496,7 +441,7 @@ mod tests {
     fn responder() -> Responder {
         let store = Arc::new(Store::new());
         store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
-        Responder::new(store, Arc::new(NoLeases))
+        Responder::new(store, Arc::default())
     }
 
     fn query(id: u16, name: &str, qtype: RecordType, edns: Option<u16>, rd: bool) -> Vec<u8> {

@@ -1,25 +1,50 @@
-//! The service: the batched UDP loop ([`crate::udp`]) for UDP, [`crate::tcp`] for TCP.
+//! The service: UDP ([`crate::udp`], batched, a thread per socket) and TCP ([`crate::tcp`],
+//! on the tokio runtime) on every address, started from sockets already bound and stopped by
+//! one shutdown signal.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use pserv_core::Store;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use pserv_core::lease::LeaseBoard;
+use tokio_util::sync::CancellationToken;
 
-use crate::answer::LeaseLookup;
 use crate::respond::{Counters, Responder};
 use crate::tcp::Limits;
 
-/// Binds UDP and TCP on one port. For port 0 the UDP socket picks the port and TCP follows it;
-/// if TCP finds that port taken (another program's TCP), it tries again with a fresh port.
-async fn bind_pair(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, TcpListener)> {
+/// The DNS sockets: UDP and TCP on one port per address, bound and not yet served.
+#[derive(Debug)]
+pub struct Sockets {
+    pairs: Vec<(UdpSocket, TcpListener)>,
+}
+
+impl Sockets {
+    /// Binds UDP and TCP on one port per address. For port 0 the UDP socket picks the port
+    /// and TCP follows it; if TCP finds that port taken (another program's TCP), it tries
+    /// again with a fresh port.
+    pub fn bind(addrs: &[SocketAddr]) -> std::io::Result<Self> {
+        let mut pairs = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            pairs.push(bind_pair(*addr)?);
+        }
+        Ok(Self { pairs })
+    }
+
+    /// The bound addresses (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.pairs
+            .iter()
+            .filter_map(|(u, _)| u.local_addr().ok())
+            .collect()
+    }
+}
+
+fn bind_pair(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
     let mut attempt = 0;
     loop {
-        let sock = std::net::UdpSocket::bind(addr)?;
-        match TcpListener::bind(sock.local_addr()?).await {
+        let sock = UdpSocket::bind(addr)?;
+        match TcpListener::bind(sock.local_addr()?) {
             Ok(listener) => return Ok((sock, listener)),
             Err(e) if addr.port() == 0 && attempt < 16 => {
                 tracing::debug!(error = %e, "TCP port taken; picking another");
@@ -33,22 +58,56 @@ async fn bind_pair(addr: SocketAddr) -> std::io::Result<(std::net::UdpSocket, Tc
 /// A running DNS service: UDP and TCP on the given addresses.
 pub struct Service {
     tcp: Vec<tokio::task::JoinHandle<()>>,
-    tcp_stop: watch::Sender<bool>,
     udp: Vec<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
+    shutdown: CancellationToken,
     /// The addresses actually bound (port 0 resolved).
     pub local: Vec<SocketAddr>,
     responder: Arc<Responder>,
 }
 
 impl Service {
-    /// Binds UDP and TCP on every address and starts answering from `store`, with the default
-    /// TCP [`Limits`]. Must be called inside a tokio runtime (TCP runs on it; UDP has its own
-    /// threads).
+    /// Serves `sockets` until `shutdown` is cancelled. Must be called inside a tokio runtime
+    /// (TCP runs on it; UDP has its own threads).
+    pub fn spawn(
+        sockets: Sockets,
+        responder: Arc<Responder>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let local = sockets.local_addrs();
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        for (sock, listener) in sockets.pairs {
+            listener.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tcp.push(tokio::spawn(crate::tcp::serve(
+                listener,
+                responder.clone(),
+                limits,
+                shutdown.clone(),
+            )));
+            udp.extend(crate::udp::spawn(
+                sock,
+                responder.clone(),
+                shutdown.clone(),
+            )?);
+        }
+        Ok(Self {
+            tcp,
+            udp,
+            shutdown,
+            local,
+            responder,
+        })
+    }
+
+    /// Binds every address and serves answers from `store` (and `leases` for dynamic names),
+    /// with the default TCP [`Limits`] and a shutdown signal of its own
+    /// ([`Service::shutdown`]). Must be called inside a tokio runtime.
     pub async fn bind(
         addrs: &[SocketAddr],
         store: Arc<Store>,
-        leases: Arc<dyn LeaseLookup>,
+        leases: Arc<LeaseBoard>,
     ) -> std::io::Result<Self> {
         Self::bind_with(addrs, store, leases, Limits::default()).await
     }
@@ -57,35 +116,12 @@ impl Service {
     pub async fn bind_with(
         addrs: &[SocketAddr],
         store: Arc<Store>,
-        leases: Arc<dyn LeaseLookup>,
+        leases: Arc<LeaseBoard>,
         limits: Limits,
     ) -> std::io::Result<Self> {
+        let sockets = Sockets::bind(addrs)?;
         let responder = Arc::new(Responder::new(store, leases));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tcp_stop, stopped) = watch::channel(false);
-        let mut tcp = Vec::new();
-        let mut udp = Vec::new();
-        let mut local = Vec::new();
-        for addr in addrs {
-            let (sock, listener) = bind_pair(*addr).await?;
-            let bound = sock.local_addr()?;
-            tcp.push(tokio::spawn(crate::tcp::serve(
-                listener,
-                responder.clone(),
-                limits,
-                stopped.clone(),
-            )));
-            udp.extend(crate::udp::spawn(sock, responder.clone(), stop.clone())?);
-            local.push(bound);
-        }
-        Ok(Self {
-            tcp,
-            tcp_stop,
-            udp,
-            stop,
-            local,
-            responder,
-        })
+        Self::spawn(sockets, responder, limits, CancellationToken::new())
     }
 
     /// The responder's counters.
@@ -98,11 +134,10 @@ impl Service {
         self.responder.forward_counters()
     }
 
-    /// Stops answering: the UDP threads finish their batch; TCP stops accepting and closes
-    /// its connections.
-    pub async fn shutdown(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.tcp_stop.send(true);
+    /// Waits until the shutdown signal has stopped everything: the UDP threads finish their
+    /// batch; TCP stops accepting and closes its connections.
+    pub async fn stopped(mut self) {
+        self.shutdown.cancelled().await;
         let threads = std::mem::take(&mut self.udp);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -113,5 +148,11 @@ impl Service {
         for t in self.tcp.drain(..) {
             let _ = t.await;
         }
+    }
+
+    /// Cancels the service's shutdown signal and waits for it to stop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.stopped().await;
     }
 }

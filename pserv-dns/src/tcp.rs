@@ -15,7 +15,7 @@
 //!
 //! Answers come from [`Responder::respond_tcp`] (the same decisions as UDP, never truncated);
 //! names outside pserv's zones go to the snapshot's upstreams over UDP, and the reply is
-//! relayed with AA cleared (SERVFAIL if no upstream answers in time).
+//! relayed with AA cleared, under the same policy as UDP ([`crate::forward`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,12 +23,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
+use tokio_util::sync::CancellationToken;
 
 use crate::respond::{Action, Responder};
 
@@ -57,12 +57,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At the cap, how long a new connection waits for a slot that closing idle ones frees.
 pub const SLOT_WAIT: Duration = Duration::from_millis(200);
 
-/// Accepts and serves connections on `listener` until `stop` says so; then closes them all.
+/// Accepts and serves connections on `listener` until `shutdown`; then closes them all.
 pub(crate) async fn serve(
     listener: TcpListener,
     responder: Arc<Responder>,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Tells connections waiting on their clients to close: the cap is reached.
@@ -72,7 +72,7 @@ pub(crate) async fn serve(
     loop {
         let accepted = tokio::select! {
             a = accept_or_pause(&listener, &counters.tcp_accept_errors, "DNS TCP") => a,
-            _ = stop.wait_for(|s| *s) => break,
+            () = shutdown.cancelled() => break,
         };
         // Reap finished connections so the set does not grow.
         while conns.try_join_next().is_some() {}
@@ -175,6 +175,8 @@ async fn connection(
     loop {
         let mut at = 0;
         let mut close = false;
+        let arrived = std::time::Instant::now();
+        let mut answered = 0;
         while let Some(len) = complete_frame(&input[at..]) {
             let query = &input[at + 2..at + 2 + len];
             at += 2 + len;
@@ -192,12 +194,19 @@ async fn connection(
                 }
             };
             if let Some(upstreams) = upstreams {
-                out = forward(responder, query, &upstreams).await;
+                out = crate::forward::ask_in_turn(
+                    query,
+                    &upstreams,
+                    responder.tcp_forward_counters(),
+                    counters,
+                )
+                .await;
             }
             match u16::try_from(out.len()) {
                 Ok(n) if n > 0 => {
                     pending.extend_from_slice(&n.to_be_bytes());
                     pending.extend_from_slice(&out);
+                    answered += 1;
                 }
                 _ => {
                     close = true;
@@ -211,6 +220,9 @@ async fn connection(
         input.drain(..at);
         // Nothing complete left: send what is pending before waiting on the client.
         flush(&mut s, &mut pending, idle, pressure, &timed_out, &evicted).await?;
+        counters
+            .answer_seconds
+            .observe_n(arrived.elapsed(), answered);
         if close {
             return Ok(());
         }
@@ -256,55 +268,4 @@ async fn flush(
     };
     pending.clear();
     Ok(())
-}
-
-/// Asks the first upstream over UDP, from a fresh socket (a random source port) with a fresh
-/// random id, so an off-path spoofer must guess both; the reply with the client's id restored
-/// and AA cleared, or SERVFAIL if none comes in time.
-async fn forward(responder: &Responder, query: &[u8], upstreams: &[SocketAddr]) -> Vec<u8> {
-    let id = (crate::forward::random_u64() as u16).to_be_bytes();
-    let mut ours = query.to_vec();
-    ours[..2].copy_from_slice(&id);
-    let reply = async {
-        let upstream = *upstreams.first()?;
-        let bind: SocketAddr = if upstream.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let sock = tokio::net::UdpSocket::bind(bind).await.ok()?;
-        sock.send_to(&ours, upstream).await.ok()?;
-        let mut buf = vec![0u8; 65535];
-        let deadline = tokio::time::Instant::now() + crate::forward::TIMEOUT;
-        loop {
-            let (n, from) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
-                .await
-                .ok()?
-                .ok()?;
-            if from == upstream && n >= 12 && buf[..2] == id && buf[2] & 0x80 != 0 {
-                buf.truncate(n);
-                buf[..2].copy_from_slice(&query[..2]);
-                buf[2] &= !0x04; // AA: pserv is not authoritative for it
-                return Some(buf);
-            }
-        }
-    }
-    .await;
-    if let Some(r) = reply {
-        return r;
-    }
-    responder.counters().count(ResponseCode::ServFail);
-    servfail(query)
-}
-
-/// SERVFAIL for `query` (which decoded: it was answered as far as the forwarding decision).
-fn servfail(query: &[u8]) -> Vec<u8> {
-    let Ok(q) = Message::from_vec(query) else {
-        return Vec::new();
-    };
-    let mut m = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
-    m.metadata = Metadata::response_from_request(&q.metadata);
-    m.metadata.response_code = ResponseCode::ServFail;
-    m.queries = q.queries;
-    m.to_vec().unwrap_or_default()
 }

@@ -9,12 +9,13 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use tokio_util::sync::CancellationToken;
 
 use crate::forward::Forwarder;
 use crate::respond::{Action, Responder};
@@ -34,21 +35,24 @@ const MAX_QUERY: usize = 4096;
 /// How often a blocked receive wakes to check for shutdown.
 const WAKE: Duration = Duration::from_millis(200);
 
-/// Starts the loop for `sock` on its own thread; it stops when `stop` is set.
-/// Starts the loop for `sock` (and its forwarder) on their own threads; they stop when `stop`
-/// is set.
+/// Starts the loop for `sock` (and its forwarder) on their own threads; they stop at
+/// `shutdown`.
 pub fn spawn(
     sock: UdpSocket,
     responder: Arc<Responder>,
-    stop: Arc<AtomicBool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<[JoinHandle<()>; 2]> {
     sock.set_read_timeout(Some(WAKE))?;
     grow_buffers(&sock);
-    let (forwarder, fwd) = Forwarder::spawn(sock.try_clone()?, stop.clone())?;
+    let (forwarder, fwd) = Forwarder::spawn(
+        sock.try_clone()?,
+        responder.counters().clone(),
+        shutdown.clone(),
+    )?;
     responder.add_forward_counters(forwarder.counters().clone());
     let udp = std::thread::Builder::new()
         .name("pserv-dns-udp".into())
-        .spawn(move || run(&sock, &responder, &forwarder, &stop))?;
+        .spawn(move || run(&sock, &responder, &forwarder, &shutdown))?;
     Ok([udp, fwd])
 }
 
@@ -68,7 +72,12 @@ pub(crate) fn grow_buffers(sock: &UdpSocket) {
     }
 }
 
-fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &AtomicBool) {
+fn run(
+    sock: &UdpSocket,
+    responder: &Responder,
+    forwarder: &Forwarder,
+    shutdown: &CancellationToken,
+) {
     let fd = sock.as_raw_fd();
     let mut bufs: Box<[[u8; MAX_QUERY]; BATCH]> = Box::new([[0u8; MAX_QUERY]; BATCH]);
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
@@ -81,7 +90,7 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
     let mut to: Vec<Option<SockaddrStorage>> = vec![None; BATCH];
     let counters = responder.counters().clone();
 
-    while !stop.load(Ordering::Relaxed) {
+    while !shutdown.is_cancelled() {
         // nix ties the I/O slices' lifetime to the call: build them per batch, on the stack.
         let mut iovs = bufs.each_mut().map(|b| [IoSliceMut::new(&mut b[..])]);
         let received = recvmmsg(
@@ -115,6 +124,7 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
                 continue;
             }
         };
+        let arrived = Instant::now();
         counters.udp_in.fetch_add(n as u64, Ordering::Relaxed);
         // One table for the whole batch: a swap is seen by the next batch.
         let table = responder.store().load();
@@ -166,5 +176,9 @@ fn run(sock: &UdpSocket, responder: &Responder, forwarder: &Forwarder, stop: &At
                 }
             }
         }
+        // The batch's answers left together: each took the batch's time.
+        counters
+            .answer_seconds
+            .observe_n(arrived.elapsed(), k as u64);
     }
 }

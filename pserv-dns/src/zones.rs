@@ -1,4 +1,4 @@
-//! The zones a table makes pserv authoritative for, compiled once per table generation.
+//! The zones a table makes pserv authoritative for, compiled once per table.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -75,11 +75,10 @@ pub(crate) fn push_wire_name(name: &Name, out: &mut Vec<u8>) {
     out.push(0);
 }
 
-/// Every zone of one table generation.
+/// Every zone of one table.
 #[derive(Debug, Clone)]
 pub struct Zones {
-    generation: u64,
-    loaded: bool,
+    table_id: u64,
     zones: Vec<Zone>,
 }
 
@@ -184,16 +183,14 @@ impl Zones {
         // Most specific first, so the first match is the longest.
         zones.sort_by_key(|z| std::cmp::Reverse(z.apex.num_labels()));
         Self {
-            generation: table.generation(),
-            loaded: table.is_loaded(),
+            table_id: table.id(),
             zones,
         }
     }
 
-    /// The table these zones were compiled from: its generation, and whether it was loaded
-    /// from a snapshot (the empty table before the first push is generation 0 too).
-    pub fn compiled_from(&self) -> (u64, bool) {
-        (self.generation, self.loaded)
+    /// The identity ([`Table::id`]) of the table these zones were compiled from.
+    pub fn compiled_from(&self) -> u64 {
+        self.table_id
     }
 
     /// Every zone, most specific first.

@@ -11,7 +11,6 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, RecordType};
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
-use pserv_dns::NoLeases;
 use pserv_dns::respond::{Action, Responder};
 
 fn seeds() -> Vec<(String, Vec<u8>)> {
@@ -40,7 +39,7 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
 fn dig_and_kdig_queries_get_the_answers_an_operator_expects() {
     let store = Arc::new(Store::new());
     store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
-    let r = Responder::new(store, Arc::new(NoLeases));
+    let r = Responder::new(store, Arc::default());
     let table = r.store().load();
     let zones = r.zones_for(&table);
     let seeds = seeds();

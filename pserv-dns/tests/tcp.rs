@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
-use pserv_dns::NoLeases;
 use pserv_dns::respond::Counters;
 use pserv_dns::server::Service;
 use pserv_dns::tcp::Limits;
@@ -27,7 +26,7 @@ async fn service() -> (Service, SocketAddr) {
     let store = Arc::new(Store::new());
     store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let s = Service::bind_with(&[addr], store, Arc::new(NoLeases), LIMITS)
+    let s = Service::bind_with(&[addr], store, Arc::default(), LIMITS)
         .await
         .unwrap();
     let local = s.local[0];
@@ -203,7 +202,7 @@ async fn forwarded_queries_carry_a_fresh_id_upstream() {
         )
         .unwrap();
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let s = Service::bind_with(&[addr], store, Arc::new(NoLeases), LIMITS)
+    let s = Service::bind_with(&[addr], store, Arc::default(), LIMITS)
         .await
         .unwrap();
     let mut c = TcpStream::connect(s.local[0]).await.unwrap();

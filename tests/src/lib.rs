@@ -138,3 +138,30 @@ pub fn malformed_dhcp(discover: impl Fn([u8; 6]) -> Vec<u8>) -> Vec<(Vec<u8>, &'
         (oversized, "Oversized"),
     ]
 }
+
+/// A DHCP client message from `mac` as a relay at `relay` (giaddr) forwards it, with `opts`
+/// after the message type; its xid is made from the MAC.
+pub fn relayed_dhcp(
+    kind: dhcproto::v4::MessageType,
+    mac: [u8; 6],
+    relay: std::net::Ipv4Addr,
+    opts: Vec<dhcproto::v4::DhcpOption>,
+) -> Vec<u8> {
+    use dhcproto::Encodable;
+    use dhcproto::v4::{DhcpOption, Message, Opcode};
+    use std::net::Ipv4Addr;
+    let mut m = Message::new_with_id(
+        u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]),
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        relay,
+        &mac,
+    );
+    m.set_opcode(Opcode::BootRequest);
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    m.to_vec().expect("a DHCP message encodes")
+}

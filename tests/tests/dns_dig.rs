@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
-use pserv_dns::NoLeases;
 use pserv_dns::server::Service;
 use pserv_tests::have_tool;
 
@@ -67,7 +66,7 @@ fn flags(out: &str) -> Vec<String> {
 }
 
 async fn start(store: Arc<Store>) -> Service {
-    Service::bind(&["127.0.0.1:0".parse().unwrap()], store, Arc::new(NoLeases))
+    Service::bind(&["127.0.0.1:0".parse().unwrap()], store, Arc::default())
         .await
         .unwrap()
 }

@@ -3,23 +3,53 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use serde::Deserialize;
 
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the configuration's shape.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting, or a combination of them, that pserv refuses.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+macro_rules! bail {
+    ($($t:tt)*) => {
+        return Err(ConfigError::Invalid(format!($($t)*)))
+    };
+}
+
 /// Default DNS address: loopback, an unprivileged port.
-pub(crate) const DEFAULT_DNS: &str = "127.0.0.1:5353";
+pub const DEFAULT_DNS: &str = "127.0.0.1:5353";
 /// Default DHCP address: loopback, an unprivileged port (replies go back to the sender).
-pub(crate) const DEFAULT_DHCP: &str = "127.0.0.1:6767";
+pub const DEFAULT_DHCP: &str = "127.0.0.1:6767";
 /// Default control API address: loopback only.
-pub(crate) const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
+pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
 /// Default snapshot body limit: a million-node snapshot fits.
-pub(crate) const DEFAULT_MAX_BODY: usize = 256 << 20;
+pub const DEFAULT_MAX_BODY: usize = 256 << 20;
 
 /// The configuration file (`pserv serve --config FILE`). Every field is optional; unknown
 /// fields are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct File {
+pub struct File {
     /// Snapshot file served at start and reloaded on SIGHUP.
     pub snapshot: Option<PathBuf>,
     /// DNS addresses (UDP and TCP).
@@ -45,16 +75,21 @@ pub(crate) struct File {
 
 impl File {
     /// Reads and parses a configuration file.
-    pub(crate) fn load(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 }
 
 /// The settings `serve` runs with: file values overridden by flags, defaults filled in.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Config {
     /// Snapshot file, or `None` for the bundled example.
     pub snapshot: Option<PathBuf>,
     /// DNS addresses.
@@ -77,7 +112,7 @@ pub(crate) struct Settings {
 
 /// Flags of `pserv serve` that override the file.
 #[derive(Debug, Default, Clone, clap::Args)]
-pub(crate) struct Overrides {
+pub struct Overrides {
     /// Snapshot file served at start and reloaded on SIGHUP (default: the bundled example).
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
@@ -101,9 +136,9 @@ pub(crate) struct Overrides {
     pub token: Option<String>,
 }
 
-impl Settings {
+impl Config {
     /// Merges the file and the flags, and checks what must hold before anything starts.
-    pub(crate) fn resolve(file: File, flags: Overrides) -> anyhow::Result<Self> {
+    pub fn resolve(file: File, flags: Overrides) -> Result<Self, ConfigError> {
         let parse = |s: &str| s.parse::<SocketAddr>().expect("a valid default address");
         let s = Self {
             snapshot: flags.snapshot.or(file.snapshot),
@@ -165,7 +200,7 @@ mod tests {
             "snapshot = \"/etc/pserv/s.json\"\ndns_listen = [\"127.0.0.1:53\"]\ntoken = \"t\"\n",
         )
         .unwrap();
-        let s = Settings::resolve(
+        let s = Config::resolve(
             file,
             Overrides {
                 dns_listen: vec!["127.0.0.2:5353".parse().unwrap()],
@@ -182,7 +217,7 @@ mod tests {
 
     #[test]
     fn refuses_an_open_control_api_without_a_token() {
-        let e = Settings::resolve(
+        let e = Config::resolve(
             File::default(),
             Overrides {
                 control_listen: Some("0.0.0.0:5380".parse().unwrap()),
@@ -197,14 +232,14 @@ mod tests {
     fn dns_tcp_limits_from_the_file_and_refused_when_zero() {
         let file: File =
             toml::from_str("dns_tcp_max_connections = 64\ndns_tcp_idle_seconds = 3\n").unwrap();
-        let s = Settings::resolve(file, Overrides::default()).unwrap();
+        let s = Config::resolve(file, Overrides::default()).unwrap();
         assert_eq!(s.dns_tcp.max_connections, 64);
         assert_eq!(s.dns_tcp.idle, std::time::Duration::from_secs(3));
-        let d = Settings::resolve(File::default(), Overrides::default()).unwrap();
+        let d = Config::resolve(File::default(), Overrides::default()).unwrap();
         assert_eq!(d.dns_tcp, pserv_dns::tcp::Limits::default());
         for bad in ["dns_tcp_max_connections = 0", "dns_tcp_idle_seconds = 0"] {
             let file: File = toml::from_str(bad).unwrap();
-            let e = Settings::resolve(file, Overrides::default()).unwrap_err();
+            let e = Config::resolve(file, Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(&bad[..bad.len() - 4]), "{e}");
         }
     }

@@ -5,6 +5,12 @@
 //! the [`crate::journal::Journal`] and acknowledges the client only once it is durable. Replaying
 //! those changes through [`Leases::apply`] rebuilds the same state.
 //!
+//! The set has one owner (the DHCP service). Readers elsewhere (DNS, the control API) never see
+//! it: the owner publishes a [`LeaseView`] ([`Leases::view`], a persistent map updated with what
+//! changed since the last view, so publishing costs what changed, not the set's size) on a
+//! [`LeaseBoard`] that readers load with one atomic load. Leases end on time: the owner's timer
+//! asks [`Leases::poll_timeout`] when the next one ends and calls [`Leases::expire`] then.
+//!
 //! Invariants:
 //! - one address has at most one holder (offered or bound) at a time, and one MAC at most one
 //!   lease;
@@ -12,13 +18,19 @@
 //!   it is quarantined after a DECLINE, or while the table reserves it for a node;
 //! - dynamic addresses come only from the subnet's dynamic ranges.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::MacAddr;
 use crate::table::{Range4, SubnetInfo, Table};
+
+mod view;
+
+pub use view::{LeaseBoard, LeaseCounts, LeaseView};
 
 /// How long an offered address is held for the client that was offered it.
 pub const OFFER_HOLD_SECONDS: u64 = 30;
@@ -86,6 +98,49 @@ pub enum Change {
     },
 }
 
+/// Something that ended on time (not journaled: replay ends it again by the clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Ended {
+    /// A lease (bound) or an offer (offered, never requested) reached its end.
+    Expired {
+        /// The client.
+        mac: MacAddr,
+        /// Its address, free again.
+        ip: Ipv4Addr,
+        /// What it was when it ended.
+        state: LeaseState,
+    },
+    /// A declined address left quarantine.
+    QuarantineEnded {
+        /// The address, free again.
+        ip: Ipv4Addr,
+    },
+}
+
+/// What `/v1/events` streams about leases: durable changes and ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LeaseEvent {
+    /// A journaled change, once durable.
+    Changed(Change),
+    /// An end on time.
+    Ended(Ended),
+}
+
+impl LeaseEvent {
+    /// The event's name (`bound`, `released`, `declined`, `expired`, `quarantine_ended`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Changed(Change::Bound { .. }) => "bound",
+            Self::Changed(Change::Released { .. }) => "released",
+            Self::Changed(Change::Declined { .. }) => "declined",
+            Self::Ended(Ended::Expired { .. }) => "expired",
+            Self::Ended(Ended::QuarantineEnded { .. }) => "quarantine_ended",
+        }
+    }
+}
+
 /// Why a REQUEST cannot be acknowledged: the client gets a DHCPNAK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -123,6 +178,13 @@ struct Exhausted {
     until: u64,
 }
 
+/// What a timer entry ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Lease(MacAddr),
+    Quarantine(Ipv4Addr),
+}
+
 /// The dynamic lease set. See the module docs.
 #[derive(Debug, Default)]
 pub struct Leases {
@@ -138,6 +200,14 @@ pub struct Leases {
     /// Count of addresses freed (release, expiry, quarantine end), to invalidate `exhausted`.
     frees: u64,
     stats: ReplayStats,
+    /// When things end: (time, what), earliest first. An entry whose lease was renewed or
+    /// removed since is stale and skipped when it comes up.
+    timers: BinaryHeap<Reverse<(u64, Timer)>>,
+    /// Clients and quarantined addresses changed since the last [`Leases::view`].
+    dirty: HashSet<MacAddr>,
+    dirty_declined: HashSet<Ipv4Addr>,
+    /// The last view handed out, brought up to date from `dirty` by the next.
+    published: LeaseView,
 }
 
 impl Leases {
@@ -154,6 +224,26 @@ impl Leases {
         }
         l.expire(now);
         l
+    }
+
+    /// Whether anything changed since the last [`Leases::view`].
+    pub fn has_unpublished(&self) -> bool {
+        !self.dirty.is_empty() || !self.dirty_declined.is_empty()
+    }
+
+    /// The read-only view of the set as it is now, for [`LeaseBoard::publish`]. Costs what
+    /// changed since the previous view (the maps are persistent: the new view shares the rest).
+    pub fn view(&mut self) -> Arc<LeaseView> {
+        for mac in self.dirty.drain() {
+            self.published.set_lease(mac, self.by_mac.get(&mac));
+        }
+        for ip in self.dirty_declined.drain() {
+            self.published
+                .set_declined(ip, self.declined.get(&ip).copied());
+        }
+        shrink(&mut self.dirty);
+        shrink(&mut self.dirty_declined);
+        Arc::new(self.published.clone())
     }
 
     /// What replay found.
@@ -430,7 +520,9 @@ impl Leases {
                     state: LeaseState::Bound,
                     hostname: hostname.clone(),
                 });
-                self.declined.remove(ip);
+                if self.declined.remove(ip).is_some() {
+                    self.dirty_declined.insert(*ip);
+                }
             }
             Change::Released { mac, ip } => {
                 if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
@@ -442,58 +534,80 @@ impl Leases {
                     self.remove(*mac);
                 }
                 self.declined.insert(*ip, (*until, *mac));
+                self.dirty_declined.insert(*ip);
+                self.timers.push(Reverse((*until, Timer::Quarantine(*ip))));
             }
         }
     }
 
-    /// Removes ended leases and quarantines. Returns how many leases ended.
-    pub fn expire(&mut self, now: u64) -> usize {
-        let ended: Vec<MacAddr> = self
-            .by_mac
-            .values()
-            .filter(|l| l.expires <= now)
-            .map(|l| l.mac)
-            .collect();
-        for mac in &ended {
-            self.remove(*mac);
+    /// Removes the leases, offers and quarantines that have ended by `now`, and returns them.
+    /// Costs what ended (a timer heap), not the set's size. Memory follows: maps left mostly
+    /// empty (after a flood of offers) give their room back.
+    pub fn expire(&mut self, now: u64) -> Vec<Ended> {
+        let mut ended = Vec::new();
+        while let Some(&Reverse((at, what))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if !self.timer_is_live(at, what) {
+                continue;
+            }
+            match what {
+                Timer::Lease(mac) => {
+                    if let Some(l) = self.by_mac.get(&mac) {
+                        ended.push(Ended::Expired {
+                            mac,
+                            ip: l.ip,
+                            state: l.state,
+                        });
+                        self.remove(mac);
+                    }
+                }
+                Timer::Quarantine(ip) => {
+                    self.declined.remove(&ip);
+                    self.dirty_declined.insert(ip);
+                    self.frees += 1;
+                    ended.push(Ended::QuarantineEnded { ip });
+                }
+            }
         }
-        let before = self.declined.len();
-        self.declined.retain(|_, (until, _)| *until > now);
-        self.frees += (before - self.declined.len()) as u64;
-        ended.len()
+        if !ended.is_empty() {
+            shrink(&mut self.by_mac);
+            shrink(&mut self.by_ip);
+            shrink(&mut self.by_name);
+            shrink(&mut self.declined);
+            if self.timers.capacity() > 1024 && self.timers.len() < self.timers.capacity() / 4 {
+                self.timers.shrink_to(self.timers.len() * 2);
+            }
+        }
+        ended
     }
 
-    /// The earliest time something ends (a lease or a quarantine), for the caller's timer.
-    pub fn poll_timeout(&self) -> Option<u64> {
-        let leases = self.by_mac.values().map(|l| l.expires);
-        let quarantines = self.declined.values().map(|(until, _)| *until);
-        leases.chain(quarantines).min()
+    /// Whether a timer entry still ends something (not renewed, released or replaced since).
+    fn timer_is_live(&self, at: u64, what: Timer) -> bool {
+        match what {
+            Timer::Lease(mac) => self.by_mac.get(&mac).is_some_and(|l| l.expires == at),
+            Timer::Quarantine(ip) => self.declined.get(&ip).is_some_and(|(u, _)| *u == at),
+        }
+    }
+
+    /// The earliest time something ends (a lease, an offer or a quarantine), for the owner's
+    /// timer: call [`Leases::expire`] then.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        while let Some(&Reverse((at, what))) = self.timers.peek() {
+            if self.timer_is_live(at, what) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 
     /// The changes that recreate this lease set's durable part (bound leases and quarantines
     /// live at `now`): what a compacted journal holds.
     pub fn durable_changes(&self, now: u64) -> Vec<Change> {
-        let bound = self
-            .by_mac
-            .values()
-            .filter(|l| l.state == LeaseState::Bound && l.expires > now)
-            .map(|l| Change::Bound {
-                mac: l.mac,
-                ip: l.ip,
-                start: l.start,
-                expires: l.expires,
-                hostname: l.hostname.clone(),
-            });
-        let declined = self
-            .declined
-            .iter()
-            .filter(|(_, (until, _))| *until > now)
-            .map(|(ip, (until, mac))| Change::Declined {
-                mac: *mac,
-                ip: *ip,
-                until: *until,
-            });
-        bound.chain(declined).collect()
+        durable_changes(self.by_mac.values(), self.declined.iter(), now)
     }
 
     fn insert(&mut self, lease: Lease) {
@@ -511,8 +625,12 @@ impl Leases {
         {
             self.remove_name(prev);
             self.by_mac.remove(&prev);
+            self.dirty.insert(prev);
         }
         self.remove_name(lease.mac);
+        self.dirty.insert(lease.mac);
+        self.timers
+            .push(Reverse((lease.expires, Timer::Lease(lease.mac))));
         if let Some(h) = &lease.hostname {
             self.by_name
                 .insert(h.to_ascii_lowercase().into(), lease.mac);
@@ -532,6 +650,7 @@ impl Leases {
 
     fn remove(&mut self, mac: MacAddr) {
         self.remove_name(mac);
+        self.dirty.insert(mac);
         if let Some(l) = self.by_mac.remove(&mac)
             && self.by_ip.get(&l.ip) == Some(&mac)
         {
@@ -539,4 +658,55 @@ impl Leases {
             self.frees += 1;
         }
     }
+}
+
+/// The changes that recreate a lease set's durable part: its bound leases and quarantines live
+/// at `now` (for [`Leases`] and [`LeaseView`] alike).
+fn durable_changes<'a>(
+    leases: impl Iterator<Item = &'a Lease>,
+    declined: impl Iterator<Item = (&'a Ipv4Addr, &'a (u64, MacAddr))>,
+    now: u64,
+) -> Vec<Change> {
+    let bound = leases
+        .filter(|l| l.state == LeaseState::Bound && l.expires > now)
+        .map(|l| Change::Bound {
+            mac: l.mac,
+            ip: l.ip,
+            start: l.start,
+            expires: l.expires,
+            hostname: l.hostname.clone(),
+        });
+    let declined = declined
+        .filter(|(_, (until, _))| *until > now)
+        .map(|(ip, (until, mac))| Change::Declined {
+            mac: *mac,
+            ip: *ip,
+            until: *until,
+        });
+    bound.chain(declined).collect()
+}
+
+/// Gives a map's room back once it holds under a quarter of it (after a flood ends).
+trait Shrink {
+    fn shrink_if_sparse(&mut self);
+}
+
+impl<K: std::hash::Hash + Eq, V> Shrink for HashMap<K, V> {
+    fn shrink_if_sparse(&mut self) {
+        if self.capacity() > 1024 && self.len() < self.capacity() / 4 {
+            self.shrink_to(self.len() * 2);
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Shrink for HashSet<K> {
+    fn shrink_if_sparse(&mut self) {
+        if self.capacity() > 1024 && self.len() < self.capacity() / 4 {
+            self.shrink_to(self.len() * 2);
+        }
+    }
+}
+
+fn shrink(m: &mut impl Shrink) {
+    m.shrink_if_sparse();
 }

@@ -1,0 +1,316 @@
+//! The control API: snapshot pushes, status, leases, events, metrics.
+//!
+//! Every route sits behind the token check when a token is configured (required off loopback).
+//! A push is parsed, validated and compiled on a blocking thread, then swapped in; responders
+//! never wait for it. Leases are read from the published lease view: the API never locks
+//! anything the DHCP service holds.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use futures_util::Stream;
+use pserv_core::histogram::Histogram;
+use pserv_core::journal::JournalMonitor;
+use pserv_core::lease::LeaseBoard;
+use pserv_core::{PublishError, Published, Snapshot, Store};
+use pserv_dns::forward::ForwardCounters;
+use pserv_dns::respond::Counters;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::BroadcastStream;
+
+/// Outcome counts of snapshot pushes (API, SIGHUP, start-up, code).
+#[derive(Debug, Default)]
+pub(crate) struct PushStats {
+    pub(crate) ok: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    /// Parse+validate+compile+swap time of accepted snapshots.
+    pub(crate) publish_seconds: Histogram,
+    pub(crate) last_publish_us: AtomicU64,
+}
+
+/// The `/v1/events` stream: every listener gets every event; one too slow to keep up misses
+/// some (the channel counts them), never blocks the sender.
+#[derive(Debug, Clone)]
+pub(crate) struct Events(broadcast::Sender<Arc<str>>);
+
+impl Events {
+    pub(crate) fn new() -> Self {
+        Self(broadcast::channel(4096).0)
+    }
+
+    /// Sends an event; with nobody listening it is not even encoded.
+    pub(crate) fn emit(&self, kind: &str, body: &impl Serialize) {
+        if self.0.receiver_count() == 0 {
+            return;
+        }
+        let Ok(body) = serde_json::to_string(body) else {
+            return;
+        };
+        let _ = self.0.send(format!("{kind}\n{body}").into());
+    }
+}
+
+/// Publishes snapshots: counts each outcome, times it, announces it.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    pub(crate) store: Arc<Store>,
+    pub(crate) pushes: PushStats,
+    pub(crate) events: Events,
+}
+
+impl Publisher {
+    /// Validates, compiles and publishes a snapshot from JSON (blocking: call off the async
+    /// threads).
+    pub(crate) fn publish_json(&self, bytes: &[u8]) -> Result<Published, PublishError> {
+        self.count(Instant::now(), self.store.publish_json(bytes))
+    }
+
+    /// The same for a snapshot built in code.
+    pub(crate) fn publish(&self, snap: &Snapshot) -> Result<Published, PublishError> {
+        self.count(Instant::now(), self.store.publish(snap))
+    }
+
+    fn count(
+        &self,
+        t0: Instant,
+        result: Result<Published, PublishError>,
+    ) -> Result<Published, PublishError> {
+        let p = &self.pushes;
+        match &result {
+            Ok(published) => {
+                p.ok.fetch_add(1, Ordering::Relaxed);
+                let took = t0.elapsed();
+                p.publish_seconds.observe(took);
+                p.last_publish_us
+                    .store(took.as_micros() as u64, Ordering::Relaxed);
+                self.events.emit(
+                    "snapshot",
+                    &json!({"event": "snapshot", "generation": published.generation,
+                            "nodes": published.nodes}),
+                );
+            }
+            Err(PublishError::Invalid(_)) => {
+                p.invalid.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(PublishError::Stale { .. }) => {
+                p.stale.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                p.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+/// One DNS service's counters: its responses, and its forwarding.
+pub(crate) type DnsCounters = (Arc<Counters>, Vec<Arc<ForwardCounters>>);
+
+/// Everything the control plane reads and changes, given whole at construction.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) publisher: Arc<Publisher>,
+    /// The published lease view (the DHCP service owns the leases).
+    pub(crate) leases: Arc<LeaseBoard>,
+    pub(crate) dns: DnsCounters,
+    pub(crate) dhcp: Arc<pserv_dhcp::io::Counters>,
+    pub(crate) journal: JournalMonitor,
+    pub(crate) connections: Arc<crate::http::ConnCounters>,
+    pub(crate) token: Option<String>,
+    pub(crate) started: Instant,
+    /// Set once the services run and a snapshot is served.
+    pub(crate) ready: AtomicBool,
+}
+
+impl App {
+    /// Whether a snapshot is served.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.publisher.store.generation().is_some()
+    }
+
+    /// The router, with the token check and the body limit.
+    pub(crate) fn router(self: &Arc<Self>, max_body: usize) -> Router {
+        Router::new()
+            .route("/v1/snapshot", put(put_snapshot))
+            .route("/v1/status", get(status))
+            .route("/v1/leases", get(leases))
+            .route("/v1/events", get(events))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(max_body))
+            .layer(middleware::from_fn(move |req: Request, next: Next| {
+                refuse_declared_oversize(req, next, max_body)
+            }))
+            .layer(middleware::from_fn_with_state(self.clone(), auth))
+            .with_state(self.clone())
+    }
+}
+
+/// A body whose declared length is over the limit is refused before a byte of it is read
+/// (the body limit alone would read up to the limit first).
+async fn refuse_declared_oversize(req: Request, next: Next, max: usize) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(json!({"error": format!("the body is larger than {max} bytes")})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &app.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "missing or wrong bearer token"})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+async fn put_snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let publisher = app.publisher.clone();
+    let result = tokio::task::spawn_blocking(move || publisher.publish_json(&body)).await;
+    let Ok(result) = result else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "publish task failed").into_response();
+    };
+    match result {
+        Ok(p) => (
+            StatusCode::OK,
+            axum::Json(json!({
+                "generation": p.generation,
+                "nodes": p.nodes,
+                "interfaces": p.interfaces,
+                "parse_ms": p.parse.as_secs_f64() * 1e3,
+                "compile_ms": p.compile.as_secs_f64() * 1e3,
+                "swap_us": p.swap.as_secs_f64() * 1e6,
+            })),
+        )
+            .into_response(),
+        Err(PublishError::Stale {
+            generation,
+            current,
+        }) => (
+            StatusCode::CONFLICT,
+            axum::Json(json!({
+                "error": format!("generation {generation} is not above the current generation {current}"),
+                "generation": generation,
+                "current": current,
+            })),
+        )
+            .into_response(),
+        Err(PublishError::Invalid(problems)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"problems": problems})),
+        )
+            .into_response(),
+        Err(PublishError::Parse(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"problems": [{"message": e.to_string(), "path": e.path, "nodes": []}]})),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"error": e.to_string()})))
+            .into_response(),
+    }
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let store = &app.publisher.store;
+    let t = store.load();
+    let counts = app.leases.load().counts();
+    let journal_error = app.journal.failure().map(|e| e.to_string());
+    let body = json!({
+        "ready": app.is_ready(),
+        "generation": store.generation(),
+        "nodes": t.node_count(),
+        "interfaces": t.interface_count(),
+        "subnets": t.subnets().len(),
+        "leases": {"bound": counts.bound, "offered": counts.offered},
+        "journal_error": journal_error,
+        "uptime_seconds": app.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    // Not ready (no snapshot yet): 503, so a load balancer or readiness probe waits.
+    let code = if app.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn leases(State(app): State<Arc<App>>) -> Response {
+    let table = app.publisher.store.load_full();
+    let view = app.leases.load_full();
+    let dynamic = view.iter().map(|l| {
+        json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
+               "hostname": l.hostname, "reserved": false})
+    });
+    let reserved = table.interfaces().filter_map(|i| {
+        let ip = i.ipv4()?;
+        let node = i.node();
+        Some(
+            json!({"mac": i.mac(), "ip": ip, "state": "reserved", "hostname": node.fqdn(),
+                    "node": node.id(), "reserved": true}),
+        )
+    });
+    let all: Vec<Value> = dynamic.chain(reserved).collect();
+    axum::Json(Value::Array(all)).into_response()
+}
+
+async fn events(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = BroadcastStream::new(app.publisher.events.0.subscribe()).filter_map(|line| {
+        // A listener too slow to keep up misses events (counted by the channel), never
+        // blocks the server.
+        let line = line.ok()?;
+        let (kind, data) = line.split_once('\n')?;
+        Some(Ok(Event::default().event(kind).data(data)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(&app),
+    )
+        .into_response()
+}

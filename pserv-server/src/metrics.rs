@@ -1,0 +1,289 @@
+//! `/metrics`: the Prometheus text exposition, encoded by `prometheus-client` from a collector
+//! that reads the services' own counters at scrape time (the hot paths keep their plain
+//! atomics; nothing is registered per request).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use pserv_core::histogram::Histogram;
+use pserv_dns::forward::ForwardCounters;
+use pserv_dns::respond::Counters;
+
+use crate::control::App;
+
+/// The whole exposition for one scrape.
+pub(crate) fn render(app: &Arc<App>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(app.clone())));
+    let mut out = String::with_capacity(8192);
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "encoding /metrics");
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Scrape(Arc<App>);
+
+type Result = std::result::Result<(), std::fmt::Error>;
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// One metric without labels. Counter names are given without `_total`: the encoder adds it.
+fn single<V: EncodeCounterValue + EncodeGaugeValue>(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    v: V,
+) -> Result {
+    let mut m = e.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&v, None),
+        _ => m.encode_gauge(&v),
+    }
+}
+
+/// One metric family with one label.
+fn family(
+    e: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result {
+    let mut d = e.encode_descriptor(name, help, None, kind)?;
+    for (value, v) in values {
+        let labels = [(label, *value)];
+        let mut m = d.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(v, None)?,
+            _ => m.encode_gauge(v)?,
+        }
+    }
+    Ok(())
+}
+
+fn histogram(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, h: &Histogram) -> Result {
+    let s = h.snapshot();
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    m.encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result {
+        let app = &*self.0;
+        let store = &app.publisher.store;
+        let t = store.load();
+        use MetricType::{Counter, Gauge};
+        single(
+            &mut e,
+            "pserv_ready",
+            "1 once a snapshot is served",
+            Gauge,
+            u64::from(app.is_ready()),
+        )?;
+        single(
+            &mut e,
+            "pserv_snapshot_generation",
+            "Generation of the served snapshot",
+            Gauge,
+            t.generation(),
+        )?;
+        single(
+            &mut e,
+            "pserv_nodes",
+            "Nodes in the served snapshot",
+            Gauge,
+            t.node_count() as u64,
+        )?;
+        single(
+            &mut e,
+            "pserv_uptime_seconds",
+            "Seconds since start",
+            Gauge,
+            app.started.elapsed().as_secs(),
+        )?;
+        let counts = app.leases.load().counts();
+        family(
+            &mut e,
+            "pserv_leases",
+            "Dynamic leases by state",
+            Gauge,
+            "state",
+            &[
+                ("bound", counts.bound as u64),
+                ("offered", counts.offered as u64),
+                ("declined", counts.declined as u64),
+            ],
+        )?;
+
+        let p = &app.publisher.pushes;
+        family(
+            &mut e,
+            "pserv_snapshot_pushes",
+            "Snapshot publishes by result",
+            Counter,
+            "result",
+            &[
+                ("ok", load(&p.ok)),
+                ("invalid", load(&p.invalid)),
+                ("stale", load(&p.stale)),
+                ("malformed", load(&p.malformed)),
+            ],
+        )?;
+        histogram(
+            &mut e,
+            "pserv_snapshot_publish_seconds",
+            "Parse+validate+compile+swap time of accepted snapshots",
+            &p.publish_seconds,
+        )?;
+        single(
+            &mut e,
+            "pserv_snapshot_last_publish_seconds",
+            "The last accepted snapshot's publish time",
+            Gauge,
+            load(&p.last_publish_us) as f64 / 1e6,
+        )?;
+
+        dns(&mut e, &app.dns.0, &app.dns.1)?;
+        dhcp(&mut e, &app.dhcp)?;
+
+        let c = &app.connections;
+        family(
+            &mut e,
+            "pserv_control_connections_dropped",
+            "Control API connections closed at accept, by reason",
+            Counter,
+            "reason",
+            &[
+                ("over_limit", load(&c.over_limit)),
+                ("accept_error", load(&c.accept_errors)),
+            ],
+        )?;
+        let s = app.journal.stats();
+        single(
+            &mut e,
+            "pserv_journal_commits",
+            "Group commits (fdatasync) of the lease journal",
+            Counter,
+            s.flushes,
+        )?;
+        single(
+            &mut e,
+            "pserv_journal_records",
+            "Lease changes made durable",
+            Counter,
+            s.records,
+        )?;
+        single(
+            &mut e,
+            "pserv_journal_compactions",
+            "Lease journal compactions",
+            Counter,
+            s.compactions,
+        )?;
+        single(
+            &mut e,
+            "pserv_journal_compaction_failures",
+            "Compactions that could not start (descriptors, disk); retried, not fatal",
+            Counter,
+            s.compaction_failures,
+        )?;
+        single(
+            &mut e,
+            "pserv_journal_bytes",
+            "Lease journal file size",
+            Gauge,
+            s.bytes,
+        )?;
+        single(
+            &mut e,
+            "pserv_journal_failed",
+            "1 once the lease journal has failed: no dynamic lease is acknowledged",
+            Gauge,
+            u64::from(app.journal.failure().is_some()),
+        )?;
+        Ok(())
+    }
+}
+
+#[rustfmt::skip]
+fn dns(e: &mut DescriptorEncoder<'_>, c: &Counters, fwd: &[Arc<ForwardCounters>]) -> Result {
+    use MetricType::{Counter, Gauge};
+    family(e, "pserv_dns_responses", "DNS responses by rcode", Counter, "rcode", &[
+        ("noerror", load(&c.noerror)),
+        ("nxdomain", load(&c.nxdomain)),
+        ("refused", load(&c.refused)),
+        ("formerr", load(&c.formerr)),
+        ("notimp", load(&c.notimp)),
+        ("badvers", load(&c.badvers)),
+        ("servfail", load(&c.servfail)),
+    ])?;
+    family(e, "pserv_dns_packets", "DNS packets by direction", Counter, "direction", &[
+        ("in", load(&c.udp_in)),
+        ("out", load(&c.udp_out)),
+    ])?;
+    family(e, "pserv_dns_dropped", "DNS packets dropped by reason", Counter, "reason", &[
+        ("unanswerable", load(&c.dropped)),
+        ("send_error", load(&c.send_errors)),
+        ("oversized", load(&c.oversized)),
+    ])?;
+    single(e, "pserv_dns_fast_path", "Queries answered by the UDP fast path", Counter, load(&c.fast))?;
+    single(e, "pserv_dns_truncated", "UDP answers sent truncated", Counter, load(&c.truncated))?;
+    family(e, "pserv_dns_tcp_connections", "DNS TCP connections: accepted, and closed by the server by reason", Counter, "outcome", &[
+        ("accepted", load(&c.tcp_accepted)),
+        ("over_limit", load(&c.tcp_over_limit)),
+        ("evicted", load(&c.tcp_evicted)),
+        ("timed_out", load(&c.tcp_timeouts)),
+    ])?;
+    single(e, "pserv_dns_tcp_accept_errors", "Failed TCP accepts (descriptors, memory)", Counter, load(&c.tcp_accept_errors))?;
+    single(e, "pserv_dns_tcp_open", "DNS TCP connections open", Gauge, load(&c.tcp_open))?;
+    let sum = |f: fn(&ForwardCounters) -> &AtomicU64| fwd.iter().map(|c| load(f(c))).sum::<u64>();
+    family(e, "pserv_dns_forwarded", "Queries forwarded to upstreams, by outcome", Counter, "outcome", &[
+        ("sent", sum(|c| &c.sent)),
+        ("relayed", sum(|c| &c.relayed)),
+        ("timeout", sum(|c| &c.timeouts)),
+        ("retried", sum(|c| &c.retried)),
+        ("failed", sum(|c| &c.failed)),
+        ("unmatched", sum(|c| &c.unmatched)),
+        ("dropped", sum(|c| &c.dropped)),
+    ])?;
+    histogram(e, "pserv_dns_answer_seconds", "Time from a DNS query's arrival to its answer leaving", &c.answer_seconds)
+}
+
+#[rustfmt::skip]
+fn dhcp(e: &mut DescriptorEncoder<'_>, c: &pserv_dhcp::io::Counters) -> Result {
+    use MetricType::Counter;
+    family(e, "pserv_dhcp_packets", "DHCP packets by direction", Counter, "direction", &[
+        ("in", load(&c.received)),
+        ("out", load(&c.sent)),
+    ])?;
+    family(e, "pserv_dhcp_replies", "DHCP replies by type", Counter, "type", &[
+        ("offer", load(&c.offers)),
+        ("ack", load(&c.acks)),
+        ("nak", load(&c.naks)),
+    ])?;
+    single(e, "pserv_dhcp_hardware_unicast", "Replies unicast to a client without an address (ARP entry set)", Counter, load(&c.hardware_unicasts))?;
+    let mut drops: Vec<(String, u64)> = c
+        .drops
+        .lock()
+        .iter()
+        .map(|(k, v)| (format!("{k:?}"), *v))
+        .collect();
+    drops.push(("SendError".into(), load(&c.send_errors)));
+    drops.push(("JournalError".into(), load(&c.journal_errors)));
+    drops.sort();
+    let drops: Vec<(&str, u64)> = drops.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    family(e, "pserv_dhcp_dropped", "DHCP packets dropped, by reason", Counter, "reason", &drops)?;
+    histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)
+}

@@ -1,0 +1,183 @@
+//! The library entry point, as an embedder uses it (`examples/embed.rs`): the whole server in
+//! the test's own tokio runtime, on loopback ports the kernel picks; DHCP, DNS and the control
+//! API answering from one table and one lease owner; a clean shutdown that flushes the journal.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use dhcproto::Decodable;
+use dhcproto::v4::{DhcpOption, Message, MessageType};
+use pserv_core::journal::{Journal, Options};
+use pserv_server::config::{File, Overrides};
+
+const RELAY: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
+
+fn config(state: &std::path::Path) -> pserv_server::Config {
+    pserv_server::Config::resolve(
+        File::default(),
+        Overrides {
+            dns_listen: vec!["127.0.0.1:0".parse().unwrap()],
+            dhcp_listen: Some("127.0.0.1:0".parse().unwrap()),
+            control_listen: Some("127.0.0.1:0".parse().unwrap()),
+            state_dir: Some(state.to_owned()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap()
+}
+
+fn udp() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s
+}
+
+fn dhcp(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
+    pserv_tests::relayed_dhcp(kind, mac, RELAY, opts)
+}
+
+/// DISCOVER + REQUEST with a hostname; the ACKed address.
+fn dora(server: SocketAddr, mac: [u8; 6], hostname: &str) -> Ipv4Addr {
+    let s = udp();
+    let name = DhcpOption::Hostname(hostname.into());
+    s.send_to(
+        &dhcp(MessageType::Discover, mac, vec![name.clone()]),
+        server,
+    )
+    .unwrap();
+    let mut buf = [0u8; 1500];
+    let n = s.recv(&mut buf).unwrap();
+    let offer = Message::from_bytes(&buf[..n]).unwrap();
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    let req = dhcp(
+        MessageType::Request,
+        mac,
+        vec![
+            DhcpOption::RequestedIpAddress(offer.yiaddr()),
+            DhcpOption::ServerIdentifier(Ipv4Addr::new(127, 0, 0, 1)),
+            name,
+        ],
+    );
+    s.send_to(&req, server).unwrap();
+    let n = s.recv(&mut buf).unwrap();
+    let ack = Message::from_bytes(&buf[..n]).unwrap();
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    ack.yiaddr()
+}
+
+/// A DNS A query; the address of a one-answer NOERROR reply.
+fn resolve(server: SocketAddr, name: &str) -> Option<Ipv4Addr> {
+    let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let s = udp();
+    s.send_to(&q, server).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.recv(&mut buf).ok()?;
+    let answers = u16::from_be_bytes([buf[6], buf[7]]);
+    (buf[3] & 0x0f == 0 && answers == 1).then(|| {
+        let a: [u8; 4] = buf[n - 4..n].try_into().unwrap();
+        a.into()
+    })
+}
+
+fn get(control: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(control).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: pserv\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_server_answers_dhcp_dns_and_the_api_then_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = pserv_server::serve(config(dir.path())).await.unwrap();
+    let (dns, dhcp_addr, control) = (server.dns[0], server.dhcp, server.control);
+
+    let answers = tokio::task::spawn_blocking(move || {
+        let reserved = resolve(dns, "aaa.maas");
+        // An unknown client gets a dynamic lease; the subnet publishes client names.
+        let ip = dora(dhcp_addr, [2, 0, 0, 0, 0, 0x42], "probe");
+        let probe = resolve(dns, "probe.maas");
+        (
+            reserved,
+            ip,
+            probe,
+            get(control, "/v1/leases"),
+            get(control, "/metrics"),
+        )
+    })
+    .await
+    .unwrap();
+    let (reserved, ip, probe, leases, metrics) = answers;
+    assert_eq!(reserved, Some(Ipv4Addr::new(10, 20, 0, 10)));
+    assert_eq!(probe, Some(ip), "the ACKed lease resolves in DNS");
+    assert!(leases.contains(&ip.to_string()), "{leases}");
+    assert!(leases.contains("\"bound\""), "{leases}");
+    let view = server.leases();
+    assert_eq!(view.counts().bound, 1);
+    assert_eq!(view.iter().next().map(|l| l.ip), Some(ip));
+    assert!(
+        metrics.contains("pserv_leases{state=\"bound\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pserv_dhcp_reply_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pserv_dns_answer_seconds_count"),
+        "{metrics}"
+    );
+
+    // A push from code is seen by DNS at once.
+    let moved = pserv_core::snapshot::EXAMPLE_JSON
+        .replace("\"generation\": 1", "\"generation\": 2")
+        .replace("10.20.0.10", "10.20.0.99");
+    server.publish_json(moved.as_bytes()).unwrap();
+    let aaa = tokio::task::spawn_blocking(move || resolve(dns, "aaa.maas"))
+        .await
+        .unwrap();
+    assert_eq!(aaa, Some(Ipv4Addr::new(10, 20, 0, 99)));
+
+    let t0 = Instant::now();
+    server.shutdown().await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Every service let go of its port, and the lease is on disk.
+    assert!(UdpSocket::bind(dns).is_ok());
+    assert!(UdpSocket::bind(dhcp_addr).is_ok());
+    assert!(std::net::TcpListener::bind(control).is_ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (_j, r) =
+        Journal::open(&dir.path().join("leases.journal"), Options::default(), now).unwrap();
+    assert_eq!(r.leases.bound(dhcproto_mac(), now).map(|l| l.ip), Some(ip));
+}
+
+fn dhcproto_mac() -> pserv_core::MacAddr {
+    pserv_core::MacAddr([2, 0, 0, 0, 0, 0x42])
+}
+
+#[tokio::test]
+async fn a_port_in_use_fails_the_start_with_nothing_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut c = config(dir.path());
+    c.control_listen = taken.local_addr().unwrap();
+    let e = pserv_server::serve(c).await.unwrap_err();
+    assert!(e.to_string().contains("binding the control API"), "{e}");
+}
