@@ -12,7 +12,9 @@
 #      achieved with under 1% drops (both DISCOVER-OFFER and REQUEST-ACK);
 #   2. fixed: $FIXED DORA/s offered; the server's CPU time per exchange from /proc (all its
 #      processes and threads).
-# SERVERS="pserv kea" picks which servers run (default: all three).
+# SERVERS="pserv kea" picks which servers run (default: all three). With
+# BASELINE=/path/to/an/older/pserv, that binary runs the same steps in the same run, and the
+# summary gives the ratios against it (a change's before and after on one machine state).
 # pserv journals every lease and fsyncs before each ACK during all of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ CLIENTS=${CLIENTS:-50000}
 RATES=${RATES:-"5000 10000 15000 20000 25000 30000 35000 0"}
 FIXED=${FIXED:-8000}
 SERVERS=${SERVERS:-"pserv kea dnsmasq"}
+BASELINE=${BASELINE:-}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbsrv$$; C=pbcli$$
 work=$(mktemp -d /tmp/pserv-dhcp-bench.XXXXXX)
@@ -105,15 +108,17 @@ cat >"$work/snap.json" <<'JSON'
   "lease_seconds": 3600, "renew_seconds": 900, "rebind_seconds": 1800,
   "dynamic": [{"start": "10.77.1.0", "end": "10.77.255.254"}]}]}
 JSON
-if want pserv; then
-echo "pserv"
-RUST_LOG=warn ip netns exec "$S" taskset -c 0 ./target/release/pserv serve --snapshot "$work/snap.json" \
-  --dhcp-listen 10.77.0.1:67 --dns-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
-  --state-dir "$work/pserv-state" >"$work/pserv.out" 2>&1 &
-server_pid=$!
-measure pserv
-stop_server
-fi
+run_pserv() { # NAME BINARY
+  echo "$1"
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$2" serve --snapshot "$work/snap.json" \
+    --dhcp-listen 10.77.0.1:67 --dns-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
+    --state-dir "$work/$1-state" >"$work/$1.out" 2>&1 &
+  server_pid=$!
+  measure "$1"
+  stop_server
+}
+if want pserv; then run_pserv pserv ./target/release/pserv; fi
+if [ -n "$BASELINE" ]; then run_pserv baseline "$BASELINE"; fi
 
 # Kea: memfile with persist (lease file written, lfc off).
 mkdir -p "$work/kea"
@@ -164,3 +169,8 @@ awk -v p="${BEST[pserv]:-0}" -v k="${BEST[kea]:-0}" -v d="${BEST[dnsmasq]:-0}" \
   printf "best DORA/s under 1%% drops: pserv %.0f  kea %.0f  dnsmasq %.0f   pserv/kea %.2f  pserv/dnsmasq %.2f\n", p, k, d, (k > 0) ? p / k : 0, (d > 0) ? p / d : 0
   printf "CPU per exchange at fixed rate: pserv %s us  kea %s us  dnsmasq %s us   kea/pserv %.2f\n", cp, ck, cd, (cp > 0) ? ck / cp : 0
 }'
+if [ -n "$BASELINE" ]; then
+  awk -v p="${BEST[pserv]:-0}" -v b="${BEST[baseline]:-0}" -v cp="${CPU[pserv]:-0}" -v cb="${CPU[baseline]:-0}" 'BEGIN {
+    printf "vs baseline: best DORA/s %.0f / %.0f = %.2f   CPU per exchange %s / %s us = %.2f\n", p, b, (b > 0) ? p / b : 0, cp, cb, (cb > 0) ? cp / cb : 0
+  }'
+fi

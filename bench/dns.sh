@@ -16,6 +16,8 @@
 #             split as without swaps and nothing may be lost or SERVFAIL.
 #   5. forward: a second pserv, authoritative for another zone, with NSD as its upstream: the
 #             same queries at $FWD_RATE q/s all go through pserv's forwarder; lost and rcodes.
+# With BASELINE=/path/to/an/older/pserv, that binary runs steps 1-3 too, in the same run, and
+# the summary gives the ratios against it (a change's before and after on one machine state).
 # Every run is bounded ($DUR seconds); the servers are stopped by PID at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,8 @@ NSD_PORT=${NSD_PORT:-5301}
 PSERV_PORT=${PSERV_PORT:-5302}
 FWD_PORT=${FWD_PORT:-5303}
 FWD_RATE=${FWD_RATE:-50000}
+BASE_PORT=${BASE_PORT:-5304}
+BASELINE=${BASELINE:-}
 work=$(mktemp -d /tmp/pserv-dns-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -130,6 +134,15 @@ echo "pserv with $swaps swaps (one per 100 ms; log shows $reloaded reloads, $rej
 
 kill "$pserv_pid"; wait "$pserv_pid" 2>/dev/null || true
 
+if [ -n "$BASELINE" ]; then
+  RUST_LOG=warn taskset -c 0 "$BASELINE" serve --snapshot "$work/snapshot-1.json" \
+    --dns-listen "127.0.0.1:$BASE_PORT" --dhcp-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
+    >"$work/baseline.out" 2>&1 &
+  base_pid=$!; pids+=("$base_pid")
+  measure baseline "$base_pid" "$BASE_PORT"
+  kill "$base_pid"; wait "$base_pid" 2>/dev/null || true
+fi
+
 # pserv forwarding to NSD.
 RUST_LOG=warn taskset -c 0 ./target/release/pserv serve --snapshot "$work/snapshot-fwd.json" \
   --dns-listen "127.0.0.1:$FWD_PORT" >"$work/pserv-fwd.out" 2>&1 &
@@ -146,3 +159,9 @@ awk -v p="${PEAK[pserv]}" -v n="${PEAK[nsd]}" -v cp="${CPU[pserv]}" -v cn="${CPU
   printf "TCP qps       pserv %.0f   nsd %.0f   ratio pserv/nsd %.2f\n", tp, tn, tp / tn
   printf "CPU/query     pserv %.2f us   nsd %.2f us   ratio nsd/pserv %.2f (higher: pserv cheaper)\n", cp, cn, cn / cp
 }'
+if [ -n "$BASELINE" ]; then
+  awk -v p="${PEAK[pserv]}" -v b="${PEAK[baseline]}" -v cp="${CPU[pserv]}" -v cb="${CPU[baseline]}" \
+      -v tp="${TCP[pserv]}" -v tb="${TCP[baseline]}" 'BEGIN {
+    printf "vs baseline   peak %.0f / %.0f = %.2f   TCP %.0f / %.0f = %.2f   CPU/query %.2f / %.2f us = %.2f\n", p, b, p / b, tp, tb, tp / tb, cp, cb, cp / cb
+  }'
+fi

@@ -18,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 /// jemalloc, with background threads ([`main`] turns them on) that return freed pages to the
 /// system within seconds even while the threads that freed them sleep: after a flood of offers
 /// has ended, the lease set's memory leaves the process (glibc's allocator kept it resident).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -71,6 +72,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "jemalloc")]
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!(
             "pserv: jemalloc background threads not started ({e}): freed memory returns more slowly"

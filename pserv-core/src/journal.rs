@@ -12,7 +12,7 @@
 //! mid-write leaves at most the unacknowledged tail damaged) into the one [`Leases`] it returns,
 //! then writes the live set to a fresh file and atomically renames it over the old one. The same
 //! compaction runs when the lease set's owner asks ([`Journal::wants_compaction`],
-//! [`Journal::compact`] with its current [`LeaseView`]) once the file has grown past both a floor
+//! [`Journal::compact`] with its set's durable changes) once the file has grown past both a floor
 //! and a multiple of the live set, so the journal stays bounded. The journal keeps no copy of the
 //! lease set and reads no clock: `now` comes with each request.
 
@@ -29,7 +29,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::MacAddr;
-use crate::lease::{Change, LeaseView, Leases};
+use crate::lease::{Change, Leases};
 
 const MAGIC: &[u8; 8] = b"PSRVJL01";
 const TAG_BOUND: u8 = 1;
@@ -101,11 +101,11 @@ struct Queue {
     shutdown: bool,
 }
 
-/// A compaction request: `view` is the lease set after every record before byte `at` of the
-/// queue's buffer (and none after).
+/// A compaction request: `changes` recreate the lease set after every record before byte `at`
+/// of the queue's buffer (and none after); `now` is when it was asked for.
 struct Compaction {
     at: usize,
-    view: Arc<LeaseView>,
+    changes: Vec<Change>,
     now: u64,
 }
 
@@ -279,18 +279,18 @@ impl Journal {
             && now >= self.shared.compact_after.load(Ordering::Relaxed)
     }
 
-    /// Rewrites the journal as `view`, which must be the lease set after every change appended
-    /// so far and none after (the owner calls this between appends). The writer thread does
-    /// the work; appends go on meanwhile. A compaction that cannot start (no temporary file:
+    /// Rewrites the journal as `changes` ([`Leases::durable_changes`] of the owner's set), which
+    /// must recreate the lease set after every change appended so far and none after (the owner
+    /// calls this between appends). The writer thread does the work; appends go on meanwhile. A compaction that cannot start (no temporary file:
     /// out of descriptors, disk full) is counted and logged, appends go on to the current
     /// file, and [`Journal::wants_compaction`] says yes again a second later.
-    pub fn compact(&self, view: Arc<LeaseView>, now: u64) {
+    pub fn compact(&self, changes: Vec<Change>, now: u64) {
         if self.shared.compacting.swap(true, Ordering::Relaxed) {
             return;
         }
         let mut q = self.shared.queue.lock();
         let at = q.buf.len();
-        q.compact = Some(Compaction { at, view, now });
+        q.compact = Some(Compaction { at, changes, now });
         drop(q);
         self.shared.work.notify_one();
     }
@@ -522,8 +522,7 @@ impl Writer {
     /// Writes the compacted set. Only a failure after the rename, when the file on disk is the
     /// new one, is a journal failure; one that could not start is counted and retried later.
     fn compact(&mut self, c: &Compaction) -> io::Result<()> {
-        let changes = c.view.durable_changes(c.now);
-        match write_compacted(&self.path, self.dir.as_ref(), &changes) {
+        match write_compacted(&self.path, self.dir.as_ref(), &c.changes) {
             Ok(file) => self.file = file,
             Err(CompactError::NotStarted(e)) => {
                 tracing::warn!(path = %self.path.display(), error = %e,

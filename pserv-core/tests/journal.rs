@@ -138,7 +138,7 @@ fn renew_ten(j: &Journal, owner: &mut Leases, t: u64, round: u64) -> u64 {
         owner.apply(&c);
         last = j.append(&c).unwrap();
         if j.wants_compaction(owner.len(), t + round) {
-            j.compact(owner.view(), t + round);
+            j.compact(owner.durable_changes(t + round), t + round);
         }
     }
     last
@@ -179,7 +179,7 @@ fn compaction_keeps_the_file_bounded() {
     // The owner looks again after its last change (the DHCP loop does on every turn); a
     // compaction asked for then is done once a record after it is durable.
     if j.wants_compaction(owner.len(), t + 2000) {
-        j.compact(owner.view(), t + 2000);
+        j.compact(owner.durable_changes(t + 2000), t + 2000);
         let c = Change::Released {
             mac: mac(99),
             ip: Ipv4Addr::new(10, 0, 0, 99),

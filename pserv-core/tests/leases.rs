@@ -280,3 +280,98 @@ fn hostname_index_follows_the_leases() {
     l.commit(&t, s, mac(3), ip(102), Some("box"), T0).unwrap();
     assert!(l.by_hostname("box", T0 + 600).is_none());
 }
+
+/// What the owner publishes is always the lease set as it is: after any sequence of offers,
+/// commits, releases, declines and ends, a board published to (at any points along the way)
+/// lists the same leases, counts the same states, names the same holders, and answers DNS the
+/// same way the set would.
+mod board_follows_the_set {
+    use super::*;
+    use proptest::prelude::*;
+    use pserv_core::lease::LeaseBoard;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Offer(u8),
+        Commit(u8),
+        Release(u8),
+        Decline(u8),
+        Tick(u16),
+        Publish,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..12).prop_map(Op::Offer),
+            4 => (0u8..12).prop_map(Op::Commit),
+            1 => (0u8..12).prop_map(Op::Release),
+            1 => (0u8..12).prop_map(Op::Decline),
+            2 => (1u16..400).prop_map(Op::Tick),
+            2 => Just(Op::Publish),
+        ]
+    }
+
+    fn same(l: &Leases, b: &LeaseBoard, now: u64) {
+        let mut a: Vec<_> = l.iter().cloned().collect();
+        let mut got: Vec<_> = b.leases().iter().map(|x| (**x).clone()).collect();
+        a.sort_by_key(|x| x.mac);
+        got.sort_by_key(|x| x.mac);
+        assert_eq!(a, got);
+        let bound = a.iter().filter(|x| x.state == LeaseState::Bound).count();
+        assert_eq!(b.counts().bound, bound);
+        assert_eq!(b.counts().offered, a.len() - bound);
+        assert_eq!(b.counts().declined, l.declined().count());
+        for x in &a {
+            let held = b.holder(x.ip).map(|h| h.mac);
+            assert_eq!(held, (x.state == LeaseState::Bound).then_some(x.mac));
+            assert_eq!(b.address_of(x.mac), held.map(|_| x.ip));
+            if let Some(h) = &x.hostname {
+                let by_set = l.by_hostname(h, now).map(|y| y.mac);
+                let name_holder = by_set.and_then(|m| b.lease(m)).map(|y| y.mac);
+                assert_eq!(by_set, name_holder);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn at_every_step(ops in proptest::collection::vec(op(), 1..120)) {
+            let t = table(1, (100, 107), &[(50, Some(20)), (51, None)]);
+            let s = &t.subnets()[0];
+            let mut l = Leases::new();
+            let board = LeaseBoard::new();
+            let mut now = T0;
+            for o in ops {
+                match o {
+                    Op::Offer(m) => { let _ = l.offer(&t, s, mac(m), None, Some("h"), now); }
+                    Op::Commit(m) => {
+                        let want = l.by_mac(mac(m)).map_or(ip(100 + m % 8), |x| x.ip);
+                        let _ = l.commit(&t, s, mac(m), want, Some(&format!("h{}", m % 3)), now);
+                    }
+                    Op::Release(m) => {
+                        if let Some(x) = l.by_mac(mac(m)).map(|x| x.ip) { let _ = l.release(mac(m), x); }
+                    }
+                    Op::Decline(m) => {
+                        if let Some(x) = l.by_mac(mac(m)).map(|x| x.ip) { let _ = l.decline(mac(m), x, 900, now); }
+                    }
+                    Op::Tick(d) => {
+                        now += u64::from(d);
+                        if l.poll_timeout().is_some_and(|at| at <= now) {
+                            let ended = l.expire(now);
+                            prop_assert!(!ended.is_empty());
+                        }
+                        prop_assert!(l.poll_timeout().is_none_or(|at| at > now));
+                    }
+                    Op::Publish => {
+                        l.publish(&board);
+                        prop_assert!(!l.has_unpublished());
+                        same(&l, &board, now);
+                    }
+                }
+            }
+            l.publish(&board);
+            same(&l, &board, now);
+        }
+    }
+}

@@ -16,7 +16,7 @@
 //! the disk, so one `fdatasync` covers every ACK queued behind it (group commit) and receiving
 //! never stalls behind the disk while there is work.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -29,7 +29,6 @@ use nix::sys::socket::{
     ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmsg,
     setsockopt, sockopt,
 };
-use parking_lot::Mutex;
 use pserv_core::Store;
 use pserv_core::histogram::Histogram;
 use pserv_core::journal::{Journal, JournalError};
@@ -64,10 +63,25 @@ pub struct Counters {
     /// Lease changes (ACKs, RELEASEs, DECLINEs) that could not be made durable: no reply was
     /// sent and no event announced.
     pub journal_errors: AtomicU64,
-    /// Drops, by reason.
-    pub drops: Mutex<HashMap<DropReason, u64>>,
+    /// Drops, by reason (indexed by [`DropReason::index`]): atomics, so a metrics scrape
+    /// takes no lock the DHCP loop takes.
+    pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Time from a request's arrival to its reply leaving, the wait for the journal included.
     pub reply_seconds: Histogram,
+}
+
+impl Counters {
+    /// Counts a drop.
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops so far, by reason.
+    pub fn drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (*r, self.drops[r.index()].load(Ordering::Relaxed)))
+    }
 }
 
 /// Called with each lease event: a change once it is durable, an end on time (for
@@ -151,7 +165,7 @@ pub fn bind(config: &Config) -> std::io::Result<UdpSocket> {
     if setsockopt(&sock, sockopt::SndBufForce, &SOCKET_BUFFER).is_err() {
         let _ = setsockopt(&sock, sockopt::SndBuf, &SOCKET_BUFFER);
     }
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    sock.set_read_timeout(Some(IDLE_WAKE))?;
     Ok(sock)
 }
 
@@ -190,6 +204,7 @@ impl Service {
                         on_event: &on_event,
                         pending: VecDeque::new(),
                         last_publish: Instant::now(),
+                        wake: IDLE_WAKE,
                     };
                     l.run(&shutdown);
                     l.publish();
@@ -215,9 +230,14 @@ impl Service {
     }
 }
 
-/// How often the lease view is republished at most while requests keep arriving (offers change
-/// it on every DISCOVER); a durable change or an end publishes at once.
+/// How often the lease view is republished at most for changes that need no disk (offers,
+/// which change it on every DISCOVER); a durable change (before its reply leaves) or an end
+/// publishes at once. Each publish makes the next change to every part of the view copy its
+/// path, so publishing per packet would cost more than answering it.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+/// How long a receive blocks when nothing is waiting to be published or made durable (then
+/// the loop wakes for the shutdown signal and the lease timer, which counts in seconds).
+const IDLE_WAKE: Duration = Duration::from_millis(200);
 
 /// Datagrams per system call.
 const BATCH: usize = 32;
@@ -241,6 +261,8 @@ struct Loop<'a> {
     /// order.
     pending: VecDeque<Outgoing>,
     last_publish: Instant,
+    /// The socket's receive timeout now.
+    wake: Duration,
 }
 
 impl Loop<'_> {
@@ -289,12 +311,7 @@ impl Loop<'_> {
                             }
                         }
                         if m.flags.contains(MsgFlags::MSG_TRUNC) {
-                            *self
-                                .counters
-                                .drops
-                                .lock()
-                                .entry(DropReason::Oversized)
-                                .or_default() += 1;
+                            self.counters.count_drop(DropReason::Oversized);
                             continue;
                         }
                         if let Some(from) = m.address {
@@ -331,20 +348,22 @@ impl Loop<'_> {
             }
             self.flush_durable();
             self.handle_timers(now);
-            if self.server.has_unpublished()
-                && (got.len() < BATCH || self.last_publish.elapsed() >= PUBLISH_EVERY)
-            {
+            if self.server.has_unpublished() && self.last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish();
             }
+            // With something left to publish, wake in time to publish it.
+            self.wake_within(if self.server.has_unpublished() {
+                PUBLISH_EVERY
+            } else {
+                IDLE_WAKE
+            });
             if self
                 .journal
                 .wants_compaction(self.server.leases().len(), now)
             {
-                // Between appends: the view is the set after every record queued so far.
-                let view = self.server.view();
-                self.journal.compact(view.clone(), now);
-                self.board.publish(view);
-                self.last_publish = Instant::now();
+                // Between appends: the set is the one after every record queued so far.
+                let changes = self.server.leases().durable_changes(now);
+                self.journal.compact(changes, now);
             }
         }
     }
@@ -364,9 +383,16 @@ impl Loop<'_> {
         }
     }
 
+    /// Sets how long a blocking receive waits (only when it changes: it is a system call).
+    fn wake_within(&mut self, d: Duration) {
+        if self.wake != d && self.sock.set_read_timeout(Some(d)).is_ok() {
+            self.wake = d;
+        }
+    }
+
     /// Publishes the lease view as it is now.
     fn publish(&mut self) {
-        self.board.publish(self.server.view());
+        self.server.publish(self.board);
         self.last_publish = Instant::now();
     }
 
@@ -427,7 +453,7 @@ impl Loop<'_> {
                 }
             }
             Outcome::Drop(reason) => {
-                *self.counters.drops.lock().entry(reason).or_default() += 1;
+                self.counters.count_drop(reason);
             }
         }
     }

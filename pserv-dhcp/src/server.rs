@@ -6,14 +6,13 @@
 //! (RELEASE, DECLINE), or a counted drop. Malformed input is a drop, never a panic.
 
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use dhcproto::v4::{
     self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
     relay::{RelayCode, RelayInfo},
 };
 use dhcproto::{Decodable, Encodable};
-use pserv_core::lease::{Change, Ended, LeaseView, Leases};
+use pserv_core::lease::{Change, Ended, LeaseBoard, Leases};
 use pserv_core::snapshot::{Arch, UnknownClients};
 use pserv_core::table::{BootFiles, SubnetInfo, Table};
 use pserv_core::{MacAddr, name};
@@ -72,6 +71,43 @@ pub enum DropReason {
     NoSuchLease,
 }
 
+impl DropReason {
+    /// Every reason, in a fixed order (counters are indexed by it).
+    pub const ALL: [Self; 10] = [
+        Self::Malformed,
+        Self::Oversized,
+        Self::BadOptionLength,
+        Self::NotAClientRequest,
+        Self::UnsupportedMessageType,
+        Self::NoSubnet,
+        Self::UnknownClientIgnored,
+        Self::PoolExhausted,
+        Self::NotForUs,
+        Self::NoSuchLease,
+    ];
+
+    /// This reason's position in [`DropReason::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason's name, as `/metrics` labels it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "Malformed",
+            Self::Oversized => "Oversized",
+            Self::BadOptionLength => "BadOptionLength",
+            Self::NotAClientRequest => "NotAClientRequest",
+            Self::UnsupportedMessageType => "UnsupportedMessageType",
+            Self::NoSubnet => "NoSubnet",
+            Self::UnknownClientIgnored => "UnknownClientIgnored",
+            Self::PoolExhausted => "PoolExhausted",
+            Self::NotForUs => "NotForUs",
+            Self::NoSuchLease => "NoSuchLease",
+        }
+    }
+}
+
 /// What to do about one packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
@@ -92,7 +128,7 @@ const BOOTP_MIN: usize = 300;
 ///
 /// Input goes in through [`Server::handle`] (packets) and [`Server::handle_timeout`] (the
 /// clock: leases, offers and quarantines end); [`Server::poll_timeout`] says when the next
-/// thing ends. Readers elsewhere get [`Server::view`]s, never the set itself.
+/// thing ends. Readers elsewhere read what [`Server::publish`] writes, never the set itself.
 #[derive(Debug, Default)]
 pub struct Server {
     leases: Leases,
@@ -129,14 +165,14 @@ impl Server {
         self.leases.expire(now)
     }
 
-    /// Whether the leases changed since the last [`Server::view`].
+    /// Whether the leases changed since the last [`Server::publish`].
     pub fn has_unpublished(&self) -> bool {
         self.leases.has_unpublished()
     }
 
-    /// The read-only view of the leases now, to publish (costs what changed since the last).
-    pub fn view(&mut self) -> Arc<LeaseView> {
-        self.leases.view()
+    /// Publishes the leases as they are now to `board` (costs what changed since the last).
+    pub fn publish(&mut self, board: &LeaseBoard) {
+        self.leases.publish(board);
     }
 
     /// Handles one datagram.

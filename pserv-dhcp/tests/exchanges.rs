@@ -688,6 +688,11 @@ fn offers_leases_and_quarantines_end_on_the_timer() {
     use pserv_core::lease::{Ended, LeaseState, OFFER_HOLD_SECONDS};
     let t = example();
     let mut s = Server::default();
+    let board = pserv_core::lease::LeaseBoard::new();
+    let counts = |s: &mut Server| {
+        s.publish(&board);
+        board.counts()
+    };
     assert_eq!(s.poll_timeout(), None);
     // A DISCOVER that is never followed up.
     let (_, offer) = reply(send(
@@ -700,8 +705,8 @@ fn offers_leases_and_quarantines_end_on_the_timer() {
     // A bound lease (CCC: known, no reservation; the example's lease time is 3600 s).
     let (ack, bound) = dora(&mut s, &t, T0 + 1, CCC, vec![]);
     assert_eq!(ack.kind, MessageType::Ack);
-    assert_eq!(s.view().counts().offered, 1);
-    assert_eq!(s.view().counts().bound, 1);
+    assert_eq!(counts(&mut s).offered, 1);
+    assert_eq!(counts(&mut s).bound, 1);
     assert_eq!(s.poll_timeout(), Some(T0 + OFFER_HOLD_SECONDS));
     assert!(s.handle_timeout(T0 + OFFER_HOLD_SECONDS - 1).is_empty());
     assert_eq!(
@@ -713,8 +718,8 @@ fn offers_leases_and_quarantines_end_on_the_timer() {
         }]
     );
     assert!(s.leases().by_mac(mac(STRANGER)).is_none());
-    let view = s.view();
-    assert_eq!((view.counts().offered, view.counts().bound), (0, 1));
+    let c = counts(&mut s);
+    assert_eq!((c.offered, c.bound), (0, 1));
     assert_eq!(s.poll_timeout(), Some(T0 + 1 + 3600));
     // Declining moves CCC's address into quarantine (the example quarantines for a day).
     let decline = client(
@@ -726,13 +731,13 @@ fn offers_leases_and_quarantines_end_on_the_timer() {
         send(&mut s, &t, T0 + 2, &decline),
         Outcome::Change(_)
     ));
-    assert_eq!(s.view().counts().declined, 1);
+    assert_eq!(counts(&mut s).declined, 1);
     assert_eq!(s.poll_timeout(), Some(T0 + 2 + 86_400));
     assert_eq!(
         s.handle_timeout(T0 + 2 + 86_400),
         vec![Ended::QuarantineEnded { ip: bound.yiaddr() }]
     );
-    assert_eq!(s.view().counts(), Default::default());
+    assert_eq!(counts(&mut s), Default::default());
     assert_eq!(s.poll_timeout(), None);
     // A renewal moves the end: the old deadline passes without ending anything.
     let (_, r) = dora(&mut s, &t, T0 + 100_000, STRANGER, vec![]);

@@ -6,7 +6,7 @@
 //!
 //! [`resolve`] decides, over the query name's labels, without allocating; two encoders turn its
 //! [`Resolution`] into a response: [`answer`] into hickory records (TCP and the long tail), and
-//! the UDP fast path ([`crate::fast`]) straight into wire bytes.
+//! the UDP fast path ([`crate::respond`]) straight into wire bytes.
 
 use std::borrow::Cow;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -427,7 +427,7 @@ mod tests {
         l.commit(t, s, mac("02:00:00:00:00:09"), ip(9), Some("aaa"), 1)
             .unwrap();
         let board = LeaseBoard::new();
-        board.publish(l.view());
+        l.publish(&board);
         board
     }
 

@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(p) => println!("generation {} published in {:?}", p.generation, p.compile),
             Err(e) => eprintln!("rejected: {e}"),
         }
-        println!("{} dynamic leases", server.leases().iter().count());
+        println!("{} dynamic leases", server.leases().counts().bound);
     }
     // Stops DNS, DHCP and the control API, and flushes the lease journal.
     server.shutdown().await?;

@@ -255,7 +255,7 @@ async fn put_snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
 async fn status(State(app): State<Arc<App>>) -> Response {
     let store = &app.publisher.store;
     let t = store.load();
-    let counts = app.leases.load().counts();
+    let counts = app.leases.counts();
     let journal_error = app.journal.failure().map(|e| e.to_string());
     let body = json!({
         "ready": app.is_ready(),
@@ -279,8 +279,8 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 
 async fn leases(State(app): State<Arc<App>>) -> Response {
     let table = app.publisher.store.load_full();
-    let view = app.leases.load_full();
-    let dynamic = view.iter().map(|l| {
+    let leases = app.leases.leases();
+    let dynamic = leases.iter().map(|l| {
         json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
                "hostname": l.hostname, "reserved": false})
     });

@@ -113,7 +113,7 @@ impl Collector for Scrape {
             Gauge,
             app.started.elapsed().as_secs(),
         )?;
-        let counts = app.leases.load().counts();
+        let counts = app.leases.counts();
         family(
             &mut e,
             "pserv_leases",
@@ -274,16 +274,10 @@ fn dhcp(e: &mut DescriptorEncoder<'_>, c: &pserv_dhcp::io::Counters) -> Result {
         ("nak", load(&c.naks)),
     ])?;
     single(e, "pserv_dhcp_hardware_unicast", "Replies unicast to a client without an address (ARP entry set)", Counter, load(&c.hardware_unicasts))?;
-    let mut drops: Vec<(String, u64)> = c
-        .drops
-        .lock()
-        .iter()
-        .map(|(k, v)| (format!("{k:?}"), *v))
-        .collect();
-    drops.push(("SendError".into(), load(&c.send_errors)));
-    drops.push(("JournalError".into(), load(&c.journal_errors)));
-    drops.sort();
-    let drops: Vec<(&str, u64)> = drops.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let mut drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
+    drops.push(("SendError", load(&c.send_errors)));
+    drops.push(("JournalError", load(&c.journal_errors)));
+    drops.sort_unstable();
     family(e, "pserv_dhcp_dropped", "DHCP packets dropped, by reason", Counter, "reason", &drops)?;
     histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)
 }

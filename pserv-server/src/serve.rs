@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use pserv_core::journal::{Journal, JournalError, Options};
-use pserv_core::lease::{LeaseBoard, LeaseEvent, LeaseView};
+use pserv_core::lease::{LeaseBoard, LeaseEvent};
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_core::{PublishError, Published, Snapshot, Store};
 use pserv_dns::respond::Responder;
@@ -145,7 +145,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     );
     let mut server = pserv_dhcp::Server::new(recovery.leases);
     let leases = Arc::new(LeaseBoard::new());
-    leases.publish(server.view());
+    server.publish(&leases);
 
     let store = Arc::new(Store::new());
     let publisher = Arc::new(Publisher {
@@ -203,6 +203,8 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         .map_err(bind("the control API", config.control_listen.to_string()))?;
 
     let shutdown = CancellationToken::new();
+    // A service that cannot start stops the ones already started.
+    let started = shutdown.clone().drop_guard();
     let responder = Arc::new(Responder::new(store.clone(), leases.clone()));
     let dns_service = pserv_dns::server::Service::spawn(
         dns_sockets,
@@ -252,6 +254,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         app.connections.clone(),
         shutdown.clone().cancelled_owned(),
     ));
+    started.disarm();
     Ok(Handle {
         dns: dns_service.local.clone(),
         dhcp: dhcp_service.local,
@@ -295,9 +298,9 @@ impl Handle {
         self.publish_json(&bytes).map_err(ReloadError::Publish)
     }
 
-    /// The dynamic leases as last published by the DHCP service.
-    pub fn leases(&self) -> Arc<LeaseView> {
-        self.leases.load_full()
+    /// The dynamic leases as the DHCP service publishes them.
+    pub fn leases(&self) -> &LeaseBoard {
+        &self.leases
     }
 
     /// The shutdown signal: cancel it from anywhere (a signal handler, a test) to stop every

@@ -126,9 +126,9 @@ async fn embedded_server_answers_dhcp_dns_and_the_api_then_stops_cleanly() {
     assert_eq!(probe, Some(ip), "the ACKed lease resolves in DNS");
     assert!(leases.contains(&ip.to_string()), "{leases}");
     assert!(leases.contains("\"bound\""), "{leases}");
-    let view = server.leases();
-    assert_eq!(view.counts().bound, 1);
-    assert_eq!(view.iter().next().map(|l| l.ip), Some(ip));
+    let board = server.leases();
+    assert_eq!(board.counts().bound, 1);
+    assert_eq!(board.leases().first().map(|l| l.ip), Some(ip));
     assert!(
         metrics.contains("pserv_leases{state=\"bound\"} 1"),
         "{metrics}"

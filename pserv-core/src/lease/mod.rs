@@ -6,10 +6,10 @@
 //! those changes through [`Leases::apply`] rebuilds the same state.
 //!
 //! The set has one owner (the DHCP service). Readers elsewhere (DNS, the control API) never see
-//! it: the owner publishes a [`LeaseView`] ([`Leases::view`], a persistent map updated with what
-//! changed since the last view, so publishing costs what changed, not the set's size) on a
-//! [`LeaseBoard`] that readers load with one atomic load. Leases end on time: the owner's timer
-//! asks [`Leases::poll_timeout`] when the next one ends and calls [`Leases::expire`] then.
+//! it: the owner publishes it to a [`LeaseBoard`] ([`Leases::publish`], which writes what
+//! changed since the last publish, so publishing costs what changed, not the set's size), which
+//! readers read without a lock. Leases end on time: the owner's timer asks
+//! [`Leases::poll_timeout`] when the next one ends and calls [`Leases::expire`] then.
 //!
 //! Invariants:
 //! - one address has at most one holder (offered or bound) at a time, and one MAC at most one
@@ -21,7 +21,6 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -30,7 +29,7 @@ use crate::table::{Range4, SubnetInfo, Table};
 
 mod view;
 
-pub use view::{LeaseBoard, LeaseCounts, LeaseView};
+pub use view::{LeaseBoard, LeaseCounts};
 
 /// How long an offered address is held for the client that was offered it.
 pub const OFFER_HOLD_SECONDS: u64 = 30;
@@ -203,11 +202,9 @@ pub struct Leases {
     /// When things end: (time, what), earliest first. An entry whose lease was renewed or
     /// removed since is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
-    /// Clients and quarantined addresses changed since the last [`Leases::view`].
+    /// Clients and quarantined addresses changed since the last [`Leases::publish`].
     dirty: HashSet<MacAddr>,
     dirty_declined: HashSet<Ipv4Addr>,
-    /// The last view handed out, brought up to date from `dirty` by the next.
-    published: LeaseView,
 }
 
 impl Leases {
@@ -226,24 +223,22 @@ impl Leases {
         l
     }
 
-    /// Whether anything changed since the last [`Leases::view`].
+    /// Whether anything changed since the last [`Leases::publish`].
     pub fn has_unpublished(&self) -> bool {
         !self.dirty.is_empty() || !self.dirty_declined.is_empty()
     }
 
-    /// The read-only view of the set as it is now, for [`LeaseBoard::publish`]. Costs what
-    /// changed since the previous view (the maps are persistent: the new view shares the rest).
-    pub fn view(&mut self) -> Arc<LeaseView> {
+    /// Publishes the set as it is now to `board`, for readers: writes what changed since the
+    /// last publish. Only this set's owner publishes to its board.
+    pub fn publish(&mut self, board: &LeaseBoard) {
         for mac in self.dirty.drain() {
-            self.published.set_lease(mac, self.by_mac.get(&mac));
+            board.set_lease(mac, self.by_mac.get(&mac));
         }
         for ip in self.dirty_declined.drain() {
-            self.published
-                .set_declined(ip, self.declined.get(&ip).copied());
+            board.set_declined(ip, self.declined.get(&ip).map(|(until, _)| *until));
         }
         shrink(&mut self.dirty);
         shrink(&mut self.dirty_declined);
-        Arc::new(self.published.clone())
     }
 
     /// What replay found.
@@ -661,7 +656,7 @@ impl Leases {
 }
 
 /// The changes that recreate a lease set's durable part: its bound leases and quarantines live
-/// at `now` (for [`Leases`] and [`LeaseView`] alike).
+/// at `now`.
 fn durable_changes<'a>(
     leases: impl Iterator<Item = &'a Lease>,
     declined: impl Iterator<Item = (&'a Ipv4Addr, &'a (u64, MacAddr))>,

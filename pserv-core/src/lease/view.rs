@@ -1,10 +1,14 @@
 //! The published, read-only view of the dynamic leases, and the rule that names them in DNS.
 //!
 //! The lease set has one owner (the DHCP service, through [`super::Leases`]); everything else
-//! reads a [`LeaseView`] from a [`LeaseBoard`]: one atomic load, no lock the owner takes. A view
-//! is immutable; the owner publishes a new one after each durable change and after leases end.
-//! Its maps are persistent (`imbl`): a new view shares everything with the previous one except
-//! the paths to what changed, so publishing costs the size of the change, not of the set.
+//! reads the [`LeaseBoard`] it publishes to. The board's maps are lock-free concurrent maps
+//! (papaya) that only the owner writes, at its publish points ([`super::Leases::publish`]:
+//! before replies whose changes became durable leave, after leases end, and at most every few
+//! milliseconds for offers), with what changed since the last publish. A reader never takes a
+//! lock and never waits for the owner; the owner never waits for a reader. Each lease is
+//! replaced whole (an `Arc`), so a reader sees a lease as it was published or as it is now,
+//! never a mix; a listing taken while the owner publishes may show some of that publish's
+//! changes and not others.
 //!
 //! The naming rule for dynamic clients lives here, so every embedder gets the same answers:
 //! a node's name always wins (a known node is named by the table, never by what its client
@@ -13,10 +17,9 @@
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arc_swap::{ArcSwap, Guard};
-
-use super::{Change, Lease, LeaseState};
+use super::{Lease, LeaseState};
 use crate::MacAddr;
 use crate::table::Table;
 
@@ -31,61 +34,87 @@ pub struct LeaseCounts {
     pub declined: usize,
 }
 
-/// An immutable picture of the dynamic leases at one moment. See the module docs.
-#[derive(Debug, Default, Clone)]
-pub struct LeaseView {
+/// Where the owner publishes the leases and readers read them. See the module docs.
+#[derive(Debug, Default)]
+pub struct LeaseBoard {
     /// Every live lease, offered or bound, by client.
-    leases: imbl::HashMap<MacAddr, Lease>,
+    leases: papaya::HashMap<MacAddr, Arc<Lease>>,
     /// Bound leases by address.
-    by_ip: imbl::HashMap<Ipv4Addr, MacAddr>,
+    by_ip: papaya::HashMap<Ipv4Addr, MacAddr>,
     /// Bound leases by client hostname (lower case).
-    by_name: imbl::HashMap<Box<str>, MacAddr>,
-    /// Quarantined addresses: end of quarantine, and who declined.
-    declined: imbl::HashMap<Ipv4Addr, (u64, MacAddr)>,
-    counts: LeaseCounts,
+    by_name: papaya::HashMap<Box<str>, MacAddr>,
+    /// Quarantined addresses: end of quarantine.
+    declined: papaya::HashMap<Ipv4Addr, u64>,
+    bound: AtomicUsize,
+    offered: AtomicUsize,
 }
 
-impl LeaseView {
+impl LeaseBoard {
+    /// A board showing no leases until the owner publishes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Counts by state.
     pub fn counts(&self) -> LeaseCounts {
-        self.counts
+        LeaseCounts {
+            bound: self.bound.load(Ordering::Relaxed),
+            offered: self.offered.load(Ordering::Relaxed),
+            declined: self.declined.pin().len(),
+        }
     }
 
     /// Every live lease, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.leases.values()
+    pub fn leases(&self) -> Vec<Arc<Lease>> {
+        self.leases.pin().values().cloned().collect()
     }
 
     /// Quarantined addresses with the end of their quarantine.
-    pub fn declined(&self) -> impl Iterator<Item = (Ipv4Addr, u64)> + '_ {
-        self.declined.iter().map(|(ip, (until, _))| (*ip, *until))
+    pub fn declined(&self) -> Vec<(Ipv4Addr, u64)> {
+        self.declined
+            .pin()
+            .iter()
+            .map(|(ip, u)| (*ip, *u))
+            .collect()
     }
 
     /// The lease of a client, offered or bound.
-    pub fn lease(&self, mac: MacAddr) -> Option<&Lease> {
-        self.leases.get(&mac)
+    pub fn lease(&self, mac: MacAddr) -> Option<Arc<Lease>> {
+        self.leases.pin().get(&mac).cloned()
     }
 
     /// The address of a client's bound lease (a known node without a reservation resolves to
     /// it).
     pub fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
         self.leases
+            .pin()
             .get(&mac)
             .filter(|l| l.state == LeaseState::Bound)
             .map(|l| l.ip)
     }
 
     /// The bound lease on `ip`.
-    pub fn holder(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.leases.get(self.by_ip.get(&ip)?)
+    pub fn holder(&self, ip: Ipv4Addr) -> Option<Arc<Lease>> {
+        let mac = *self.by_ip.pin().get(&ip)?;
+        self.leases
+            .pin()
+            .get(&mac)
+            .filter(|l| l.ip == ip && l.state == LeaseState::Bound)
+            .cloned()
     }
 
     /// The address DNS gives `fqdn` (lower case, no trailing dot) from a dynamic lease: a
     /// client's own hostname, where its subnet publishes client names and in that subnet's
-    /// domain, and never for a known node (the table names those).
+    /// domain, and never for a known node (the table names those). Looks at no lease when no
+    /// subnet of `table` publishes client names.
     pub fn dns_address(&self, table: &Table, fqdn: &str) -> Option<Ipv4Addr> {
+        if !table.subnets().iter().any(|s| s.dynamic_dns) {
+            return None;
+        }
         let (host, domain) = fqdn.split_once('.')?;
-        let lease = self.leases.get(self.by_name.get(host)?)?;
+        let mac = *self.by_name.pin().get(host)?;
+        let leases = self.leases.pin();
+        let lease = leases.get(&mac).filter(|l| l.state == LeaseState::Bound)?;
         let subnet = table.subnet_for(lease.ip)?;
         let unknown = table.by_mac(lease.mac).is_none();
         (unknown && subnet.dynamic_dns && subnet.domain.as_deref() == Some(domain))
@@ -109,26 +138,37 @@ impl LeaseView {
         table.by_name(&fqdn).is_none().then_some(fqdn)
     }
 
-    /// The changes that recreate the durable part (bound leases and quarantines live at
-    /// `now`): what a compacted journal holds.
-    pub fn durable_changes(&self, now: u64) -> Vec<Change> {
-        super::durable_changes(self.leases.values(), self.declined.iter(), now)
-    }
-
-    /// Brings one client up to date: `lease` is its lease now (or none).
-    pub(super) fn set_lease(&mut self, mac: MacAddr, lease: Option<&Lease>) {
-        if let Some(old) = self.leases.remove(&mac) {
-            match old.state {
-                LeaseState::Bound => self.counts.bound -= 1,
-                LeaseState::Offered => self.counts.offered -= 1,
-            }
-            if self.by_ip.get(&old.ip) == Some(&mac) {
-                self.by_ip.remove(&old.ip);
+    /// Brings one client up to date: `lease` is its lease now (or none). Owner only.
+    pub(super) fn set_lease(&self, mac: MacAddr, lease: Option<&Lease>) {
+        let leases = self.leases.pin();
+        let by_ip = self.by_ip.pin();
+        let by_name = self.by_name.pin();
+        let old = match lease {
+            Some(l) => leases.insert(mac, Arc::new(l.clone())),
+            None => leases.remove(&mac),
+        };
+        if let Some(old) = old {
+            let counter = match old.state {
+                LeaseState::Bound => &self.bound,
+                LeaseState::Offered => &self.offered,
+            };
+            counter.fetch_sub(1, Ordering::Relaxed);
+            let still_bound = |new: &Lease| new.state == LeaseState::Bound;
+            if old.state == LeaseState::Bound
+                && lease.is_none_or(|l| l.ip != old.ip || !still_bound(l))
+            {
+                by_ip.remove_if(&old.ip, |_, m| *m == mac).ok();
             }
             if let Some(h) = &old.hostname {
                 let key = h.to_ascii_lowercase();
-                if self.by_name.get(key.as_str()) == Some(&mac) {
-                    self.by_name.remove(key.as_str());
+                let keep = lease.is_some_and(|l| {
+                    still_bound(l)
+                        && l.hostname
+                            .as_deref()
+                            .is_some_and(|n| n.eq_ignore_ascii_case(h))
+                });
+                if !keep {
+                    by_name.remove_if(key.as_str(), |_, m| *m == mac).ok();
                 }
             }
         }
@@ -137,75 +177,28 @@ impl LeaseView {
         };
         match l.state {
             LeaseState::Bound => {
-                self.counts.bound += 1;
-                self.by_ip.insert(l.ip, mac);
+                self.bound.fetch_add(1, Ordering::Relaxed);
+                by_ip.insert(l.ip, mac);
                 if let Some(h) = &l.hostname {
-                    self.by_name.insert(h.to_ascii_lowercase().into(), mac);
+                    by_name.insert(h.to_ascii_lowercase().into(), mac);
                 }
             }
-            LeaseState::Offered => self.counts.offered += 1,
+            LeaseState::Offered => {
+                self.offered.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        self.leases.insert(mac, l.clone());
     }
 
-    /// Brings one quarantined address up to date.
-    pub(super) fn set_declined(&mut self, ip: Ipv4Addr, entry: Option<(u64, MacAddr)>) {
-        match entry {
-            Some(e) => {
-                self.declined.insert(ip, e);
+    /// Brings one quarantined address up to date. Owner only.
+    pub(super) fn set_declined(&self, ip: Ipv4Addr, until: Option<u64>) {
+        let declined = self.declined.pin();
+        match until {
+            Some(u) => {
+                declined.insert(ip, u);
             }
             None => {
-                self.declined.remove(&ip);
+                declined.remove(&ip);
             }
         }
-        self.counts.declined = self.declined.len();
-    }
-}
-
-/// Where the owner publishes [`LeaseView`]s and readers load them (one atomic load each).
-#[derive(Debug, Default)]
-pub struct LeaseBoard {
-    current: ArcSwap<LeaseView>,
-}
-
-impl LeaseBoard {
-    /// A board showing no leases until the owner publishes.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The current view, for one request. Do not hold it across an `.await`: use
-    /// [`LeaseBoard::load_full`] there.
-    pub fn load(&self) -> Guard<Arc<LeaseView>> {
-        self.current.load()
-    }
-
-    /// The current view, as an owned `Arc`.
-    pub fn load_full(&self) -> Arc<LeaseView> {
-        self.current.load_full()
-    }
-
-    /// Replaces the view (the owner only).
-    pub fn publish(&self, view: Arc<LeaseView>) {
-        self.current.store(view);
-    }
-
-    /// [`LeaseView::address_of`] on the current view.
-    pub fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
-        self.load().address_of(mac)
-    }
-
-    /// [`LeaseView::dns_address`] on the current view; no load at all when no subnet of
-    /// `table` publishes client names.
-    pub fn dns_address(&self, table: &Table, fqdn: &str) -> Option<Ipv4Addr> {
-        if !table.subnets().iter().any(|s| s.dynamic_dns) {
-            return None;
-        }
-        self.load().dns_address(table, fqdn)
-    }
-
-    /// [`LeaseView::dns_name`] on the current view.
-    pub fn dns_name(&self, table: &Table, ip: Ipv4Addr) -> Option<String> {
-        self.load().dns_name(table, ip)
     }
 }
