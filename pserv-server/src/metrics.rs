@@ -75,8 +75,20 @@ fn family(
 
 fn histogram(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, h: &Histogram) -> Result {
     let s = h.snapshot();
+    // The encoder sums the buckets into the cumulative `le` series itself: give it each
+    // bucket's own count.
+    let mut below = 0;
+    let own: Vec<(f64, u64)> = s
+        .buckets
+        .iter()
+        .map(|(bound, cumulative)| {
+            let n = cumulative - below;
+            below = *cumulative;
+            (*bound, n)
+        })
+        .collect();
     let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    m.encode_histogram::<NoLabelSet>(s.sum, s.count, &s.buckets, None)
+    m.encode_histogram::<NoLabelSet>(s.sum, s.count, &own, None)
 }
 
 impl Collector for Scrape {

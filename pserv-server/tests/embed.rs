@@ -133,12 +133,24 @@ async fn embedded_server_answers_dhcp_dns_and_the_api_then_stops_cleanly() {
         metrics.contains("pserv_leases{state=\"bound\"} 1"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("pserv_dhcp_reply_seconds_bucket"),
+    // Histograms are cumulative and end at their count: two replies (OFFER, ACK) so far, and
+    // at least the three DNS answers above.
+    let sample = |name: &str| pserv_tests::metric(&metrics, name);
+    assert_eq!(sample("pserv_dhcp_reply_seconds_count"), 2, "{metrics}");
+    assert_eq!(
+        sample("pserv_dhcp_reply_seconds_bucket{le=\"+Inf\"}"),
+        2,
         "{metrics}"
     );
     assert!(
-        metrics.contains("pserv_dns_answer_seconds_count"),
+        sample("pserv_dhcp_reply_seconds_bucket{le=\"1.0\"}") <= 2,
+        "{metrics}"
+    );
+    let answers = sample("pserv_dns_answer_seconds_count");
+    assert!(answers >= 2, "{metrics}");
+    assert_eq!(
+        sample("pserv_dns_answer_seconds_bucket{le=\"+Inf\"}"),
+        answers,
         "{metrics}"
     );
 

@@ -530,7 +530,7 @@ impl Leases {
                 }
                 self.declined.insert(*ip, (*until, *mac));
                 self.dirty_declined.insert(*ip);
-                self.timers.push(Reverse((*until, Timer::Quarantine(*ip))));
+                self.push_timer(*until, Timer::Quarantine(*ip));
             }
         }
     }
@@ -579,6 +579,30 @@ impl Leases {
         ended
     }
 
+    /// Adds a timer entry. Renewals leave the entries they replace behind (stale, skipped when
+    /// they come up); when those outnumber the live ones the heap is rebuilt from the live set,
+    /// so it stays within about twice the live leases and quarantines (each rebuild costs the
+    /// live set once, after at least that many pushes).
+    fn push_timer(&mut self, at: u64, what: Timer) {
+        self.timers.push(Reverse((at, what)));
+        let live = self.by_mac.len() + self.declined.len();
+        if self.timers.len() > 2 * live + 1024 {
+            let leases = self
+                .by_mac
+                .values()
+                .map(|l| Reverse((l.expires, Timer::Lease(l.mac))));
+            let quarantines = self
+                .declined
+                .iter()
+                .map(|(ip, (until, _))| Reverse((*until, Timer::Quarantine(*ip))));
+            let mut fresh: Vec<_> = leases.chain(quarantines).collect();
+            // The entry just pushed may belong to a lease not inserted yet (`insert` pushes
+            // first): keep it.
+            fresh.push(Reverse((at, what)));
+            self.timers = BinaryHeap::from(fresh);
+        }
+    }
+
     /// Whether a timer entry still ends something (not renewed, released or replaced since).
     fn timer_is_live(&self, at: u64, what: Timer) -> bool {
         match what {
@@ -624,8 +648,7 @@ impl Leases {
         }
         self.remove_name(lease.mac);
         self.dirty.insert(lease.mac);
-        self.timers
-            .push(Reverse((lease.expires, Timer::Lease(lease.mac))));
+        self.push_timer(lease.expires, Timer::Lease(lease.mac));
         if let Some(h) = &lease.hostname {
             self.by_name
                 .insert(h.to_ascii_lowercase().into(), lease.mac);
@@ -704,4 +727,38 @@ impl<K: std::hash::Hash + Eq> Shrink for HashSet<K> {
 
 fn shrink(m: &mut impl Shrink) {
     m.shrink_if_sparse();
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::snapshot::Snapshot;
+
+    /// A client renewing over and over leaves one stale timer per renewal; the heap is rebuilt
+    /// before those pile up, and the lease still ends when its last renewal says.
+    #[test]
+    fn renewals_do_not_pile_up_timers() {
+        let json = br#"{"generation": 1, "subnets": [{"cidr": "10.0.0.0/24",
+            "lease_seconds": 600, "dynamic": [{"start": "10.0.0.10", "end": "10.0.0.20"}]}]}"#;
+        let t = Table::compile(&Snapshot::from_json(json).unwrap(), None).unwrap();
+        let s = &t.subnets()[0];
+        let mut l = Leases::new();
+        let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let ip_a = l.offer(&t, s, a, None, None, 0).unwrap();
+        let ip_b = l.offer(&t, s, b, None, None, 0).unwrap();
+        for now in 1..50_000u64 {
+            l.commit(&t, s, a, ip_a, None, now).unwrap();
+            l.commit(&t, s, b, ip_b, None, now).unwrap();
+            assert!(
+                l.timers.len() <= 2 * 2 + 1024 + 1,
+                "{} timers",
+                l.timers.len()
+            );
+        }
+        assert_eq!(l.poll_timeout(), Some(49_999 + 600));
+        assert!(l.expire(49_999 + 599).is_empty());
+        assert_eq!(l.expire(49_999 + 600).len(), 2);
+        assert_eq!(l.poll_timeout(), None);
+    }
 }
