@@ -1,0 +1,13 @@
+//! Network boot serving for pserv (issue 11, in progress).
+//!
+//! - [`tftp`]: a read-only TFTP server as a sans-IO state machine: packets (RFC 1350) and
+//!   option negotiation (RFC 2347 with blksize, tsize, timeout and windowsize: RFC 2348, 2349,
+//!   7440) over `(packet, now)`, retransmission with backoff, duplicate ACKs ignored (no
+//!   sorcerer's apprentice). No sockets and no clock here; the socket loop, the virtual tree of
+//!   boot files and HTTP boot are still to come.
+//!
+//! Nothing here panics on a malformed packet: it is an error value the caller counts.
+
+#![warn(missing_docs)]
+
+pub mod tftp;
