@@ -5,9 +5,11 @@
 //!   7440) over `(packet, now)`, retransmission with backoff, duplicate ACKs ignored (no
 //!   sorcerer's apprentice). No sockets and no clock here; the socket loop, the virtual tree of
 //!   boot files and HTTP boot are still to come.
+//! - [`tree`]: the boot directory, read only and confined (no `..`, no symbolic link out).
 //!
 //! Nothing here panics on a malformed packet: it is an error value the caller counts.
 
 #![warn(missing_docs)]
 
 pub mod tftp;
+pub mod tree;
