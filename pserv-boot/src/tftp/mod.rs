@@ -1,7 +1,8 @@
-//! TFTP, read only: the wire format ([`packet`]) and one transfer's state machine
-//! ([`transfer`]).
+//! TFTP, read only: the wire format ([`packet`]), one transfer's state machine
+//! ([`transfer`]), and the tokio service that admits and runs transfers ([`service`]).
 
 pub mod packet;
+pub mod service;
 pub mod transfer;
 
 pub use packet::{ErrorCode, Packet, ParseError};

@@ -1,0 +1,397 @@
+//! The TFTP service: a thin tokio loop around [`Transfer`]. No protocol decisions here beyond
+//! admission: the request socket takes read requests and gives each admitted one a task with
+//! its own socket (its transfer ID, RFC 1350 §4), which feeds the transfer packets and timer
+//! events and sends what it asks for.
+//!
+//! Admission: at most [`Config::max_transfers`] at once and [`Config::max_per_client`] per
+//! client address (so one machine retrying cannot starve a rack), a request repeated by a
+//! client whose transfer is running is ignored (its first OACK or DATA was late, not lost), and
+//! write requests are refused. Every refusal and drop is counted by reason; a packet on a
+//! transfer's port from anyone but its client gets ERROR 5 (unknown transfer ID), counted.
+//!
+//! File reads are `pread`s on the runtime's threads: boot files are small and sit in the page
+//! cache once the first machine of a rack has fetched them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use pserv_core::histogram::Histogram;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+use super::packet::{self, ErrorCode, Packet};
+use super::transfer::{Limits, Transfer, TransferError};
+use crate::tree::{BootDir, TreeError};
+
+/// How the service admits transfers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// What transfers may negotiate.
+    pub limits: Limits,
+    /// Transfers at once.
+    pub max_transfers: usize,
+    /// Transfers at once from one client address.
+    pub max_per_client: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            max_transfers: 1024,
+            max_per_client: 8,
+        }
+    }
+}
+
+/// Why a datagram did not start a transfer, or was not taken by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not a TFTP packet.
+    Malformed,
+    /// A packet other than a read request on the request port.
+    NotARequest,
+    /// A write request (the server is read only).
+    WriteRefused,
+    /// A name that tries to leave the boot directory, or is not a name.
+    BadName,
+    /// No such file.
+    NotFound,
+    /// The file could not be read.
+    Unreadable,
+    /// [`Config::max_transfers`] were running.
+    Busy,
+    /// [`Config::max_per_client`] were running for this client.
+    ClientBusy,
+    /// The client repeated a request whose transfer is running.
+    Repeated,
+    /// A packet on a transfer's port from someone else.
+    UnknownTid,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`Counters::drops`].
+    pub const ALL: [Self; 10] = [
+        Self::Malformed,
+        Self::NotARequest,
+        Self::WriteRefused,
+        Self::BadName,
+        Self::NotFound,
+        Self::Unreadable,
+        Self::Busy,
+        Self::ClientBusy,
+        Self::Repeated,
+        Self::UnknownTid,
+    ];
+
+    /// Its label in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NotARequest => "not_a_request",
+            Self::WriteRefused => "write_refused",
+            Self::BadName => "bad_name",
+            Self::NotFound => "not_found",
+            Self::Unreadable => "unreadable",
+            Self::Busy => "busy",
+            Self::ClientBusy => "client_busy",
+            Self::Repeated => "repeated",
+            Self::UnknownTid => "unknown_tid",
+        }
+    }
+}
+
+/// What the service counts.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Transfers started.
+    pub started: AtomicU64,
+    /// Transfers whose last block was acknowledged.
+    pub completed: AtomicU64,
+    /// Transfers the client aborted (an ERROR; PXE ROMs do after reading `tsize`).
+    pub aborted: AtomicU64,
+    /// Transfers that failed: the client stopped acknowledging, or a read failed.
+    pub failed: AtomicU64,
+    /// Bytes acknowledged by clients.
+    pub bytes: AtomicU64,
+    /// Transfers running now.
+    pub active: AtomicU64,
+    /// Drops and refusals, by [`DropReason::ALL`] index.
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+    /// Duration of completed transfers.
+    pub duration_seconds: Histogram,
+}
+
+impl Counters {
+    fn count_drop(&self, d: DropReason) {
+        self.drops[d as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops so far, by reason.
+    pub fn drops(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|d| (*d, self.drops[*d as usize].load(Ordering::Relaxed)))
+    }
+}
+
+/// Who is being served: client addresses with a running transfer, and counts per address.
+#[derive(Debug, Default)]
+struct Admission {
+    clients: HashMap<SocketAddr, ()>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Serves read requests arriving on `sock` from `tree` until `shutdown`; running transfers
+/// are abandoned then.
+pub async fn serve(
+    sock: UdpSocket,
+    tree: Arc<BootDir>,
+    config: Config,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+) {
+    let local_ip = sock
+        .local_addr()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    let admission = Arc::new(Mutex::new(Admission::default()));
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(128);
+    loop {
+        let (n, from) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TFTP receive");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let refuse = |d: DropReason, code: ErrorCode, msg: &str, out: &mut Vec<u8>| {
+            counters.count_drop(d);
+            packet::error(code, msg, out);
+        };
+        let (name, options) = match packet::parse(&buf[..n]) {
+            Ok(Packet::Rrq {
+                filename, options, ..
+            }) => (filename.to_owned(), options_owned(&options)),
+            Ok(Packet::Wrq { .. }) => {
+                refuse(
+                    DropReason::WriteRefused,
+                    ErrorCode::AccessViolation,
+                    "read only",
+                    &mut out,
+                );
+                let _ = sock.send_to(&out, from).await;
+                continue;
+            }
+            Ok(_) => {
+                counters.count_drop(DropReason::NotARequest);
+                continue;
+            }
+            Err(_) => {
+                counters.count_drop(DropReason::Malformed);
+                continue;
+            }
+        };
+        // Admission, all in one lock: it is held for a few map operations only.
+        let admitted = {
+            let mut a = admission.lock();
+            if a.clients.contains_key(&from) {
+                Err(DropReason::Repeated)
+            } else if a.clients.len() >= config.max_transfers {
+                Err(DropReason::Busy)
+            } else if a.per_ip.get(&from.ip()).copied().unwrap_or(0) >= config.max_per_client {
+                Err(DropReason::ClientBusy)
+            } else {
+                a.clients.insert(from, ());
+                *a.per_ip.entry(from.ip()).or_default() += 1;
+                Ok(())
+            }
+        };
+        match admitted {
+            Err(DropReason::Repeated) => {
+                counters.count_drop(DropReason::Repeated);
+                continue;
+            }
+            Err(d) => {
+                refuse(d, ErrorCode::Undefined, "server busy, try again", &mut out);
+                let _ = sock.send_to(&out, from).await;
+                continue;
+            }
+            Ok(()) => {}
+        }
+        let release = Release {
+            admission: admission.clone(),
+            client: from,
+        };
+        let opened = match tree.open(&name) {
+            Ok(o) => o,
+            Err(e) => {
+                drop(release);
+                let (d, code, msg) = match e {
+                    TreeError::BadName | TreeError::Outside => (
+                        DropReason::BadName,
+                        ErrorCode::AccessViolation,
+                        "access violation",
+                    ),
+                    TreeError::NotFound => (
+                        DropReason::NotFound,
+                        ErrorCode::FileNotFound,
+                        "file not found",
+                    ),
+                    _ => (
+                        DropReason::Unreadable,
+                        ErrorCode::Undefined,
+                        "cannot read the file",
+                    ),
+                };
+                refuse(d, code, msg, &mut out);
+                let _ = sock.send_to(&out, from).await;
+                continue;
+            }
+        };
+        let tid = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
+            Ok(s) => s,
+            Err(e) => {
+                drop(release);
+                tracing::warn!(error = %e, "TFTP: no socket for a transfer");
+                refuse(
+                    DropReason::Busy,
+                    ErrorCode::Undefined,
+                    "server busy, try again",
+                    &mut out,
+                );
+                let _ = sock.send_to(&out, from).await;
+                continue;
+            }
+        };
+        counters.started.fetch_add(1, Ordering::Relaxed);
+        counters.active.fetch_add(1, Ordering::Relaxed);
+        let (counters, shutdown, limits) = (counters.clone(), shutdown.clone(), config.limits);
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let opts: Vec<(&str, &str)> = options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let t = Transfer::new(&opts, opened.size, limits, t0);
+            let result = run(&tid, from, t, &opened.file, &counters, &shutdown).await;
+            match result {
+                Ok(bytes) => {
+                    counters.completed.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    counters.duration_seconds.observe(t0.elapsed());
+                }
+                Err((TransferError::Aborted(_), bytes)) => {
+                    counters.aborted.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Err((_, bytes)) => {
+                    counters.failed.fetch_add(1, Ordering::Relaxed);
+                    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+            }
+            counters.active.fetch_sub(1, Ordering::Relaxed);
+            drop(release);
+        });
+    }
+}
+
+fn options_owned(options: &[(&str, &str)]) -> Vec<(String, String)> {
+    options
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Frees a client's admission slot when its transfer ends.
+struct Release {
+    admission: Arc<Mutex<Admission>>,
+    client: SocketAddr,
+}
+
+impl std::ops::Drop for Release {
+    fn drop(&mut self) {
+        let mut a = self.admission.lock();
+        a.clients.remove(&self.client);
+        if let Some(n) = a.per_ip.get_mut(&self.client.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                a.per_ip.remove(&self.client.ip());
+            }
+        }
+    }
+}
+
+/// One transfer's loop: send what is due, then wait for the client or the timer. Returns the
+/// bytes acknowledged, with the error if it did not complete.
+async fn run(
+    sock: &UdpSocket,
+    client: SocketAddr,
+    mut t: Transfer,
+    file: &std::fs::File,
+    counters: &Counters,
+    shutdown: &CancellationToken,
+) -> Result<u64, (TransferError, u64)> {
+    let mut out = Vec::with_capacity(usize::from(t.negotiated().blksize) + 4);
+    let mut buf = vec![0u8; 1024];
+    let mut read = |offset: u64, b: &mut [u8]| file.read_at(b, offset);
+    loop {
+        loop {
+            match t.poll_transmit(&mut read, &mut out) {
+                Ok(true) => {
+                    // A failed send is a lost packet: the timer resends.
+                    let _ = sock.send_to(&out, client).await;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TFTP: reading a file failed");
+                    packet::error(ErrorCode::Undefined, "read error", &mut out);
+                    let _ = sock.send_to(&out, client).await;
+                    return Err((TransferError::TimedOut, t.bytes_acked()));
+                }
+            }
+        }
+        if t.is_done() {
+            return Ok(t.bytes_acked());
+        }
+        let Some(deadline) = t.poll_timeout() else {
+            return Err((TransferError::TimedOut, t.bytes_acked()));
+        };
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, from)) = r else { continue };
+                if from != client {
+                    counters.count_drop(DropReason::UnknownTid);
+                    let mut e = Vec::new();
+                    packet::error(ErrorCode::UnknownTid, "unknown transfer ID", &mut e);
+                    let _ = sock.send_to(&e, from).await;
+                    continue;
+                }
+                let Ok(p) = packet::parse(&buf[..n]) else {
+                    counters.count_drop(DropReason::Malformed);
+                    continue;
+                };
+                if let Err(e) = t.handle(&p, Instant::now()) {
+                    return Err((e, t.bytes_acked()));
+                }
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                if let Err(e) = t.handle_timeout(Instant::now()) {
+                    packet::error(ErrorCode::Undefined, "timed out", &mut out);
+                    let _ = sock.send_to(&out, client).await;
+                    return Err((e, t.bytes_acked()));
+                }
+            }
+            () = shutdown.cancelled() => return Err((TransferError::TimedOut, t.bytes_acked())),
+        }
+    }
+}

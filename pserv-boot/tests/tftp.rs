@@ -1,0 +1,246 @@
+//! The TFTP service on loopback: pserv's own client code and curl (a real peer) fetch a boot
+//! file with negotiated options and get its exact bytes; refusals carry the right error codes
+//! and are counted; a stranger on a transfer's port gets ERROR 5; admission caps per client.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pserv_boot::tftp::packet::{self, Packet};
+use pserv_boot::tftp::service::{Config, Counters, DropReason, serve};
+use pserv_boot::tree::BootDir;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+fn content(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 + i / 1000) as u8).collect()
+}
+
+struct Running {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(config: Config) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ipxe.efi"), content(200_003)).unwrap();
+    std::fs::create_dir(dir.path().join("pxelinux.cfg")).unwrap();
+    std::fs::write(dir.path().join("pxelinux.cfg/default"), b"DEFAULT local\n").unwrap();
+    let tree = Arc::new(BootDir::new(dir.path()).unwrap());
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let counters = Arc::new(Counters::default());
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(sock, tree, config, counters.clone(), stop.clone()));
+    Running {
+        addr,
+        counters,
+        stop,
+        _dir: dir,
+    }
+}
+
+async fn recv(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0u8; 70_000];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), s.recv_from(&mut buf))
+        .await
+        .expect("a packet in time")
+        .unwrap();
+    buf.truncate(n);
+    (buf, from)
+}
+
+/// Fetches `name` with `options`, ACKing the last block of each window; the bytes.
+async fn fetch(server: SocketAddr, name: &str, options: &[(&str, &str)], window: usize) -> Vec<u8> {
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut out = Vec::new();
+    packet::rrq(name, options, &mut out);
+    c.send_to(&out, server).await.unwrap();
+    let (first, tid) = recv(&c).await;
+    let mut blksize = 512;
+    let mut pending = Some(first);
+    if let Some(Ok(Packet::Oack)) = pending.as_deref().map(packet::parse) {
+        let body = String::from_utf8(pending.take().unwrap()[2..].to_vec()).unwrap();
+        let fields: Vec<&str> = body.split('\0').collect();
+        for kv in fields.chunks(2) {
+            if kv[0] == "blksize" {
+                blksize = kv[1].parse().unwrap();
+            }
+        }
+        packet::ack(0, &mut out);
+        c.send_to(&out, tid).await.unwrap();
+    }
+    let mut data = Vec::new();
+    let mut expect: u16 = 1;
+    let mut in_window = 0;
+    loop {
+        let p = match pending.take() {
+            Some(p) => p,
+            None => recv(&c).await.0,
+        };
+        let Ok(Packet::Data { block, data: d }) = packet::parse(&p) else {
+            panic!("expected DATA, got {p:?}");
+        };
+        assert_eq!(block, expect);
+        data.extend_from_slice(d);
+        expect = expect.wrapping_add(1);
+        in_window += 1;
+        let last = d.len() < blksize;
+        if last || in_window == window {
+            packet::ack(block, &mut out);
+            c.send_to(&out, tid).await.unwrap();
+            in_window = 0;
+        }
+        if last {
+            return data;
+        }
+    }
+}
+
+#[tokio::test]
+async fn files_arrive_whole_with_negotiated_options() {
+    let s = start(Config::default()).await;
+    let opts = [("blksize", "1468"), ("tsize", "0"), ("windowsize", "8")];
+    assert_eq!(fetch(s.addr, "/ipxe.efi", &opts, 8).await, content(200_003));
+    assert_eq!(fetch(s.addr, "ipxe.efi", &[], 1).await, content(200_003));
+    assert_eq!(
+        fetch(s.addr, "pxelinux.cfg\\default", &[], 1).await,
+        b"DEFAULT local\n"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(s.counters.completed.load(Ordering::Relaxed), 3);
+    assert_eq!(s.counters.bytes.load(Ordering::Relaxed), 2 * 200_003 + 14);
+    assert_eq!(s.counters.active.load(Ordering::Relaxed), 0);
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_fetches_a_boot_file() {
+    let have_curl = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_curl {
+        assert!(std::env::var("CI").is_err(), "curl is installed in CI");
+        eprintln!("skipping: no curl");
+        return;
+    }
+    let s = start(Config::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("got");
+    let url = format!("tftp://{}/ipxe.efi", s.addr);
+    let status = tokio::process::Command::new("curl")
+        .args(["-s", "--tftp-blksize", "1468", "-o"])
+        .arg(&out)
+        .arg(&url)
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "curl {url}: {status}");
+    assert_eq!(std::fs::read(&out).unwrap(), content(200_003));
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn refusals_carry_their_error_codes_and_are_counted() {
+    let s = start(Config::default()).await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut out = Vec::new();
+    for (name, code) in [("nope", 1u16), ("../etc/passwd", 2), ("pxelinux.cfg", 1)] {
+        packet::rrq(name, &[], &mut out);
+        c.send_to(&out, s.addr).await.unwrap();
+        let (p, _) = recv(&c).await;
+        assert!(
+            matches!(packet::parse(&p), Ok(Packet::Error { code: got, .. }) if got == code),
+            "{name}"
+        );
+    }
+    c.send_to(b"\x00\x02boot.img\x00octet\x00", s.addr)
+        .await
+        .unwrap();
+    let (p, _) = recv(&c).await;
+    assert!(
+        matches!(packet::parse(&p), Ok(Packet::Error { code: 2, .. })),
+        "WRQ refused"
+    );
+    c.send_to(b"\x00\x09junk", s.addr).await.unwrap();
+    c.send_to(&[0, 4, 0, 1], s.addr).await.unwrap();
+    // Still serving.
+    assert_eq!(
+        fetch(s.addr, "pxelinux.cfg/default", &[], 1).await,
+        b"DEFAULT local\n"
+    );
+    let drops: Vec<(DropReason, u64)> = s.counters.drops().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(
+        drops,
+        vec![
+            (DropReason::Malformed, 1),
+            (DropReason::NotARequest, 1),
+            (DropReason::WriteRefused, 1),
+            (DropReason::BadName, 1),
+            (DropReason::NotFound, 2),
+        ]
+    );
+    s.stop.cancel();
+}
+
+#[tokio::test]
+async fn strangers_get_unknown_tid_and_clients_are_capped() {
+    let s = start(Config {
+        max_per_client: 1,
+        ..Config::default()
+    })
+    .await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut out = Vec::new();
+    packet::rrq("ipxe.efi", &[], &mut out);
+    c.send_to(&out, s.addr).await.unwrap();
+    let (first, tid) = recv(&c).await;
+    assert!(matches!(
+        packet::parse(&first),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    // The same request again (its reply was slow): ignored, not a second transfer.
+    c.send_to(&out, s.addr).await.unwrap();
+    // Another port of the same machine: over its cap of one.
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.send_to(&out, s.addr).await.unwrap();
+    let (p, _) = recv(&other).await;
+    assert!(matches!(
+        packet::parse(&p),
+        Ok(Packet::Error { code: 0, .. })
+    ));
+    // A stranger on the transfer's port.
+    let mut a = Vec::new();
+    packet::ack(1, &mut a);
+    other.send_to(&a, tid).await.unwrap();
+    let (p, from) = recv(&other).await;
+    assert_eq!(from, tid);
+    assert!(matches!(
+        packet::parse(&p),
+        Ok(Packet::Error { code: 5, .. })
+    ));
+    // The real client carries on.
+    c.send_to(&a, tid).await.unwrap();
+    let (p, _) = recv(&c).await;
+    assert!(matches!(
+        packet::parse(&p),
+        Ok(Packet::Data { block: 2, .. })
+    ));
+    let n = |d: DropReason| s.counters.drops().find(|(x, _)| *x == d).unwrap().1;
+    assert_eq!(
+        (
+            n(DropReason::Repeated),
+            n(DropReason::ClientBusy),
+            n(DropReason::UnknownTid)
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(s.counters.started.load(Ordering::Relaxed), 1);
+    s.stop.cancel();
+}
