@@ -161,6 +161,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     println!("DHCP on {} (UDP)", server.dhcp);
+    if let Some(t) = server.tftp {
+        println!("TFTP on {t} (read only)");
+    }
     let control = server.control;
     println!("control API on http://{control}: push with  pserv push FILE --to http://{control}");
     notify::notify("READY=1");

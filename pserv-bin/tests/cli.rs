@@ -330,3 +330,48 @@ fn check_reports_every_problem() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `pserv serve --boot-dir`: curl (a real TFTP client) fetches a boot file over TFTP, and
+/// `/metrics` counts the transfer; without `--boot-dir` there is no TFTP at all.
+#[test]
+fn serve_with_a_boot_dir_answers_tftp() {
+    let have_curl = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_curl {
+        assert!(!pserv_tests::in_ci(), "curl is installed in CI");
+        eprintln!("skipping: no curl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    std::fs::create_dir(&boot).unwrap();
+    let image: Vec<u8> = (0..70_001u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(boot.join("undionly.kpxe"), &image).unwrap();
+    let s = Server::start(&[
+        "--boot-dir",
+        boot.to_str().unwrap(),
+        "--tftp-listen",
+        "127.0.0.1:0",
+    ]);
+    let tftp = s.tftp.expect("pserv printed its TFTP address");
+    let got = dir.path().join("got");
+    let ok = Command::new("curl")
+        .args(["-s", "--max-time", "20", "-o"])
+        .arg(&got)
+        .arg(format!("tftp://{tftp}/undionly.kpxe"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "curl fetched the file");
+    assert_eq!(std::fs::read(&got).unwrap(), image);
+    assert_eq!(
+        s.metric("pserv_tftp_transfers_total{outcome=\"completed\"}"),
+        1
+    );
+    assert_eq!(s.metric("pserv_tftp_bytes_total"), 70_001);
+    drop(s);
+    let plain = Server::start(&[]);
+    assert!(plain.tftp.is_none());
+}

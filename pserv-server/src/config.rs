@@ -42,6 +42,9 @@ pub const DEFAULT_DNS: &str = "127.0.0.1:5353";
 pub const DEFAULT_DHCP: &str = "127.0.0.1:6767";
 /// Default control API address: loopback only.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
+/// Default TFTP address (served only with a boot directory): loopback, an unprivileged port.
+/// On a provisioning network: `0.0.0.0:69`.
+pub const DEFAULT_TFTP: &str = "127.0.0.1:6969";
 /// Default snapshot body limit: a million-node snapshot fits.
 pub const DEFAULT_MAX_BODY: usize = 256 << 20;
 
@@ -62,6 +65,10 @@ pub struct File {
     pub dhcp_interface: Option<String>,
     /// Where the lease journal lives.
     pub state_dir: Option<PathBuf>,
+    /// Read-only directory of boot files, served over TFTP.
+    pub boot_dir: Option<PathBuf>,
+    /// TFTP address (with a boot directory).
+    pub tftp_listen: Option<SocketAddr>,
     /// Bearer token the control API requires (required off loopback).
     pub token: Option<String>,
     /// Largest snapshot body accepted, in bytes.
@@ -102,6 +109,10 @@ pub struct Config {
     pub dhcp_interface: Option<String>,
     /// Lease journal directory (`None`: a directory of this process under the temp dir).
     pub state_dir: Option<PathBuf>,
+    /// Boot files served over TFTP; `None`: no TFTP.
+    pub boot_dir: Option<PathBuf>,
+    /// TFTP address (with a boot directory).
+    pub tftp_listen: SocketAddr,
     /// Control API token.
     pub token: Option<String>,
     /// Snapshot body limit.
@@ -131,6 +142,12 @@ pub struct Overrides {
     /// Directory of the lease journal.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Read-only directory of boot files, served over TFTP (no TFTP without it).
+    #[arg(long)]
+    pub boot_dir: Option<PathBuf>,
+    /// TFTP address [default: 127.0.0.1:6969; on a network: 0.0.0.0:69].
+    #[arg(long)]
+    pub tftp_listen: Option<SocketAddr>,
     /// Bearer token the control API requires (required off loopback).
     #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -157,6 +174,11 @@ impl Config {
                 .unwrap_or_else(|| parse(DEFAULT_DHCP)),
             dhcp_interface: flags.dhcp_interface.or(file.dhcp_interface),
             state_dir: flags.state_dir.or(file.state_dir),
+            boot_dir: flags.boot_dir.or(file.boot_dir),
+            tftp_listen: flags
+                .tftp_listen
+                .or(file.tftp_listen)
+                .unwrap_or_else(|| parse(DEFAULT_TFTP)),
             token: flags.token.or(file.token).filter(|t| !t.is_empty()),
             max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
             dns_tcp: {

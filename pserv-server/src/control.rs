@@ -131,6 +131,8 @@ pub(crate) struct App {
     pub(crate) dhcp: Arc<pserv_dhcp::io::Counters>,
     pub(crate) journal: JournalMonitor,
     pub(crate) connections: Arc<crate::http::ConnCounters>,
+    /// The TFTP service's counters (all zero without a boot directory).
+    pub(crate) tftp: Arc<pserv_boot::tftp::service::Counters>,
     pub(crate) token: Option<String>,
     pub(crate) started: Instant,
     /// Set once the services run and a snapshot is served.

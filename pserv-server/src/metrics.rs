@@ -169,6 +169,7 @@ impl Collector for Scrape {
 
         dns(&mut e, &app.dns.0, &app.dns.1)?;
         dhcp(&mut e, &app.dhcp)?;
+        tftp(&mut e, &app.tftp)?;
 
         let c = &app.connections;
         family(
@@ -292,4 +293,20 @@ fn dhcp(e: &mut DescriptorEncoder<'_>, c: &pserv_dhcp::io::Counters) -> Result {
     drops.sort_unstable();
     family(e, "pserv_dhcp_dropped", "DHCP packets dropped, by reason", Counter, "reason", &drops)?;
     histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)
+}
+
+#[rustfmt::skip]
+fn tftp(e: &mut DescriptorEncoder<'_>, c: &pserv_boot::tftp::service::Counters) -> Result {
+    use MetricType::{Counter, Gauge};
+    family(e, "pserv_tftp_transfers", "TFTP transfers by outcome", Counter, "outcome", &[
+        ("started", load(&c.started)),
+        ("completed", load(&c.completed)),
+        ("aborted", load(&c.aborted)),
+        ("failed", load(&c.failed)),
+    ])?;
+    single(e, "pserv_tftp_active", "TFTP transfers running", Gauge, load(&c.active))?;
+    single(e, "pserv_tftp_bytes", "Bytes TFTP clients acknowledged", Counter, load(&c.bytes))?;
+    let drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
+    family(e, "pserv_tftp_dropped", "TFTP requests refused and packets dropped, by reason", Counter, "reason", &drops)?;
+    histogram(e, "pserv_tftp_transfer_seconds", "Duration of completed TFTP transfers", &c.duration_seconds)
 }

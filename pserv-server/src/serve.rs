@@ -96,6 +96,9 @@ pub struct Handle {
     pub dhcp: SocketAddr,
     /// The control API address.
     pub control: SocketAddr,
+    /// The TFTP address, when a boot directory is served.
+    pub tftp: Option<SocketAddr>,
+    tftp_task: Option<tokio::task::JoinHandle<()>>,
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
@@ -201,6 +204,22 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let control = control_listener
         .local_addr()
         .map_err(bind("the control API", config.control_listen.to_string()))?;
+    let tftp = match &config.boot_dir {
+        None => None,
+        Some(dir) => {
+            let tree = pserv_boot::tree::BootDir::new(dir).map_err(|source| Error::Read {
+                path: dir.clone(),
+                source,
+            })?;
+            let sock = std::net::UdpSocket::bind(config.tftp_listen)
+                .and_then(|s| {
+                    s.set_nonblocking(true)?;
+                    tokio::net::UdpSocket::from_std(s)
+                })
+                .map_err(bind("TFTP", config.tftp_listen.to_string()))?;
+            Some((sock, Arc::new(tree)))
+        }
+    };
 
     let shutdown = CancellationToken::new();
     // A service that cannot start stops the ones already started.
@@ -243,9 +262,21 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         dhcp: dhcp_counters,
         journal: journal_monitor,
         connections: Arc::default(),
+        tftp: Arc::default(),
         token: config.token.clone(),
         started: Instant::now(),
         ready: AtomicBool::new(true),
+    });
+    let tftp = tftp.map(|(sock, tree)| {
+        let addr = sock.local_addr().ok();
+        let task = tokio::spawn(pserv_boot::tftp::service::serve(
+            sock,
+            tree,
+            pserv_boot::tftp::service::Config::default(),
+            app.tftp.clone(),
+            shutdown.clone(),
+        ));
+        (addr, task)
     });
     let router = app.router(config.max_body_bytes);
     let control_task = tokio::spawn(crate::http::serve(
@@ -255,10 +286,16 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
+    let (tftp, tftp_task) = match tftp {
+        Some((addr, task)) => (addr, Some(task)),
+        None => (None, None),
+    };
     Ok(Handle {
         dns: dns_service.local.clone(),
         dhcp: dhcp_service.local,
         control,
+        tftp,
+        tftp_task,
         publisher,
         leases,
         shutdown,
@@ -322,6 +359,9 @@ impl Handle {
     pub async fn stopped(self) -> Result<(), Error> {
         self.shutdown.cancelled().await;
         let _ = self.control_task.await;
+        if let Some(t) = self.tftp_task {
+            let _ = t.await;
+        }
         self.dns_service.stopped().await;
         let dhcp = self.dhcp_service;
         tokio::task::spawn_blocking(move || dhcp.join())

@@ -54,6 +54,8 @@ pub struct Banner {
     pub dns: std::net::SocketAddr,
     /// The DHCP address.
     pub dhcp: std::net::SocketAddr,
+    /// The TFTP address, when it serves a boot directory.
+    pub tftp: Option<std::net::SocketAddr>,
 }
 
 /// Reads a starting `pserv serve`'s stdout up to its control-API line (printed last), then keeps
@@ -63,7 +65,7 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
     use std::io::{BufRead, BufReader, Read};
     let mut stderr = child.stderr.take();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-    let (mut dns, mut dhcp) = (None, None);
+    let (mut dns, mut dhcp, mut tftp) = (None, None, None);
     let control = loop {
         let Some(Ok(line)) = lines.next() else {
             let mut err = String::new();
@@ -79,6 +81,8 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
             dns = dns.or_else(|| addr(rest));
         } else if let Some(rest) = line.strip_prefix("DHCP on ") {
             dhcp = addr(rest);
+        } else if let Some(rest) = line.strip_prefix("TFTP on ") {
+            tftp = addr(rest);
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
@@ -89,6 +93,7 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
         control,
         dns: dns.expect("pserv printed its DNS address"),
         dhcp: dhcp.expect("pserv printed its DHCP address"),
+        tftp,
     }
 }
 

@@ -16,6 +16,8 @@ pub(crate) struct Server {
     pub(crate) control: String,
     pub(crate) dns: SocketAddr,
     pub(crate) dhcp: SocketAddr,
+    /// TFTP, when started with a boot directory.
+    pub(crate) tftp: Option<SocketAddr>,
 }
 
 impl Server {
@@ -45,6 +47,7 @@ impl Server {
             control: banner.control,
             dns: banner.dns,
             dhcp: banner.dhcp,
+            tftp: banner.tftp,
         }
     }
 
