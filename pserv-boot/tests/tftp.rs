@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pserv_boot::tftp::packet::{self, Packet};
-use pserv_boot::tftp::service::{Config, Counters, DropReason, serve};
+use pserv_boot::tftp::service::{Config, Counters, DropReason, Fetched, Outcome, serve};
 use pserv_boot::tree::BootDir;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ fn content(n: usize) -> Vec<u8> {
 struct Running {
     addr: SocketAddr,
     counters: Arc<Counters>,
+    events: Arc<std::sync::Mutex<Vec<Fetched>>>,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -36,10 +37,21 @@ async fn start(config: Config) -> Running {
     let addr = sock.local_addr().unwrap();
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
-    tokio::spawn(serve(sock, tree, config, counters.clone(), stop.clone()));
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let on_fetched = Arc::new(move |f: &Fetched| seen.lock().unwrap().push(f.clone()));
+    tokio::spawn(serve(
+        sock,
+        tree,
+        config,
+        counters.clone(),
+        on_fetched,
+        stop.clone(),
+    ));
     Running {
         addr,
         counters,
+        events,
         stop,
         _dir: dir,
     }
@@ -116,6 +128,20 @@ async fn files_arrive_whole_with_negotiated_options() {
     assert_eq!(s.counters.completed.load(Ordering::Relaxed), 3);
     assert_eq!(s.counters.bytes.load(Ordering::Relaxed), 2 * 200_003 + 14);
     assert_eq!(s.counters.active.load(Ordering::Relaxed), 0);
+    // Each fetch is a boot-progress event with its file, size and bytes.
+    let events = s.events.lock().unwrap().clone();
+    let summary: Vec<(&str, u64, u64, Outcome)> = events
+        .iter()
+        .map(|e| (e.file.as_str(), e.size, e.bytes, e.outcome))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("/ipxe.efi", 200_003, 200_003, Outcome::Completed),
+            ("ipxe.efi", 200_003, 200_003, Outcome::Completed),
+            ("pxelinux.cfg\\default", 14, 14, Outcome::Completed),
+        ]
+    );
     s.stop.cancel();
 }
 
@@ -184,6 +210,24 @@ async fn refusals_carry_their_error_codes_and_are_counted() {
             (DropReason::WriteRefused, 1),
             (DropReason::BadName, 1),
             (DropReason::NotFound, 2),
+        ]
+    );
+    // The last fetch's event follows its final ACK, which the client sent as it returned.
+    for _ in 0..200 {
+        if s.events.lock().unwrap().len() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let outcomes: Vec<Outcome> = s.events.lock().unwrap().iter().map(|e| e.outcome).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::NotFound,
+            Outcome::Refused,
+            Outcome::NotFound,
+            Outcome::Refused,
+            Outcome::Completed
         ]
     );
     s.stop.cancel();

@@ -274,6 +274,10 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             tree,
             pserv_boot::tftp::service::Config::default(),
             app.tftp.clone(),
+            {
+                let events = publisher.events.clone();
+                Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
+            },
             shutdown.clone(),
         ));
         (addr, task)

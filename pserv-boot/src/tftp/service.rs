@@ -141,6 +141,43 @@ impl Counters {
     }
 }
 
+/// How a request ended, for boot-progress events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The client acknowledged the last block.
+    Completed,
+    /// The client sent an ERROR (a size query ends this way).
+    Aborted,
+    /// The client stopped acknowledging, or the file could not be read.
+    Failed,
+    /// No such file in the boot directory.
+    NotFound,
+    /// Refused: a name out of the directory, a write request, or no room (busy).
+    Refused,
+}
+
+/// One request's end: what a controller following a machine's boot wants to know.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename = "tftp")]
+pub struct Fetched {
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// The name it asked for.
+    pub file: String,
+    /// The file's size (0 when it was not served).
+    pub size: u64,
+    /// Bytes the client acknowledged.
+    pub bytes: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// From the request to the end.
+    pub seconds: f64,
+}
+
+/// Called with every request's end (on the runtime: keep it short).
+pub type OnFetched = Arc<dyn Fn(&Fetched) + Send + Sync>;
+
 /// Who is being served: client addresses with a running transfer, and counts per address.
 #[derive(Debug, Default)]
 struct Admission {
@@ -155,6 +192,7 @@ pub async fn serve(
     tree: Arc<BootDir>,
     config: Config,
     counters: Arc<Counters>,
+    on_fetched: OnFetched,
     shutdown: CancellationToken,
 ) {
     let local_ip = sock
@@ -178,11 +216,22 @@ pub async fn serve(
             counters.count_drop(d);
             packet::error(code, msg, out);
         };
+        let refused = |file: &str, outcome: Outcome| {
+            on_fetched(&Fetched {
+                client: from,
+                file: file.to_owned(),
+                size: 0,
+                bytes: 0,
+                outcome,
+                seconds: 0.0,
+            });
+        };
         let (name, options) = match packet::parse(&buf[..n]) {
             Ok(Packet::Rrq {
                 filename, options, ..
             }) => (filename.to_owned(), options_owned(&options)),
-            Ok(Packet::Wrq { .. }) => {
+            Ok(Packet::Wrq { filename }) => {
+                refused(filename, Outcome::Refused);
                 refuse(
                     DropReason::WriteRefused,
                     ErrorCode::AccessViolation,
@@ -222,6 +271,7 @@ pub async fn serve(
                 continue;
             }
             Err(d) => {
+                refused(&name, Outcome::Refused);
                 refuse(d, ErrorCode::Undefined, "server busy, try again", &mut out);
                 let _ = sock.send_to(&out, from).await;
                 continue;
@@ -253,6 +303,14 @@ pub async fn serve(
                         "cannot read the file",
                     ),
                 };
+                refused(
+                    &name,
+                    if d == DropReason::NotFound {
+                        Outcome::NotFound
+                    } else {
+                        Outcome::Refused
+                    },
+                );
                 refuse(d, code, msg, &mut out);
                 let _ = sock.send_to(&out, from).await;
                 continue;
@@ -276,6 +334,7 @@ pub async fn serve(
         counters.started.fetch_add(1, Ordering::Relaxed);
         counters.active.fetch_add(1, Ordering::Relaxed);
         let (counters, shutdown, limits) = (counters.clone(), shutdown.clone(), config.limits);
+        let on_fetched = on_fetched.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
             let opts: Vec<(&str, &str)> = options
@@ -284,22 +343,31 @@ pub async fn serve(
                 .collect();
             let t = Transfer::new(&opts, opened.size, limits, t0);
             let result = run(&tid, from, t, &opened.file, &counters, &shutdown).await;
-            match result {
+            let (outcome, bytes) = match result {
                 Ok(bytes) => {
                     counters.completed.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
                     counters.duration_seconds.observe(t0.elapsed());
+                    (Outcome::Completed, bytes)
                 }
                 Err((TransferError::Aborted(_), bytes)) => {
                     counters.aborted.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    (Outcome::Aborted, bytes)
                 }
                 Err((_, bytes)) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
-                    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    (Outcome::Failed, bytes)
                 }
-            }
+            };
+            counters.bytes.fetch_add(bytes, Ordering::Relaxed);
             counters.active.fetch_sub(1, Ordering::Relaxed);
+            on_fetched(&Fetched {
+                client: from,
+                file: name,
+                size: opened.size,
+                bytes,
+                outcome,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
             drop(release);
         });
     }
