@@ -6,10 +6,13 @@
 //!   sorcerer's apprentice). No sockets and no clock here; the socket loop, the virtual tree of
 //!   boot files and HTTP boot are still to come.
 //! - [`tree`]: the boot directory, read only and confined (no `..`, no symbolic link out).
+//! - [`http`]: HTTP boot responses as a pure decision (GET/HEAD, one byte range, no
+//!   redirects); its listener is still to come.
 //!
 //! Nothing here panics on a malformed packet: it is an error value the caller counts.
 
 #![warn(missing_docs)]
 
+pub mod http;
 pub mod tftp;
 pub mod tree;
