@@ -42,7 +42,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         #[command(flatten)]
-        flags: Overrides,
+        flags: Box<Overrides>,
     },
     /// Validate a snapshot file: exit 0 with a summary, or 1 with every problem, one per line.
     Check {
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                     || Ok(pserv_server::config::File::default()),
                     pserv_server::config::File::load,
                 )
-                .and_then(|file| Config::resolve(file, flags));
+                .and_then(|file| Config::resolve(file, *flags));
             let settings = match settings {
                 Ok(s) => s,
                 Err(e) => {
@@ -163,6 +163,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("DHCP on {} (UDP)", server.dhcp);
     if let Some(t) = server.tftp {
         println!("TFTP on {t} (read only)");
+    }
+    if let Some(h) = server.boot_http {
+        println!("HTTP boot on http://{h}/ (read only)");
     }
     let control = server.control;
     println!("control API on http://{control}: push with  pserv push FILE --to http://{control}");

@@ -375,3 +375,109 @@ fn serve_with_a_boot_dir_answers_tftp() {
     let plain = Server::start(&[]);
     assert!(plain.tftp.is_none());
 }
+
+/// HTTP boot from `--boot-dir`, with curl: the whole file, a byte range (206 with its
+/// Content-Range), HEAD with the full Content-Length and no body, 416 past the end, 404 for a
+/// directory (no redirect), 403 for a path that climbs out; each counted in `/metrics`.
+#[test]
+fn serve_with_a_boot_dir_answers_http_boot() {
+    let have_curl = Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_curl {
+        assert!(!pserv_tests::in_ci(), "curl is installed in CI");
+        eprintln!("skipping: no curl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(boot.join("images")).unwrap();
+    let kernel: Vec<u8> = (0..300_007u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(boot.join("images/vmlinuz"), &kernel).unwrap();
+    let s = Server::start(&[
+        "--boot-dir",
+        boot.to_str().unwrap(),
+        "--tftp-listen",
+        "127.0.0.1:0",
+        "--boot-http-listen",
+        "127.0.0.1:0",
+    ]);
+    let base = format!(
+        "http://{}",
+        s.boot_http.expect("pserv printed its HTTP boot address")
+    );
+    let curl = |args: &[&str]| -> (String, Vec<u8>) {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20", "-D", "-"])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = out.stdout;
+        let split = text
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(text.len(), |i| i + 4);
+        (
+            String::from_utf8_lossy(&text[..split]).to_lowercase(),
+            text[split..].to_vec(),
+        )
+    };
+    let (h, body) = curl(&[&format!("{base}/images/vmlinuz")]);
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    assert!(h.contains("content-length: 300007"), "{h}");
+    assert!(h.contains("accept-ranges: bytes"), "{h}");
+    assert_eq!(body, kernel);
+    let (h, body) = curl(&["-r", "1000-1999", &format!("{base}/images/vmlinuz")]);
+    assert!(h.starts_with("http/1.1 206"), "{h}");
+    assert!(h.contains("content-range: bytes 1000-1999/300007"), "{h}");
+    assert_eq!(body, &kernel[1000..2000]);
+    // HEAD: the full Content-Length, and nothing after the headers.
+    let head = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(s.boot_http.unwrap()).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            c,
+            "HEAD /images/vmlinuz HTTP/1.1\r\nHost: pserv\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out.to_lowercase()
+    };
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("content-length: 300007"),
+        "{head}"
+    );
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "no body after HEAD's headers: {head}"
+    );
+    let (h, _) = curl(&["-r", "400000-", &format!("{base}/images/vmlinuz")]);
+    assert!(
+        h.starts_with("http/1.1 416") && h.contains("content-range: bytes */300007"),
+        "{h}"
+    );
+    let (h, _) = curl(&[&format!("{base}/images")]);
+    assert!(
+        h.starts_with("http/1.1 404") && !h.contains("location:"),
+        "{h}"
+    );
+    let (h, _) = curl(&["--path-as-is", &format!("{base}/../../etc/passwd")]);
+    assert!(h.starts_with("http/1.1 403"), "{h}");
+    assert_eq!(s.metric("pserv_boot_http_responses_total{kind=\"ok\"}"), 2);
+    assert_eq!(
+        s.metric("pserv_boot_http_responses_total{kind=\"partial\"}"),
+        1
+    );
+    assert_eq!(
+        s.metric("pserv_boot_http_responses_total{kind=\"not_found\"}"),
+        1
+    );
+    assert_eq!(
+        s.metric("pserv_boot_http_responses_total{kind=\"refused\"}"),
+        2
+    );
+}

@@ -45,6 +45,9 @@ pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
 /// Default TFTP address (served only with a boot directory): loopback, an unprivileged port.
 /// On a provisioning network: `0.0.0.0:69`.
 pub const DEFAULT_TFTP: &str = "127.0.0.1:6969";
+/// Default HTTP boot address (served only with a boot directory): loopback. On a network, a
+/// port of the operator's choosing (MAAS uses 5248).
+pub const DEFAULT_BOOT_HTTP: &str = "127.0.0.1:5248";
 /// Default snapshot body limit: a million-node snapshot fits.
 pub const DEFAULT_MAX_BODY: usize = 256 << 20;
 
@@ -69,6 +72,8 @@ pub struct File {
     pub boot_dir: Option<PathBuf>,
     /// TFTP address (with a boot directory).
     pub tftp_listen: Option<SocketAddr>,
+    /// HTTP boot address (with a boot directory).
+    pub boot_http_listen: Option<SocketAddr>,
     /// Bearer token the control API requires (required off loopback).
     pub token: Option<String>,
     /// Largest snapshot body accepted, in bytes.
@@ -113,6 +118,8 @@ pub struct Config {
     pub boot_dir: Option<PathBuf>,
     /// TFTP address (with a boot directory).
     pub tftp_listen: SocketAddr,
+    /// HTTP boot address (with a boot directory).
+    pub boot_http_listen: SocketAddr,
     /// Control API token.
     pub token: Option<String>,
     /// Snapshot body limit.
@@ -148,6 +155,9 @@ pub struct Overrides {
     /// TFTP address [default: 127.0.0.1:6969; on a network: 0.0.0.0:69].
     #[arg(long)]
     pub tftp_listen: Option<SocketAddr>,
+    /// HTTP boot address, read only, no token [default: 127.0.0.1:5248].
+    #[arg(long)]
+    pub boot_http_listen: Option<SocketAddr>,
     /// Bearer token the control API requires (required off loopback).
     #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -179,6 +189,10 @@ impl Config {
                 .tftp_listen
                 .or(file.tftp_listen)
                 .unwrap_or_else(|| parse(DEFAULT_TFTP)),
+            boot_http_listen: flags
+                .boot_http_listen
+                .or(file.boot_http_listen)
+                .unwrap_or_else(|| parse(DEFAULT_BOOT_HTTP)),
             token: flags.token.or(file.token).filter(|t| !t.is_empty()),
             max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
             dns_tcp: {

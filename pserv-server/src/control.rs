@@ -133,6 +133,9 @@ pub(crate) struct App {
     pub(crate) connections: Arc<crate::http::ConnCounters>,
     /// The TFTP service's counters (all zero without a boot directory).
     pub(crate) tftp: Arc<pserv_boot::tftp::service::Counters>,
+    /// HTTP boot's responses and its listener's connections.
+    pub(crate) boot_http: Arc<crate::boot_http::Counters>,
+    pub(crate) boot_http_connections: Arc<crate::http::ConnCounters>,
     pub(crate) token: Option<String>,
     pub(crate) started: Instant,
     /// Set once the services run and a snapshot is served.

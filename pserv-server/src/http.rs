@@ -1,7 +1,8 @@
 //! The control API's HTTP/1.1 server: hyper under the axum router, with the limits that
 //! `axum::serve` does not set.
 //!
-//! - at most [`MAX_CONNECTIONS`] connections; more are closed as soon as they are accepted;
+//! - at most `max_connections` connections ([`MAX_CONNECTIONS`] for the control API); more are
+//!   closed as soon as they are accepted;
 //! - [`HEADER_TIMEOUT`] to send a request's headers (a slowloris client holding connections
 //!   open by trickling headers is cut off);
 //! - after a failed accept (out of descriptors) a pause, not a spin;
@@ -31,7 +32,7 @@ pub(crate) const DRAIN: Duration = Duration::from_secs(2);
 /// Counters of the control API's connections.
 #[derive(Debug, Default)]
 pub(crate) struct ConnCounters {
-    /// Connections closed at accept: [`MAX_CONNECTIONS`] were open.
+    /// Connections closed at accept: the cap was reached.
     pub(crate) over_limit: AtomicU64,
     /// Failed accepts.
     pub(crate) accept_errors: AtomicU64,
@@ -42,9 +43,10 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     counters: Arc<ConnCounters>,
+    max_connections: usize,
     stop: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(max_connections));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
@@ -52,7 +54,7 @@ pub(crate) async fn serve(
             a = accept_or_pause(&listener, &counters.accept_errors, "control API") => a,
             () = &mut stop => break,
         };
-        let Some((stream, _)) = accepted else {
+        let Some((stream, peer)) = accepted else {
             continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -64,7 +66,15 @@ pub(crate) async fn serve(
             .header_read_timeout(HEADER_TIMEOUT)
             .serve_connection(
                 TokioIo::new(stream),
-                TowerToHyperService::new(router.clone()),
+                // Handlers may ask who is asking (`ConnectInfo`), as with axum::serve.
+                TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router.clone(),
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer));
+                        req
+                    },
+                )),
             );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -22,6 +22,7 @@
 
 #![warn(missing_docs)]
 
+mod boot_http;
 pub mod config;
 mod control;
 mod http;

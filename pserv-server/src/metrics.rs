@@ -170,6 +170,41 @@ impl Collector for Scrape {
         dns(&mut e, &app.dns.0, &app.dns.1)?;
         dhcp(&mut e, &app.dhcp)?;
         tftp(&mut e, &app.tftp)?;
+        let b = &app.boot_http;
+        family(
+            &mut e,
+            "pserv_boot_http_responses",
+            "HTTP boot responses by kind",
+            Counter,
+            "kind",
+            &[
+                ("ok", load(&b.ok)),
+                ("partial", load(&b.partial)),
+                ("not_found", load(&b.not_found)),
+                ("refused", load(&b.refused)),
+            ],
+        )?;
+        single(
+            &mut e,
+            "pserv_boot_http_bytes",
+            "HTTP boot body bytes sent or being sent",
+            Counter,
+            load(&b.bytes),
+        )?;
+        family(
+            &mut e,
+            "pserv_boot_http_connections_dropped",
+            "HTTP boot connections closed at accept, by reason",
+            Counter,
+            "reason",
+            &[
+                ("over_limit", load(&app.boot_http_connections.over_limit)),
+                (
+                    "accept_error",
+                    load(&app.boot_http_connections.accept_errors),
+                ),
+            ],
+        )?;
 
         let c = &app.connections;
         family(

@@ -98,7 +98,9 @@ pub struct Handle {
     pub control: SocketAddr,
     /// The TFTP address, when a boot directory is served.
     pub tftp: Option<SocketAddr>,
-    tftp_task: Option<tokio::task::JoinHandle<()>>,
+    /// The HTTP boot address, when a boot directory is served.
+    pub boot_http: Option<SocketAddr>,
+    boot_tasks: Vec<tokio::task::JoinHandle<()>>,
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
@@ -217,7 +219,13 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                     tokio::net::UdpSocket::from_std(s)
                 })
                 .map_err(bind("TFTP", config.tftp_listen.to_string()))?;
-            Some((sock, Arc::new(tree)))
+            let http = std::net::TcpListener::bind(config.boot_http_listen)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
+                .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?;
+            Some((sock, http, Arc::new(tree)))
         }
     };
 
@@ -263,12 +271,26 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         journal: journal_monitor,
         connections: Arc::default(),
         tftp: Arc::default(),
+        boot_http: Arc::default(),
+        boot_http_connections: Arc::default(),
         token: config.token.clone(),
         started: Instant::now(),
         ready: AtomicBool::new(true),
     });
-    let tftp = tftp.map(|(sock, tree)| {
+    let tftp = tftp.map(|(sock, http, tree)| {
         let addr = sock.local_addr().ok();
+        let http_addr = http.local_addr().ok();
+        let http_task = tokio::spawn(crate::http::serve(
+            http,
+            crate::boot_http::router(
+                tree.clone(),
+                app.boot_http.clone(),
+                publisher.events.clone(),
+            ),
+            app.boot_http_connections.clone(),
+            crate::boot_http::MAX_CONNECTIONS,
+            shutdown.clone().cancelled_owned(),
+        ));
         let task = tokio::spawn(pserv_boot::tftp::service::serve(
             sock,
             tree,
@@ -280,26 +302,28 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             },
             shutdown.clone(),
         ));
-        (addr, task)
+        (addr, task, http_addr, http_task)
     });
     let router = app.router(config.max_body_bytes);
     let control_task = tokio::spawn(crate::http::serve(
         control_listener,
         router,
         app.connections.clone(),
+        crate::http::MAX_CONNECTIONS,
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
-    let (tftp, tftp_task) = match tftp {
-        Some((addr, task)) => (addr, Some(task)),
-        None => (None, None),
+    let (tftp, boot_http, boot_tasks) = match tftp {
+        Some((addr, task, http_addr, http_task)) => (addr, http_addr, vec![task, http_task]),
+        None => (None, None, Vec::new()),
     };
     Ok(Handle {
         dns: dns_service.local.clone(),
         dhcp: dhcp_service.local,
         control,
         tftp,
-        tftp_task,
+        boot_http,
+        boot_tasks,
         publisher,
         leases,
         shutdown,
@@ -363,7 +387,7 @@ impl Handle {
     pub async fn stopped(self) -> Result<(), Error> {
         self.shutdown.cancelled().await;
         let _ = self.control_task.await;
-        if let Some(t) = self.tftp_task {
+        for t in self.boot_tasks {
             let _ = t.await;
         }
         self.dns_service.stopped().await;

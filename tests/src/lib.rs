@@ -56,6 +56,8 @@ pub struct Banner {
     pub dhcp: std::net::SocketAddr,
     /// The TFTP address, when it serves a boot directory.
     pub tftp: Option<std::net::SocketAddr>,
+    /// The HTTP boot address, when it serves a boot directory.
+    pub boot_http: Option<std::net::SocketAddr>,
 }
 
 /// Reads a starting `pserv serve`'s stdout up to its control-API line (printed last), then keeps
@@ -65,7 +67,7 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
     use std::io::{BufRead, BufReader, Read};
     let mut stderr = child.stderr.take();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-    let (mut dns, mut dhcp, mut tftp) = (None, None, None);
+    let (mut dns, mut dhcp, mut tftp, mut boot_http) = (None, None, None, None);
     let control = loop {
         let Some(Ok(line)) = lines.next() else {
             let mut err = String::new();
@@ -83,6 +85,8 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
             dhcp = addr(rest);
         } else if let Some(rest) = line.strip_prefix("TFTP on ") {
             tftp = addr(rest);
+        } else if let Some(rest) = line.strip_prefix("HTTP boot on http://") {
+            boot_http = addr(&rest.replace('/', " "));
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
@@ -94,6 +98,7 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
         dns: dns.expect("pserv printed its DNS address"),
         dhcp: dhcp.expect("pserv printed its DHCP address"),
         tftp,
+        boot_http,
     }
 }
 

@@ -18,6 +18,8 @@ pub(crate) struct Server {
     pub(crate) dhcp: SocketAddr,
     /// TFTP, when started with a boot directory.
     pub(crate) tftp: Option<SocketAddr>,
+    /// HTTP boot, likewise.
+    pub(crate) boot_http: Option<SocketAddr>,
 }
 
 impl Server {
@@ -48,6 +50,7 @@ impl Server {
             dns: banner.dns,
             dhcp: banner.dhcp,
             tftp: banner.tftp,
+            boot_http: banner.boot_http,
         }
     }
 

@@ -1,0 +1,214 @@
+//! HTTP boot: the boot directory over HTTP, on its own listener (read only, no token, apart
+//! from the control API). The answer is [`pserv_boot::http::plan`]'s; this module opens the
+//! file, writes the headers and streams the byte range. Never a redirect: UEFI HTTP boot
+//! clients do not follow them (a directory is 404, not a 301 to its slash).
+
+use std::io::SeekFrom;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use pserv_boot::http::{Plan, plan};
+use pserv_boot::tree::{BootDir, TreeError};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::control::Events;
+
+/// Connections HTTP boot serves at once (a rack powering on fetches kernels together).
+pub(crate) const MAX_CONNECTIONS: usize = 2048;
+
+/// What HTTP boot counts.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Responses by class: 200, 206, 404, other errors.
+    pub(crate) ok: AtomicU64,
+    pub(crate) partial: AtomicU64,
+    pub(crate) not_found: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    /// Body bytes planned (Content-Length of GETs).
+    pub(crate) bytes: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Boot {
+    tree: Arc<BootDir>,
+    counters: Arc<Counters>,
+    events: Events,
+}
+
+/// One fetch, as a boot-progress event.
+#[derive(serde::Serialize)]
+#[serde(tag = "event", rename = "http")]
+struct Fetched<'a> {
+    client: SocketAddr,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes: u64,
+}
+
+/// The router: every path is a file of the boot directory.
+pub(crate) fn router(tree: Arc<BootDir>, counters: Arc<Counters>, events: Events) -> Router {
+    Router::new().fallback(fetch).with_state(Boot {
+        tree,
+        counters,
+        events,
+    })
+}
+
+fn status(code: StatusCode, c: &Counters) -> Response {
+    let counter = match code {
+        StatusCode::NOT_FOUND => &c.not_found,
+        _ => &c.refused,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain")],
+        code.canonical_reason().unwrap_or(""),
+    )
+        .into_response()
+}
+
+async fn fetch(
+    State(boot): State<Boot>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    drop(req);
+    let response = answer(&boot, &method, &path, range.as_deref()).await;
+    let bytes = if method == "GET" {
+        response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    boot.events.emit(
+        "http",
+        &Fetched {
+            client,
+            method: &method,
+            path: &path,
+            status: response.status().as_u16(),
+            bytes,
+        },
+    );
+    response
+}
+
+async fn answer(boot: &Boot, method: &str, path: &str, range: Option<&str>) -> Response {
+    let c = &boot.counters;
+    let Some(decoded) = percent_decode(path) else {
+        return status(StatusCode::BAD_REQUEST, c);
+    };
+    let opened = match boot.tree.open(&decoded) {
+        Ok(o) => o,
+        Err(TreeError::NotFound) => return status(StatusCode::NOT_FOUND, c),
+        Err(TreeError::BadName | TreeError::Outside) => return status(StatusCode::FORBIDDEN, c),
+        Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, c),
+    };
+    let p = plan(method, range, opened.size);
+    let content_range = p.content_range();
+    match p {
+        Plan::MethodNotAllowed => {
+            let mut r = status(StatusCode::METHOD_NOT_ALLOWED, c);
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+        Plan::Unsatisfiable { .. } => {
+            let mut r = status(StatusCode::RANGE_NOT_SATISFIABLE, c);
+            if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                r.headers_mut().insert(header::CONTENT_RANGE, cr);
+            }
+            r
+        }
+        Plan::Bytes {
+            status: code,
+            start,
+            len,
+            body,
+            ..
+        } => {
+            let code = if code == 206 {
+                c.partial.fetch_add(1, Ordering::Relaxed);
+                StatusCode::PARTIAL_CONTENT
+            } else {
+                c.ok.fetch_add(1, Ordering::Relaxed);
+                StatusCode::OK
+            };
+            let body = if body {
+                c.bytes.fetch_add(len, Ordering::Relaxed);
+                let mut f = tokio::fs::File::from_std(opened.file);
+                if f.seek(SeekFrom::Start(start)).await.is_err() {
+                    return status(StatusCode::INTERNAL_SERVER_ERROR, c);
+                }
+                Body::from_stream(ReaderStream::with_capacity(f.take(len), 64 << 10))
+            } else {
+                Body::empty()
+            };
+            let mut r = Response::new(body);
+            *r.status_mut() = code;
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                h.insert(header::CONTENT_RANGE, cr);
+            }
+            r
+        }
+    }
+}
+
+/// `%XX` escapes decoded; `None` for a bad escape or a result that is not UTF-8.
+fn percent_decode(path: &str) -> Option<String> {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn escapes_decode_and_bad_ones_are_refused() {
+        assert_eq!(percent_decode("/a%20b").as_deref(), Some("/a b"));
+        assert_eq!(percent_decode("/%2e%2e/x").as_deref(), Some("/../x"));
+        assert_eq!(percent_decode("/%zz"), None);
+        assert_eq!(percent_decode("/%4"), None);
+        assert_eq!(percent_decode("/%ff"), None);
+    }
+}
