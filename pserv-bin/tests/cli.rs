@@ -335,13 +335,7 @@ fn check_reports_every_problem() {
 /// `/metrics` counts the transfer; without `--boot-dir` there is no TFTP at all.
 #[test]
 fn serve_with_a_boot_dir_answers_tftp() {
-    let have_curl = Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_curl {
-        assert!(!pserv_tests::in_ci(), "curl is installed in CI");
-        eprintln!("skipping: no curl");
+    if !pserv_tests::have_tool("curl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -381,13 +375,7 @@ fn serve_with_a_boot_dir_answers_tftp() {
 /// directory (no redirect), 403 for a path that climbs out; each counted in `/metrics`.
 #[test]
 fn serve_with_a_boot_dir_answers_http_boot() {
-    let have_curl = Command::new("curl")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_curl {
-        assert!(!pserv_tests::in_ci(), "curl is installed in CI");
-        eprintln!("skipping: no curl");
+    if !pserv_tests::have_tool("curl") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
