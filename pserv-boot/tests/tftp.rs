@@ -28,12 +28,16 @@ struct Running {
 }
 
 async fn start(config: Config) -> Running {
+    start_on("127.0.0.1:0", config).await
+}
+
+async fn start_on(listen: &str, config: Config) -> Running {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ipxe.efi"), content(200_003)).unwrap();
     std::fs::create_dir(dir.path().join("pxelinux.cfg")).unwrap();
     std::fs::write(dir.path().join("pxelinux.cfg/default"), b"DEFAULT local\n").unwrap();
     let tree = Arc::new(BootDir::new(dir.path()).unwrap());
-    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let sock = UdpSocket::bind(listen).await.unwrap();
     let addr = sock.local_addr().unwrap();
     let counters = Arc::new(Counters::default());
     let stop = CancellationToken::new();
@@ -288,5 +292,29 @@ async fn strangers_get_unknown_tid_and_clients_are_capped() {
         (1, 1, 1)
     );
     assert_eq!(s.counters.started.load(Ordering::Relaxed), 1);
+    s.stop.cancel();
+}
+
+/// On a wildcard address, a transfer answers from the address its request was sent to (a host
+/// with several addresses; here 127.0.0.2 on loopback), not from whichever one routing picks.
+#[tokio::test]
+async fn a_transfer_answers_from_the_address_it_was_asked_on() {
+    let s = start_on("0.0.0.0:0", Config::default()).await;
+    let asked: SocketAddr = format!("127.0.0.2:{}", s.addr.port()).parse().unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut out = Vec::new();
+    packet::rrq("pxelinux.cfg/default", &[], &mut out);
+    c.send_to(&out, asked).await.unwrap();
+    let (p, from) = recv(&c).await;
+    assert!(matches!(
+        packet::parse(&p),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    assert_eq!(
+        from.ip(),
+        asked.ip(),
+        "DATA from the address the request went to"
+    );
+    assert_ne!(from.port(), asked.port(), "from the transfer's own port");
     s.stop.cancel();
 }

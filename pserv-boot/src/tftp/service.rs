@@ -13,12 +13,17 @@
 //! cache once the first machine of a rack has fetched them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::io::IoSliceMut;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
 use parking_lot::Mutex;
 use pserv_core::histogram::Histogram;
 use tokio::net::UdpSocket;
@@ -198,12 +203,20 @@ pub async fn serve(
     let local_ip = sock
         .local_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // On a wildcard address, learn which address each request was sent to (IP_PKTINFO), so
+    // its transfer answers from that address: a client on a host with several addresses
+    // drops DATA that comes from another one.
+    if local_ip.is_ipv4()
+        && let Err(e) = setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
+    {
+        tracing::debug!(error = %e, "TFTP: no IP_PKTINFO; transfers answer from the routed address");
+    }
     let admission = Arc::new(Mutex::new(Admission::default()));
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(128);
     loop {
-        let (n, from) = tokio::select! {
-            r = sock.recv_from(&mut buf) => match r {
+        let (n, from, to) = tokio::select! {
+            r = recv_with_destination(&sock, &mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "TFTP receive");
@@ -211,6 +224,10 @@ pub async fn serve(
                 }
             },
             () = shutdown.cancelled() => break,
+        };
+        let reply_from = match to {
+            Some(ip) if local_ip.is_unspecified() && !ip.is_unspecified() => IpAddr::V4(ip),
+            _ => local_ip,
         };
         let refuse = |d: DropReason, code: ErrorCode, msg: &str, out: &mut Vec<u8>| {
             counters.count_drop(d);
@@ -316,7 +333,7 @@ pub async fn serve(
                 continue;
             }
         };
-        let tid = match UdpSocket::bind(SocketAddr::new(local_ip, 0)).await {
+        let tid = match UdpSocket::bind(SocketAddr::new(reply_from, 0)).await {
             Ok(s) => s,
             Err(e) => {
                 drop(release);
@@ -370,6 +387,46 @@ pub async fn serve(
             });
             drop(release);
         });
+    }
+}
+
+/// One datagram: its length, sender, and the local address it was sent to (IP_PKTINFO's
+/// `ipi_spec_dst`, when the socket reports it).
+async fn recv_with_destination(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<Ipv4Addr>)> {
+    let fd = sock.as_raw_fd();
+    loop {
+        sock.readable().await?;
+        let got = sock.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [IoSliceMut::new(&mut *buf)];
+            let mut space = nix::cmsg_space!(nix::libc::in_pktinfo);
+            let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut space), MsgFlags::empty())
+                .map_err(std::io::Error::from)?;
+            let to = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::Ipv4PacketInfo(i) => {
+                        Some(Ipv4Addr::from(u32::from_be(i.ipi_spec_dst.s_addr)))
+                    }
+                    _ => None,
+                })
+            });
+            let from = msg.address.and_then(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                    .or_else(|| {
+                        a.as_sockaddr_in6()
+                            .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                    })
+            });
+            let from = from.ok_or_else(|| std::io::Error::other("a datagram without a sender"))?;
+            Ok((msg.bytes, from, to))
+        });
+        match got {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => return other,
+        }
     }
 }
 
