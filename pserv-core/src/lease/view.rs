@@ -114,7 +114,13 @@ impl LeaseBoard {
         let (host, domain) = fqdn.split_once('.')?;
         let mac = *self.by_name.pin().get(host)?;
         let leases = self.leases.pin();
-        let lease = leases.get(&mac).filter(|l| l.state == LeaseState::Bound)?;
+        // The name entry and the lease are written one after the other: check they agree.
+        let lease = leases.get(&mac).filter(|l| {
+            l.state == LeaseState::Bound
+                && l.hostname
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })?;
         let subnet = table.subnet_for(lease.ip)?;
         let unknown = table.by_mac(lease.mac).is_none();
         (unknown && subnet.dynamic_dns && subnet.domain.as_deref() == Some(domain))
