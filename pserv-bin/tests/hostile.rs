@@ -10,8 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use dhcproto::Decodable;
-use dhcproto::v4::{DhcpOption, Message, MessageType};
+use dhcproto::v4::{DhcpOption, MessageType};
 
 mod local;
 use local::{PSERV, Server, a_answer, a_query};
@@ -57,24 +56,7 @@ fn dhcp(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
 
 /// DISCOVER + REQUEST for `mac`; the ACKed address, if any.
 fn dora(server: SocketAddr, mac: [u8; 6]) -> Option<Ipv4Addr> {
-    let s = udp();
-    s.send_to(&dhcp(MessageType::Discover, mac, vec![]), server)
-        .unwrap();
-    let mut buf = [0u8; 1500];
-    let n = s.recv(&mut buf).ok()?;
-    let offer = Message::from_bytes(&buf[..n]).ok()?;
-    let req = dhcp(
-        MessageType::Request,
-        mac,
-        vec![
-            DhcpOption::RequestedIpAddress(offer.yiaddr()),
-            DhcpOption::ServerIdentifier(Ipv4Addr::new(127, 0, 0, 1)),
-        ],
-    );
-    s.send_to(&req, server).unwrap();
-    let n = s.recv(&mut buf).ok()?;
-    let ack = Message::from_bytes(&buf[..n]).ok()?;
-    (ack.opts().msg_type() == Some(MessageType::Ack)).then(|| ack.yiaddr())
+    pserv_tests::relayed_dora(&udp(), server, mac, RELAY, vec![])
 }
 
 const RESERVED: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]; // aaa: 10.20.0.10

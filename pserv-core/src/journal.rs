@@ -281,9 +281,10 @@ impl Journal {
 
     /// Rewrites the journal as `changes` ([`Leases::durable_changes`] of the owner's set), which
     /// must recreate the lease set after every change appended so far and none after (the owner
-    /// calls this between appends). The writer thread does the work; appends go on meanwhile. A compaction that cannot start (no temporary file:
-    /// out of descriptors, disk full) is counted and logged, appends go on to the current
-    /// file, and [`Journal::wants_compaction`] says yes again a second later.
+    /// calls this between appends). The writer thread does the work; appends go on meanwhile.
+    /// A compaction that cannot start (no temporary file: out of descriptors, disk full) is
+    /// counted and logged, appends go on to the current file, and
+    /// [`Journal::wants_compaction`] says yes again a second later.
     pub fn compact(&self, changes: Vec<Change>, now: u64) {
         if self.shared.compacting.swap(true, Ordering::Relaxed) {
             return;

@@ -9,10 +9,10 @@
 //! interface and local address (IP_PKTINFO), asks the [`Server`] what to do with each, appends
 //! each lease change to the journal, sends at once what needs no disk (OFFERs, NAKs), and holds
 //! each ACK until its change is durable. Readers (DNS, the control API) see the leases through
-//! the [`LeaseBoard`]: the loop publishes a new view before it sends replies whose changes
+//! the [`LeaseBoard`]: the loop publishes what changed before it sends replies whose changes
 //! became durable (so an acknowledged lease resolves by the time its client has the ACK),
-//! after leases end on time, and otherwise at most every [`PUBLISH_EVERY`] under load. While the journal's writer thread is in `fdatasync`
-//! the loop keeps receiving (non-blocking); only when there is nothing to read does it wait for
+//! after leases end on time, and otherwise at most every [`PUBLISH_EVERY`]. While the
+//! journal's writer thread is in `fdatasync` the loop keeps receiving (non-blocking); only when there is nothing to read does it wait for
 //! the disk, so one `fdatasync` covers every ACK queued behind it (group commit) and receiving
 //! never stalls behind the disk while there is work.
 
@@ -230,10 +230,10 @@ impl Service {
     }
 }
 
-/// How often the lease view is republished at most for changes that need no disk (offers,
-/// which change it on every DISCOVER); a durable change (before its reply leaves) or an end
-/// publishes at once. Each publish makes the next change to every part of the view copy its
-/// path, so publishing per packet would cost more than answering it.
+/// How often changes that need no disk (offers, one per DISCOVER) are published at most; a
+/// durable change (before its reply leaves) or an end publishes at once. Offers published
+/// together share one pass over the changed clients, and a DISCOVER flood does not pay a
+/// board write per packet.
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(10);
 /// How long a receive blocks when nothing is waiting to be published or made durable (then
 /// the loop wakes for the shutdown signal and the lease timer, which counts in seconds).
@@ -467,10 +467,10 @@ impl Loop<'_> {
         }
         self.publish();
         while self.pending.front().is_some_and(|o| o.seq <= durable) {
-            let Some(out) = self.pending.pop_front() else {
+            let Some(mut out) = self.pending.pop_front() else {
                 break;
             };
-            if let Some(c) = out.change.clone() {
+            if let Some(c) = out.change.take() {
                 (self.on_event)(&LeaseEvent::Changed(c));
             }
             if !out.bytes.is_empty() {

@@ -7,7 +7,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -138,14 +138,13 @@ pub(crate) struct App {
     pub(crate) boot_http_connections: Arc<crate::http::ConnCounters>,
     pub(crate) token: Option<String>,
     pub(crate) started: Instant,
-    /// Set once the services run and a snapshot is served.
-    pub(crate) ready: AtomicBool,
 }
 
 impl App {
-    /// Whether a snapshot is served.
+    /// Whether a snapshot is served (the services start only after the first one, so this is
+    /// readiness).
     pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.publisher.store.generation().is_some()
+        self.publisher.store.generation().is_some()
     }
 
     /// The router, with the token check and the body limit.

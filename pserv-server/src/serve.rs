@@ -9,7 +9,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use pserv_core::journal::{Journal, JournalError, Options};
@@ -206,7 +205,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let control = control_listener
         .local_addr()
         .map_err(bind("the control API", config.control_listen.to_string()))?;
-    let tftp = match &config.boot_dir {
+    let boot = match &config.boot_dir {
         None => None,
         Some(dir) => {
             let tree = pserv_boot::tree::BootDir::new(dir).map_err(|source| Error::Read {
@@ -275,9 +274,8 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         boot_http_connections: Arc::default(),
         token: config.token.clone(),
         started: Instant::now(),
-        ready: AtomicBool::new(true),
     });
-    let tftp = tftp.map(|(sock, http, tree)| {
+    let boot = boot.map(|(sock, http, tree)| {
         let addr = sock.local_addr().ok();
         let http_addr = http.local_addr().ok();
         let http_task = tokio::spawn(crate::http::serve(
@@ -313,7 +311,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
-    let (tftp, boot_http, boot_tasks) = match tftp {
+    let (tftp, boot_http, boot_tasks) = match boot {
         Some((addr, task, http_addr, http_task)) => (addr, http_addr, vec![task, http_task]),
         None => (None, None, Vec::new()),
     };

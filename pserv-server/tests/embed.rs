@@ -8,8 +8,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dhcproto::Decodable;
-use dhcproto::v4::{DhcpOption, Message, MessageType};
+use dhcproto::v4::DhcpOption;
 use pserv_core::journal::{Journal, Options};
 use pserv_server::config::{File, Overrides};
 
@@ -35,37 +34,11 @@ fn udp() -> UdpSocket {
     s
 }
 
-fn dhcp(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
-    pserv_tests::relayed_dhcp(kind, mac, RELAY, opts)
-}
-
 /// DISCOVER + REQUEST with a hostname; the ACKed address.
 fn dora(server: SocketAddr, mac: [u8; 6], hostname: &str) -> Ipv4Addr {
-    let s = udp();
     let name = DhcpOption::Hostname(hostname.into());
-    s.send_to(
-        &dhcp(MessageType::Discover, mac, vec![name.clone()]),
-        server,
-    )
-    .unwrap();
-    let mut buf = [0u8; 1500];
-    let n = s.recv(&mut buf).unwrap();
-    let offer = Message::from_bytes(&buf[..n]).unwrap();
-    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
-    let req = dhcp(
-        MessageType::Request,
-        mac,
-        vec![
-            DhcpOption::RequestedIpAddress(offer.yiaddr()),
-            DhcpOption::ServerIdentifier(Ipv4Addr::new(127, 0, 0, 1)),
-            name,
-        ],
-    );
-    s.send_to(&req, server).unwrap();
-    let n = s.recv(&mut buf).unwrap();
-    let ack = Message::from_bytes(&buf[..n]).unwrap();
-    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
-    ack.yiaddr()
+    pserv_tests::relayed_dora(&udp(), server, mac, RELAY, vec![name])
+        .expect("an OFFER, then an ACK")
 }
 
 /// A DNS A query; the address of a one-answer NOERROR reply.

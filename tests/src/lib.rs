@@ -175,3 +175,39 @@ pub fn relayed_dhcp(
     }
     m.to_vec().expect("a DHCP message encodes")
 }
+
+/// DISCOVER then REQUEST of the offered address for `mac`, relayed from `relay` over `sock`
+/// to `server` (whose identifier is 127.0.0.1 on loopback), with `extra` options in both; the
+/// ACKed address, or `None` when a reply is missing, is not an OFFER then an ACK, or does not
+/// decode.
+pub fn relayed_dora(
+    sock: &std::net::UdpSocket,
+    server: std::net::SocketAddr,
+    mac: [u8; 6],
+    relay: std::net::Ipv4Addr,
+    extra: Vec<dhcproto::v4::DhcpOption>,
+) -> Option<std::net::Ipv4Addr> {
+    use dhcproto::Decodable;
+    use dhcproto::v4::{DhcpOption, Message, MessageType};
+    let discover = relayed_dhcp(MessageType::Discover, mac, relay, extra.clone());
+    sock.send_to(&discover, server).ok()?;
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).ok()?;
+    let offer = Message::from_bytes(&buf[..n]).ok()?;
+    if offer.opts().msg_type() != Some(MessageType::Offer) {
+        return None;
+    }
+    let mut opts = vec![
+        DhcpOption::RequestedIpAddress(offer.yiaddr()),
+        DhcpOption::ServerIdentifier(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    ];
+    opts.extend(extra);
+    sock.send_to(
+        &relayed_dhcp(MessageType::Request, mac, relay, opts),
+        server,
+    )
+    .ok()?;
+    let n = sock.recv(&mut buf).ok()?;
+    let ack = Message::from_bytes(&buf[..n]).ok()?;
+    (ack.opts().msg_type() == Some(MessageType::Ack)).then(|| ack.yiaddr())
+}
