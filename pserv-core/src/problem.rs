@@ -182,6 +182,18 @@ pub enum Problem {
         /// Which rule it breaks.
         reason: &'static str,
     },
+    /// A boot template that does not compile, or that fails to render for a node it applies to.
+    #[error("{at}: boot profile {profile:?}, {template}: {message}")]
+    Template {
+        /// The profile the node (or subnet) uses; empty for a template with no profile.
+        profile: String,
+        /// Which template: `cmdline`, `ipxe`, `grub` or `pxelinux`.
+        template: &'static str,
+        /// Where: the node or subnet it failed for, or the template's own field.
+        at: Site,
+        /// The template engine's error.
+        message: String,
+    },
     /// A value longer than the field (BOOTP file/sname, an option) it must fit in.
     #[error("{at}: {len} bytes is too long, at most {max} fit")]
     TooLong {
@@ -216,6 +228,7 @@ impl Problem {
             | Self::NotAHostAddress { at, .. }
             | Self::Invalid { at, .. }
             | Self::InvalidName { at, .. }
+            | Self::Template { at, .. }
             | Self::TooLong { at, .. } => vec![at],
         }
     }

@@ -32,6 +32,79 @@ pub struct Snapshot {
     /// Every machine the controller knows.
     #[serde(default)]
     pub nodes: Vec<Node>,
+    /// Named boot profiles (kernel, initrds, command line) that nodes and subnets' unknown
+    /// clients refer to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub boot_profiles: BTreeMap<String, BootProfile>,
+    /// Overrides of pserv's built-in netboot template, per loader.
+    #[serde(default, skip_serializing_if = "BootTemplates::is_empty")]
+    pub boot_templates: BootTemplates,
+}
+
+/// What a netbooting machine loads: a kernel, its initrds, and its command line.
+///
+/// `kernel` and each `initrd` are a path in the boot directory or an absolute `http(s)://` URL.
+/// `cmdline` is a template (the same variables as the loader templates, see the README), so
+/// `hostname={{ node.hostname }}` gives every node its own line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootProfile {
+    /// The kernel.
+    pub kernel: String,
+    /// Initrds, loaded in order.
+    #[serde(default)]
+    pub initrd: Vec<String>,
+    /// The kernel command line (a template).
+    #[serde(default)]
+    pub cmdline: String,
+    /// Defaults for `vars`; a node's own `vars` win.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+}
+
+/// Template overrides of the netboot form, per loader (the local-boot forms are fixed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootTemplates {
+    /// The per-node iPXE script.
+    #[serde(default)]
+    pub ipxe: Option<String>,
+    /// GRUB's `grub.cfg-01-<mac>`.
+    #[serde(default)]
+    pub grub: Option<String>,
+    /// pxelinux's `pxelinux.cfg/01-<mac>`.
+    #[serde(default)]
+    pub pxelinux: Option<String>,
+}
+
+impl BootTemplates {
+    /// Whether no loader is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.ipxe.is_none() && self.grub.is_none() && self.pxelinux.is_none()
+    }
+}
+
+/// A node's boot intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BootMode {
+    /// Serve the node's profile (the default when a profile applies).
+    Netboot,
+    /// Serve each loader's boot-from-disk form.
+    Local,
+    /// No boot fields in DHCP at all: the firmware falls through to its next boot device.
+    Ignore,
+}
+
+impl BootMode {
+    /// The contract's name for the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Netboot => "netboot",
+            Self::Local => "local",
+            Self::Ignore => "ignore",
+        }
+    }
 }
 
 /// Zone-wide DNS settings.
@@ -242,6 +315,10 @@ pub struct SubnetBoot {
     /// What an iPXE client gets instead of a boot file, so it does not chain-load itself.
     #[serde(default)]
     pub ipxe_url: Option<String>,
+    /// The boot profile MACs the snapshot does not know get; without one they get no boot
+    /// offer (unless the subnet names explicit `files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_profile: Option<String>,
 }
 
 /// One machine the controller knows.
@@ -296,6 +373,15 @@ pub struct NodeBoot {
     /// The iPXE script URL for this node; overrides the subnet's.
     #[serde(default)]
     pub ipxe_url: Option<String>,
+    /// Boot intent: `netboot` (the default when `profile` is set), `local` or `ignore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<BootMode>,
+    /// The boot profile to netboot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Per-node template variables (`{{ vars.name }}`), over the profile's defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// A snapshot that is not even well-formed JSON of the contract's shape.

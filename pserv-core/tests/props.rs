@@ -56,6 +56,8 @@ fn snapshot() -> impl Strategy<Value = Snapshot> {
         dns: Default::default(),
         subnets: vec![subnet()],
         nodes,
+        boot_profiles: Default::default(),
+        boot_templates: Default::default(),
     })
 }
 

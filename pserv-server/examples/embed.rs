@@ -32,6 +32,8 @@ fn snapshot(generation: u64, web_ip: [u8; 4]) -> Snapshot {
             boot: None,
             options: vec![],
         }],
+        boot_profiles: Default::default(),
+        boot_templates: Default::default(),
     }
 }
 

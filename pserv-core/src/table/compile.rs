@@ -2,6 +2,7 @@
 //! each index while it checks the rule the index enforces.
 
 use super::*;
+use crate::snapshot::BootMode;
 
 /// Validation of `snap` on its own: [`Table::compile`] without keeping the table.
 pub fn validate(snap: &Snapshot, current: Option<u64>) -> Result<(), Vec<Problem>> {
@@ -55,6 +56,7 @@ fn check_soa_name(name: &str) -> Result<(), &'static str> {
 pub(super) struct Compiler<'s> {
     snap: &'s Snapshot,
     problems: Vec<Problem>,
+    boot: BootPlan,
     hasher: DefaultHashBuilder,
     name_seed: u64,
 }
@@ -81,6 +83,7 @@ impl<'s> Compiler<'s> {
         Self {
             snap,
             problems: Vec::new(),
+            boot: BootPlan::empty(),
             name_seed: hasher.hash_one(0x7073_6572_7600_u64),
             hasher,
         }
@@ -97,8 +100,21 @@ impl<'s> Compiler<'s> {
             });
         }
         let dns = compile_dns(&snap.dns, &mut self.problems);
+        let (plan, found) = BootPlan::compile(&snap.boot_profiles, &snap.boot_templates);
+        self.boot = plan;
+        self.problems
+            .extend(found.into_iter().map(|p| Problem::Template {
+                profile: p.profile,
+                template: p.template,
+                at: Site::Snapshot { field: p.field },
+                message: p.message,
+            }));
+        let templates_ok = self.problems.is_empty();
         let (subnets, subnets_v6) = self.subnets();
-        let nodes = self.nodes(&subnets, &subnets_v6);
+        if templates_ok {
+            self.check_unknown_profiles(&subnets);
+        }
+        let nodes = self.nodes(&subnets, &subnets_v6, templates_ok);
 
         let mut domains: Vec<Box<str>> = Vec::new();
         for d in subnets.iter().filter_map(|s| s.domain.as_deref()) {
@@ -133,7 +149,66 @@ impl<'s> Compiler<'s> {
             by_v6: nodes.by_v6,
             hasher: self.hasher,
             name_seed: self.name_seed,
+            boot: self.boot,
         })
+    }
+
+    /// Renders each subnet's profile for unknown clients once, for a client with no name.
+    fn check_unknown_profiles(&mut self, subnets: &[SubnetInfo]) {
+        for s in subnets {
+            let Some(b) = &s.boot else { continue };
+            let Some(p) = b.unknown_profile else { continue };
+            let index = self
+                .snap
+                .subnets
+                .iter()
+                .position(|x| *x.cidr == *s.cidr)
+                .unwrap_or(0);
+            let who = boot::Subject {
+                id: "",
+                hostname: "",
+                domain: "",
+                fqdn: "",
+                mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
+                ipv4: s.dynamic.first().map(|r| r.start),
+                vars: None,
+                subnet: Some(s),
+            };
+            let at = subnet_site(index, &s.cidr, "boot.unknown_profile");
+            self.render_all(Intent::Netboot(p), &who, b.next_server, at);
+        }
+    }
+
+    /// Renders every loader's file for `who`, reporting each failure at `at`.
+    fn render_all(
+        &mut self,
+        intent: Intent,
+        who: &boot::Subject<'_>,
+        next_server: Option<Ipv4Addr>,
+        at: Site,
+    ) {
+        let endpoint = Endpoint {
+            server: next_server.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)),
+            http_port: 5248,
+        };
+        let profile = match intent {
+            Intent::Netboot(p) => self.boot.profile_name(p).unwrap_or("").to_owned(),
+            _ => String::new(),
+        };
+        for loader in Loader::ALL {
+            if let Err((template, message)) = self.boot.render(loader, intent, who, endpoint) {
+                self.problems.push(Problem::Template {
+                    profile: profile.clone(),
+                    template,
+                    at: at.clone(),
+                    message,
+                });
+                // The command line is shared by every loader: report it once.
+                if template == "cmdline" {
+                    break;
+                }
+            }
+        }
     }
 
     fn subnets(&mut self) -> (Vec<SubnetInfo>, Vec<(Ipv6Addr, u8)>) {
@@ -330,10 +405,21 @@ impl<'s> Compiler<'s> {
             if let Some(name) = &b.server_name {
                 self.check_len(site("boot.server_name"), name, MAX_SERVER_NAME);
             }
+            let unknown_profile = b.unknown_profile.as_deref().and_then(|name| {
+                let p = self.boot.profile_index(name);
+                if p.is_none() {
+                    self.problems.push(Problem::Invalid {
+                        at: site("boot.unknown_profile"),
+                        message: format!("no boot profile {name:?} in boot_profiles"),
+                    });
+                }
+                p
+            });
             info.boot = Some(SubnetBootInfo {
                 next_server: b.next_server,
                 server_name: b.server_name.as_deref().map(Into::into),
                 files,
+                unknown_profile,
             });
         }
         Some(info)
@@ -413,7 +499,12 @@ impl<'s> Compiler<'s> {
     /// the flat records, and every index key with its hash. The second builds each index by
     /// inserting its keys in bucket order, which finds the duplicates and, on a large snapshot,
     /// walks each hash table front to back instead of taking a cache and TLB miss per insert.
-    fn nodes(&mut self, subnets: &[SubnetInfo], subnets_v6: &[(Ipv6Addr, u8)]) -> NodesBuilt {
+    fn nodes(
+        &mut self,
+        subnets: &[SubnetInfo],
+        subnets_v6: &[(Ipv6Addr, u8)],
+        render: bool,
+    ) -> NodesBuilt {
         let snap = self.snap;
         let n_nodes = snap.nodes.len();
         let n_ifaces: usize = snap.nodes.iter().map(|n| n.interfaces.len()).sum();
@@ -510,7 +601,7 @@ impl<'s> Compiler<'s> {
                 self.interface(&mut b, &mut keys, ni, k, subnets, subnets_v6);
             }
 
-            let extra = self.node_extra(ni, node);
+            let extra = self.node_extra(ni, node, subnets, render);
             b.nodes.push(NodeRec {
                 id,
                 fqdn: fq,
@@ -756,19 +847,90 @@ impl<'s> Compiler<'s> {
         true
     }
 
-    fn node_extra(&mut self, ni: usize, node: &Node) -> Option<NodeExtra> {
+    fn node_extra(
+        &mut self,
+        ni: usize,
+        node: &Node,
+        subnets: &[SubnetInfo],
+        render: bool,
+    ) -> Option<NodeExtra> {
         if node.boot.is_none() && node.options.is_empty() {
             return None;
         }
         let site = |f: &str| node_site(ni, node, f);
         let options = self.options(&node.options, &site);
-        let boot = match &node.boot {
-            Some(b) => self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {
-                site(&format!("boot.{f}"))
-            }),
-            None => BootFiles::default(),
+        let (boot, intent, vars) = match &node.boot {
+            Some(b) => (
+                self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {
+                    site(&format!("boot.{f}"))
+                }),
+                self.node_intent(ni, node, b, subnets, render),
+                b.vars.clone(),
+            ),
+            None => (BootFiles::default(), Intent::Legacy, Default::default()),
         };
-        (!boot.is_empty() || !options.is_empty()).then_some(NodeExtra { boot, options })
+        (!boot.is_empty() || !options.is_empty() || intent != Intent::Legacy || !vars.is_empty())
+            .then_some(NodeExtra {
+                boot,
+                options,
+                intent,
+                vars,
+            })
+    }
+
+    /// A node's boot intent: its mode, `netboot` by default when it names a profile. A
+    /// netbooting node's files are rendered here, once, so that a template failing for it
+    /// rejects the push.
+    fn node_intent(
+        &mut self,
+        ni: usize,
+        node: &Node,
+        b: &snapshot::NodeBoot,
+        subnets: &[SubnetInfo],
+        render: bool,
+    ) -> Intent {
+        let site = |f: &str| node_site(ni, node, f);
+        let profile = b.profile.as_deref().and_then(|name| {
+            let p = self.boot.profile_index(name);
+            if p.is_none() {
+                self.problems.push(Problem::Invalid {
+                    at: site("boot.profile"),
+                    message: format!("no boot profile {name:?} in boot_profiles"),
+                });
+            }
+            p
+        });
+        let intent = match (b.mode, profile) {
+            (Some(BootMode::Ignore), _) => Intent::Ignore,
+            (Some(BootMode::Local), _) => Intent::Local,
+            (Some(BootMode::Netboot) | None, Some(p)) => Intent::Netboot(p),
+            (Some(BootMode::Netboot) | None, None) => Intent::Legacy,
+        };
+        if render && matches!(intent, Intent::Netboot(_)) {
+            let primary = node
+                .interfaces
+                .iter()
+                .find(|i| i.primary)
+                .or(node.interfaces.first());
+            let ipv4 = primary.and_then(|i| i.ipv4);
+            let subnet = ipv4.and_then(|ip| subnets.iter().find(|s| s.contains(ip)));
+            let hostname = node.hostname.to_ascii_lowercase();
+            let domain = name::normalize(&node.domain);
+            let fqdn = format!("{hostname}.{domain}");
+            let who = boot::Subject {
+                id: &node.id,
+                hostname: &hostname,
+                domain: &domain,
+                fqdn: &fqdn,
+                mac: primary.map_or(MacAddr([0x02, 0, 0, 0, 0, 1]), |i| i.mac),
+                ipv4,
+                vars: Some(&b.vars),
+                subnet,
+            };
+            let next_server = subnet.and_then(|s| s.boot.as_ref()).and_then(|b| b.next_server);
+            self.render_all(intent, &who, next_server, site("boot.profile"));
+        }
+        intent
     }
 }
 

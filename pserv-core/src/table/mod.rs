@@ -11,8 +11,10 @@
 //! This module holds the runtime types and their lookups; [`compile`] (private) turns a
 //! snapshot into them.
 
+mod boot;
 mod compile;
 
+pub use boot::{BootPlan, Endpoint, Intent, Loader, RenderError, Rendered};
 pub use compile::validate;
 use compile::{Compiler, compile_dns};
 
@@ -93,6 +95,8 @@ struct IfaceRec {
 struct NodeExtra {
     boot: BootFiles,
     options: Vec<RawOption>,
+    intent: Intent,
+    vars: std::collections::BTreeMap<String, String>,
 }
 
 /// Boot file names by architecture plus the iPXE script URL.
@@ -128,6 +132,8 @@ pub struct SubnetBootInfo {
     pub server_name: Option<Box<str>>,
     /// Files by architecture and the iPXE URL.
     pub files: BootFiles,
+    /// The profile unknown MACs netboot (an index into the table's boot plan).
+    pub unknown_profile: Option<u32>,
 }
 
 /// An inclusive IPv4 range.
@@ -257,6 +263,8 @@ pub struct Table {
     hasher: DefaultHashBuilder,
     /// Seed of [`name::hash_folded`] for `by_name`.
     name_seed: u64,
+    /// Boot profiles and templates, compiled.
+    boot: BootPlan,
 }
 
 /// One node, borrowed from a table.
@@ -306,6 +314,10 @@ impl<'t> NodeView<'t> {
     /// The node's own boot settings, if it has any.
     pub fn boot(&self) -> Option<&'t BootFiles> {
         self.extra().map(|e| &e.boot).filter(|b| !b.is_empty())
+    }
+    /// The node's boot intent (`Legacy` when it names no profile and no mode).
+    pub fn boot_intent(&self) -> Intent {
+        self.extra().map_or(Intent::Legacy, |e| e.intent)
     }
     /// The node's own DHCP options (these win over the subnet's), in code order.
     pub fn options(&self) -> &'t [RawOption] {
@@ -384,6 +396,7 @@ impl Table {
             by_v6: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             name_seed: 0,
+            boot: BootPlan::empty(),
         }
     }
 
@@ -483,6 +496,55 @@ impl Table {
         let i = self.subnets.partition_point(|s| s.network <= ip);
         let s = self.subnets.get(i.checked_sub(1)?)?;
         s.contains(ip).then_some(s)
+    }
+
+    /// The compiled boot profiles and templates.
+    pub fn boot_plan(&self) -> &BootPlan {
+        &self.boot
+    }
+
+    /// What the client with `mac` is to boot: its node's intent, or for a MAC the snapshot
+    /// does not know, its subnet's profile for unknown clients.
+    pub fn boot_intent(&self, mac: MacAddr, subnet: Option<&SubnetInfo>) -> Intent {
+        match self.by_mac(mac) {
+            Some(i) => i.node().boot_intent(),
+            None => subnet
+                .and_then(|s| s.boot.as_ref())
+                .and_then(|b| b.unknown_profile)
+                .map_or(Intent::Legacy, Intent::Netboot),
+        }
+    }
+
+    /// Renders `loader`'s configuration for the machine with `mac`, asking from `client` (its
+    /// address, which finds an unknown machine's subnet), with URLs naming `at`.
+    pub fn render_boot(
+        &self,
+        loader: Loader,
+        mac: MacAddr,
+        client: Option<Ipv4Addr>,
+        at: Endpoint,
+    ) -> Result<Rendered, RenderError> {
+        let iface = self.by_mac(mac);
+        let ipv4 = iface.and_then(|i| i.ipv4()).or(client);
+        let subnet = ipv4.and_then(|ip| self.subnet_for(ip));
+        let intent = self.boot_intent(mac, subnet);
+        if !intent.renders() {
+            return Err(RenderError::NoIntent);
+        }
+        let node = iface.map(|i| i.node());
+        let who = boot::Subject {
+            id: node.map_or("", |n| n.id()),
+            hostname: node.map_or("", |n| n.hostname()),
+            domain: node.map_or("", |n| n.domain()),
+            fqdn: node.map_or("", |n| n.fqdn()),
+            mac,
+            ipv4,
+            vars: node.and_then(|n| n.extra()).map(|e| &e.vars),
+            subnet,
+        };
+        self.boot
+            .render(loader, intent, &who, at)
+            .map_err(|(_, e)| RenderError::Failed(e))
     }
 
     /// Approximate heap bytes the table holds (vectors, arena, indexes).

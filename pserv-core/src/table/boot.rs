@@ -1,0 +1,493 @@
+//! Boot intent and the per-node boot configurations (issue 11), compiled with the table.
+//!
+//! A snapshot's `boot_profiles` and `boot_templates` become one [`BootPlan`]: every template
+//! (each profile's command line, each loader's netboot form, the fixed local-boot forms) is
+//! compiled once, at publish, into a strict environment (an undefined variable is an error,
+//! never an empty string) with fuel, so a template cannot loop forever. The compiler renders
+//! every template for every node it applies to, so a push whose template fails for any node
+//! is rejected whole. At request time [`crate::Table::render_boot`] renders one node's file
+//! from the compiled templates: CPU only, nothing to wait on.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::MacAddr;
+use crate::snapshot::{BootMode, BootProfile};
+
+/// A boot loader pserv renders configuration for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Loader {
+    /// The per-node iPXE script (HTTP `/ipxe/<mac>`).
+    Ipxe,
+    /// GRUB's `grub/grub.cfg-01-<mac>` (and `grub/grub.cfg-<mac>`).
+    Grub,
+    /// pxelinux's `pxelinux.cfg/01-<mac>`.
+    Pxelinux,
+}
+
+impl Loader {
+    /// Every loader.
+    pub const ALL: [Self; 3] = [Self::Ipxe, Self::Grub, Self::Pxelinux];
+
+    /// The loader's name (events, metrics, template keys).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipxe => "ipxe",
+            Self::Grub => "grub",
+            Self::Pxelinux => "pxelinux",
+        }
+    }
+
+    fn netboot_template(self) -> &'static str {
+        match self {
+            Self::Ipxe => "netboot/ipxe",
+            Self::Grub => "netboot/grub",
+            Self::Pxelinux => "netboot/pxelinux",
+        }
+    }
+
+    fn local_template(self) -> &'static str {
+        match self {
+            Self::Ipxe => "local/ipxe",
+            Self::Grub => "local/grub",
+            Self::Pxelinux => "local/pxelinux",
+        }
+    }
+}
+
+/// What a client is to be given at boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intent {
+    /// No boot intent: only the explicit boot files of the snapshot, as before profiles.
+    #[default]
+    Legacy,
+    /// Netboot this profile (an index into the plan's profiles).
+    Netboot(u32),
+    /// Boot from the local disk.
+    Local,
+    /// No boot fields at all.
+    Ignore,
+}
+
+impl Intent {
+    /// Whether pserv renders configuration for this client (and its default chain applies).
+    pub fn renders(self) -> bool {
+        matches!(self, Self::Netboot(_) | Self::Local)
+    }
+}
+
+/// One compiled profile.
+#[derive(Debug)]
+pub(crate) struct Profile {
+    pub(crate) name: Box<str>,
+    kernel: Box<str>,
+    initrd: Vec<Box<str>>,
+    vars: BTreeMap<String, String>,
+}
+
+/// Every boot template of one snapshot, compiled. See the module docs.
+#[derive(Debug)]
+pub struct BootPlan {
+    env: Environment<'static>,
+    pub(crate) profiles: Vec<Profile>,
+}
+
+/// Where the client reached pserv: the address and HTTP port its URLs name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The server address (the subnet's `next_server`, else the address the request reached).
+    pub server: Ipv4Addr,
+    /// The HTTP boot port.
+    pub http_port: u16,
+}
+
+/// Who a configuration is rendered for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) hostname: &'a str,
+    pub(crate) domain: &'a str,
+    pub(crate) fqdn: &'a str,
+    pub(crate) mac: MacAddr,
+    pub(crate) ipv4: Option<Ipv4Addr>,
+    pub(crate) vars: Option<&'a BTreeMap<String, String>>,
+    pub(crate) subnet: Option<&'a super::SubnetInfo>,
+}
+
+/// A rendered configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The file's text.
+    pub text: String,
+    /// `netboot` or `local`.
+    pub mode: BootMode,
+    /// The profile rendered (netboot only).
+    pub profile: Option<String>,
+    /// The node's id (`None` for an unknown client).
+    pub node: Option<String>,
+}
+
+/// Why no configuration was rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// Nothing to render for this MAC: no profile, not `local`, or `ignore`.
+    #[error("no boot configuration for this machine")]
+    NoIntent,
+    /// The template failed (validation rendered it for this node, so this is rare: a filter
+    /// that fails only on a request-time value such as the client's address).
+    #[error("rendering failed: {0}")]
+    Failed(String),
+}
+
+const NETBOOT_IPXE: &str = "#!ipxe
+# pserv: {{ node.fqdn or node.mac }} netboots profile {{ profile }}
+kernel {{ kernel_url }}{% for n in initrd_names %} initrd={{ n }}{% endfor %} {{ cmdline }}
+{% for url in initrd_urls %}initrd {{ url }}
+{% endfor %}boot
+";
+
+const NETBOOT_GRUB: &str = "# pserv: {{ node.fqdn or node.mac }} netboots profile {{ profile }}
+set default=0
+set timeout=0
+menuentry 'pserv {{ profile }}' {
+  linux {{ kernel_grub }} {{ cmdline }}
+{% if initrd_grub %}  initrd {{ initrd_grub | join(' ') }}
+{% endif %}}
+";
+
+const NETBOOT_PXELINUX: &str = "# pserv: {{ node.fqdn or node.mac }} netboots profile {{ profile }}
+DEFAULT pserv
+PROMPT 0
+TIMEOUT 0
+LABEL pserv
+  KERNEL {{ kernel_path }}
+{% if initrd_paths %}  INITRD {{ initrd_paths | join(',') }}
+{% endif %}  APPEND {{ cmdline }}
+";
+
+const LOCAL_IPXE: &str = "#!ipxe
+# pserv: {{ node.fqdn or node.mac }} boots from its local disk
+iseq ${platform} efi && goto exit ||
+sanboot --no-describe --drive 0x80 ||
+:exit
+exit
+";
+
+const LOCAL_GRUB: &str = "# pserv: {{ node.fqdn or node.mac }} boots from its local disk
+set timeout=0
+if [ \"${grub_cpu}\" = \"arm64\" ]; then set pserv_efi=/EFI/BOOT/BOOTAA64.EFI; else set pserv_efi=/EFI/BOOT/BOOTX64.EFI; fi
+if search --no-floppy --file --set=pserv_esp ${pserv_efi}; then
+  chainloader (${pserv_esp})${pserv_efi}
+  boot
+fi
+exit
+";
+
+const LOCAL_PXELINUX: &str = "# pserv: {{ node.fqdn or node.mac }} boots from its local disk
+DEFAULT local
+PROMPT 0
+TIMEOUT 0
+LABEL local
+  LOCALBOOT 0
+";
+
+/// A template gets this much fuel per render (a plain config spends a few hundred).
+const FUEL: u64 = 50_000;
+
+/// What a profile's kernel and initrds look like to each loader.
+#[derive(Serialize)]
+struct Ctx<'a> {
+    node: NodeCtx<'a>,
+    subnet: SubnetCtx<'a>,
+    vars: BTreeMap<&'a str, &'a str>,
+    mode: &'static str,
+    profile: &'a str,
+    kernel: &'a str,
+    kernel_url: String,
+    kernel_path: String,
+    kernel_grub: String,
+    initrd: Vec<&'a str>,
+    initrd_urls: Vec<String>,
+    initrd_paths: Vec<String>,
+    initrd_grub: Vec<String>,
+    initrd_names: Vec<&'a str>,
+    cmdline: String,
+    server: String,
+    boot_http: String,
+}
+
+#[derive(Serialize)]
+struct NodeCtx<'a> {
+    id: &'a str,
+    hostname: &'a str,
+    domain: &'a str,
+    fqdn: &'a str,
+    mac: String,
+    mac_hyphen: String,
+    ipv4: String,
+}
+
+#[derive(Serialize)]
+struct SubnetCtx<'a> {
+    cidr: &'a str,
+    domain: &'a str,
+    router: String,
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+/// Why a kernel or initrd path cannot be served, if it cannot.
+fn bad_path(v: &str) -> Option<&'static str> {
+    if v.is_empty() {
+        Some("is empty")
+    } else if v.chars().any(char::is_control) {
+        Some("has a control character")
+    } else if v.chars().any(char::is_whitespace) {
+        Some("has white space")
+    } else if !is_url(v) && v.split(['/', '\\']).any(|c| c == "..") {
+        Some("climbs out of the boot directory with ..")
+    } else {
+        None
+    }
+}
+
+/// `http://host[:port]/path` as GRUB's `(http,host[:port])/path`.
+fn grub_path(s: &str) -> String {
+    if let Some(rest) = s.strip_prefix("http://") {
+        let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        return format!("(http,{host})/{path}");
+    }
+    if is_url(s) {
+        return s.to_owned();
+    }
+    format!("/{}", s.trim_start_matches('/'))
+}
+
+impl BootPlan {
+    /// The plan of a snapshot without profiles: only the local-boot forms.
+    pub(crate) fn empty() -> Self {
+        Self::compile(&BTreeMap::new(), &Default::default()).0
+    }
+
+    /// Compiles profiles and templates, with every problem found.
+    pub(crate) fn compile(
+        profiles: &BTreeMap<String, BootProfile>,
+        templates: &crate::snapshot::BootTemplates,
+    ) -> (Self, Vec<TemplateProblem>) {
+        let mut found = Vec::new();
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        env.set_keep_trailing_newline(true);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(64);
+        for (loader, own) in [
+            (Loader::Ipxe, &templates.ipxe),
+            (Loader::Grub, &templates.grub),
+            (Loader::Pxelinux, &templates.pxelinux),
+        ] {
+            let builtin = match loader {
+                Loader::Ipxe => NETBOOT_IPXE,
+                Loader::Grub => NETBOOT_GRUB,
+                Loader::Pxelinux => NETBOOT_PXELINUX,
+            };
+            let source = own.clone().unwrap_or_else(|| builtin.to_owned());
+            let problem = |message| TemplateProblem {
+                profile: String::new(),
+                template: loader.name(),
+                field: format!("boot_templates.{}", loader.name()),
+                message,
+            };
+            if let Err(e) = env.add_template_owned(loader.netboot_template(), source) {
+                found.push(problem(error_text(&e)));
+            }
+        }
+        for (loader, source) in [
+            (Loader::Ipxe, LOCAL_IPXE),
+            (Loader::Grub, LOCAL_GRUB),
+            (Loader::Pxelinux, LOCAL_PXELINUX),
+        ] {
+            // Built in, and a unit test compiles them: cannot fail.
+            if let Err(e) = env.add_template(loader.local_template(), source) {
+                tracing::error!(error = %e, "built-in local boot template");
+            }
+        }
+        let mut out = Vec::with_capacity(profiles.len());
+        for (i, (name, p)) in profiles.iter().enumerate() {
+            let field = |f: &str| format!("boot_profiles.{name}.{f}");
+            let problem = |template, field, message| TemplateProblem {
+                profile: name.clone(),
+                template,
+                field,
+                message,
+            };
+            for (what, v) in std::iter::once((field("kernel"), &p.kernel)).chain(
+                p.initrd
+                    .iter()
+                    .enumerate()
+                    .map(|(k, f)| (field(&format!("initrd[{k}]")), f)),
+            ) {
+                if let Some(why) = bad_path(v) {
+                    found.push(problem("path", what, format!("{v:?} {why}")));
+                }
+            }
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
+                found.push(problem(
+                    "name",
+                    "boot_profiles".to_owned(),
+                    "a profile name must be non-empty, without '/' or control characters"
+                        .to_owned(),
+                ));
+            }
+            if let Err(e) = env.add_template_owned(format!("cmdline/{i}"), p.cmdline.clone()) {
+                found.push(problem("cmdline", field("cmdline"), error_text(&e)));
+            }
+            out.push(Profile {
+                name: name.as_str().into(),
+                kernel: p.kernel.as_str().into(),
+                initrd: p.initrd.iter().map(|s| s.as_str().into()).collect(),
+                vars: p.vars.clone(),
+            });
+        }
+        (Self { env, profiles: out }, found)
+    }
+
+    /// The index of the profile called `name`.
+    pub fn profile_index(&self, name: &str) -> Option<u32> {
+        // Profiles come from a BTreeMap: sorted by name.
+        self.profiles
+            .binary_search_by(|p| (*p.name).cmp(name))
+            .ok()
+            .map(|i| i as u32)
+    }
+
+    /// The name of profile `i`.
+    pub fn profile_name(&self, i: u32) -> Option<&str> {
+        self.profiles.get(i as usize).map(|p| &*p.name)
+    }
+
+    /// Renders `loader`'s file for `who` under `intent`. Errors carry the template's name.
+    pub(crate) fn render(
+        &self,
+        loader: Loader,
+        intent: Intent,
+        who: &Subject<'_>,
+        at: Endpoint,
+    ) -> Result<Rendered, (&'static str, String)> {
+        let (template, mode, profile) = match intent {
+            Intent::Netboot(p) => match self.profiles.get(p as usize) {
+                Some(p) => (loader.netboot_template(), BootMode::Netboot, Some(p)),
+                None => return Err(("profile", "no such profile".to_owned())),
+            },
+            Intent::Local => (loader.local_template(), BootMode::Local, None),
+            Intent::Legacy | Intent::Ignore => {
+                return Err(("mode", "nothing to render".to_owned()));
+            }
+        };
+        let base = format!("http://{}:{}", at.server, at.http_port);
+        let url = |s: &str| {
+            if is_url(s) {
+                s.to_owned()
+            } else {
+                format!("{base}/{}", s.trim_start_matches('/'))
+            }
+        };
+        let path = |s: &str| {
+            if is_url(s) {
+                s.to_owned()
+            } else {
+                format!("/{}", s.trim_start_matches('/'))
+            }
+        };
+        let mut vars: BTreeMap<&str, &str> = BTreeMap::new();
+        if let Some(p) = profile {
+            vars.extend(p.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        if let Some(v) = who.vars {
+            vars.extend(v.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
+        let initrd: Vec<&str> = profile.map_or(Vec::new(), |p| p.initrd.iter().map(|s| &**s).collect());
+        let kernel = profile.map_or("", |p| &p.kernel);
+        let mut ctx = Ctx {
+            node: NodeCtx {
+                id: who.id,
+                hostname: who.hostname,
+                domain: who.domain,
+                fqdn: who.fqdn,
+                mac: who.mac.to_string(),
+                mac_hyphen: who.mac.to_string().replace(':', "-"),
+                ipv4: who.ipv4.map(|ip| ip.to_string()).unwrap_or_default(),
+            },
+            subnet: SubnetCtx {
+                cidr: who.subnet.map_or("", |s| &s.cidr),
+                domain: who.subnet.and_then(|s| s.domain.as_deref()).unwrap_or(""),
+                router: who
+                    .subnet
+                    .and_then(|s| s.router)
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+            },
+            vars,
+            mode: mode.name(),
+            profile: profile.map_or("", |p| &p.name),
+            kernel,
+            kernel_url: if kernel.is_empty() { String::new() } else { url(kernel) },
+            kernel_path: if kernel.is_empty() { String::new() } else { path(kernel) },
+            kernel_grub: if kernel.is_empty() { String::new() } else { grub_path(kernel) },
+            initrd_urls: initrd.iter().map(|s| url(s)).collect(),
+            initrd_paths: initrd.iter().map(|s| path(s)).collect(),
+            initrd_grub: initrd.iter().map(|s| grub_path(s)).collect(),
+            initrd_names: initrd
+                .iter()
+                .map(|s| s.rsplit(['/', '\\']).next().unwrap_or(s))
+                .collect(),
+            initrd,
+            cmdline: String::new(),
+            server: at.server.to_string(),
+            boot_http: base,
+        };
+        let render = |name: &str, ctx: &Ctx<'_>| {
+            self.env
+                .get_template(name)
+                .and_then(|t| t.render(ctx))
+                .map_err(|e| error_text(&e))
+        };
+        if let Some(i) = profile.and_then(|p| self.profile_index(&p.name)) {
+            ctx.cmdline = render(&format!("cmdline/{i}"), &ctx).map_err(|e| ("cmdline", e))?;
+            // One line: a template's stray newline must not end the loader's directive.
+            if ctx.cmdline.contains(['\n', '\r']) {
+                ctx.cmdline = ctx.cmdline.split_whitespace().collect::<Vec<_>>().join(" ");
+            }
+        }
+        let text = render(template, &ctx).map_err(|e| (loader.name(), e))?;
+        Ok(Rendered {
+            text,
+            mode,
+            profile: profile.map(|p| p.name.to_string()),
+            node: (!who.id.is_empty()).then(|| who.id.to_owned()),
+        })
+    }
+}
+
+/// The error and where in the template, in one line.
+fn error_text(e: &minijinja::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s
+}
+
+/// A problem found compiling the plan, before it becomes a [`crate::Problem`].
+#[derive(Debug)]
+pub(crate) struct TemplateProblem {
+    pub(crate) profile: String,
+    pub(crate) template: &'static str,
+    pub(crate) field: String,
+    pub(crate) message: String,
+}

@@ -1,0 +1,286 @@
+//! Boot profiles, intent and templates (issue 11): what the table renders per node, and every
+//! way a push with boot settings is refused.
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+
+use pserv_core::table::{Endpoint, Intent, Loader, RenderError};
+use pserv_core::{MacAddr, Problem, Snapshot, Table};
+
+const AT: Endpoint = Endpoint {
+    server: Ipv4Addr::new(10, 99, 0, 2),
+    http_port: 5248,
+};
+
+fn snapshot(extra: serde_json::Value) -> Snapshot {
+    let mut base = serde_json::json!({
+        "generation": 1,
+        "boot_profiles": {
+            "live": { "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+                      "cmdline": "console=ttyS0 hostname={{ node.hostname }} {{ vars.extra }}",
+                      "vars": { "extra": "quiet" } },
+            "enlist": { "kernel": "http://10.99.0.9/k", "cmdline": "enlist mac={{ node.mac }}" }
+        },
+        "subnets": [ { "cidr": "10.99.0.0/16", "domain": "lab",
+                       "dynamic": [ { "start": "10.99.1.1", "end": "10.99.1.50" } ],
+                       "boot": { "unknown_profile": "enlist" } } ],
+        "nodes": [
+            { "id": "n1", "hostname": "Node1", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:01", "ipv4": "10.99.0.11" } ],
+              "boot": { "profile": "live", "vars": { "extra": "pserv.marker=yes" } } },
+            { "id": "n2", "hostname": "node2", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:02", "ipv4": "10.99.0.12" } ],
+              "boot": { "mode": "local", "profile": "live" } },
+            { "id": "n3", "hostname": "node3", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:03", "ipv4": "10.99.0.13" } ],
+              "boot": { "mode": "ignore", "profile": "live" } },
+            { "id": "n4", "hostname": "node4", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:04", "ipv4": "10.99.0.14" } ] }
+        ]
+    });
+    merge(&mut base, extra);
+    serde_json::from_value(base).unwrap()
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn mac(s: &str) -> MacAddr {
+    s.parse().unwrap()
+}
+
+fn problems(snap: &Snapshot) -> Vec<Problem> {
+    Table::compile(snap, None).unwrap_err()
+}
+
+#[test]
+fn netboot_node_gets_its_profile_rendered_for_every_loader() {
+    let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
+    let m = mac("52:54:00:aa:00:01");
+    assert_eq!(
+        t.boot_intent(m, None),
+        Intent::Netboot(t.boot_plan().profile_index("live").unwrap())
+    );
+    let ipxe = t.render_boot(Loader::Ipxe, m, None, AT).unwrap();
+    assert!(ipxe.text.starts_with("#!ipxe\n"), "{}", ipxe.text);
+    assert!(
+        ipxe.text.contains(
+            "kernel http://10.99.0.2:5248/images/vmlinuz initrd=initrd.img console=ttyS0 hostname=node1 pserv.marker=yes\n"
+        ),
+        "node vars win over the profile's, hostname is lower case:\n{}",
+        ipxe.text
+    );
+    assert!(ipxe.text.contains("initrd http://10.99.0.2:5248/images/initrd.img\n"));
+    assert!(ipxe.text.ends_with("boot\n"));
+    assert_eq!(ipxe.profile.as_deref(), Some("live"));
+    assert_eq!(ipxe.node.as_deref(), Some("n1"));
+
+    let pxe = t.render_boot(Loader::Pxelinux, m, None, AT).unwrap().text;
+    assert!(pxe.contains("KERNEL /images/vmlinuz\n"), "{pxe}");
+    assert!(pxe.contains("INITRD /images/initrd.img\n"), "{pxe}");
+    assert!(pxe.contains("APPEND console=ttyS0 hostname=node1 pserv.marker=yes\n"));
+
+    let grub = t.render_boot(Loader::Grub, m, None, AT).unwrap().text;
+    assert!(grub.contains("linux /images/vmlinuz console=ttyS0 hostname=node1"), "{grub}");
+    assert!(grub.contains("initrd /images/initrd.img\n"), "{grub}");
+}
+
+#[test]
+fn local_node_gets_each_loaders_boot_from_disk_form_and_no_kernel() {
+    let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
+    let m = mac("52:54:00:aa:00:02");
+    assert_eq!(t.boot_intent(m, None), Intent::Local);
+    let ipxe = t.render_boot(Loader::Ipxe, m, None, AT).unwrap();
+    assert!(ipxe.text.contains("sanboot --no-describe --drive 0x80"), "{}", ipxe.text);
+    assert!(ipxe.text.contains("\nexit\n"));
+    assert!(!ipxe.text.contains("kernel"), "{}", ipxe.text);
+    assert_eq!(ipxe.profile, None);
+    let pxe = t.render_boot(Loader::Pxelinux, m, None, AT).unwrap().text;
+    assert!(pxe.contains("LOCALBOOT 0"), "{pxe}");
+    assert!(!pxe.contains("KERNEL"));
+    let grub = t.render_boot(Loader::Grub, m, None, AT).unwrap().text;
+    assert!(grub.contains("chainloader") && grub.contains("\nexit\n"), "{grub}");
+    assert!(!grub.contains("linux "));
+}
+
+#[test]
+fn ignore_and_nodes_without_intent_render_nothing() {
+    let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
+    for (m, intent) in [
+        ("52:54:00:aa:00:03", Intent::Ignore),
+        ("52:54:00:aa:00:04", Intent::Legacy),
+    ] {
+        assert_eq!(t.boot_intent(mac(m), None), intent);
+        for l in Loader::ALL {
+            assert_eq!(
+                t.render_boot(l, mac(m), None, AT),
+                Err(RenderError::NoIntent),
+                "{m}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_clients_get_their_subnets_profile_found_by_their_address() {
+    let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
+    let m = mac("52:54:00:bb:00:01");
+    let ipxe = t
+        .render_boot(Loader::Ipxe, m, Some(Ipv4Addr::new(10, 99, 1, 7)), AT)
+        .unwrap();
+    assert!(
+        ipxe.text
+            .contains("kernel http://10.99.0.9/k enlist mac=52:54:00:bb:00:01"),
+        "an absolute URL is kept as it is:\n{}",
+        ipxe.text
+    );
+    assert_eq!(ipxe.node, None);
+    assert_eq!(
+        t.render_boot(Loader::Ipxe, m, Some(Ipv4Addr::new(192, 168, 1, 1)), AT),
+        Err(RenderError::NoIntent),
+        "outside every subnet: no profile"
+    );
+    assert_eq!(
+        t.render_boot(Loader::Ipxe, m, None, AT),
+        Err(RenderError::NoIntent)
+    );
+}
+
+#[test]
+fn unknown_profile_is_a_problem_naming_node_and_profile() {
+    let snap = snapshot(serde_json::json!({
+        "nodes": [ { "id": "n1", "hostname": "node1", "domain": "lab",
+                     "interfaces": [ { "mac": "52:54:00:aa:00:01" } ],
+                     "boot": { "profile": "jammy" } } ],
+        "subnets": [ { "cidr": "10.99.0.0/16", "boot": { "unknown_profile": "nope" } } ]
+    }));
+    let p = problems(&snap);
+    let text: Vec<String> = p.iter().map(ToString::to_string).collect();
+    assert_eq!(p.len(), 2, "{text:#?}");
+    assert!(
+        text.iter()
+            .any(|t| t.contains("node \"n1\" boot.profile") && t.contains("\"jammy\"")),
+        "{text:#?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("boot.unknown_profile") && t.contains("\"nope\"")),
+        "{text:#?}"
+    );
+    assert_eq!(p[1].path(), "nodes[0].boot.profile");
+}
+
+#[test]
+fn template_that_does_not_compile_rejects_the_push() {
+    let snap = snapshot(serde_json::json!({
+        "boot_templates": { "ipxe": "#!ipxe\nkernel {{ kernel_url " },
+        "boot_profiles": { "live": { "cmdline": "{% if %}" } }
+    }));
+    let p = problems(&snap);
+    let paths: Vec<String> = p.iter().map(Problem::path).collect();
+    assert!(paths.contains(&"boot_templates.ipxe".to_owned()), "{p:#?}");
+    assert!(paths.contains(&"boot_profiles.live.cmdline".to_owned()), "{p:#?}");
+    assert!(
+        p.iter().all(|p| matches!(p, Problem::Template { .. })),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn template_failing_for_one_node_names_that_node_only() {
+    // The profile has no default for `needed`; node n1 sets it, node n5 does not.
+    let snap = snapshot(serde_json::json!({
+        "boot_profiles": { "live": { "cmdline": "a={{ vars.needed }}" } },
+        "nodes": [
+            { "id": "n1", "hostname": "node1", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:01" } ],
+              "boot": { "profile": "live", "vars": { "needed": "x" } } },
+            { "id": "n5", "hostname": "node5", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:05" } ],
+              "boot": { "profile": "live" } },
+            { "id": "n6", "hostname": "node6", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:06" } ],
+              "boot": { "mode": "local", "profile": "live" } }
+        ]
+    }));
+    let p = problems(&snap);
+    assert_eq!(p.len(), 1, "{p:#?}");
+    let text = p[0].to_string();
+    assert_eq!(p[0].node_ids(), vec!["n5"]);
+    assert!(text.contains("\"live\"") && text.contains("cmdline"), "{text}");
+    assert!(text.contains("undefined"), "the engine says why: {text}");
+}
+
+#[test]
+fn an_override_is_rendered_for_every_node_at_publish() {
+    let snap = snapshot(serde_json::json!({
+        "boot_templates": { "grub": "linux {{ kernel_grub }} {{ node.serial }}\n" }
+    }));
+    let p = problems(&snap);
+    let paths: Vec<String> = p.iter().map(Problem::path).collect();
+    assert_eq!(
+        paths,
+        vec!["subnets[0].boot.unknown_profile", "nodes[0].boot.profile"],
+        "the unknown clients' profile and n1, the only node that netboots: {p:#?}"
+    );
+    assert!(p[1].to_string().contains("grub"), "{}", p[1]);
+    let ok = snapshot(serde_json::json!({
+        "boot_templates": { "pxelinux": "DEFAULT x\nLABEL x\n KERNEL {{ kernel_path }}\n APPEND {{ cmdline }} id={{ node.id }}\n" }
+    }));
+    let t = Table::compile(&ok, None).unwrap();
+    let pxe = t
+        .render_boot(Loader::Pxelinux, mac("52:54:00:aa:00:01"), None, AT)
+        .unwrap()
+        .text;
+    assert!(pxe.ends_with("hostname=node1 pserv.marker=yes id=n1\n"), "{pxe}");
+    // Local nodes keep the fixed local form whatever the override says.
+    let local = t
+        .render_boot(Loader::Pxelinux, mac("52:54:00:aa:00:02"), None, AT)
+        .unwrap()
+        .text;
+    assert!(local.contains("LOCALBOOT 0"), "{local}");
+}
+
+#[test]
+fn a_template_cannot_loop_forever_at_publish() {
+    let snap = snapshot(serde_json::json!({
+        "boot_templates": { "ipxe": "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}" }
+    }));
+    let t0 = std::time::Instant::now();
+    let p = problems(&snap);
+    assert!(t0.elapsed().as_secs() < 5, "{:?}", t0.elapsed());
+    assert!(p.iter().any(|p| p.to_string().contains("fuel")), "{p:#?}");
+}
+
+#[test]
+fn bad_kernel_paths_are_problems() {
+    let snap = snapshot(serde_json::json!({
+        "boot_profiles": { "live": { "kernel": "../etc/shadow", "initrd": ["a b"] } }
+    }));
+    let p = problems(&snap);
+    let paths: Vec<String> = p.iter().map(Problem::path).collect();
+    assert_eq!(
+        paths,
+        vec!["boot_profiles.live.kernel", "boot_profiles.live.initrd[0]"],
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn a_snapshot_without_boot_settings_means_what_it_meant() {
+    let snap = Snapshot::from_json(pserv_core::snapshot::EXAMPLE_JSON.as_bytes()).unwrap();
+    let t = Table::compile(&snap, None).unwrap();
+    for i in t.interfaces() {
+        assert_eq!(t.boot_intent(i.mac(), None), Intent::Legacy);
+    }
+    let back = Snapshot::from_json(&snap.to_json()).unwrap();
+    assert_eq!(back, snap, "the new fields are left out when empty");
+}
