@@ -23,4 +23,4 @@ pub mod reply;
 pub mod server;
 
 pub use reply::Destination;
-pub use server::{DropReason, Meta, Outcome, Reply, Server};
+pub use server::{BootChain, DropReason, Meta, Outcome, Reply, Server};

@@ -5,6 +5,7 @@
 //! (with the lease change that must be journaled before it leaves), a change without a reply
 //! (RELEASE, DECLINE), or a counted drop. Malformed input is a drop, never a panic.
 
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 use dhcproto::v4::{
@@ -14,7 +15,7 @@ use dhcproto::v4::{
 use dhcproto::{Decodable, Encodable};
 use pserv_core::lease::{Change, Ended, LeaseBoard, Leases};
 use pserv_core::snapshot::{Arch, UnknownClients};
-use pserv_core::table::{BootFiles, SubnetInfo, Table};
+use pserv_core::table::{BootFiles, Intent, SubnetInfo, Table};
 use pserv_core::{MacAddr, name};
 
 use crate::guard;
@@ -132,6 +133,35 @@ const BOOTP_MIN: usize = 300;
 #[derive(Debug, Default)]
 pub struct Server {
     leases: Leases,
+    chain: Option<BootChain>,
+}
+
+/// pserv's own boot chain, offered when a subnet names no boot files and the client has
+/// something to boot (a profile, or `local`): BIOS gets `undionly.kpxe`, x86-64 UEFI
+/// `ipxe.efi`, ARM64 UEFI `ipxe-arm64.efi` and 32-bit UEFI `ipxe-ia32.efi` over TFTP; iPXE
+/// gets its per-node script, and UEFI HTTP boot an http URL of the same iPXE binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootChain {
+    /// The HTTP boot port the URLs name (the address is the subnet's `next_server`, else the
+    /// address the request reached).
+    pub http_port: u16,
+}
+
+impl BootChain {
+    /// The iPXE binary each architecture chain-loads.
+    pub fn file(arch: Arch) -> &'static str {
+        match arch {
+            Arch::X86_64Bios => "undionly.kpxe",
+            Arch::X86_64Uefi | Arch::X86_64Http => "ipxe.efi",
+            Arch::Ia32Uefi => "ipxe-ia32.efi",
+            Arch::Arm64Uefi | Arch::Arm64Http => "ipxe-arm64.efi",
+        }
+    }
+
+    /// The path of a MAC's iPXE script on the HTTP boot server.
+    pub fn script_path(mac: MacAddr) -> String {
+        format!("/ipxe/{}", mac.to_string().replace(':', "-"))
+    }
 }
 
 /// Facts about a request, read once.
@@ -147,7 +177,16 @@ struct Request<'m> {
 impl Server {
     /// A server with `leases` (as recovered from the journal).
     pub fn new(leases: Leases) -> Self {
-        Self { leases }
+        Self {
+            leases,
+            chain: None,
+        }
+    }
+
+    /// Offers pserv's own boot chain (see [`BootChain`]) where a subnet names no boot files.
+    pub fn with_boot_chain(mut self, chain: Option<BootChain>) -> Self {
+        self.chain = chain;
+        self
     }
 
     /// The lease set, read-only (tests, fuzzing, the owner's own checks).
@@ -255,6 +294,7 @@ impl Server {
                     subnet,
                     &req,
                     server_id,
+                    self.chain,
                     MessageType::Offer,
                     ip,
                     None,
@@ -273,12 +313,14 @@ impl Server {
                     (None, _) => return Outcome::Drop(DropReason::NotForUs),
                 };
                 let nak = || Outcome::Reply(nak(&req, server_id));
+                let chain = self.chain;
                 let ack = |change| {
                     Outcome::Reply(build_reply(
                         table,
                         subnet,
                         &req,
                         server_id,
+                        chain,
                         MessageType::Ack,
                         ip,
                         change,
@@ -321,6 +363,7 @@ impl Server {
                 subnet,
                 &req,
                 server_id,
+                self.chain,
                 MessageType::Ack,
                 Ipv4Addr::UNSPECIFIED,
                 None,
@@ -337,6 +380,7 @@ fn build_reply(
     subnet: &SubnetInfo,
     req: &Request<'_>,
     server_id: Ipv4Addr,
+    chain: Option<BootChain>,
     kind: MessageType,
     yiaddr: Ipv4Addr,
     change: Option<Change>,
@@ -344,16 +388,31 @@ fn build_reply(
     let msg = req.msg;
     let inform = req.kind == MessageType::Inform;
     let node = table.by_mac(req.mac).map(|i| i.node());
-    let boot = boot_choice(
-        msg,
-        subnet.boot.as_ref().map(|b| &b.files),
-        node.and_then(|n| n.boot()),
-    );
-    let next_server = subnet
-        .boot
-        .as_ref()
-        .and_then(|b| b.next_server)
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let intent = table.boot_intent(req.mac, Some(subnet));
+    let configured = subnet.boot.as_ref().and_then(|b| b.next_server);
+    let mut next_server = configured.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let boot = match intent {
+        // No boot fields at all: the firmware falls through to its next boot device.
+        Intent::Ignore => Boot {
+            file: None,
+            http: false,
+        },
+        _ => {
+            let chain = chain.filter(|_| intent.renders()).map(|c| {
+                (c, configured.unwrap_or(server_id))
+            });
+            if let Some((_, server)) = chain {
+                next_server = server;
+            }
+            boot_choice(
+                msg,
+                req.mac,
+                subnet.boot.as_ref().map(|b| &b.files),
+                node.and_then(|n| n.boot()),
+                chain,
+            )
+        }
+    };
     let mut r = Message::new_with_id(
         msg.xid(),
         msg.ciaddr(),
@@ -403,7 +462,7 @@ fn build_reply(
         if let Some(sn) = subnet.boot.as_ref().and_then(|b| b.server_name.as_deref()) {
             r.set_sname_str(sn);
         }
-        r.set_fname_str(file);
+        r.set_fname_str(&file);
         let o = r.opts_mut();
         if !next_server.is_unspecified() {
             o.insert(DhcpOption::TFTPServerName(
@@ -525,17 +584,20 @@ fn sanitize_hostname(h: &str) -> Option<String> {
 
 /// The boot file for this client, if any.
 struct Boot<'t> {
-    file: Option<&'t str>,
+    file: Option<Cow<'t, str>>,
     http: bool,
 }
 
 /// Picks the boot file: by client architecture (option 93), the node's own file over the
 /// subnet's, and for iPXE (user class "iPXE", or option 175 present) the iPXE script URL
-/// instead, so iPXE does not chain-load itself forever.
+/// instead, so iPXE does not chain-load itself forever. Where neither names one and `chain`
+/// is given (the client has something to boot, on `server`), pserv's own chain.
 fn boot_choice<'t>(
     msg: &Message,
+    mac: MacAddr,
     subnet: Option<&'t BootFiles>,
     node: Option<&'t BootFiles>,
+    chain: Option<(BootChain, Ipv4Addr)>,
 ) -> Boot<'t> {
     let arch_code = match msg.opts().get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
@@ -560,9 +622,24 @@ fn boot_choice<'t>(
     } else {
         by_arch
     };
+    let file = match (file, chain) {
+        (Some(f), _) => Some(Cow::Borrowed(f)),
+        (None, Some((c, server))) if ipxe => Some(Cow::Owned(format!(
+            "http://{server}:{}{}",
+            c.http_port,
+            BootChain::script_path(mac)
+        ))),
+        (None, Some((c, server))) if arch.is_http() => Some(Cow::Owned(format!(
+            "http://{server}:{}/{}",
+            c.http_port,
+            BootChain::file(arch)
+        ))),
+        (None, Some(_)) => Some(Cow::Borrowed(BootChain::file(arch))),
+        (None, None) => None,
+    };
     Boot {
-        file,
         http: arch.is_http() && file.is_some(),
+        file,
     }
 }
 

@@ -756,3 +756,121 @@ fn offers_leases_and_quarantines_end_on_the_timer() {
     assert_eq!(s.handle_timeout(T0 + 101_000 + 3600).len(), 1);
     assert!(s.leases().is_empty());
 }
+
+/// A subnet that names no boot files, and nodes with boot intent (issue 11).
+const CHAIN_JSON: &str = r#"{ "generation": 1,
+  "boot_profiles": { "live": { "kernel": "vmlinuz", "initrd": ["initrd.img"], "cmdline": "console=ttyS0" } },
+  "subnets": [ { "cidr": "10.20.0.0/16", "dynamic": [ { "start": "10.20.200.1", "end": "10.20.200.9" } ],
+                 "boot": { "server_name": "rack1" } },
+               { "cidr": "10.30.0.0/16", "dynamic": [ { "start": "10.30.200.1", "end": "10.30.200.9" } ],
+                 "boot": { "next_server": "10.30.0.5", "unknown_profile": "live" } } ],
+  "nodes": [
+    { "id": "net", "hostname": "net", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:12:34:56", "ipv4": "10.20.0.10" } ], "boot": { "profile": "live" } },
+    { "id": "loc", "hostname": "loc", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:12:34:60", "ipv4": "10.20.0.11" } ], "boot": { "mode": "local" } },
+    { "id": "ign", "hostname": "ign", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:12:34:70", "ipv4": "10.20.0.12" } ],
+      "boot": { "mode": "ignore", "profile": "live", "files": { "x86_64-bios": "x.0" } } },
+    { "id": "old", "hostname": "old", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:12:34:80", "ipv4": "10.20.0.13" } ] } ] }"#;
+
+const CHAIN: pserv_dhcp::BootChain = pserv_dhcp::BootChain { http_port: 5248 };
+
+fn chain_offer(s: &mut Server, t: &Table, meta: &Meta, m: &str, opts: Vec<DhcpOption>) -> Message {
+    let msg = client(MessageType::Discover, m, opts);
+    reply(s.handle(t, T0, meta, &msg.to_vec().unwrap())).1
+}
+
+#[test]
+fn default_chain_ipxe_binaries_then_the_per_node_script() {
+    let t = table_from(CHAIN_JSON);
+    let mut s = Server::default().with_boot_chain(Some(CHAIN));
+    let arch = |a: u16| DhcpOption::ClientSystemArchitecture(Architecture::from(a));
+    let ipxe = DhcpOption::UserClass(b"iPXE".to_vec());
+    for (opts, file) in [
+        (vec![], "undionly.kpxe"),
+        (vec![arch(0)], "undionly.kpxe"),
+        (vec![arch(7)], "ipxe.efi"),
+        (vec![arch(9)], "ipxe.efi"),
+        (vec![arch(11)], "ipxe-arm64.efi"),
+        (vec![arch(6)], "ipxe-ia32.efi"),
+        (vec![arch(16)], "http://10.20.0.2:5248/ipxe.efi"),
+        (vec![arch(19)], "http://10.20.0.2:5248/ipxe-arm64.efi"),
+        (
+            vec![arch(7), ipxe.clone()],
+            "http://10.20.0.2:5248/ipxe/52-54-00-12-34-56",
+        ),
+        (
+            vec![arch(0), ipxe.clone()],
+            "http://10.20.0.2:5248/ipxe/52-54-00-12-34-56",
+        ),
+    ] {
+        let m = chain_offer(&mut s, &t, &META, AAA, opts.clone());
+        assert_eq!(boot(&m), (Some(file.to_owned()), SERVER), "{opts:?}");
+        let http = opt(&m, OptionCode::ClassIdentifier).is_some();
+        assert_eq!(http, file.ends_with(".efi") && file.starts_with("http"), "{opts:?}");
+    }
+    // A local node goes through iPXE too: its script boots the disk.
+    let m = chain_offer(&mut s, &t, &META, BBB, vec![ipxe.clone()]);
+    assert_eq!(
+        boot(&m).0.as_deref(),
+        Some("http://10.20.0.2:5248/ipxe/52-54-00-12-34-60")
+    );
+}
+
+#[test]
+fn ignore_mode_gets_no_boot_fields_at_all() {
+    let t = table_from(CHAIN_JSON);
+    let mut s = Server::default().with_boot_chain(Some(CHAIN));
+    for opts in [
+        vec![],
+        vec![DhcpOption::UserClass(b"iPXE".to_vec())],
+        vec![DhcpOption::ClientSystemArchitecture(Architecture::from(16))],
+    ] {
+        let m = chain_offer(&mut s, &t, &META, CCC, opts);
+        assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 20, 0, 12), "still gets its address");
+        assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED), "not even its own file");
+        assert_eq!(opt(&m, OptionCode::BootfileName), None);
+        assert_eq!(opt(&m, OptionCode::TFTPServerName), None);
+        assert_eq!(opt(&m, OptionCode::ClassIdentifier), None);
+        assert!(m.sname().is_none_or(|n| n.iter().all(|&b| b == 0)));
+    }
+}
+
+#[test]
+fn no_intent_no_chain_unknown_clients_get_the_subnets_profile() {
+    let t = table_from(CHAIN_JSON);
+    let mut s = Server::default().with_boot_chain(Some(CHAIN));
+    // A node with no profile and no mode on a subnet without files: nothing to boot.
+    let m = chain_offer(&mut s, &t, &META, "52:54:00:12:34:80", vec![]);
+    assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED));
+    // An unknown client on the first subnet (no unknown_profile): no boot offer.
+    let m = chain_offer(&mut s, &t, &META, STRANGER, vec![]);
+    assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED));
+    // On the second, it netboots the subnet's profile, from next_server.
+    let meta = Meta {
+        local: Ipv4Addr::new(10, 30, 0, 2),
+        ifindex: 3,
+    };
+    let m = chain_offer(&mut s, &t, &meta, STRANGER, vec![]);
+    assert_eq!(
+        boot(&m),
+        (Some("undionly.kpxe".to_owned()), Ipv4Addr::new(10, 30, 0, 5))
+    );
+    let m = chain_offer(
+        &mut s,
+        &t,
+        &meta,
+        STRANGER,
+        vec![DhcpOption::UserClass(b"iPXE".to_vec())],
+    );
+    assert_eq!(
+        boot(&m).0.as_deref(),
+        Some("http://10.30.0.5:5248/ipxe/02-aa-bb-cc-dd-ee")
+    );
+    // Without boot serving, no chain is offered, only explicit files (none here).
+    let mut plain = Server::default();
+    let m = chain_offer(&mut plain, &t, &META, AAA, vec![]);
+    assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED));
+}
