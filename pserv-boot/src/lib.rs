@@ -6,6 +6,8 @@
 //!   sorcerer's apprentice). No sockets and no clock here; the socket loop, the virtual tree of
 //!   boot files and HTTP boot are still to come.
 //! - [`tree`]: the boot directory, read only and confined (no `..`, no symbolic link out).
+//! - [`vtree`]: what TFTP and HTTP serve: the boot directory plus every machine's rendered
+//!   pxelinux, GRUB and iPXE configuration, each only to its own machine.
 //! - [`http`]: HTTP boot responses as a pure decision (GET/HEAD, one byte range, no
 //!   redirects); its listener is still to come.
 //!
@@ -16,3 +18,4 @@
 pub mod http;
 pub mod tftp;
 pub mod tree;
+pub mod vtree;

@@ -26,6 +26,12 @@ pub enum TreeError {
     /// The file exists but cannot be read.
     #[error("cannot read: {0}")]
     Io(io::Error),
+    /// A machine's configuration, asked for from an address that is not that machine's.
+    #[error("not this client's configuration")]
+    NotYours,
+    /// A configuration failed to render.
+    #[error("rendering failed: {0}")]
+    Render(String),
 }
 
 /// A boot directory. See the module docs.

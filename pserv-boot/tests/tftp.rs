@@ -12,6 +12,7 @@ use std::time::Duration;
 use pserv_boot::tftp::packet::{self, Packet};
 use pserv_boot::tftp::service::{Config, Counters, DropReason, Fetched, Outcome, serve};
 use pserv_boot::tree::BootDir;
+use pserv_boot::vtree::Tree;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,13 @@ async fn start_on(listen: &str, config: Config) -> Running {
     std::fs::write(dir.path().join("ipxe.efi"), content(200_003)).unwrap();
     std::fs::create_dir(dir.path().join("pxelinux.cfg")).unwrap();
     std::fs::write(dir.path().join("pxelinux.cfg/default"), b"DEFAULT local\n").unwrap();
-    let tree = Arc::new(BootDir::new(dir.path()).unwrap());
+    let tree = Arc::new(Tree::new(
+        Some(BootDir::new(dir.path()).unwrap()),
+        Arc::new(pserv_core::Store::new()),
+        Arc::new(pserv_core::lease::LeaseBoard::new()),
+        5248,
+        Arc::new(|_: &pserv_boot::vtree::ConfigServed| {}),
+    ));
     let sock = UdpSocket::bind(listen).await.unwrap();
     let addr = sock.local_addr().unwrap();
     let counters = Arc::new(Counters::default());

@@ -78,7 +78,10 @@ fn netboot_node_gets_its_profile_rendered_for_every_loader() {
         "node vars win over the profile's, hostname is lower case:\n{}",
         ipxe.text
     );
-    assert!(ipxe.text.contains("initrd http://10.99.0.2:5248/images/initrd.img\n"));
+    assert!(
+        ipxe.text
+            .contains("initrd http://10.99.0.2:5248/images/initrd.img\n")
+    );
     assert!(ipxe.text.ends_with("boot\n"));
     assert_eq!(ipxe.profile.as_deref(), Some("live"));
     assert_eq!(ipxe.node.as_deref(), Some("n1"));
@@ -89,7 +92,10 @@ fn netboot_node_gets_its_profile_rendered_for_every_loader() {
     assert!(pxe.contains("APPEND console=ttyS0 hostname=node1 pserv.marker=yes\n"));
 
     let grub = t.render_boot(Loader::Grub, m, None, AT).unwrap().text;
-    assert!(grub.contains("linux /images/vmlinuz console=ttyS0 hostname=node1"), "{grub}");
+    assert!(
+        grub.contains("linux /images/vmlinuz console=ttyS0 hostname=node1"),
+        "{grub}"
+    );
     assert!(grub.contains("initrd /images/initrd.img\n"), "{grub}");
 }
 
@@ -99,7 +105,11 @@ fn local_node_gets_each_loaders_boot_from_disk_form_and_no_kernel() {
     let m = mac("52:54:00:aa:00:02");
     assert_eq!(t.boot_intent(m, None), Intent::Local);
     let ipxe = t.render_boot(Loader::Ipxe, m, None, AT).unwrap();
-    assert!(ipxe.text.contains("sanboot --no-describe --drive 0x80"), "{}", ipxe.text);
+    assert!(
+        ipxe.text.contains("sanboot --no-describe --drive 0x80"),
+        "{}",
+        ipxe.text
+    );
     assert!(ipxe.text.contains("\nexit\n"));
     assert!(!ipxe.text.contains("kernel"), "{}", ipxe.text);
     assert_eq!(ipxe.profile, None);
@@ -107,7 +117,10 @@ fn local_node_gets_each_loaders_boot_from_disk_form_and_no_kernel() {
     assert!(pxe.contains("LOCALBOOT 0"), "{pxe}");
     assert!(!pxe.contains("KERNEL"));
     let grub = t.render_boot(Loader::Grub, m, None, AT).unwrap().text;
-    assert!(grub.contains("chainloader") && grub.contains("\nexit\n"), "{grub}");
+    assert!(
+        grub.contains("chainloader") && grub.contains("\nexit\n"),
+        "{grub}"
+    );
     assert!(!grub.contains("linux "));
 }
 
@@ -187,7 +200,10 @@ fn template_that_does_not_compile_rejects_the_push() {
     let p = problems(&snap);
     let paths: Vec<String> = p.iter().map(Problem::path).collect();
     assert!(paths.contains(&"boot_templates.ipxe".to_owned()), "{p:#?}");
-    assert!(paths.contains(&"boot_profiles.live.cmdline".to_owned()), "{p:#?}");
+    assert!(
+        paths.contains(&"boot_profiles.live.cmdline".to_owned()),
+        "{p:#?}"
+    );
     assert!(
         p.iter().all(|p| matches!(p, Problem::Template { .. })),
         "{p:#?}"
@@ -215,7 +231,10 @@ fn template_failing_for_one_node_names_that_node_only() {
     assert_eq!(p.len(), 1, "{p:#?}");
     let text = p[0].to_string();
     assert_eq!(p[0].node_ids(), vec!["n5"]);
-    assert!(text.contains("\"live\"") && text.contains("cmdline"), "{text}");
+    assert!(
+        text.contains("\"live\"") && text.contains("cmdline"),
+        "{text}"
+    );
     assert!(text.contains("undefined"), "the engine says why: {text}");
 }
 
@@ -240,7 +259,10 @@ fn an_override_is_rendered_for_every_node_at_publish() {
         .render_boot(Loader::Pxelinux, mac("52:54:00:aa:00:01"), None, AT)
         .unwrap()
         .text;
-    assert!(pxe.ends_with("hostname=node1 pserv.marker=yes id=n1\n"), "{pxe}");
+    assert!(
+        pxe.ends_with("hostname=node1 pserv.marker=yes id=n1\n"),
+        "{pxe}"
+    );
     // Local nodes keep the fixed local form whatever the override says.
     let local = t
         .render_boot(Loader::Pxelinux, mac("52:54:00:aa:00:02"), None, AT)

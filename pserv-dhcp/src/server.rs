@@ -398,9 +398,9 @@ fn build_reply(
             http: false,
         },
         _ => {
-            let chain = chain.filter(|_| intent.renders()).map(|c| {
-                (c, configured.unwrap_or(server_id))
-            });
+            let chain = chain
+                .filter(|_| intent.renders())
+                .map(|c| (c, configured.unwrap_or(server_id)));
             if let Some((_, server)) = chain {
                 next_server = server;
             }

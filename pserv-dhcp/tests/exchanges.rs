@@ -809,7 +809,11 @@ fn default_chain_ipxe_binaries_then_the_per_node_script() {
         let m = chain_offer(&mut s, &t, &META, AAA, opts.clone());
         assert_eq!(boot(&m), (Some(file.to_owned()), SERVER), "{opts:?}");
         let http = opt(&m, OptionCode::ClassIdentifier).is_some();
-        assert_eq!(http, file.ends_with(".efi") && file.starts_with("http"), "{opts:?}");
+        assert_eq!(
+            http,
+            file.ends_with(".efi") && file.starts_with("http"),
+            "{opts:?}"
+        );
     }
     // A local node goes through iPXE too: its script boots the disk.
     let m = chain_offer(&mut s, &t, &META, BBB, vec![ipxe.clone()]);
@@ -829,8 +833,16 @@ fn ignore_mode_gets_no_boot_fields_at_all() {
         vec![DhcpOption::ClientSystemArchitecture(Architecture::from(16))],
     ] {
         let m = chain_offer(&mut s, &t, &META, CCC, opts);
-        assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 20, 0, 12), "still gets its address");
-        assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED), "not even its own file");
+        assert_eq!(
+            m.yiaddr(),
+            Ipv4Addr::new(10, 20, 0, 12),
+            "still gets its address"
+        );
+        assert_eq!(
+            boot(&m),
+            (None, Ipv4Addr::UNSPECIFIED),
+            "not even its own file"
+        );
         assert_eq!(opt(&m, OptionCode::BootfileName), None);
         assert_eq!(opt(&m, OptionCode::TFTPServerName), None);
         assert_eq!(opt(&m, OptionCode::ClassIdentifier), None);
@@ -856,7 +868,10 @@ fn no_intent_no_chain_unknown_clients_get_the_subnets_profile() {
     let m = chain_offer(&mut s, &t, &meta, STRANGER, vec![]);
     assert_eq!(
         boot(&m),
-        (Some("undionly.kpxe".to_owned()), Ipv4Addr::new(10, 30, 0, 5))
+        (
+            Some("undionly.kpxe".to_owned()),
+            Ipv4Addr::new(10, 30, 0, 5)
+        )
     );
     let m = chain_offer(
         &mut s,

@@ -14,7 +14,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use pserv_boot::http::{Plan, plan};
-use pserv_boot::tree::{BootDir, TreeError};
+use pserv_boot::tree::TreeError;
+use pserv_boot::vtree::{Content, Tree, Via};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -37,7 +38,7 @@ pub(crate) struct Counters {
 
 #[derive(Clone)]
 struct Boot {
-    tree: Arc<BootDir>,
+    tree: Arc<Tree>,
     counters: Arc<Counters>,
     events: Events,
 }
@@ -54,7 +55,7 @@ struct Fetched<'a> {
 }
 
 /// The router: every path is a file of the boot directory.
-pub(crate) fn router(tree: Arc<BootDir>, counters: Arc<Counters>, events: Events) -> Router {
+pub(crate) fn router(tree: Arc<Tree>, counters: Arc<Counters>, events: Events) -> Router {
     Router::new().fallback(fetch).with_state(Boot {
         tree,
         counters,
@@ -81,6 +82,10 @@ async fn fetch(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    let local = req
+        .extensions()
+        .get::<crate::http::LocalAddr>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |l| l.0.ip());
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let range = req
@@ -89,7 +94,7 @@ async fn fetch(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     drop(req);
-    let response = answer(&boot, &method, &path, range.as_deref()).await;
+    let response = answer(&boot, &method, &path, range.as_deref(), client, local).await;
     let bytes = if method == "GET" {
         response
             .headers()
@@ -113,18 +118,29 @@ async fn fetch(
     response
 }
 
-async fn answer(boot: &Boot, method: &str, path: &str, range: Option<&str>) -> Response {
+async fn answer(
+    boot: &Boot,
+    method: &str,
+    path: &str,
+    range: Option<&str>,
+    client: SocketAddr,
+    local: std::net::IpAddr,
+) -> Response {
     let c = &boot.counters;
     let Some(decoded) = percent_decode(path) else {
         return status(StatusCode::BAD_REQUEST, c);
     };
-    let opened = match boot.tree.open(&decoded) {
+    let opened = match boot.tree.open(&decoded, Via::Http, client.ip(), local) {
         Ok(o) => o,
         Err(TreeError::NotFound) => return status(StatusCode::NOT_FOUND, c),
-        Err(TreeError::BadName | TreeError::Outside) => return status(StatusCode::FORBIDDEN, c),
+        Err(TreeError::BadName | TreeError::Outside | TreeError::NotYours) => {
+            return status(StatusCode::FORBIDDEN, c);
+        }
         Err(_) => return status(StatusCode::INTERNAL_SERVER_ERROR, c),
     };
-    let p = plan(method, range, opened.size);
+    let size = opened.size();
+    let config = matches!(opened, Content::Config(_));
+    let p = plan(method, range, size);
     let content_range = p.content_range();
     match p {
         Plan::MethodNotAllowed => {
@@ -156,11 +172,20 @@ async fn answer(boot: &Boot, method: &str, path: &str, range: Option<&str>) -> R
             };
             let body = if body {
                 c.bytes.fetch_add(len, Ordering::Relaxed);
-                let mut f = tokio::fs::File::from_std(opened.file);
-                if f.seek(SeekFrom::Start(start)).await.is_err() {
-                    return status(StatusCode::INTERNAL_SERVER_ERROR, c);
+                match opened {
+                    Content::File(o) => {
+                        let mut f = tokio::fs::File::from_std(o.file);
+                        if f.seek(SeekFrom::Start(start)).await.is_err() {
+                            return status(StatusCode::INTERNAL_SERVER_ERROR, c);
+                        }
+                        Body::from_stream(ReaderStream::with_capacity(f.take(len), 64 << 10))
+                    }
+                    Content::Config(bytes) => {
+                        // `plan` keeps the range inside the content.
+                        let (s, e) = (start as usize, (start + len) as usize);
+                        Body::from(bytes.get(s..e).unwrap_or_default().to_vec())
+                    }
                 }
-                Body::from_stream(ReaderStream::with_capacity(f.take(len), 64 << 10))
             } else {
                 Body::empty()
             };
@@ -171,7 +196,11 @@ async fn answer(boot: &Boot, method: &str, path: &str, range: Option<&str>) -> R
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             h.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
+                HeaderValue::from_static(if config {
+                    "text/plain; charset=utf-8"
+                } else {
+                    "application/octet-stream"
+                }),
             );
             if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 h.insert(header::CONTENT_RANGE, cr);

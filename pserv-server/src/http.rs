@@ -38,6 +38,11 @@ pub(crate) struct ConnCounters {
     pub(crate) accept_errors: AtomicU64,
 }
 
+/// The local address a connection was accepted on (a request extension): the address a
+/// client reached, which HTTP boot's URLs name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalAddr(pub(crate) std::net::SocketAddr);
+
 /// Serves `router` on `listener` until `stop` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -61,6 +66,7 @@ pub(crate) async fn serve(
             counters.over_limit.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        let local = stream.local_addr().ok().map(LocalAddr);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
@@ -72,6 +78,9 @@ pub(crate) async fn serve(
                     move |mut req: hyper::Request<hyper::body::Incoming>| {
                         req.extensions_mut()
                             .insert(axum::extract::ConnectInfo(peer));
+                        if let Some(l) = local {
+                            req.extensions_mut().insert(l);
+                        }
                         req
                     },
                 )),

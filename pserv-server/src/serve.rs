@@ -205,13 +205,22 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let control = control_listener
         .local_addr()
         .map_err(bind("the control API", config.control_listen.to_string()))?;
-    let boot = match &config.boot_dir {
-        None => None,
-        Some(dir) => {
-            let tree = pserv_boot::tree::BootDir::new(dir).map_err(|source| Error::Read {
-                path: dir.clone(),
-                source,
-            })?;
+    // Boot serving: with a boot directory, or a snapshot that renders boot files.
+    let renders = store.load().renders_boot();
+    let boot = match (&config.boot_dir, renders) {
+        (None, false) => None,
+        (dir, _) => {
+            let tree = match dir {
+                Some(dir) => {
+                    Some(
+                        pserv_boot::tree::BootDir::new(dir).map_err(|source| Error::Read {
+                            path: dir.clone(),
+                            source,
+                        })?,
+                    )
+                }
+                None => None,
+            };
             let sock = std::net::UdpSocket::bind(config.tftp_listen)
                 .and_then(|s| {
                     s.set_nonblocking(true)?;
@@ -224,7 +233,11 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                     tokio::net::TcpListener::from_std(l)
                 })
                 .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?;
-            Some((sock, http, Arc::new(tree)))
+            let http_port = http
+                .local_addr()
+                .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?
+                .port();
+            Some((sock, http, tree, http_port))
         }
     };
 
@@ -245,12 +258,15 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let dhcp_counters = Arc::new(pserv_dhcp::io::Counters::default());
     let journal_monitor = journal.monitor();
     let events = publisher.events.clone();
+    let chain = boot
+        .as_ref()
+        .map(|b| pserv_dhcp::BootChain { http_port: b.3 });
     let dhcp_service = pserv_dhcp::io::Service::spawn(
         dhcp_sock,
         pserv_dhcp::io::Setup {
             config: dhcp_config,
             store: store.clone(),
-            server,
+            server: server.with_boot_chain(chain),
             journal,
             board: leases.clone(),
             on_event: Arc::new(move |e: &LeaseEvent| events.emit(e.kind(), e)),
@@ -275,9 +291,19 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         token: config.token.clone(),
         started: Instant::now(),
     });
-    let boot = boot.map(|(sock, http, tree)| {
+    let boot = boot.map(|(sock, http, tree, http_port)| {
         let addr = sock.local_addr().ok();
         let http_addr = http.local_addr().ok();
+        let tree = Arc::new(pserv_boot::vtree::Tree::new(
+            tree,
+            store.clone(),
+            leases.clone(),
+            http_port,
+            {
+                let events = publisher.events.clone();
+                Arc::new(move |c: &pserv_boot::vtree::ConfigServed| events.emit("boot_config", c))
+            },
+        ));
         let http_task = tokio::spawn(crate::http::serve(
             http,
             crate::boot_http::router(

@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -31,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::packet::{self, ErrorCode, Packet};
 use super::transfer::{Limits, Transfer, TransferError};
-use crate::tree::{BootDir, TreeError};
+use crate::tree::TreeError;
+use crate::vtree::{Content, Tree, Via};
 
 /// How the service admits transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,11 +78,13 @@ pub enum DropReason {
     Repeated,
     /// A packet on a transfer's port from someone else.
     UnknownTid,
+    /// A machine's configuration asked for from an address that is not that machine's.
+    NotYours,
 }
 
 impl DropReason {
     /// Every reason, in the order of [`Counters::drops`].
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Malformed,
         Self::NotARequest,
         Self::WriteRefused,
@@ -93,6 +95,7 @@ impl DropReason {
         Self::ClientBusy,
         Self::Repeated,
         Self::UnknownTid,
+        Self::NotYours,
     ];
 
     /// Its label in metrics.
@@ -108,6 +111,7 @@ impl DropReason {
             Self::ClientBusy => "client_busy",
             Self::Repeated => "repeated",
             Self::UnknownTid => "unknown_tid",
+            Self::NotYours => "not_yours",
         }
     }
 }
@@ -194,7 +198,7 @@ struct Admission {
 /// are abandoned then.
 pub async fn serve(
     sock: UdpSocket,
-    tree: Arc<BootDir>,
+    tree: Arc<Tree>,
     config: Config,
     counters: Arc<Counters>,
     on_fetched: OnFetched,
@@ -299,11 +303,16 @@ pub async fn serve(
             admission: admission.clone(),
             client: from,
         };
-        let opened = match tree.open(&name) {
+        let opened = match tree.open(&name, Via::Tftp, from.ip(), reply_from) {
             Ok(o) => o,
             Err(e) => {
                 drop(release);
                 let (d, code, msg) = match e {
+                    TreeError::NotYours => (
+                        DropReason::NotYours,
+                        ErrorCode::AccessViolation,
+                        "access violation",
+                    ),
                     TreeError::BadName | TreeError::Outside => (
                         DropReason::BadName,
                         ErrorCode::AccessViolation,
@@ -358,8 +367,8 @@ pub async fn serve(
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let t = Transfer::new(&opts, opened.size, limits, t0);
-            let result = run(&tid, from, t, &opened.file, &counters, &shutdown).await;
+            let t = Transfer::new(&opts, opened.size(), limits, t0);
+            let result = run(&tid, from, t, &opened, &counters, &shutdown).await;
             let (outcome, bytes) = match result {
                 Ok(bytes) => {
                     counters.completed.fetch_add(1, Ordering::Relaxed);
@@ -380,7 +389,7 @@ pub async fn serve(
             on_fetched(&Fetched {
                 client: from,
                 file: name,
-                size: opened.size,
+                size: opened.size(),
                 bytes,
                 outcome,
                 seconds: t0.elapsed().as_secs_f64(),
@@ -462,13 +471,13 @@ async fn run(
     sock: &UdpSocket,
     client: SocketAddr,
     mut t: Transfer,
-    file: &std::fs::File,
+    file: &Content,
     counters: &Counters,
     shutdown: &CancellationToken,
 ) -> Result<u64, (TransferError, u64)> {
     let mut out = Vec::with_capacity(usize::from(t.negotiated().blksize) + 4);
     let mut buf = vec![0u8; 1024];
-    let mut read = |offset: u64, b: &mut [u8]| file.read_at(b, offset);
+    let mut read = |offset: u64, b: &mut [u8]| file.read_at(offset, b);
     loop {
         loop {
             match t.poll_transmit(&mut read, &mut out) {

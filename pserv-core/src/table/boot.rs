@@ -411,7 +411,8 @@ impl BootPlan {
         if let Some(v) = who.vars {
             vars.extend(v.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
-        let initrd: Vec<&str> = profile.map_or(Vec::new(), |p| p.initrd.iter().map(|s| &**s).collect());
+        let initrd: Vec<&str> =
+            profile.map_or(Vec::new(), |p| p.initrd.iter().map(|s| &**s).collect());
         let kernel = profile.map_or("", |p| &p.kernel);
         let mut ctx = Ctx {
             node: NodeCtx {
@@ -436,9 +437,21 @@ impl BootPlan {
             mode: mode.name(),
             profile: profile.map_or("", |p| &p.name),
             kernel,
-            kernel_url: if kernel.is_empty() { String::new() } else { url(kernel) },
-            kernel_path: if kernel.is_empty() { String::new() } else { path(kernel) },
-            kernel_grub: if kernel.is_empty() { String::new() } else { grub_path(kernel) },
+            kernel_url: if kernel.is_empty() {
+                String::new()
+            } else {
+                url(kernel)
+            },
+            kernel_path: if kernel.is_empty() {
+                String::new()
+            } else {
+                path(kernel)
+            },
+            kernel_grub: if kernel.is_empty() {
+                String::new()
+            } else {
+                grub_path(kernel)
+            },
             initrd_urls: initrd.iter().map(|s| url(s)).collect(),
             initrd_paths: initrd.iter().map(|s| path(s)).collect(),
             initrd_grub: initrd.iter().map(|s| grub_path(s)).collect(),

@@ -927,7 +927,9 @@ impl<'s> Compiler<'s> {
                 vars: Some(&b.vars),
                 subnet,
             };
-            let next_server = subnet.and_then(|s| s.boot.as_ref()).and_then(|b| b.next_server);
+            let next_server = subnet
+                .and_then(|s| s.boot.as_ref())
+                .and_then(|b| b.next_server);
             self.render_all(intent, &who, next_server, site("boot.profile"));
         }
         intent

@@ -503,6 +503,15 @@ impl Table {
         &self.boot
     }
 
+    /// Whether any machine gets a rendered boot configuration (a node with a profile or in
+    /// `local` mode, or a subnet's profile for unknown clients). Walks every node.
+    pub fn renders_boot(&self) -> bool {
+        self.subnets
+            .iter()
+            .any(|s| s.boot.as_ref().is_some_and(|b| b.unknown_profile.is_some()))
+            || self.extras.iter().any(|e| e.intent.renders())
+    }
+
     /// What the client with `mac` is to boot: its node's intent, or for a MAC the snapshot
     /// does not know, its subnet's profile for unknown clients.
     pub fn boot_intent(&self, mac: MacAddr, subnet: Option<&SubnetInfo>) -> Intent {
