@@ -1,0 +1,617 @@
+//! Real firmware netbooting real Linux from pserv alone (issue 11): QEMU under TCG on taps
+//! bridged in a network namespace this test creates, pserv serving DHCP, TFTP, HTTP and DNS
+//! there, nothing else.
+//!
+//! - SeaBIOS + Debian's iPXE option ROM: DHCP gives iPXE its per-node script URL; the script
+//!   loads the kernel and initrd over HTTP.
+//! - OVMF (UEFI PXE): DHCP gives `ipxe.efi` over TFTP, which fetches the script the same way.
+//! - pxelinux: a node whose boot file is `pxelinux.0` reads its rendered `pxelinux.cfg/01-<mac>`
+//!   and loads kernel and initrd over TFTP.
+//!
+//! Each boots the debian-installer kernel with an initramfs built here (a static busybox and
+//! an `/init` that prints `PSERV-BOOTED host=<the hostname pserv rendered into the command
+//! line>` on the serial console and powers off). Also: a `local` node gets its local-boot
+//! script and no kernel, an `ignore` node gets an address and no boot offer, and a push
+//! switching a node from netboot to local takes effect at its next boot.
+//!
+//! Needs root and the firmware packages (`.ci/run` installs them); runs, never skips, in CI.
+//! Every packet stays in the namespace; it, QEMU and pserv are removed by PID at the end.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pserv_tests::{have_root, have_tool, in_ci};
+
+const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
+const KERNEL: &str = "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux";
+const FILES: [(&str, &str); 6] = [
+    ("/usr/lib/ipxe/undionly.kpxe", "undionly.kpxe"),
+    ("/usr/lib/ipxe/ipxe.efi", "ipxe.efi"),
+    ("/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0"),
+    ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "ldlinux.c32"),
+    (KERNEL, "images/vmlinuz"),
+    ("/bin/busybox", ""),
+];
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+const SERVER: &str = "10.99.0.2";
+
+fn ready() -> bool {
+    if !(have_root("netbooting QEMU firmware in a network namespace")
+        && have_tool("qemu-system-x86_64")
+        && have_tool("ip")
+        && have_tool("curl")
+        && have_tool("cpio"))
+    {
+        return false;
+    }
+    let missing: Vec<&str> = FILES
+        .iter()
+        .map(|(f, _)| *f)
+        .chain([OVMF_CODE, OVMF_VARS])
+        .filter(|f| !Path::new(f).exists())
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            !in_ci(),
+            "CI installs the netboot packages; missing {missing:?}"
+        );
+        eprintln!("SKIP: netboot firmware tests need {missing:?} (see .ci/run)");
+        return false;
+    }
+    true
+}
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+/// Stops a process by its PID: SIGTERM (`timeout` passes it on to QEMU), then waits.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The namespace with a bridge holding the server address; removed on drop.
+struct Ns {
+    name: String,
+}
+
+impl Ns {
+    fn new() -> Self {
+        let name = format!("psnb{}", std::process::id() % 100_000);
+        run(&["ip", "netns", "add", &name]);
+        let ns = Self { name };
+        let n = ns.name.as_str();
+        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        run(&["ip", "-n", n, "link", "add", "br0", "type", "bridge"]);
+        run(&[
+            "ip",
+            "-n",
+            n,
+            "addr",
+            "add",
+            &format!("{SERVER}/16"),
+            "dev",
+            "br0",
+        ]);
+        run(&["ip", "-n", n, "link", "set", "br0", "up"]);
+        ns
+    }
+
+    fn tap(&self, name: &str) {
+        let n = self.name.as_str();
+        run(&["ip", "-n", n, "tuntap", "add", "dev", name, "mode", "tap"]);
+        run(&["ip", "-n", n, "link", "set", name, "master", "br0"]);
+        run(&["ip", "-n", n, "link", "set", name, "up"]);
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The machines: (name, MAC, reserved host part, boot settings as JSON).
+const NODES: [(&str, &str, &str, &str); 5] = [
+    (
+        "bios1",
+        "52:54:00:aa:00:01",
+        "11",
+        r#"{ "profile": "live" }"#,
+    ),
+    (
+        "pxe1",
+        "52:54:00:aa:00:02",
+        "12",
+        r#"{ "profile": "live", "files": { "x86_64-bios": "pxelinux.0" } }"#,
+    ),
+    (
+        "uefi1",
+        "52:54:00:aa:00:03",
+        "13",
+        r#"{ "profile": "live" }"#,
+    ),
+    (
+        "local1",
+        "52:54:00:aa:00:04",
+        "14",
+        r#"{ "mode": "local", "profile": "live" }"#,
+    ),
+    (
+        "ignore1",
+        "52:54:00:aa:00:05",
+        "15",
+        r#"{ "mode": "ignore", "profile": "live" }"#,
+    ),
+];
+
+fn snapshot(generation: u64, bios1_local: bool) -> String {
+    let nodes: Vec<String> = NODES
+        .iter()
+        .map(|(name, mac, host, boot)| {
+            let boot = if *name == "bios1" && bios1_local {
+                r#"{ "mode": "local", "profile": "live" }"#
+            } else {
+                boot
+            };
+            format!(
+                r#"{{ "id": "{name}", "hostname": "{name}", "domain": "lab",
+                  "interfaces": [ {{ "mac": "{mac}", "ipv4": "10.99.0.{host}" }} ], "boot": {boot} }}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{ "generation": {generation},
+  "boot_profiles": {{ "live": {{ "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 panic=-1 pserv.host={{{{ node.hostname }}}}" }} }},
+  "subnets": [ {{ "cidr": "10.99.0.0/16", "router": "{SERVER}", "dns_servers": ["{SERVER}"],
+                  "domain": "lab", "lease_seconds": 600, "unknown_clients": "ignore", "boot": {{}} }} ],
+  "nodes": [ {} ] }}"#,
+        nodes.join(",\n")
+    )
+}
+
+/// The boot directory: iPXE, pxelinux, the kernel and an initramfs that reports back.
+fn boot_dir(dir: &Path) -> PathBuf {
+    let root = dir.join("boot");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    for (from, to) in FILES.iter().filter(|(_, to)| !to.is_empty()) {
+        std::fs::copy(from, root.join(to)).unwrap();
+    }
+    let init = dir.join("initramfs");
+    for d in ["bin", "dev", "proc", "sys"] {
+        std::fs::create_dir_all(init.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", init.join("bin/busybox")).unwrap();
+    std::fs::write(
+        init.join("init"),
+        "#!/bin/busybox sh\n\
+         /bin/busybox mount -t proc proc /proc\n\
+         /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
+         h=none\n\
+         for x in $(/bin/busybox cat /proc/cmdline); do\n\
+         \x20 case \"$x\" in pserv.host=*) h=\"${x#pserv.host=}\" ;; esac\n\
+         done\n\
+         echo \"PSERV-BOOTED host=$h\" > /dev/ttyS0\n\
+         /bin/busybox sync\n\
+         /bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    run(&["chmod", "755", init.join("init").to_str().unwrap()]);
+    run(&[
+        "mknod",
+        init.join("dev/console").to_str().unwrap(),
+        "c",
+        "5",
+        "1",
+    ]);
+    let out = root.join("images/initrd.img");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            init.display(),
+            out.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    root
+}
+
+enum Firmware {
+    SeaBios,
+    Ovmf,
+}
+
+/// One QEMU machine on its own tap; stopped on drop.
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+}
+
+impl Vm {
+    fn start(ns: &Ns, dir: &Path, tag: &str, mac: &str, fw: Firmware) -> Self {
+        let tap = format!("tap{tag}");
+        ns.tap(&tap);
+        let serial = dir.join(format!("{tag}.serial"));
+        let mut c = ns.cmd("timeout");
+        c.args([
+            "300",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+        ])
+        .args(["-serial", &format!("file:{}", serial.display())])
+        .args(["-no-reboot", "-boot", "n"])
+        .args([
+            "-netdev",
+            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+        ]);
+        match fw {
+            Firmware::SeaBios => {
+                c.args(["-m", "512", "-machine", "pc,graphics=off"])
+                    .args(["-device", &format!("e1000,netdev=n0,mac={mac}")]);
+            }
+            Firmware::Ovmf => {
+                let vars = dir.join(format!("{tag}.vars.fd"));
+                std::fs::copy(OVMF_VARS, &vars).unwrap();
+                c.args(["-m", "512", "-machine", "q35"])
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                    ])
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,file={}", vars.display()),
+                    ])
+                    .args([
+                        "-device",
+                        &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                    ]);
+            }
+        }
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, serial }
+    }
+
+    /// The serial console so far, ANSI escapes removed.
+    fn console(&self) -> String {
+        let raw = std::fs::read(&self.serial).unwrap_or_default();
+        let text = String::from_utf8_lossy(&raw);
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // CSI: ESC [ parameters final-byte
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for d in chars.by_ref() {
+                        if d.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            if c != '\r' {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Waits until the console shows `what` (or QEMU exits, or `limit` passes).
+    fn wait_for(&mut self, what: &str, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if self.console().contains(what) {
+                return true;
+            }
+            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            if exited || t0.elapsed() > limit {
+                return self.console().contains(what);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// pserv in the namespace plus a /v1/events listener writing to a file.
+struct Server {
+    pserv: Child,
+    events: Child,
+    events_log: PathBuf,
+    control: String,
+}
+
+impl Server {
+    fn start(ns: &Ns, dir: &Path, snap: &Path, boot: &Path) -> Self {
+        let mut pserv = ns
+            .cmd(PSERV)
+            .arg("serve")
+            .args(["--snapshot", snap.to_str().unwrap()])
+            .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "br0"])
+            .args(["--dns-listen", &format!("{SERVER}:53")])
+            .args(["--tftp-listen", "0.0.0.0:69"])
+            .args(["--boot-http-listen", "0.0.0.0:5248"])
+            .args(["--boot-dir", boot.to_str().unwrap()])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--state-dir", dir.join("state").to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let banner = pserv_tests::read_banner(&mut pserv);
+        assert!(banner.tftp.is_some() && banner.boot_http.is_some());
+        let events_log = dir.join("events.log");
+        let events = ns
+            .cmd("curl")
+            .args(["-sN", &format!("{}/v1/events", banner.control)])
+            .args(["-o", events_log.to_str().unwrap()])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        Self {
+            pserv,
+            events,
+            events_log,
+            control: banner.control,
+        }
+    }
+
+    /// Every event so far as (kind, JSON body).
+    fn events(&self) -> Vec<(String, serde_json::Value)> {
+        let text = std::fs::read_to_string(&self.events_log).unwrap_or_default();
+        let mut out = Vec::new();
+        let mut kind = String::new();
+        for line in text.lines() {
+            if let Some(k) = line.strip_prefix("event: ") {
+                kind = k.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data: ")
+                && let Ok(v) = serde_json::from_str(d)
+            {
+                out.push((kind.clone(), v));
+            }
+        }
+        out
+    }
+
+    /// The boot configurations served to `mac`, as (loader, mode).
+    fn configs(&self, mac: &str) -> Vec<(String, String)> {
+        self.events()
+            .into_iter()
+            .filter(|(k, v)| k == "boot_config" && v["mac"] == mac)
+            .map(|(_, v)| {
+                (
+                    v["loader"].as_str().unwrap_or("").to_owned(),
+                    v["mode"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The files fetched by the client at `ip` (TFTP and HTTP), as (kind, name).
+    fn fetched_by(&self, ip: &str) -> Vec<(String, String)> {
+        self.events()
+            .into_iter()
+            .filter(|(k, v)| {
+                (k == "tftp" || k == "http")
+                    && v["client"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with(&format!("{ip}:")))
+            })
+            .map(|(k, v)| {
+                let name = v["file"].as_str().or(v["path"].as_str()).unwrap_or("");
+                (k, name.to_owned())
+            })
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        stop(&mut self.events);
+        stop(&mut self.pserv);
+    }
+}
+
+/// Boots `vm` and asserts the initramfs reported `host`.
+fn assert_booted(vm: &mut Vm, host: &str, limit: Duration) {
+    let marker = format!("PSERV-BOOTED host={host}");
+    assert!(
+        vm.wait_for(&marker, limit),
+        "{host} did not boot to userspace within {limit:?}; console:\n{}",
+        vm.console()
+    );
+    let console = vm.console();
+    for line in console
+        .lines()
+        .filter(|l| l.contains("Command line:") || l.contains("PSERV-BOOTED"))
+    {
+        eprintln!("{host}: {line}");
+    }
+}
+
+#[test]
+fn firmware_netboots_linux_from_pserv_alone() {
+    if !ready() {
+        return;
+    }
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let boot = boot_dir(dir.path());
+    let snap = dir.path().join("snap.json");
+    std::fs::write(&snap, snapshot(1, false)).unwrap();
+    let ns = Ns::new();
+    let server = Server::start(&ns, dir.path(), &snap, &boot);
+    let mac = |name: &str| NODES.iter().find(|n| n.0 == name).unwrap().1;
+    let limit = Duration::from_secs(200);
+
+    // Two machines at a time (two cores): SeaBIOS + iPXE over HTTP, and pxelinux over TFTP.
+    {
+        let mut bios = Vm::start(&ns, dir.path(), "b1", mac("bios1"), Firmware::SeaBios);
+        let mut pxe = Vm::start(&ns, dir.path(), "p1", mac("pxe1"), Firmware::SeaBios);
+        assert_booted(&mut bios, "bios1", limit);
+        assert_booted(&mut pxe, "pxe1", limit);
+    }
+    eprintln!("BIOS iPXE and pxelinux booted at {:?}", t0.elapsed());
+    assert_eq!(
+        server.configs(mac("bios1")),
+        vec![("ipxe".to_owned(), "netboot".to_owned())]
+    );
+    let bios_files = server.fetched_by("10.99.0.11");
+    for f in [
+        "/ipxe/52-54-00-aa-00-01",
+        "/images/vmlinuz",
+        "/images/initrd.img",
+    ] {
+        assert!(
+            bios_files.iter().any(|(k, n)| k == "http" && n == f),
+            "{f} over HTTP: {bios_files:?}"
+        );
+    }
+    assert!(
+        server
+            .configs(mac("pxe1"))
+            .contains(&("pxelinux".to_owned(), "netboot".to_owned())),
+        "{:?}",
+        server.configs(mac("pxe1"))
+    );
+    let pxe_files = server.fetched_by("10.99.0.12");
+    for f in [
+        "pxelinux.0",
+        "pxelinux.cfg/01-52-54-00-aa-00-02",
+        "/images/vmlinuz",
+    ] {
+        assert!(
+            pxe_files.iter().any(|(k, n)| k == "tftp" && n.trim_start_matches('/') == f.trim_start_matches('/')),
+            "{f} over TFTP: {pxe_files:?}"
+        );
+    }
+
+    // UEFI: OVMF's PXE takes ipxe.efi over TFTP; alongside, a local node.
+    {
+        let mut uefi = Vm::start(&ns, dir.path(), "u1", mac("uefi1"), Firmware::Ovmf);
+        let local = Vm::start(&ns, dir.path(), "l1", mac("local1"), Firmware::SeaBios);
+        assert_booted(&mut uefi, "uefi1", limit);
+        let t = Instant::now();
+        while server.configs(mac("local1")).is_empty() && t.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Time for a kernel fetch, if the script had asked for one.
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(
+            server.configs(mac("local1")),
+            vec![("ipxe".to_owned(), "local".to_owned())],
+            "console:\n{}",
+            local.console()
+        );
+        let files = server.fetched_by("10.99.0.14");
+        assert!(
+            !files.iter().any(|(_, n)| n.contains("images/")),
+            "a local node loads no kernel: {files:?}"
+        );
+        assert!(!local.console().contains("PSERV-BOOTED"));
+    }
+    eprintln!(
+        "UEFI booted, local node went to its disk at {:?}",
+        t0.elapsed()
+    );
+    let uefi_files = server.fetched_by("10.99.0.13");
+    assert!(
+        uefi_files
+            .iter()
+            .any(|(k, n)| k == "tftp" && n.ends_with("ipxe.efi")),
+        "{uefi_files:?}"
+    );
+    assert!(
+        uefi_files
+            .iter()
+            .any(|(k, n)| k == "http" && n == "/images/vmlinuz")
+    );
+
+    // An ignored node gets its address and nothing to boot; bios1, switched to local by a
+    // push, gets its local script at its next boot.
+    std::fs::write(&snap, snapshot(2, true)).unwrap();
+    let out = ns
+        .cmd(PSERV)
+        .args(["push", snap.to_str().unwrap(), "--to", &server.control])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    {
+        let mut ignore = Vm::start(&ns, dir.path(), "i1", mac("ignore1"), Firmware::SeaBios);
+        let again = Vm::start(&ns, dir.path(), "b2", mac("bios1"), Firmware::SeaBios);
+        assert!(
+            ignore.wait_for("10.99.0.15", limit),
+            "the ignored node still gets its address; console:\n{}",
+            ignore.console()
+        );
+        let t = Instant::now();
+        while server.configs(mac("bios1")).len() < 2 && t.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(
+            server.configs(mac("bios1")),
+            vec![
+                ("ipxe".to_owned(), "netboot".to_owned()),
+                ("ipxe".to_owned(), "local".to_owned())
+            ],
+            "console:\n{}",
+            again.console()
+        );
+        assert!(!again.console().contains("PSERV-BOOTED"));
+        assert!(server.configs(mac("ignore1")).is_empty());
+        assert!(
+            server.fetched_by("10.99.0.15").is_empty(),
+            "no boot offer, so no fetch: {:?}",
+            server.fetched_by("10.99.0.15")
+        );
+        let console = ignore.console();
+        assert!(
+            !console.contains("Filename:") && !console.contains("PSERV-BOOTED"),
+            "{console}"
+        );
+    }
+    eprintln!("ignore and netboot->local checked at {:?}", t0.elapsed());
+}
