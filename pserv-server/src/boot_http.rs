@@ -178,7 +178,7 @@ async fn answer(
                         if f.seek(SeekFrom::Start(start)).await.is_err() {
                             return status(StatusCode::INTERNAL_SERVER_ERROR, c);
                         }
-                        Body::from_stream(ReaderStream::with_capacity(f.take(len), 64 << 10))
+                        Body::from_stream(ReaderStream::with_capacity(f.take(len), 256 << 10))
                     }
                     Content::Config(bytes) => {
                         // `plan` keeps the range inside the content.
