@@ -379,12 +379,27 @@ impl BootPlan {
         who: &Subject<'_>,
         at: Endpoint,
     ) -> Result<Rendered, (&'static str, String)> {
-        let (template, mode, profile) = match intent {
+        self.render_many(&[loader], intent, who, at)?
+            .pop()
+            .unwrap_or_else(|| Err(("mode", "nothing to render".to_owned())))
+    }
+
+    /// Renders each of `loaders`' files for `who`, building the context and the command line
+    /// once (what validation does for every node). The outer error is the command line's.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn render_many(
+        &self,
+        loaders: &[Loader],
+        intent: Intent,
+        who: &Subject<'_>,
+        at: Endpoint,
+    ) -> Result<Vec<Result<Rendered, (&'static str, String)>>, (&'static str, String)> {
+        let (mode, profile) = match intent {
             Intent::Netboot(p) => match self.profiles.get(p as usize) {
-                Some(p) => (loader.netboot_template(), BootMode::Netboot, Some(p)),
+                Some(p) => (BootMode::Netboot, Some(p)),
                 None => return Err(("profile", "no such profile".to_owned())),
             },
-            Intent::Local => (loader.local_template(), BootMode::Local, None),
+            Intent::Local => (BootMode::Local, None),
             Intent::Legacy | Intent::Ignore => {
                 return Err(("mode", "nothing to render".to_owned()));
             }
@@ -470,20 +485,36 @@ impl BootPlan {
                 .and_then(|t| t.render(ctx))
                 .map_err(|e| error_text(&e))
         };
-        if let Some(i) = profile.and_then(|p| self.profile_index(&p.name)) {
+        if let Some(i) = intent_profile(intent) {
             ctx.cmdline = render(&format!("cmdline/{i}"), &ctx).map_err(|e| ("cmdline", e))?;
             // One line: a template's stray newline must not end the loader's directive.
             if ctx.cmdline.contains(['\n', '\r']) {
                 ctx.cmdline = ctx.cmdline.split_whitespace().collect::<Vec<_>>().join(" ");
             }
         }
-        let text = render(template, &ctx).map_err(|e| (loader.name(), e))?;
-        Ok(Rendered {
-            text,
-            mode,
-            profile: profile.map(|p| p.name.to_string()),
-            node: (!who.id.is_empty()).then(|| who.id.to_owned()),
-        })
+        Ok(loaders
+            .iter()
+            .map(|&loader| {
+                let template = match mode {
+                    BootMode::Local => loader.local_template(),
+                    _ => loader.netboot_template(),
+                };
+                let text = render(template, &ctx).map_err(|e| (loader.name(), e))?;
+                Ok(Rendered {
+                    text,
+                    mode,
+                    profile: profile.map(|p| p.name.to_string()),
+                    node: (!who.id.is_empty()).then(|| who.id.to_owned()),
+                })
+            })
+            .collect())
+    }
+}
+
+fn intent_profile(intent: Intent) -> Option<u32> {
+    match intent {
+        Intent::Netboot(p) => Some(p),
+        _ => None,
     }
 }
 

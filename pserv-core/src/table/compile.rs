@@ -195,19 +195,19 @@ impl<'s> Compiler<'s> {
             Intent::Netboot(p) => self.boot.profile_name(p).unwrap_or("").to_owned(),
             _ => String::new(),
         };
-        for loader in Loader::ALL {
-            if let Err((template, message)) = self.boot.render(loader, intent, who, endpoint) {
-                self.problems.push(Problem::Template {
-                    profile: profile.clone(),
-                    template,
-                    at: at.clone(),
-                    message,
-                });
-                // The command line is shared by every loader: report it once.
-                if template == "cmdline" {
-                    break;
-                }
-            }
+        let failures: Vec<(&'static str, String)> =
+            match self.boot.render_many(&Loader::ALL, intent, who, endpoint) {
+                // The command line is shared by every loader: reported once.
+                Err(e) => vec![e],
+                Ok(each) => each.into_iter().filter_map(Result::err).collect(),
+            };
+        for (template, message) in failures {
+            self.problems.push(Problem::Template {
+                profile: profile.clone(),
+                template,
+                at: at.clone(),
+                message,
+            });
         }
     }
 
