@@ -153,6 +153,18 @@ impl<'s> Compiler<'s> {
         })
     }
 
+    /// The profile called `name`, or a problem at `at` saying there is none.
+    fn profile_ref(&mut self, name: &str, at: Site) -> Option<u32> {
+        let p = self.boot.profile_index(name);
+        if p.is_none() {
+            self.problems.push(Problem::Invalid {
+                at,
+                message: format!("no boot profile {name:?} in boot_profiles"),
+            });
+        }
+        p
+    }
+
     /// Renders each subnet's profile for unknown clients once, for a client with no name.
     fn check_unknown_profiles(&mut self, subnets: &[SubnetInfo]) {
         for s in subnets {
@@ -405,16 +417,10 @@ impl<'s> Compiler<'s> {
             if let Some(name) = &b.server_name {
                 self.check_len(site("boot.server_name"), name, MAX_SERVER_NAME);
             }
-            let unknown_profile = b.unknown_profile.as_deref().and_then(|name| {
-                let p = self.boot.profile_index(name);
-                if p.is_none() {
-                    self.problems.push(Problem::Invalid {
-                        at: site("boot.unknown_profile"),
-                        message: format!("no boot profile {name:?} in boot_profiles"),
-                    });
-                }
-                p
-            });
+            let unknown_profile = b
+                .unknown_profile
+                .as_deref()
+                .and_then(|name| self.profile_ref(name, site("boot.unknown_profile")));
             info.boot = Some(SubnetBootInfo {
                 next_server: b.next_server,
                 server_name: b.server_name.as_deref().map(Into::into),
@@ -890,16 +896,10 @@ impl<'s> Compiler<'s> {
         render: bool,
     ) -> Intent {
         let site = |f: &str| node_site(ni, node, f);
-        let profile = b.profile.as_deref().and_then(|name| {
-            let p = self.boot.profile_index(name);
-            if p.is_none() {
-                self.problems.push(Problem::Invalid {
-                    at: site("boot.profile"),
-                    message: format!("no boot profile {name:?} in boot_profiles"),
-                });
-            }
-            p
-        });
+        let profile = b
+            .profile
+            .as_deref()
+            .and_then(|name| self.profile_ref(name, site("boot.profile")));
         let intent = match (b.mode, profile) {
             (Some(BootMode::Ignore), _) => Intent::Ignore,
             (Some(BootMode::Local), _) => Intent::Local,
