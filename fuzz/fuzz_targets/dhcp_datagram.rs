@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use dhcproto::{Decodable, v4};
 use libfuzzer_sys::fuzz_target;
-use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_core::lease::Leases;
+use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
 use pserv_dhcp::{Meta, Outcome, Server};

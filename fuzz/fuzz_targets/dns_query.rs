@@ -11,7 +11,7 @@ use hickory_proto::op::{Message, MessageType};
 use libfuzzer_sys::fuzz_target;
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
-use pserv_dns::respond::{Responder, Action};
+use pserv_dns::respond::{Action, Responder};
 
 fn responder() -> &'static Responder {
     static R: OnceLock<Responder> = OnceLock::new();

@@ -38,9 +38,15 @@ fuzz_target!(|data: &[u8]| {
     };
     for part in parts {
         let mut sent = 0usize;
-        while t.poll_transmit(&mut read, &mut out).expect("in-memory reads succeed") {
+        while t
+            .poll_transmit(&mut read, &mut out)
+            .expect("in-memory reads succeed")
+        {
             sent += 1;
-            assert!(sent <= usize::from(n.windowsize) + 1, "more than a window at once");
+            assert!(
+                sent <= usize::from(n.windowsize) + 1,
+                "more than a window at once"
+            );
             if let Ok(Packet::Data { block, data }) = packet::parse(&out) {
                 assert!(data.len() <= bs);
                 // Small files only: no roll-over, so the block number is the position.

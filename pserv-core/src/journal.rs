@@ -29,14 +29,17 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::MacAddr;
-use crate::lease::{Change, Leases};
+use crate::lease::{Change, ClientId, Leases};
 
 const MAGIC: &[u8; 8] = b"PSRVJL01";
 const TAG_BOUND: u8 = 1;
 const TAG_RELEASED: u8 = 2;
 const TAG_DECLINED: u8 = 3;
-/// The largest payload a valid record has (a Bound with a 255-byte hostname).
-const MAX_PAYLOAD: u32 = 1 + 6 + 4 + 8 + 8 + 1 + 255;
+/// Added to a tag for a record that carries a client identifier.
+const ID_TAG_OFFSET: u8 = 3;
+/// The largest payload a valid record has (a Bound with a 255-byte hostname and a 255-byte
+/// client identifier).
+const MAX_PAYLOAD: u32 = 1 + 6 + 4 + 8 + 8 + 1 + 255 + 1 + 255;
 
 /// Batches smaller than this wait [`Options::linger`] for company before their sync.
 const LINGER_BELOW: u64 = 64;
@@ -612,10 +615,18 @@ fn write_compacted(
     Ok(f)
 }
 
-/// Appends one framed record.
+/// Appends one framed record. A change whose client sent an identifier is written with the
+/// `_ID` form of its tag: the same fields, then the identifier (`len: u8`, bytes). Changes
+/// without one keep the first format, so journals of either age replay.
 fn encode(change: &Change, out: &mut Vec<u8>) {
     let at = out.len();
     out.extend_from_slice(&[0; 8]);
+    let id = match change {
+        Change::Bound { client_id, .. }
+        | Change::Released { client_id, .. }
+        | Change::Declined { client_id, .. } => client_id.as_ref(),
+    };
+    let with_id = if id.is_some() { ID_TAG_OFFSET } else { 0 };
     match change {
         Change::Bound {
             mac,
@@ -623,8 +634,9 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
             start,
             expires,
             hostname,
+            ..
         } => {
-            out.push(TAG_BOUND);
+            out.push(TAG_BOUND + with_id);
             out.extend_from_slice(&mac.0);
             out.extend_from_slice(&ip.octets());
             out.extend_from_slice(&start.to_le_bytes());
@@ -634,17 +646,23 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
             out.push(h.len() as u8);
             out.extend_from_slice(h);
         }
-        Change::Released { mac, ip } => {
-            out.push(TAG_RELEASED);
+        Change::Released { mac, ip, .. } => {
+            out.push(TAG_RELEASED + with_id);
             out.extend_from_slice(&mac.0);
             out.extend_from_slice(&ip.octets());
         }
-        Change::Declined { mac, ip, until } => {
-            out.push(TAG_DECLINED);
+        Change::Declined { mac, ip, until, .. } => {
+            out.push(TAG_DECLINED + with_id);
             out.extend_from_slice(&mac.0);
             out.extend_from_slice(&ip.octets());
             out.extend_from_slice(&until.to_le_bytes());
         }
+    }
+    if let Some(id) = id {
+        // A `ClientId` is 1 to 255 bytes.
+        let b = id.as_bytes();
+        out.push(b.len() as u8);
+        out.extend_from_slice(b);
     }
     let payload = &out[at + 8..];
     let len = payload.len() as u32;
@@ -656,6 +674,23 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
 /// Decodes one payload; `None` if it is not a well-formed record.
 fn decode(p: &[u8]) -> Option<Change> {
     let (&tag, rest) = p.split_first()?;
+    let (tag, rest, client_id) = if tag > ID_TAG_OFFSET {
+        // The identifier is last: its length byte is found by trying the fixed part's size.
+        let body = match tag - ID_TAG_OFFSET {
+            TAG_BOUND => 27 + usize::from(*rest.get(26)?),
+            TAG_RELEASED => 10,
+            TAG_DECLINED => 18,
+            _ => return None,
+        };
+        let idlen = usize::from(*rest.get(body)?);
+        if rest.len() != body + 1 + idlen {
+            return None;
+        }
+        let id = ClientId::new(&rest[body + 1..])?;
+        (tag - ID_TAG_OFFSET, &rest[..body], Some(id))
+    } else {
+        (tag, rest, None)
+    };
     let mac = MacAddr(rest.get(..6)?.try_into().ok()?);
     let ip = Ipv4Addr::from(<[u8; 4]>::try_from(rest.get(6..10)?).ok()?);
     let u64_at = |at: usize| Some(u64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?));
@@ -675,15 +710,17 @@ fn decode(p: &[u8]) -> Option<Change> {
             };
             Some(Change::Bound {
                 mac,
+                client_id,
                 ip,
                 start,
                 expires,
                 hostname,
             })
         }
-        TAG_RELEASED if rest.len() == 10 => Some(Change::Released { mac, ip }),
+        TAG_RELEASED if rest.len() == 10 => Some(Change::Released { mac, client_id, ip }),
         TAG_DECLINED if rest.len() == 18 => Some(Change::Declined {
             mac,
+            client_id,
             ip,
             until: u64_at(10)?,
         }),
@@ -754,6 +791,7 @@ mod tests {
     fn bound(n: u8, host: Option<&str>) -> Change {
         Change::Bound {
             mac: MacAddr([2, 0, 0, 0, 0, n]),
+            client_id: None,
             ip: Ipv4Addr::new(10, 0, 0, n),
             start: 1_000,
             expires: 1_000_000 + u64::from(n),
@@ -768,15 +806,41 @@ mod tests {
             bound(2, None),
             Change::Released {
                 mac: MacAddr([2, 0, 0, 0, 0, 1]),
+                client_id: None,
                 ip: Ipv4Addr::new(10, 0, 0, 1),
             },
             Change::Declined {
                 mac: MacAddr([2, 0, 0, 0, 0, 2]),
+                client_id: None,
                 ip: Ipv4Addr::new(10, 0, 0, 2),
                 until: 77,
             },
         ];
-        for c in &changes {
+        // The same, from clients that sent an identifier (the format's second form), with a
+        // long hostname and the longest identifier.
+        let id = |n: usize| ClientId::new(&vec![0xab; n]);
+        let with_id: Vec<Change> = changes
+            .iter()
+            .cloned()
+            .zip([1, 7, 255, 2])
+            .map(|(mut c, n)| {
+                match &mut c {
+                    Change::Bound {
+                        client_id,
+                        hostname,
+                        ..
+                    } => {
+                        *client_id = id(n);
+                        *hostname = Some("h".repeat(255).into());
+                    }
+                    Change::Released { client_id, .. } | Change::Declined { client_id, .. } => {
+                        *client_id = id(n);
+                    }
+                }
+                c
+            })
+            .collect();
+        for c in changes.iter().chain(&with_id) {
             let mut buf = Vec::new();
             encode(c, &mut buf);
             assert_eq!(decode(&buf[8..]).as_ref(), Some(c));
@@ -796,5 +860,21 @@ mod tests {
         encode(&bound(3, Some("x")), &mut buf);
         let p = &buf[8..];
         assert_eq!(decode(&p[..p.len() - 1]), None, "hostname cut short");
+        let mut c = bound(4, Some("y"));
+        if let Change::Bound { client_id, .. } = &mut c {
+            *client_id = ClientId::new(&[0, 1, 2, 3]);
+        }
+        let mut buf = Vec::new();
+        encode(&c, &mut buf);
+        let p = &buf[8..];
+        assert_eq!(decode(p).as_ref(), Some(&c));
+        for cut in 1..=4 {
+            assert_eq!(decode(&p[..p.len() - cut]), None, "identifier cut by {cut}");
+        }
+        let mut empty = p.to_vec();
+        let at = empty.len() - 5;
+        empty.truncate(at + 1);
+        empty[at] = 0;
+        assert_eq!(decode(&empty), None, "an empty identifier");
     }
 }

@@ -16,7 +16,8 @@ pub struct RawOption {
     pub data: Box<[u8]>,
 }
 
-/// Options pserv sets itself from the snapshot's own fields; `options` cannot override them.
+/// Options pserv sets itself from the snapshot's own fields; `options` cannot override them,
+/// except 12 on a subnet (the host name of its clients that are not nodes).
 pub const SERVER_SET: [u8; 12] = [1, 3, 6, 12, 15, 51, 53, 54, 58, 59, 66, 67];
 /// Options that steer the protocol itself and have no meaning as configured data.
 const PROTOCOL_ONLY: [u8; 6] = [0, 50, 52, 55, 61, 82];
@@ -45,19 +46,36 @@ fn kind_of(code: u8) -> Option<Kind> {
         13 | 22 | 26 | 57 => Kind::U16,
         23 | 37 | 46 => Kind::U8,
         19 | 20 | 27 | 29 | 30 | 31 | 34 | 36 | 39 => Kind::Bool,
-        14 | 17 | 18 | 40 | 47 | 56 | 60 | 62 | 64 | 114 => Kind::Text,
+        12 | 14 | 17 | 18 | 40 | 47 | 56 | 60 | 62 | 64 | 114 => Kind::Text,
         119 => Kind::DomainList,
         _ => return None,
     })
 }
 
+/// Where an option is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A subnet's `options`: every client of the subnet.
+    Subnet,
+    /// A node's `options`.
+    Node,
+}
+
 /// Compiles one option, or says why it cannot be (the message names the code and the value).
-pub fn compile(spec: &OptionSpec) -> Result<RawOption, String> {
+///
+/// Option 12 (host name) may be set on a subnet, for its clients that are not nodes (dynamic
+/// and INFORM clients): a node is always sent its own hostname, so on a node it is refused.
+pub fn compile(spec: &OptionSpec, scope: Scope) -> Result<RawOption, String> {
     let code = spec.code;
     if code == 255 || PROTOCOL_ONLY.contains(&code) {
         return Err(format!("option {code} cannot be configured"));
     }
-    if SERVER_SET.contains(&code) {
+    if code == 12 && scope == Scope::Node {
+        return Err(
+            "option 12 is the node's hostname, which pserv sends itself: set `hostname`".to_owned(),
+        );
+    }
+    if SERVER_SET.contains(&code) && code != 12 {
         return Err(format!(
             "option {code} is set by pserv from the snapshot's own fields and cannot be overridden"
         ));
@@ -186,15 +204,23 @@ mod tests {
 
     #[test]
     fn typed_values_encode() {
-        let o = compile(&spec(42, Some(json!(["10.20.0.2", "10.20.0.3"])), None)).unwrap();
+        let o = compile(
+            &spec(42, Some(json!(["10.20.0.2", "10.20.0.3"])), None),
+            Scope::Subnet,
+        )
+        .unwrap();
         assert_eq!(&*o.data, &[10, 20, 0, 2, 10, 20, 0, 3]);
-        let o = compile(&spec(26, Some(json!(9000)), None)).unwrap();
+        let o = compile(&spec(26, Some(json!(9000)), None), Scope::Subnet).unwrap();
         assert_eq!(&*o.data, &[0x23, 0x28]);
-        let o = compile(&spec(224, None, Some("01020304"))).unwrap();
+        let o = compile(&spec(224, None, Some("01020304")), Scope::Subnet).unwrap();
         assert_eq!(&*o.data, &[1, 2, 3, 4]);
-        let o = compile(&spec(119, Some(json!(["maas", "Lab.Example."])), None)).unwrap();
+        let o = compile(
+            &spec(119, Some(json!(["maas", "Lab.Example."])), None),
+            Scope::Subnet,
+        )
+        .unwrap();
         assert_eq!(&*o.data, b"\x04maas\x00\x03lab\x07example\x00");
-        let o = compile(&spec(19, Some(json!(true)), None)).unwrap();
+        let o = compile(&spec(19, Some(json!(true)), None), Scope::Subnet).unwrap();
         assert_eq!(&*o.data, &[1]);
     }
 
@@ -213,13 +239,22 @@ mod tests {
             (spec(224, None, Some("123")), "even number"),
             (spec(224, None, None), "give `value` or `hex`"),
             (spec(82, None, Some("00")), "cannot be configured"),
+            (spec(12, Some(json!(7)), None), "expected"),
         ] {
-            let e = compile(&s).unwrap_err();
+            let e = compile(&s, Scope::Subnet).unwrap_err();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
         }
+        // Option 12: a subnet's clients that are not nodes; never a node's.
+        let o = compile(&spec(12, Some(json!("guest")), None), Scope::Subnet).unwrap();
+        assert_eq!(&*o.data, b"guest");
+        assert!(
+            compile(&spec(12, Some(json!("guest")), None), Scope::Node)
+                .unwrap_err()
+                .contains("hostname")
+        );
         let too_long = "00".repeat(256);
         assert!(
-            compile(&spec(224, None, Some(&too_long)))
+            compile(&spec(224, None, Some(&too_long)), Scope::Subnet)
                 .unwrap_err()
                 .contains("too long")
         );

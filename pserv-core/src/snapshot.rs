@@ -154,9 +154,18 @@ pub struct Subnet {
     /// The network, e.g. `10.20.0.0/16` (IPv4 for DHCP; IPv6 subnets carry reservations and a
     /// reverse zone only).
     pub cidr: String,
-    /// Default gateway (DHCP option 3).
+    /// Default gateways (DHCP option 3): one address, or a list in order of preference.
     #[serde(default)]
-    pub router: Option<Ipv4Addr>,
+    pub router: Option<Routers>,
+    /// Allows routers outside the subnet (a gateway on another prefix, reached by the
+    /// client's own static route). Without it, a router outside is a validation problem.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub router_outside_subnet: bool,
+    /// Ignores the RFC 3527 link-selection sub-option (option 82.5) in requests relayed by a
+    /// relay on this subnet (its giaddr), for relays that are not trusted to choose a link:
+    /// their clients are placed by giaddr.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_link_selection: bool,
     /// DNS servers (DHCP option 6).
     #[serde(default)]
     pub dns_servers: Vec<Ipv4Addr>,
@@ -197,6 +206,32 @@ fn default_lease_seconds() -> u32 {
 }
 fn default_decline_seconds() -> u32 {
     86400
+}
+
+/// A subnet's routers: `"10.0.0.1"` or `["10.0.0.1", "10.0.0.254"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Routers {
+    /// One router.
+    One(Ipv4Addr),
+    /// Several, in order of preference.
+    Many(Vec<Ipv4Addr>),
+}
+
+impl Routers {
+    /// The addresses, in order.
+    pub fn addresses(&self) -> &[Ipv4Addr] {
+        match self {
+            Self::One(ip) => std::slice::from_ref(ip),
+            Self::Many(v) => v,
+        }
+    }
+}
+
+impl From<Ipv4Addr> for Routers {
+    fn from(ip: Ipv4Addr) -> Self {
+        Self::One(ip)
+    }
 }
 
 /// An inclusive range of addresses handed out as dynamic leases.

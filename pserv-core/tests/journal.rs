@@ -32,6 +32,7 @@ fn mac(n: u16) -> MacAddr {
 fn bound(n: u16, ip: Ipv4Addr, t: u64) -> Change {
     Change::Bound {
         mac: mac(n),
+        client_id: None,
         ip,
         start: t,
         expires: t + 3600,
@@ -59,6 +60,7 @@ fn reopen_recovers_every_durable_change() {
     }
     let rel = Change::Released {
         mac: mac(5),
+        client_id: None,
         ip: Ipv4Addr::new(10, 0, 0, 5),
     };
     expect.apply(&rel);
@@ -130,6 +132,7 @@ fn renew_ten(j: &Journal, owner: &mut Leases, t: u64, round: u64) -> u64 {
     for n in 0..10u16 {
         let c = Change::Bound {
             mac: mac(n),
+            client_id: None,
             ip: Ipv4Addr::new(10, 0, 0, n as u8 + 1),
             start: t + round,
             expires: t + round + 3600,
@@ -182,6 +185,7 @@ fn compaction_keeps_the_file_bounded() {
         j.compact(owner.durable_changes(t + 2000), t + 2000);
         let c = Change::Released {
             mac: mac(99),
+            client_id: None,
             ip: Ipv4Addr::new(10, 0, 0, 99),
         };
         j.wait_durable(j.append(&c).unwrap()).unwrap();

@@ -50,12 +50,13 @@ fn offer_commit_renew_release() {
     let mut l = Leases::new();
     let a = l.offer(&t, s, mac(1), None, Some("box"), T0).unwrap();
     assert_eq!(a, ip(100));
-    assert_eq!(l.by_mac(mac(1)).unwrap().state, LeaseState::Offered);
+    assert_eq!(l.lease(mac(1)).unwrap().state, LeaseState::Offered);
     let c = l.commit(&t, s, mac(1), a, Some("box"), T0 + 1).unwrap();
     assert_eq!(
         c,
         Change::Bound {
             mac: mac(1),
+            client_id: None,
             ip: a,
             start: T0 + 1,
             expires: T0 + 601,
@@ -67,7 +68,7 @@ fn offer_commit_renew_release() {
     assert_eq!(l.bound(mac(1), T0 + 800).unwrap().expires, T0 + 900);
     // A rediscover of a bound client offers its address without downgrading the lease.
     assert_eq!(l.offer(&t, s, mac(1), None, None, T0 + 301), Some(a));
-    assert_eq!(l.by_mac(mac(1)).unwrap().state, LeaseState::Bound);
+    assert_eq!(l.lease(mac(1)).unwrap().state, LeaseState::Bound);
     assert_eq!(
         l.release(mac(1), ip(101)),
         None,
@@ -75,7 +76,11 @@ fn offer_commit_renew_release() {
     );
     assert_eq!(
         l.release(mac(1), a),
-        Some(Change::Released { mac: mac(1), ip: a })
+        Some(Change::Released {
+            mac: mac(1),
+            client_id: None,
+            ip: a
+        })
     );
     assert!(l.holder(a, T0 + 302).is_none());
     // Next fit: the next client gets the next address, not the one just freed.
@@ -106,7 +111,7 @@ fn never_offers_an_address_someone_holds() {
     assert_eq!(l.offer(&t, s, mac(5), None, None, T0 + 601), Some(ip(102)));
     l.commit(&t, s, mac(5), ip(102), None, T0 + 601).unwrap();
     assert_eq!(l.holder(ip(102), T0 + 602).unwrap().mac, mac(5));
-    assert!(l.by_mac(mac(3)).is_none(), "the old holder's lease is gone");
+    assert!(l.lease(mac(3)).is_none(), "the old holder's lease is gone");
 }
 
 #[test]
@@ -154,6 +159,7 @@ fn declined_address_is_quarantined() {
         c,
         Change::Declined {
             mac: mac(1),
+            client_id: None,
             ip: a,
             until: T0 + 900
         }
@@ -236,6 +242,7 @@ fn restore_rebuilds_the_same_state() {
 fn replay_counts_a_double_binding() {
     let bound = |m: u8, start: u64| Change::Bound {
         mac: mac(m),
+        client_id: None,
         ip: ip(100),
         start,
         expires: start + 600,
@@ -346,14 +353,14 @@ mod board_follows_the_set {
                 match o {
                     Op::Offer(m) => { let _ = l.offer(&t, s, mac(m), None, Some("h"), now); }
                     Op::Commit(m) => {
-                        let want = l.by_mac(mac(m)).map_or(ip(100 + m % 8), |x| x.ip);
+                        let want = l.lease(mac(m)).map_or(ip(100 + m % 8), |x| x.ip);
                         let _ = l.commit(&t, s, mac(m), want, Some(&format!("h{}", m % 3)), now);
                     }
                     Op::Release(m) => {
-                        if let Some(x) = l.by_mac(mac(m)).map(|x| x.ip) { let _ = l.release(mac(m), x); }
+                        if let Some(x) = l.lease(mac(m)).map(|x| x.ip) { let _ = l.release(mac(m), x); }
                     }
                     Op::Decline(m) => {
-                        if let Some(x) = l.by_mac(mac(m)).map(|x| x.ip) { let _ = l.decline(mac(m), x, 900, now); }
+                        if let Some(x) = l.lease(mac(m)).map(|x| x.ip) { let _ = l.decline(mac(m), x, 900, now); }
                     }
                     Op::Tick(d) => {
                         now += u64::from(d);

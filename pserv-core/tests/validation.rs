@@ -95,7 +95,7 @@ fn rename_race_names_both_nodes() {
 fn every_problem_is_reported_at_once() {
     let mut s = example();
     s.generation = 5;
-    s.subnets[0].router = Some(Ipv4Addr::new(10, 30, 0, 1)); // router outside
+    s.subnets[0].router = Some(Ipv4Addr::new(10, 30, 0, 1).into()); // router outside
     s.subnets[0]
         .dynamic
         .push(pserv_core::snapshot::DynamicRange {
@@ -305,4 +305,52 @@ fn unknown_fields_rejected_with_path() {
     let e = Snapshot::from_json(v.to_string().as_bytes()).unwrap_err();
     assert_eq!(e.path, "subnets[0].boot.next_sever");
     assert!(e.to_string().contains("unknown field `next_sever`"), "{e}");
+}
+
+/// Option 3 is a list: each router must be a host address inside the subnet, unless the
+/// subnet says `router_outside_subnet`; none may be repeated, none may be a non-unicast
+/// address even then. A node cannot set option 12 (its hostname is sent), a subnet can.
+#[test]
+fn routers_lists_outside_routers_and_option_12() {
+    let json = |extra: &str| {
+        format!(
+            r#"{{"generation": 1, "subnets": [{{"cidr": "10.5.0.0/24", {extra}}}],
+              "nodes": [{{"id": "n", "hostname": "n", "domain": "lab",
+                "interfaces": [{{"mac": "52:54:00:00:00:01", "ipv4": "10.5.0.9"}}],
+                "options": [{{"code": 12, "value": "other"}}]}}]}}"#
+        )
+    };
+    let s = Snapshot::from_json(
+        json(r#""router": ["10.5.0.1", "10.6.0.1", "10.5.0.1", "10.5.0.255", "224.0.0.1"]"#)
+            .as_bytes(),
+    )
+    .unwrap();
+    let text = messages(&problems(&s));
+    for want in [
+        "subnet 10.5.0.0/24 router[1]: router 10.6.0.1 is not a host address inside 10.5.0.0/24 (set router_outside_subnet",
+        "subnet 10.5.0.0/24 router[2]: router 10.5.0.1 is given twice",
+        "subnet 10.5.0.0/24 router[3]: router 10.5.0.255 is the network or broadcast address of 10.5.0.0/24",
+        "subnet 10.5.0.0/24 router[4]: router 224.0.0.1 is not a unicast address",
+        "node \"n\" options[0]: option 12 is the node's hostname",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(!text.contains("router[0]"), "{text}");
+    // Allowed explicitly, and option 12 on the subnet.
+    let ok = json(
+        r#""router": ["10.6.0.1"], "router_outside_subnet": true,
+           "options": [{"code": 12, "value": "guest"}]"#,
+    )
+    .replace(
+        r#""options": [{"code": 12, "value": "other"}]"#,
+        r#""options": []"#,
+    );
+    let t = Table::compile(&Snapshot::from_json(ok.as_bytes()).unwrap(), None).unwrap();
+    assert_eq!(t.subnets()[0].routers, vec![Ipv4Addr::new(10, 6, 0, 1)]);
+    assert_eq!(&*t.subnets()[0].options[0].data, b"guest");
+    // One address keeps its old form, and round-trips as it was written.
+    let one = Snapshot::from_json(json(r#""router": "10.5.0.1""#).as_bytes()).unwrap();
+    let back = serde_json::to_string(&one).unwrap();
+    assert!(back.contains(r#""router":"10.5.0.1""#), "{back}");
+    assert!(!back.contains("router_outside_subnet"), "{back}");
 }

@@ -13,7 +13,7 @@ use dhcproto::v4::{
     relay::{RelayCode, RelayInfo},
 };
 use dhcproto::{Decodable, Encodable};
-use pserv_core::lease::{Change, Ended, LeaseBoard, Leases};
+use pserv_core::lease::{Change, Client, ClientId, Ended, LeaseBoard, Leases};
 use pserv_core::snapshot::{Arch, UnknownClients};
 use pserv_core::table::{BootFiles, Intent, SubnetInfo, Table};
 use pserv_core::{MacAddr, name};
@@ -68,13 +68,19 @@ pub enum DropReason {
     PoolExhausted,
     /// A REQUEST selecting another server (or naming no address).
     NotForUs,
-    /// A RELEASE or DECLINE for a lease that does not exist.
+    /// A RELEASE or DECLINE for a lease that does not exist (or that another client holds).
     NoSuchLease,
+    /// An INIT-REBOOT REQUEST from a client the server has no record of (RFC 2131 §4.3.2:
+    /// the server MUST remain silent).
+    NoRecord,
+    /// A DHCPINFORM with no ciaddr and no relay: there is nowhere to send the answer (RFC 2131
+    /// §4.3.5 sends it to ciaddr, which Table 5 says the client MUST set).
+    InformWithoutAddress,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (counters are indexed by it).
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Malformed,
         Self::Oversized,
         Self::BadOptionLength,
@@ -85,6 +91,8 @@ impl DropReason {
         Self::PoolExhausted,
         Self::NotForUs,
         Self::NoSuchLease,
+        Self::NoRecord,
+        Self::InformWithoutAddress,
     ];
 
     /// This reason's position in [`DropReason::ALL`].
@@ -105,6 +113,8 @@ impl DropReason {
             Self::PoolExhausted => "PoolExhausted",
             Self::NotForUs => "NotForUs",
             Self::NoSuchLease => "NoSuchLease",
+            Self::NoRecord => "NoRecord",
+            Self::InformWithoutAddress => "InformWithoutAddress",
         }
     }
 }
@@ -168,10 +178,25 @@ impl BootChain {
 struct Request<'m> {
     msg: &'m Message,
     mac: MacAddr,
+    /// Who the client is for its dynamic lease: option 61 when sent, else chaddr.
+    client: Client,
+    /// Option 61 exactly as sent, echoed in every reply (RFC 6842 §3).
+    client_id: Option<&'m [u8]>,
     kind: MessageType,
     requested: Option<Ipv4Addr>,
+    /// Option 54 of the request (the server the client selected).
     server_id: Option<Ipv4Addr>,
+    /// The relay's server identifier override (RFC 5107: option 82 sub-option 11).
+    id_override: Option<Ipv4Addr>,
     hostname: Option<String>,
+}
+
+impl Request<'_> {
+    /// Whether `sid` (a requested server identifier) names this server: the address the
+    /// request reached, or the relay's override of it.
+    fn names_us(&self, sid: Ipv4Addr, meta: &Meta) -> bool {
+        sid == meta.local || self.id_override == Some(sid)
+    }
 }
 
 impl Server {
@@ -233,9 +258,23 @@ impl Server {
         };
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&msg.chaddr()[..6]);
+        let mac = MacAddr(mac);
+        let client_id = match msg.opts().get(OptionCode::ClientIdentifier) {
+            Some(DhcpOption::ClientIdentifier(id)) => Some(id.as_slice()),
+            _ => None,
+        };
+        let relay_info = match msg.opts().get(OptionCode::RelayAgentInformation) {
+            Some(DhcpOption::RelayAgentInformation(rai)) => Some(rai),
+            _ => None,
+        };
         let req = Request {
             msg: &msg,
-            mac: MacAddr(mac),
+            mac,
+            client: Client {
+                mac,
+                id: client_id.and_then(ClientId::new),
+            },
+            client_id,
             kind,
             requested: match msg.opts().get(OptionCode::RequestedIpAddress) {
                 Some(DhcpOption::RequestedIpAddress(ip)) => Some(*ip),
@@ -245,12 +284,30 @@ impl Server {
                 Some(DhcpOption::ServerIdentifier(ip)) => Some(*ip),
                 _ => None,
             },
+            // Only a relay adds option 82: an override without a giaddr is not one.
+            id_override: match relay_info.and_then(|r| r.get(RelayCode::ServerIdentifierOverride)) {
+                Some(RelayInfo::ServerIdentifierOverride(ip))
+                    if !msg.giaddr().is_unspecified() && !ip.is_unspecified() =>
+                {
+                    Some(*ip)
+                }
+                _ => None,
+            },
             hostname: match msg.opts().get(OptionCode::Hostname) {
                 Some(DhcpOption::Hostname(h)) => sanitize_hostname(h),
                 _ => None,
             },
         };
-        let Some(subnet) = table.subnet_for(link_address(&msg, meta)) else {
+        // What replies carry in option 54: the relay's override where it gave one (RFC 5107
+        // §4), so that the client's next REQUEST goes to the relay again.
+        let server_id = req.id_override.unwrap_or(meta.local);
+        let Some(subnet) = table.subnet_for(link_address(table, &msg, meta)) else {
+            // RFC 2131 §4.3.2: a server selected by a REQUEST it cannot satisfy (a link it
+            // has no subnet for) SHOULD NAK it, so the client starts over at once.
+            if kind == MessageType::Request && req.server_id.is_some_and(|s| req.names_us(s, meta))
+            {
+                return Outcome::Reply(nak(&req, server_id));
+            }
             return Outcome::Drop(DropReason::NoSubnet);
         };
         let iface = table.by_mac(req.mac);
@@ -271,7 +328,6 @@ impl Server {
         let lease_name = iface
             .map(|i| i.node().hostname().to_owned())
             .or_else(|| req.hostname.clone());
-        let server_id = meta.local;
 
         match kind {
             MessageType::Discover => {
@@ -280,7 +336,7 @@ impl Server {
                     None => match self.leases.offer(
                         table,
                         subnet,
-                        req.mac,
+                        req.client.clone(),
                         req.requested,
                         lease_name.as_deref(),
                         now,
@@ -302,14 +358,14 @@ impl Server {
             }
             MessageType::Request => {
                 let ciaddr = msg.ciaddr();
-                let ip = match (req.server_id, req.requested) {
+                let (ip, init_reboot) = match (req.server_id, req.requested) {
                     // SELECTING: the client chose a server; if not us, our offer just lapses.
-                    (Some(sid), Some(ip)) if sid == server_id => ip,
+                    (Some(sid), Some(ip)) if req.names_us(sid, meta) => (ip, false),
                     (Some(_), _) => return Outcome::Drop(DropReason::NotForUs),
                     // INIT-REBOOT: verifying a remembered address.
-                    (None, Some(ip)) if ciaddr.is_unspecified() => ip,
+                    (None, Some(ip)) if ciaddr.is_unspecified() => (ip, true),
                     // RENEWING / REBINDING: the address in use.
-                    (None, _) if !ciaddr.is_unspecified() => ciaddr,
+                    (None, _) if !ciaddr.is_unspecified() => (ciaddr, false),
                     (None, _) => return Outcome::Drop(DropReason::NotForUs),
                 };
                 let nak = || Outcome::Reply(nak(&req, server_id));
@@ -330,21 +386,22 @@ impl Server {
                     Some(r) if ip == r => ack(None),
                     // The reservation moved (or the client asks for another address).
                     Some(_) => nak(),
+                    // On the wrong network: whatever the record, the address cannot be used.
                     None if !subnet.contains(ip) => nak(),
-                    None => match self.leases.commit(
-                        table,
-                        subnet,
-                        req.mac,
-                        ip,
-                        lease_name.as_deref(),
-                        now,
-                    ) {
-                        Ok(change) => ack(Some(change)),
-                        Err(_) => nak(),
+                    // Another node's reservation: the client's notion is wrong, and known
+                    // to be (RFC 2131 §4.3.2 SHOULD NAK), record or not.
+                    None if init_reboot && table.by_ipv4(ip).is_some() => nak(),
+                    None if init_reboot => match self.leases.lease(&req.client).map(|l| l.ip) {
+                        // RFC 2131 §4.3.2: no record of the client, no answer (another
+                        // server may hold its lease).
+                        None => Outcome::Drop(DropReason::NoRecord),
+                        Some(held) if held != ip => nak(),
+                        Some(_) => self.commit(table, subnet, &req, ip, &lease_name, now, ack, nak),
                     },
+                    None => self.commit(table, subnet, &req, ip, &lease_name, now, ack, nak),
                 }
             }
-            MessageType::Release => match self.leases.release(req.mac, msg.ciaddr()) {
+            MessageType::Release => match self.leases.release(req.client.clone(), msg.ciaddr()) {
                 Some(c) => Outcome::Change(c),
                 None => Outcome::Drop(DropReason::NoSuchLease),
             },
@@ -352,23 +409,54 @@ impl Server {
                 let ip = req.requested.unwrap_or(Ipv4Addr::UNSPECIFIED);
                 match self
                     .leases
-                    .decline(req.mac, ip, subnet.decline_seconds, now)
+                    .decline(req.client.clone(), ip, subnet.decline_seconds, now)
                 {
                     Some(c) => Outcome::Change(c),
                     None => Outcome::Drop(DropReason::NoSuchLease),
                 }
             }
-            MessageType::Inform => Outcome::Reply(build_reply(
-                table,
-                subnet,
-                &req,
-                server_id,
-                self.chain,
-                MessageType::Ack,
-                Ipv4Addr::UNSPECIFIED,
-                None,
-            )),
+            MessageType::Inform => {
+                if msg.ciaddr().is_unspecified() && msg.giaddr().is_unspecified() {
+                    return Outcome::Drop(DropReason::InformWithoutAddress);
+                }
+                Outcome::Reply(build_reply(
+                    table,
+                    subnet,
+                    &req,
+                    server_id,
+                    self.chain,
+                    MessageType::Ack,
+                    Ipv4Addr::UNSPECIFIED,
+                    None,
+                ))
+            }
             _ => Outcome::Drop(DropReason::UnsupportedMessageType),
+        }
+    }
+
+    /// Binds `ip` to the requesting client and ACKs, or NAKs when the address cannot be its.
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &mut self,
+        table: &Table,
+        subnet: &SubnetInfo,
+        req: &Request<'_>,
+        ip: Ipv4Addr,
+        lease_name: &Option<String>,
+        now: u64,
+        ack: impl FnOnce(Option<Change>) -> Outcome,
+        nak: impl FnOnce() -> Outcome,
+    ) -> Outcome {
+        match self.leases.commit(
+            table,
+            subnet,
+            req.client.clone(),
+            ip,
+            lease_name.as_deref(),
+            now,
+        ) {
+            Ok(change) => ack(Some(change)),
+            Err(_) => nak(),
         }
     }
 }
@@ -413,15 +501,25 @@ fn build_reply(
             )
         }
     };
+    // RFC 2131 Table 3: ciaddr is 0 in an OFFER, the request's in an ACK; siaddr is the next
+    // bootstrap server whenever there is one (not only with a boot file), except for a
+    // machine told to ignore network boot.
+    let ciaddr = if kind == MessageType::Offer {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        msg.ciaddr()
+    };
+    let ignore = matches!(intent, Intent::Ignore);
+    let siaddr = if ignore || (boot.file.is_none() && configured.is_none()) {
+        Ipv4Addr::UNSPECIFIED
+    } else {
+        next_server
+    };
     let mut r = Message::new_with_id(
         msg.xid(),
-        msg.ciaddr(),
+        ciaddr,
         yiaddr,
-        if boot.file.is_some() {
-            next_server
-        } else {
-            Ipv4Addr::UNSPECIFIED
-        },
+        siaddr,
         msg.giaddr(),
         msg.chaddr(),
     );
@@ -431,24 +529,21 @@ fn build_reply(
     let o = r.opts_mut();
     o.insert(DhcpOption::MessageType(kind));
     o.insert(DhcpOption::ServerIdentifier(server_id));
+    echo_client_id(req, o);
     if !inform {
         o.insert(DhcpOption::AddressLeaseTime(subnet.lease_seconds));
         o.insert(DhcpOption::Renewal(subnet.renew_seconds));
         o.insert(DhcpOption::Rebinding(subnet.rebind_seconds));
     }
     o.insert(DhcpOption::SubnetMask(subnet.mask));
-    if let Some(router) = subnet.router {
-        o.insert(DhcpOption::Router(vec![router]));
+    if !subnet.routers.is_empty() {
+        o.insert(DhcpOption::Router(subnet.routers.clone()));
     }
     if !subnet.dns_servers.is_empty() {
         o.insert(DhcpOption::DomainNameServer(subnet.dns_servers.clone()));
     }
     if let Some(domain) = &subnet.domain {
         o.insert(DhcpOption::DomainName(domain.to_string()));
-    }
-    if let Some(n) = node {
-        // The node's current name: a rename reaches the machine at its next exchange.
-        o.insert(DhcpOption::Hostname(n.hostname().to_owned()));
     }
     // Subnet options, then the node's (which win for the same code).
     let node_opts = node.map_or(&[][..], |n| n.options());
@@ -458,21 +553,25 @@ fn build_reply(
             opt.data.to_vec(),
         )));
     }
+    if let Some(n) = node {
+        // The node's current name, over a subnet's option 12: a rename reaches the machine
+        // at its next exchange.
+        o.insert(DhcpOption::Hostname(n.hostname().to_owned()));
+    }
     if let Some(file) = boot.file {
         if let Some(sn) = subnet.boot.as_ref().and_then(|b| b.server_name.as_deref()) {
             r.set_sname_str(sn);
         }
         r.set_fname_str(&file);
         let o = r.opts_mut();
-        if !next_server.is_unspecified() {
-            o.insert(DhcpOption::TFTPServerName(
-                next_server.to_string().into_bytes(),
-            ));
-        }
         o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
         if boot.http {
             o.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
         }
+    }
+    if !siaddr.is_unspecified() {
+        r.opts_mut()
+            .insert(DhcpOption::TFTPServerName(siaddr.to_string().into_bytes()));
     }
     echo_relay_info(msg, &mut r);
     let dest = if inform {
@@ -524,6 +623,7 @@ fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
     r.opts_mut()
         .insert(DhcpOption::MessageType(MessageType::Nak));
     r.opts_mut().insert(DhcpOption::ServerIdentifier(server_id));
+    echo_client_id(req, r.opts_mut());
     echo_relay_info(msg, &mut r);
     Reply {
         bytes: encode(&r),
@@ -540,23 +640,36 @@ fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
     }
 }
 
-/// The address that selects the client's subnet: link selection (RFC 3527, in option 82),
-/// subnet selection (RFC 3011, option 118), the relay's giaddr, else the address the request
-/// reached on the server.
-fn link_address(msg: &Message, meta: &Meta) -> Ipv4Addr {
+/// The address that selects the client's subnet: link selection (RFC 3527, in option 82)
+/// unless the relay's subnet ignores it, subnet selection (RFC 3011, option 118), the relay's
+/// giaddr, else the address the request reached on the server.
+fn link_address(table: &Table, msg: &Message, meta: &Meta) -> Ipv4Addr {
+    let giaddr = msg.giaddr();
+    let arrived = if giaddr.is_unspecified() {
+        meta.local
+    } else {
+        giaddr
+    };
     if let Some(DhcpOption::RelayAgentInformation(rai)) =
         msg.opts().get(OptionCode::RelayAgentInformation)
         && let Some(RelayInfo::LinkSelection(ip)) = rai.get(RelayCode::LinkSelection)
+        && table
+            .subnet_for(arrived)
+            .is_none_or(|s| !s.ignore_link_selection)
     {
         return *ip;
     }
     if let Some(DhcpOption::SubnetSelection(ip)) = msg.opts().get(OptionCode::SubnetSelection) {
         return *ip;
     }
-    if !msg.giaddr().is_unspecified() {
-        return msg.giaddr();
+    arrived
+}
+
+/// Option 61 goes back unmodified in OFFER, ACK and NAK (RFC 6842 §3).
+fn echo_client_id(req: &Request<'_>, o: &mut v4::DhcpOptions) {
+    if let Some(id) = req.client_id {
+        o.insert(DhcpOption::ClientIdentifier(id.to_vec()));
     }
-    meta.local
 }
 
 /// Option 82 goes back to the relay unchanged (RFC 3046).

@@ -215,6 +215,7 @@ fn unknown_client_gets_a_durable_dynamic_lease_renews_and_releases() {
         send(&mut s, &t, T0 + 1900, &release),
         Outcome::Change(Change::Released {
             mac: mac(STRANGER),
+            client_id: None,
             ip
         })
     );
@@ -399,6 +400,7 @@ fn decline_quarantines_and_inform_answers_without_a_lease() {
         send(&mut s, &t, T0 + 1, &decline),
         Outcome::Change(Change::Declined {
             mac: mac(STRANGER),
+            client_id: None,
             ip: bad,
             until: T0 + 1 + 86400
         })
@@ -469,10 +471,11 @@ fn pxe_boot_file_by_architecture_ipxe_and_node_override() {
         boot(&offer(&mut s, AAA, vec![arch(11)])).0.as_deref(),
         Some("grubaa64.efi")
     );
-    // No file configured for ia32: no boot file, no next-server.
+    // No file configured for ia32: no boot file, but siaddr is still the configured next
+    // bootstrap server (RFC 2131 Table 3).
     assert_eq!(
         boot(&offer(&mut s, AAA, vec![arch(6)])),
-        (None, Ipv4Addr::UNSPECIFIED)
+        (None, Ipv4Addr::new(10, 20, 0, 2))
     );
     // HTTP boot: the URL and option 60 "HTTPClient".
     let m = offer(&mut s, AAA, vec![arch(16)]);
@@ -713,11 +716,12 @@ fn offers_leases_and_quarantines_end_on_the_timer() {
         s.handle_timeout(T0 + OFFER_HOLD_SECONDS),
         vec![Ended::Expired {
             mac: mac(STRANGER),
+            client_id: None,
             ip: offered,
             state: LeaseState::Offered
         }]
     );
-    assert!(s.leases().by_mac(mac(STRANGER)).is_none());
+    assert!(s.leases().lease(mac(STRANGER)).is_none());
     let c = counts(&mut s);
     assert_eq!((c.offered, c.bound), (0, 1));
     assert_eq!(s.poll_timeout(), Some(T0 + 1 + 3600));

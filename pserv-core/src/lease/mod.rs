@@ -12,9 +12,10 @@
 //! [`Leases::poll_timeout`] when the next one ends and calls [`Leases::expire`] then.
 //!
 //! Invariants:
-//! - one address has at most one holder (offered or bound) at a time, and one MAC at most one
-//!   lease;
-//! - an address is never offered or committed while another MAC's unexpired lease holds it, while
+//! - one address has at most one holder (offered or bound) at a time, and one client at most
+//!   one lease; a client is its client identifier (option 61) when it sends one, else its
+//!   hardware address ([`ClientKey`], RFC 2131 §4.2);
+//! - an address is never offered or committed while another client's unexpired lease holds it, while
 //!   it is quarantined after a DECLINE, or while the table reserves it for a node;
 //! - dynamic addresses come only from the subnet's dynamic ranges.
 
@@ -38,8 +39,10 @@ macro_rules! shrink {
     };
 }
 
+mod client;
 mod view;
 
+pub use client::{Client, ClientId, ClientKey};
 pub use view::{LeaseBoard, LeaseCounts};
 
 /// How long an offered address is held for the client that was offered it.
@@ -58,8 +61,11 @@ pub enum LeaseState {
 /// One dynamic lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
-    /// The client.
+    /// The client's hardware address (chaddr of its latest exchange).
     pub mac: MacAddr,
+    /// The client identifier it sent (option 61), if any: its identity when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClientId>,
     /// Its address.
     pub ip: Ipv4Addr,
     /// When it was offered or committed (Unix seconds).
@@ -79,8 +85,11 @@ pub struct Lease {
 pub enum Change {
     /// A lease was committed or renewed.
     Bound {
-        /// The client.
+        /// The client's hardware address.
         mac: MacAddr,
+        /// Its client identifier, if it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
         /// Its address.
         ip: Ipv4Addr,
         /// When it was committed (Unix seconds).
@@ -92,15 +101,21 @@ pub enum Change {
     },
     /// The client released its lease.
     Released {
-        /// The client.
+        /// The client's hardware address.
         mac: MacAddr,
+        /// Its client identifier, if it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
         /// Its address.
         ip: Ipv4Addr,
     },
     /// The client declined an address (in use on the wire): quarantined until `until`.
     Declined {
-        /// The client.
+        /// The client's hardware address.
         mac: MacAddr,
+        /// Its client identifier, if it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
         /// The address.
         ip: Ipv4Addr,
         /// End of the quarantine.
@@ -114,8 +129,11 @@ pub enum Change {
 pub enum Ended {
     /// A lease (bound) or an offer (offered, never requested) reached its end.
     Expired {
-        /// The client.
+        /// The client's hardware address.
         mac: MacAddr,
+        /// Its client identifier, if it sent one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<ClientId>,
         /// Its address, free again.
         ip: Ipv4Addr,
         /// What it was when it ended.
@@ -189,21 +207,48 @@ struct Exhausted {
 }
 
 /// What a timer entry ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Lease(MacAddr),
+    Lease(ClientKey),
     Quarantine(Ipv4Addr),
+}
+
+impl Change {
+    /// The client the change is about, as its lease is filed.
+    pub fn key(&self) -> ClientKey {
+        let (mac, id) = match self {
+            Self::Bound { mac, client_id, .. }
+            | Self::Released { mac, client_id, .. }
+            | Self::Declined { mac, client_id, .. } => (*mac, client_id.as_ref()),
+        };
+        ClientKey::new(mac, id)
+    }
+}
+
+impl Lease {
+    /// The key it is filed under.
+    pub fn key(&self) -> ClientKey {
+        ClientKey::new(self.mac, self.client_id.as_ref())
+    }
+
+    /// The client holding it.
+    pub fn client(&self) -> Client {
+        Client {
+            mac: self.mac,
+            id: self.client_id.clone(),
+        }
+    }
 }
 
 /// The dynamic lease set. See the module docs.
 #[derive(Debug, Default)]
 pub struct Leases {
-    by_mac: HashMap<MacAddr, Lease>,
-    by_ip: HashMap<Ipv4Addr, MacAddr>,
-    /// Client hostname (lower case) -> the MAC whose lease carries it, latest wins.
-    by_name: HashMap<Box<str>, MacAddr>,
+    by_client: HashMap<ClientKey, Lease>,
+    by_ip: HashMap<Ipv4Addr, ClientKey>,
+    /// Client hostname (lower case) -> the client whose lease carries it, latest wins.
+    by_name: HashMap<Box<str>, ClientKey>,
     /// Quarantined addresses: end of quarantine, and who declined.
-    declined: HashMap<Ipv4Addr, (u64, MacAddr)>,
+    declined: HashMap<Ipv4Addr, (u64, Client)>,
     /// Next-fit position per range (by range start).
     cursor: HashMap<Ipv4Addr, u32>,
     exhausted: HashMap<Ipv4Addr, Exhausted>,
@@ -214,7 +259,7 @@ pub struct Leases {
     /// removed since is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, Timer)>>,
     /// Clients and quarantined addresses changed since the last [`Leases::publish`].
-    dirty: HashSet<MacAddr>,
+    dirty: HashSet<ClientKey>,
     dirty_declined: HashSet<Ipv4Addr>,
 }
 
@@ -242,8 +287,9 @@ impl Leases {
     /// Publishes the set as it is now to `board`, for readers: writes what changed since the
     /// last publish. Only this set's owner publishes to its board.
     pub fn publish(&mut self, board: &LeaseBoard) {
-        for mac in self.dirty.drain() {
-            board.set_lease(mac, self.by_mac.get(&mac));
+        for key in self.dirty.drain() {
+            let lease = self.by_client.get(&key);
+            board.set_lease(key, lease);
         }
         for ip in self.dirty_declined.drain() {
             board.set_declined(ip, self.declined.get(&ip).map(|(until, _)| *until));
@@ -259,17 +305,17 @@ impl Leases {
 
     /// Number of leases (offered and bound).
     pub fn len(&self) -> usize {
-        self.by_mac.len()
+        self.by_client.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.by_mac.is_empty()
+        self.by_client.is_empty()
     }
 
     /// Every lease, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Lease> {
-        self.by_mac.values()
+        self.by_client.values()
     }
 
     /// Quarantined addresses with the end of their quarantine.
@@ -277,47 +323,54 @@ impl Leases {
         self.declined.iter().map(|(ip, (until, _))| (*ip, *until))
     }
 
-    /// The lease of a MAC, ended or not.
-    pub fn by_mac(&self, mac: MacAddr) -> Option<&Lease> {
-        self.by_mac.get(&mac)
+    /// The lease of a client (a MAC stands for a client that sends no identifier), ended or
+    /// not.
+    pub fn lease(&self, client: impl Into<ClientKey>) -> Option<&Lease> {
+        self.by_client.get(&client.into())
     }
 
     /// The live (unexpired) lease holding an address.
     pub fn holder(&self, ip: Ipv4Addr, now: u64) -> Option<&Lease> {
-        let mac = self.by_ip.get(&ip)?;
-        self.by_mac.get(mac).filter(|l| l.expires > now)
+        let key = self.by_ip.get(&ip)?;
+        self.by_client.get(key).filter(|l| l.expires > now)
     }
 
     /// The live bound lease whose client hostname is `host` (ASCII case-insensitive).
     pub fn by_hostname(&self, host: &str, now: u64) -> Option<&Lease> {
-        let mac = self.by_name.get(host.to_ascii_lowercase().as_str())?;
-        self.bound(*mac, now).filter(|l| {
-            l.hostname
-                .as_deref()
-                .is_some_and(|h| h.eq_ignore_ascii_case(host))
-        })
+        let key = self.by_name.get(host.to_ascii_lowercase().as_str())?;
+        self.by_client
+            .get(key)
+            .filter(|l| l.state == LeaseState::Bound && l.expires > now)
+            .filter(|l| {
+                l.hostname
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+            })
     }
 
-    /// The live bound lease of a MAC.
-    pub fn bound(&self, mac: MacAddr, now: u64) -> Option<&Lease> {
-        self.by_mac
-            .get(&mac)
+    /// The live bound lease of a client.
+    pub fn bound(&self, client: impl Into<ClientKey>, now: u64) -> Option<&Lease> {
+        self.by_client
+            .get(&client.into())
             .filter(|l| l.state == LeaseState::Bound && l.expires > now)
     }
 
-    /// Whether `mac` may take `ip` now: no other live holder, no quarantine, no reservation.
+    /// Whether the client filed under `key` may take `ip` now: no other live holder, no
+    /// quarantine, no reservation.
     fn check_free(
         &self,
         table: &Table,
-        mac: MacAddr,
+        key: &ClientKey,
         ip: Ipv4Addr,
         now: u64,
     ) -> Result<(), Refusal> {
         if table.by_ipv4(ip).is_some() {
             return Err(Refusal::Reserved(ip));
         }
-        if let Some(h) = self.holder(ip, now)
-            && h.mac != mac
+        if self
+            .by_ip
+            .get(&ip)
+            .is_some_and(|k| k != key && self.holder(ip, now).is_some())
         {
             return Err(Refusal::HeldByOther(ip));
         }
@@ -331,8 +384,8 @@ impl Leases {
         Ok(())
     }
 
-    /// Picks the address to offer `mac` in `subnet` and holds it as an offer, or `None` when
-    /// the subnet has no free dynamic address.
+    /// Picks the address to offer `client` in `subnet` and holds it as an offer, or `None`
+    /// when the subnet has no free dynamic address.
     ///
     /// Preference: the client's current lease, then the address it asks for (option 50), then
     /// the next free address after the last one handed out in a range (next fit), so freed
@@ -341,15 +394,17 @@ impl Leases {
         &mut self,
         table: &Table,
         subnet: &SubnetInfo,
-        mac: MacAddr,
+        client: impl Into<Client>,
         requested: Option<Ipv4Addr>,
         hostname: Option<&str>,
         now: u64,
     ) -> Option<Ipv4Addr> {
+        let client = client.into();
+        let key = client.key();
         let usable = |l: &Self, ip: Ipv4Addr| {
-            subnet.dynamic_range_of(ip).is_some() && l.check_free(table, mac, ip, now).is_ok()
+            subnet.dynamic_range_of(ip).is_some() && l.check_free(table, &key, ip, now).is_ok()
         };
-        let current = self.by_mac.get(&mac).map(|l| l.ip);
+        let current = self.by_client.get(&key).map(|l| l.ip);
         let ip = current
             .filter(|ip| usable(self, *ip))
             .or_else(|| requested.filter(|ip| usable(self, *ip)))
@@ -357,9 +412,9 @@ impl Leases {
                 subnet
                     .dynamic
                     .iter()
-                    .find_map(|r| self.scan(table, r, mac, now))
+                    .find_map(|r| self.scan(table, r, &key, now))
             })?;
-        if let Some(l) = self.by_mac.get(&mac)
+        if let Some(l) = self.by_client.get(&key)
             && l.ip == ip
             && l.state == LeaseState::Bound
             && l.expires > now
@@ -368,7 +423,8 @@ impl Leases {
             return Some(ip);
         }
         self.insert(Lease {
-            mac,
+            mac: client.mac,
+            client_id: client.id,
             ip,
             start: now,
             expires: now + OFFER_HOLD_SECONDS,
@@ -379,7 +435,7 @@ impl Leases {
     }
 
     /// Next-fit scan of one range for a free address.
-    fn scan(&mut self, table: &Table, r: &Range4, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
+    fn scan(&mut self, table: &Table, r: &Range4, key: &ClientKey, now: u64) -> Option<Ipv4Addr> {
         if let Some(e) = self.exhausted.get(&r.start)
             && e.frees == self.frees
             && e.until > now
@@ -397,7 +453,7 @@ impl Leases {
         let candidates = (from..=end).chain(start..from);
         for a in candidates {
             let ip = Ipv4Addr::from(a);
-            match self.check_free(table, mac, ip, now) {
+            match self.check_free(table, key, ip, now) {
                 Ok(()) => {
                     self.cursor
                         .insert(r.start, if a == end { start } else { a + 1 });
@@ -423,20 +479,22 @@ impl Leases {
         None
     }
 
-    /// Commits `ip` to `mac` for the subnet's lease time (a REQUEST in any state), returning
-    /// the change to journal before the ACK, or why the client must be NAKed.
+    /// Commits `ip` to `client` for the subnet's lease time (a REQUEST in any state),
+    /// returning the change to journal before the ACK, or why the client must be NAKed.
     pub fn commit(
         &mut self,
         table: &Table,
         subnet: &SubnetInfo,
-        mac: MacAddr,
+        client: impl Into<Client>,
         ip: Ipv4Addr,
         hostname: Option<&str>,
         now: u64,
     ) -> Result<Change, Refusal> {
-        self.check_commit(table, subnet, mac, ip, now)?;
+        let client = client.into();
+        self.check_commit(table, subnet, client.key(), ip, now)?;
         let change = Change::Bound {
-            mac,
+            mac: client.mac,
+            client_id: client.id,
             ip,
             start: now,
             expires: now + u64::from(subnet.lease_seconds),
@@ -446,30 +504,36 @@ impl Leases {
         Ok(change)
     }
 
-    /// Whether `mac` may hold `ip` in `subnet` now (a renewing client whose address moved into
-    /// a reservation, or out of the pool, is refused).
+    /// Whether the client may hold `ip` in `subnet` now (a renewing client
+    /// whose address moved into a reservation, or out of the pool, is refused).
     pub fn check_commit(
         &self,
         table: &Table,
         subnet: &SubnetInfo,
-        mac: MacAddr,
+        client: impl Into<ClientKey>,
         ip: Ipv4Addr,
         now: u64,
     ) -> Result<(), Refusal> {
         if subnet.dynamic_range_of(ip).is_none() {
             return Err(Refusal::NotInPool(ip));
         }
-        self.check_free(table, mac, ip, now)
+        self.check_free(table, &client.into(), ip, now)
     }
 
     /// The client gives its address back. `None` when it holds no such lease (nothing to
-    /// journal).
-    pub fn release(&mut self, mac: MacAddr, ip: Ipv4Addr) -> Option<Change> {
-        let l = self.by_mac.get(&mac)?;
+    /// journal): a RELEASE from the lease's chaddr with another client identifier is another
+    /// client's, and releases nothing.
+    pub fn release(&mut self, client: impl Into<Client>, ip: Ipv4Addr) -> Option<Change> {
+        let client = client.into();
+        let l = self.by_client.get(&client.key())?;
         if l.ip != ip {
             return None;
         }
-        let change = Change::Released { mac, ip };
+        let change = Change::Released {
+            mac: client.mac,
+            client_id: client.id,
+            ip,
+        };
         self.apply(&change);
         Some(change)
     }
@@ -478,17 +542,19 @@ impl Leases {
     /// client the address was offered or bound to may decline it.
     pub fn decline(
         &mut self,
-        mac: MacAddr,
+        client: impl Into<Client>,
         ip: Ipv4Addr,
         decline_seconds: u32,
         now: u64,
     ) -> Option<Change> {
-        let l = self.by_mac.get(&mac)?;
+        let client = client.into();
+        let l = self.by_client.get(&client.key())?;
         if l.ip != ip {
             return None;
         }
         let change = Change::Declined {
-            mac,
+            mac: client.mac,
+            client_id: client.id,
             ip,
             until: now + u64::from(decline_seconds),
         };
@@ -499,20 +565,22 @@ impl Leases {
     /// Applies one journaled change (live operation and replay alike).
     pub fn apply(&mut self, change: &Change) {
         self.stats.applied += 1;
+        let key = change.key();
         match change {
             Change::Bound {
                 mac,
+                client_id,
                 ip,
                 start,
                 expires,
                 hostname,
             } => {
                 // Replay keeps the later binding, as the live server did; a holder still live
-                // when this one began means two MACs had the address: counted, never silent.
+                // when this one began means two clients had the address: counted, never silent.
                 if let Some(holder) = self.by_ip.get(ip)
-                    && holder != mac
+                    && *holder != key
                     && self
-                        .by_mac
+                        .by_client
                         .get(holder)
                         .is_some_and(|l| l.state == LeaseState::Bound && l.expires > *start)
                 {
@@ -520,6 +588,7 @@ impl Leases {
                 }
                 self.insert(Lease {
                     mac: *mac,
+                    client_id: client_id.clone(),
                     ip: *ip,
                     start: *start,
                     expires: *expires,
@@ -530,16 +599,25 @@ impl Leases {
                     self.dirty_declined.insert(*ip);
                 }
             }
-            Change::Released { mac, ip } => {
-                if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
-                    self.remove(*mac);
+            Change::Released { ip, .. } => {
+                if self.by_client.get(&key).is_some_and(|l| l.ip == *ip) {
+                    self.remove(&key);
                 }
             }
-            Change::Declined { mac, ip, until } => {
-                if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
-                    self.remove(*mac);
+            Change::Declined {
+                mac,
+                client_id,
+                ip,
+                until,
+            } => {
+                if self.by_client.get(&key).is_some_and(|l| l.ip == *ip) {
+                    self.remove(&key);
                 }
-                self.declined.insert(*ip, (*until, *mac));
+                let who = Client {
+                    mac: *mac,
+                    id: client_id.clone(),
+                };
+                self.declined.insert(*ip, (*until, who));
                 self.dirty_declined.insert(*ip);
                 self.push_timer(*until, Timer::Quarantine(*ip));
             }
@@ -551,23 +629,26 @@ impl Leases {
     /// empty (after a flood of offers) give their room back.
     pub fn expire(&mut self, now: u64) -> Vec<Ended> {
         let mut ended = Vec::new();
-        while let Some(&Reverse((at, what))) = self.timers.peek() {
-            if at > now {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
                 break;
             }
-            self.timers.pop();
-            if !self.timer_is_live(at, what) {
+            let Some(Reverse((at, what))) = self.timers.pop() else {
+                break;
+            };
+            if !self.timer_is_live(at, &what) {
                 continue;
             }
             match what {
-                Timer::Lease(mac) => {
-                    if let Some(l) = self.by_mac.get(&mac) {
+                Timer::Lease(key) => {
+                    if let Some(l) = self.by_client.get(&key) {
                         ended.push(Ended::Expired {
-                            mac,
+                            mac: l.mac,
+                            client_id: l.client_id.clone(),
                             ip: l.ip,
                             state: l.state,
                         });
-                        self.remove(mac);
+                        self.remove(&key);
                     }
                 }
                 Timer::Quarantine(ip) => {
@@ -579,7 +660,7 @@ impl Leases {
             }
         }
         if !ended.is_empty() {
-            shrink!(self.by_mac);
+            shrink!(self.by_client);
             shrink!(self.by_ip);
             shrink!(self.by_name);
             shrink!(self.declined);
@@ -593,39 +674,35 @@ impl Leases {
     /// so it stays within about twice the live leases and quarantines (each rebuild costs the
     /// live set once, after at least that many pushes).
     fn push_timer(&mut self, at: u64, what: Timer) {
-        self.timers.push(Reverse((at, what)));
-        let live = self.by_mac.len() + self.declined.len();
-        if self.timers.len() > 2 * live + 1024 {
+        let live = self.by_client.len() + self.declined.len();
+        if self.timers.len() >= 2 * live + 1024 {
             let leases = self
-                .by_mac
-                .values()
-                .map(|l| Reverse((l.expires, Timer::Lease(l.mac))));
+                .by_client
+                .iter()
+                .map(|(k, l)| Reverse((l.expires, Timer::Lease(k.clone()))));
             let quarantines = self
                 .declined
                 .iter()
                 .map(|(ip, (until, _))| Reverse((*until, Timer::Quarantine(*ip))));
-            let mut fresh: Vec<_> = leases.chain(quarantines).collect();
-            // The entry just pushed may belong to a lease not inserted yet (`insert` pushes
-            // first): keep it.
-            fresh.push(Reverse((at, what)));
-            self.timers = BinaryHeap::from(fresh);
+            self.timers = leases.chain(quarantines).collect();
         }
+        self.timers.push(Reverse((at, what)));
     }
 
     /// Whether a timer entry still ends something (not renewed, released or replaced since).
-    fn timer_is_live(&self, at: u64, what: Timer) -> bool {
+    fn timer_is_live(&self, at: u64, what: &Timer) -> bool {
         match what {
-            Timer::Lease(mac) => self.by_mac.get(&mac).is_some_and(|l| l.expires == at),
-            Timer::Quarantine(ip) => self.declined.get(&ip).is_some_and(|(u, _)| *u == at),
+            Timer::Lease(key) => self.by_client.get(key).is_some_and(|l| l.expires == at),
+            Timer::Quarantine(ip) => self.declined.get(ip).is_some_and(|(u, _)| *u == at),
         }
     }
 
     /// The earliest time something ends (a lease, an offer or a quarantine), for the owner's
     /// timer: call [`Leases::expire`] then.
     pub fn poll_timeout(&mut self) -> Option<u64> {
-        while let Some(&Reverse((at, what))) = self.timers.peek() {
-            if self.timer_is_live(at, what) {
-                return Some(at);
+        while let Some(Reverse((at, what))) = self.timers.peek() {
+            if self.timer_is_live(*at, what) {
+                return Some(*at);
             }
             self.timers.pop();
         }
@@ -635,51 +712,52 @@ impl Leases {
     /// The changes that recreate this lease set's durable part (bound leases and quarantines
     /// live at `now`): what a compacted journal holds.
     pub fn durable_changes(&self, now: u64) -> Vec<Change> {
-        durable_changes(self.by_mac.values(), self.declined.iter(), now)
+        durable_changes(self.by_client.values(), self.declined.iter(), now)
     }
 
     fn insert(&mut self, lease: Lease) {
-        // The MAC's previous address, if different, is freed.
-        if let Some(old) = self.by_mac.get(&lease.mac)
+        let key = lease.key();
+        // The client's previous address, if different, is freed.
+        if let Some(old) = self.by_client.get(&key)
             && old.ip != lease.ip
-            && self.by_ip.get(&old.ip) == Some(&lease.mac)
+            && self.by_ip.get(&old.ip) == Some(&key)
         {
             self.by_ip.remove(&old.ip);
             self.frees += 1;
         }
         // The address's previous holder, if different, loses it.
-        if let Some(prev) = self.by_ip.insert(lease.ip, lease.mac)
-            && prev != lease.mac
+        if let Some(prev) = self.by_ip.insert(lease.ip, key.clone())
+            && prev != key
         {
-            self.remove_name(prev);
-            self.by_mac.remove(&prev);
+            self.remove_name(&prev);
+            self.by_client.remove(&prev);
             self.dirty.insert(prev);
         }
-        self.remove_name(lease.mac);
-        self.dirty.insert(lease.mac);
-        self.push_timer(lease.expires, Timer::Lease(lease.mac));
+        self.remove_name(&key);
+        self.push_timer(lease.expires, Timer::Lease(key.clone()));
         if let Some(h) = &lease.hostname {
             self.by_name
-                .insert(h.to_ascii_lowercase().into(), lease.mac);
+                .insert(h.to_ascii_lowercase().into(), key.clone());
         }
-        self.by_mac.insert(lease.mac, lease);
+        self.dirty.insert(key.clone());
+        self.by_client.insert(key, lease);
     }
 
-    /// Drops `mac`'s hostname from the name index (if the index still points at it).
-    fn remove_name(&mut self, mac: MacAddr) {
-        if let Some(h) = self.by_mac.get(&mac).and_then(|l| l.hostname.as_deref()) {
-            let key = h.to_ascii_lowercase();
-            if self.by_name.get(key.as_str()) == Some(&mac) {
-                self.by_name.remove(key.as_str());
+    /// Drops a client's hostname from the name index (if the index still points at it).
+    fn remove_name(&mut self, key: &ClientKey) {
+        if let Some(h) = self.by_client.get(key).and_then(|l| l.hostname.as_deref()) {
+            let name = h.to_ascii_lowercase();
+            if self.by_name.get(name.as_str()) == Some(key) {
+                self.by_name.remove(name.as_str());
             }
         }
     }
 
-    fn remove(&mut self, mac: MacAddr) {
-        self.remove_name(mac);
-        self.dirty.insert(mac);
-        if let Some(l) = self.by_mac.remove(&mac)
-            && self.by_ip.get(&l.ip) == Some(&mac)
+    fn remove(&mut self, key: &ClientKey) {
+        self.remove_name(key);
+        self.dirty.insert(key.clone());
+        if let Some(l) = self.by_client.remove(key)
+            && self.by_ip.get(&l.ip) == Some(key)
         {
             self.by_ip.remove(&l.ip);
             self.frees += 1;
@@ -691,13 +769,14 @@ impl Leases {
 /// at `now`.
 fn durable_changes<'a>(
     leases: impl Iterator<Item = &'a Lease>,
-    declined: impl Iterator<Item = (&'a Ipv4Addr, &'a (u64, MacAddr))>,
+    declined: impl Iterator<Item = (&'a Ipv4Addr, &'a (u64, Client))>,
     now: u64,
 ) -> Vec<Change> {
     let bound = leases
         .filter(|l| l.state == LeaseState::Bound && l.expires > now)
         .map(|l| Change::Bound {
             mac: l.mac,
+            client_id: l.client_id.clone(),
             ip: l.ip,
             start: l.start,
             expires: l.expires,
@@ -705,8 +784,9 @@ fn durable_changes<'a>(
         });
     let declined = declined
         .filter(|(_, (until, _))| *until > now)
-        .map(|(ip, (until, mac))| Change::Declined {
-            mac: *mac,
+        .map(|(ip, (until, who))| Change::Declined {
+            mac: who.mac,
+            client_id: who.id.clone(),
             ip: *ip,
             until: *until,
         });

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Lease, LeaseState};
+use super::{ClientKey, Lease, LeaseState};
 use crate::MacAddr;
 use crate::table::Table;
 
@@ -38,11 +38,14 @@ pub struct LeaseCounts {
 #[derive(Debug, Default)]
 pub struct LeaseBoard {
     /// Every live lease, offered or bound, by client.
-    leases: papaya::HashMap<MacAddr, Arc<Lease>>,
+    leases: papaya::HashMap<ClientKey, Arc<Lease>>,
+    /// Leases by hardware address (the latest client of each, when clients with different
+    /// identifiers share one).
+    by_mac: papaya::HashMap<MacAddr, ClientKey>,
     /// Bound leases by address.
-    by_ip: papaya::HashMap<Ipv4Addr, MacAddr>,
+    by_ip: papaya::HashMap<Ipv4Addr, ClientKey>,
     /// Bound leases by client hostname (lower case).
-    by_name: papaya::HashMap<Box<str>, MacAddr>,
+    by_name: papaya::HashMap<Box<str>, ClientKey>,
     /// Quarantined addresses: end of quarantine.
     declined: papaya::HashMap<Ipv4Addr, u64>,
     bound: AtomicUsize,
@@ -78,27 +81,36 @@ impl LeaseBoard {
             .collect()
     }
 
-    /// The lease of a client, offered or bound.
+    /// The lease of the client with hardware address `mac`, offered or bound, whatever
+    /// client identifier it sent.
     pub fn lease(&self, mac: MacAddr) -> Option<Arc<Lease>> {
-        self.leases.pin().get(&mac).cloned()
-    }
-
-    /// The address of a client's bound lease (a known node without a reservation resolves to
-    /// it).
-    pub fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        let key = self.by_mac.pin().get(&mac)?.clone();
         self.leases
             .pin()
-            .get(&mac)
+            .get(&key)
+            .filter(|l| l.mac == mac)
+            .cloned()
+    }
+
+    /// The lease filed under `key`, offered or bound.
+    pub fn lease_of(&self, key: &ClientKey) -> Option<Arc<Lease>> {
+        self.leases.pin().get(key).cloned()
+    }
+
+    /// The address of the bound lease of the client with hardware address `mac` (a known node
+    /// without a reservation resolves to it).
+    pub fn address_of(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.lease(mac)
             .filter(|l| l.state == LeaseState::Bound)
             .map(|l| l.ip)
     }
 
     /// The bound lease on `ip`.
     pub fn holder(&self, ip: Ipv4Addr) -> Option<Arc<Lease>> {
-        let mac = *self.by_ip.pin().get(&ip)?;
+        let key = self.by_ip.pin().get(&ip)?.clone();
         self.leases
             .pin()
-            .get(&mac)
+            .get(&key)
             .filter(|l| l.ip == ip && l.state == LeaseState::Bound)
             .cloned()
     }
@@ -112,10 +124,10 @@ impl LeaseBoard {
             return None;
         }
         let (host, domain) = fqdn.split_once('.')?;
-        let mac = *self.by_name.pin().get(host)?;
+        let key = self.by_name.pin().get(host)?.clone();
         let leases = self.leases.pin();
         // The name entry and the lease are written one after the other: check they agree.
-        let lease = leases.get(&mac).filter(|l| {
+        let lease = leases.get(&key).filter(|l| {
             l.state == LeaseState::Bound
                 && l.hostname
                     .as_deref()
@@ -145,13 +157,17 @@ impl LeaseBoard {
     }
 
     /// Brings one client up to date: `lease` is its lease now (or none). Owner only.
-    pub(super) fn set_lease(&self, mac: MacAddr, lease: Option<&Lease>) {
+    pub(super) fn set_lease(&self, key: ClientKey, lease: Option<&Lease>) {
         let leases = self.leases.pin();
+        let by_mac = self.by_mac.pin();
         let by_ip = self.by_ip.pin();
         let by_name = self.by_name.pin();
         let old = match lease {
-            Some(l) => leases.insert(mac, Arc::new(l.clone())),
-            None => leases.remove(&mac),
+            Some(l) => {
+                by_mac.insert(l.mac, key.clone());
+                leases.insert(key.clone(), Arc::new(l.clone()))
+            }
+            None => leases.remove(&key),
         };
         if let Some(old) = old {
             let counter = match old.state {
@@ -163,10 +179,13 @@ impl LeaseBoard {
             if old.state == LeaseState::Bound
                 && lease.is_none_or(|l| l.ip != old.ip || !still_bound(l))
             {
-                by_ip.remove_if(&old.ip, |_, m| *m == mac).ok();
+                by_ip.remove_if(&old.ip, |_, k| *k == key).ok();
+            }
+            if lease.is_none_or(|l| l.mac != old.mac) {
+                by_mac.remove_if(&old.mac, |_, k| *k == key).ok();
             }
             if let Some(h) = &old.hostname {
-                let key = h.to_ascii_lowercase();
+                let name = h.to_ascii_lowercase();
                 let keep = lease.is_some_and(|l| {
                     still_bound(l)
                         && l.hostname
@@ -174,7 +193,7 @@ impl LeaseBoard {
                             .is_some_and(|n| n.eq_ignore_ascii_case(h))
                 });
                 if !keep {
-                    by_name.remove_if(key.as_str(), |_, m| *m == mac).ok();
+                    by_name.remove_if(name.as_str(), |_, k| *k == key).ok();
                 }
             }
         }
@@ -184,9 +203,9 @@ impl LeaseBoard {
         match l.state {
             LeaseState::Bound => {
                 self.bound.fetch_add(1, Ordering::Relaxed);
-                by_ip.insert(l.ip, mac);
+                by_ip.insert(l.ip, key.clone());
                 if let Some(h) = &l.hostname {
-                    by_name.insert(h.to_ascii_lowercase().into(), mac);
+                    by_name.insert(h.to_ascii_lowercase().into(), key);
                 }
             }
             LeaseState::Offered => {

@@ -444,7 +444,7 @@ impl BootPlan {
                 domain: who.subnet.and_then(|s| s.domain.as_deref()).unwrap_or(""),
                 router: who
                     .subnet
-                    .and_then(|s| s.router)
+                    .and_then(|s| s.routers.first())
                     .map(|r| r.to_string())
                     .unwrap_or_default(),
             },

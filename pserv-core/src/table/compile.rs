@@ -336,7 +336,11 @@ impl<'s> Compiler<'s> {
             prefix_len: n.prefix_len(),
             mask: n.netmask(),
             broadcast: n.broadcast(),
-            router: s.router,
+            routers: s
+                .router
+                .as_ref()
+                .map_or_else(Vec::new, |r| r.addresses().to_vec()),
+            ignore_link_selection: s.ignore_link_selection,
             dns_servers: s.dns_servers.clone(),
             domain,
             lease_seconds: s.lease_seconds,
@@ -351,13 +355,32 @@ impl<'s> Compiler<'s> {
             options: Vec::new(),
             boot: None,
         };
-        if let Some(r) = s.router
-            && !info.is_host(r)
-        {
-            self.problems.push(Problem::Invalid {
-                at: site("router"),
-                message: format!("router {r} is not a host address inside {}", s.cidr),
-            });
+        for (k, r) in info.routers.iter().enumerate() {
+            let at = match &s.router {
+                Some(snapshot::Routers::Many(_)) => site(&format!("router[{k}]")),
+                _ => site("router"),
+            };
+            let message = if r.is_unspecified() || r.is_broadcast() || r.is_multicast() {
+                format!("router {r} is not a unicast address")
+            } else if info.routers[..k].contains(r) {
+                format!("router {r} is given twice")
+            } else if !info.is_host(*r) && (info.contains(*r) || !s.router_outside_subnet) {
+                if info.contains(*r) {
+                    format!(
+                        "router {r} is the network or broadcast address of {}",
+                        s.cidr
+                    )
+                } else {
+                    format!(
+                        "router {r} is not a host address inside {} (set router_outside_subnet \
+                         to allow a gateway on another prefix)",
+                        s.cidr
+                    )
+                }
+            } else {
+                continue;
+            };
+            self.problems.push(Problem::Invalid { at, message });
         }
         if info.lease_seconds == 0 {
             self.problems.push(Problem::Invalid {
@@ -409,7 +432,7 @@ impl<'s> Compiler<'s> {
                 });
             }
         }
-        info.options = self.options(&s.options, &|f| site(f));
+        info.options = self.options(&s.options, option::Scope::Subnet, &|f| site(f));
         if let Some(b) = &s.boot {
             let files = self.boot_files(&b.files, None, b.ipxe_url.as_deref(), &|f| {
                 site(&format!("boot.{f}"))
@@ -481,12 +504,13 @@ impl<'s> Compiler<'s> {
     fn options(
         &mut self,
         specs: &[snapshot::OptionSpec],
+        scope: option::Scope,
         site: &dyn Fn(&str) -> Site,
     ) -> Vec<RawOption> {
         let mut out: Vec<RawOption> = Vec::with_capacity(specs.len());
         for (k, spec) in specs.iter().enumerate() {
             let at = site(&format!("options[{k}]"));
-            match option::compile(spec) {
+            match option::compile(spec, scope) {
                 Ok(o) if out.iter().any(|p| p.code == o.code) => {
                     self.problems.push(Problem::Invalid {
                         at,
@@ -864,7 +888,7 @@ impl<'s> Compiler<'s> {
             return None;
         }
         let site = |f: &str| node_site(ni, node, f);
-        let options = self.options(&node.options, &site);
+        let options = self.options(&node.options, option::Scope::Node, &site);
         let (boot, intent, vars) = match &node.boot {
             Some(b) => (
                 self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {

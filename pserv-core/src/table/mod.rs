@@ -173,8 +173,10 @@ pub struct SubnetInfo {
     pub mask: Ipv4Addr,
     /// The broadcast address (option 28 default).
     pub broadcast: Ipv4Addr,
-    /// Option 3.
-    pub router: Option<Ipv4Addr>,
+    /// Option 3, in order (empty: none sent).
+    pub routers: Vec<Ipv4Addr>,
+    /// Whether option 82.5 (link selection) from relays on this subnet is ignored.
+    pub ignore_link_selection: bool,
     /// Option 6.
     pub dns_servers: Vec<Ipv4Addr>,
     /// Option 15, normalized.
