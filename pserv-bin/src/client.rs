@@ -152,8 +152,8 @@ pub(crate) fn leases(from: &str, token: Option<&str>) -> ExitCode {
         return ExitCode::from(5);
     };
     println!(
-        "{:<17}  {:<15}  {:<8}  {:<12}  HOSTNAME",
-        "MAC", "IP", "STATE", "EXPIRES"
+        "{:<17}  {:<15}  {:<8}  {:<12}  {:<24}  CLIENT-ID",
+        "MAC", "IP", "STATE", "EXPIRES", "HOSTNAME"
     );
     for l in &list {
         let s = |k: &str| l[k].as_str().map(str::to_owned).unwrap_or_default();
@@ -162,12 +162,13 @@ pub(crate) fn leases(from: &str, token: Option<&str>) -> ExitCode {
             .map(|e| e.to_string())
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<17}  {:<15}  {:<8}  {:<12}  {}",
+            "{:<17}  {:<15}  {:<8}  {:<12}  {:<24}  {}",
             s("mac"),
             s("ip"),
             s("state"),
             expires,
-            s("hostname")
+            s("hostname"),
+            s("client_id")
         );
     }
     ExitCode::SUCCESS

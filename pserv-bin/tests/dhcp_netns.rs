@@ -42,13 +42,29 @@ impl Dhclient {
     }
 
     fn run(&self, net: &Net, release: bool) -> Output {
+        self.run_as(net, release, None)
+    }
+
+    /// Runs with its own configuration, lease file and pid file when `client_id` is given:
+    /// dhclient then sends that option 61 (colon-separated hex) instead of its default
+    /// (hardware type 1 and the MAC).
+    fn run_as(&self, net: &Net, release: bool, client_id: Option<&str>) -> Output {
+        let tag = client_id.map_or(String::new(), |id| format!("-{}", id.replace(':', "")));
         let mut c = Command::new("timeout");
         c.args([
             "30", "ip", "netns", "exec", &net.cli, "dhclient", "-4", "-1", "-v",
         ])
         .args(["-sf", self.dir.join("hook.sh").to_str().unwrap()])
-        .args(["-lf", self.dir.join("leases").to_str().unwrap()])
+        .args([
+            "-lf",
+            self.dir.join(format!("leases{tag}")).to_str().unwrap(),
+        ])
         .args(["-pf", self.dir.join("pid").to_str().unwrap()]);
+        if let Some(id) = client_id {
+            let conf = self.dir.join(format!("dhclient{tag}.conf"));
+            std::fs::write(&conf, format!("send dhcp-client-identifier {id};\n")).unwrap();
+            c.args(["-cf", conf.to_str().unwrap()]);
+        }
         if release {
             c.arg("-r");
         }
@@ -188,6 +204,50 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
     let out = client.run(net, true);
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("DHCPRELEASE"));
+}
+
+/// RFC 2131 §4.2 and RFC 6842 with a real client: dhclient sending its own option 61 is
+/// identified by it. Two identifiers from one MAC are two clients with two leases; each ACK
+/// carries the identifier back; a RELEASE under one identifier frees only that lease.
+#[test]
+fn dhclient_client_identifier_is_the_client_and_is_echoed() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("i", 74);
+    let net = &lab.net;
+    let pserv = lab.serve();
+    net.set_client_mac("02:00:00:00:74:01");
+    let client = Dhclient::new(lab.dir.path());
+    let bound = |id: &str| {
+        let out = client.run_as(net, false, Some(id));
+        assert!(out.status.success(), "{out:?}");
+        let last = client.log().last().unwrap().clone();
+        assert!(last.starts_with("BOUND "), "{last}");
+        last.split(' ').nth(1).unwrap().to_owned()
+    };
+    let (id1, id2) = ("0:1:2:3:4:5:6", "0:9:9:9:9:9:9");
+    let first = bound(id1);
+    let second = bound(id2);
+    assert_ne!(first, second, "one MAC, two identifiers: two clients");
+    let leases = pserv.leases(net);
+    assert!(
+        leases.contains("00:01:02:03:04:05:06") && leases.contains("00:09:09:09:09:09:09"),
+        "{leases}"
+    );
+    // dhclient keeps what the server sent in its lease file: the identifier came back.
+    let file = std::fs::read_to_string(lab.dir.path().join("leases-0123456")).unwrap();
+    assert!(file.contains("dhcp-client-identifier"), "{file}");
+    // Releasing under the first identifier frees the first lease only.
+    let out = client.run_as(net, true, Some(id1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("DHCPRELEASE"),
+        "{out:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let leases = pserv.leases(net);
+    let has = |ip: &str| leases.split_whitespace().any(|w| w == ip);
+    assert!(!has(&first) && has(&second), "{leases}");
 }
 
 /// udhcpc kept running: it renews on SIGUSR1 and releases on SIGUSR2.

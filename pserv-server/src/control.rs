@@ -285,8 +285,12 @@ async fn leases(State(app): State<Arc<App>>) -> Response {
     let table = app.publisher.store.load_full();
     let leases = app.leases.leases();
     let dynamic = leases.iter().map(|l| {
-        json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
-               "hostname": l.hostname, "reserved": false})
+        let mut v = json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
+               "hostname": l.hostname, "reserved": false});
+        if let Some(id) = &l.client_id {
+            v["client_id"] = json!(id);
+        }
+        v
     });
     let reserved = table.interfaces().filter_map(|i| {
         let ip = i.ipv4()?;
