@@ -1,0 +1,8 @@
+//! pserv-storm: drives DHCP the way a rack of machines powering on does, against any server.
+//!
+//! Protocol logic is sans-IO ([`dhcp::Dora`] over `(packet, now)`, [`responder::respond`]);
+//! the socket loops are thin ([`dhcp::run`], [`responder::serve`]).
+
+pub mod dhcp;
+pub mod responder;
+pub mod stats;
