@@ -12,6 +12,9 @@
 #      achieved with under 1% drops (both DISCOVER-OFFER and REQUEST-ACK);
 #   2. fixed: $FIXED DORA/s offered; the server's CPU time per exchange from /proc (all its
 #      processes and threads).
+# Two load generators drive each sweep ($GENS): perfdhcp, and pserv-storm (this repository's
+# generator: batched syscalls, one core; its own rates in $STORM_RATES). Before the servers, both
+# generators flood pserv-storm's stateless do-nothing responder: the ceiling of the harness.
 # SERVERS="pserv kea" picks which servers run (default: all three). With
 # BASELINE=/path/to/an/older/pserv, that binary runs the same steps in the same run, and the
 # summary gives the ratios against it (a change's before and after on one machine state).
@@ -21,7 +24,10 @@ cd "$(dirname "$0")/.."
 PERIOD=${PERIOD:-8}
 CLIENTS=${CLIENTS:-50000}
 RATES=${RATES:-"5000 10000 15000 20000 25000 30000 35000 0"}
+STORM_RATES=${STORM_RATES:-"5000 10000 15000 20000 30000 40000 60000 80000 100000 120000 0"}
 FIXED=${FIXED:-8000}
+GENS=${GENS:-"perfdhcp storm"}
+gen() { [[ " $GENS " == *" $1 "* ]]; }
 SERVERS=${SERVERS:-"pserv kea dnsmasq"}
 BASELINE=${BASELINE:-}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
@@ -53,7 +59,8 @@ need perfdhcp kea-admin
 need kea-dhcp4 kea-dhcp4-server
 need dnsmasq dnsmasq
 
-cargo build --release -q -p pserv-bin
+cargo build --release -q -p pserv-bin -p pserv-storm
+STORM=./target/release/pserv-storm
 
 ip netns add "$S"; ip netns add "$C"
 ip link add "v$$s" type veth peer name "v$$c"
@@ -89,28 +96,66 @@ perf() { # RATE (0 = flood) -> "achieved do_drop ra_drop client_rcvbuf_drops"
   echo "${rate:-0} ${d1:-100} ${d2:-100} $((e1 - e0))"
 }
 
-declare -A BEST CPU
-measure() { # NAME: server already running as $server_pid
-  local name=$1 best=0 r res rate d1 d2
-  sleep 1
-  for r in $RATES; do
-    res=$(perf "$r"); read -r rate d1 d2 lost <<<"$res"
-    printf "  %-8s offered %-6s achieved %-9s drops %s%% / %s%%  (replies the client's socket dropped: %s)\n" \
-      "$name" "${r/#0/flood}" "$rate" "$d1" "$d2" "$lost"
-    if awk -v a="$d1" -v b="$d2" 'BEGIN {exit !(a < 1 && b < 1)}'; then
-      best=$(awk -v a="$rate" -v b="$best" 'BEGIN {print (a > b) ? a : b}')
-    fi
-  done
-  BEST[$name]=$best
-  # Fixed rate with fresh clients: CPU per exchange.
-  local t0 t1 out
-  t0=$(cpu_ticks "$server_pid")
-  res=$(perf "$FIXED"); read -r rate d1 d2 lost <<<"$res"
-  t1=$(cpu_ticks "$server_pid")
-  CPU[$name]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v r="$rate" -v p="$PERIOD" \
-    'BEGIN {printf "%.1f", (r > 0) ? t / hz * 1e6 / (r * p) : 0}')
-  echo "  $name: best rate under 1% drops ${BEST[$name]} DORA/s; ${CPU[$name]} us CPU per exchange at $FIXED/s"
+storm() { # RATE (0 = flood) -> "achieved do_drop% ra_drop% client_rcvbuf_drops wrong_answers"
+  local out e0 e1
+  e0=$(rcvbuf_errors "$C")
+  out=$(timeout $((PERIOD + 30)) ip netns exec "$C" taskset -c 1 "$STORM" dhcp --server 10.77.0.1 \
+        --relay 10.77.0.2 --clients "$CLIENTS" --rate "$1" --seconds "$PERIOD" \
+        --subnet 10.77.0.0/16 --json 2>/dev/null || true)
+  e1=$(rcvbuf_errors "$C")
+  field() { echo "$out" | sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p"; }
+  awk -v r="$(field completed_rate)" -v a="$(field discover_drop_ratio)" -v b="$(field request_drop_ratio)" \
+      -v l=$((e1 - e0)) -v o="$(field outside_subnet)" -v d="$(field duplicates)" \
+      'BEGIN { if (r == "") print "0 100 100", l, 0; else printf "%.0f %.3f %.3f %d %d\n", r, a * 100, b * 100, l, o + d }'
 }
+
+declare -A BEST CPU RES
+measure() { # NAME START: each generator's steps on a server START freshly starts (no leases)
+  local name=$1 start=$2 g r res rate d1 d2 lost wrong rates best
+  for g in $GENS; do
+    $start
+    sleep 1
+    kill -0 "$server_pid" || { echo "$name did not start" >&2; exit 1; }
+    best=0
+    if [ "$g" = storm ]; then rates=$STORM_RATES; else rates=$RATES; fi
+    for r in $rates; do
+      if [ "$g" = storm ]; then res=$(storm "$r"); else res="$(perf "$r") 0"; fi
+      read -r rate d1 d2 lost wrong <<<"$res"
+      RES[$name,$g,$r]="$rate $d1 $d2"
+      printf "  %-8s %-8s offered %-6s achieved %-9s drops %s%% / %s%%  (client socket drops: %s, wrong answers: %s)\n" \
+        "$name" "$g" "${r/#0/flood}" "$rate" "$d1" "$d2" "$lost" "$wrong"
+      if awk -v a="$d1" -v b="$d2" 'BEGIN {exit !(a < 1 && b < 1)}'; then
+        best=$(awk -v a="$rate" -v b="$best" 'BEGIN {print (a > b) ? a : b}')
+      fi
+    done
+    BEST[$name,$g]=$best
+    # Fixed rate: CPU per exchange.
+    local t0 t1
+    t0=$(cpu_ticks "$server_pid")
+    if [ "$g" = storm ]; then res=$(storm "$FIXED"); else res=$(perf "$FIXED"); fi
+    read -r rate d1 d2 lost <<<"$res"
+    t1=$(cpu_ticks "$server_pid")
+    CPU[$name,$g]=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v r="$rate" -v p="$PERIOD" \
+      'BEGIN {printf "%.1f", (r > 0) ? t / hz * 1e6 / (r * p) : 0}')
+    echo "  $name ($g): best rate under 1% drops ${BEST[$name,$g]} DORA/s; ${CPU[$name,$g]} us CPU per exchange at $FIXED/s"
+    stop_server
+  done
+}
+
+# The harness's ceiling: each generator flooding a responder that remembers and writes nothing.
+echo "do-nothing responder (pserv-storm responder)"
+ip netns exec "$S" taskset -c 0 "$STORM" responder --listen 10.77.0.1:67 --server-id 10.77.0.1 \
+  --pool-start 10.77.1.0 --pool-size 60000 --seconds $((2 * PERIOD + 20)) >"$work/responder.out" 2>&1 &
+server_pid=$!
+sleep 1
+declare -A CEIL
+for g in $GENS; do
+  if [ "$g" = storm ]; then res=$(storm 0); else res="$(perf 0) 0"; fi
+  read -r rate d1 d2 lost wrong <<<"$res"
+  CEIL[$g]=$rate
+  printf "  responder %-8s flood achieved %-9s drops %s%% / %s%%\n" "$g" "$rate" "$d1" "$d2"
+done
+stop_server
 
 # pserv: journal in $work, fsync before every ACK.
 cat >"$work/snap.json" <<'JSON'
@@ -118,17 +163,17 @@ cat >"$work/snap.json" <<'JSON'
   "lease_seconds": 3600, "renew_seconds": 900, "rebind_seconds": 1800,
   "dynamic": [{"start": "10.77.1.0", "end": "10.77.255.254"}]}]}
 JSON
-run_pserv() { # NAME BINARY
-  echo "$1"
+start_pserv_as() { # NAME BINARY, with an empty journal
+  rm -rf "$work/$1-state"
   RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$2" serve --snapshot "$work/snap.json" \
     --dhcp-listen 10.77.0.1:67 --dns-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
     --state-dir "$work/$1-state" >"$work/$1.out" 2>&1 &
   server_pid=$!
-  measure "$1"
-  stop_server
 }
-if want pserv; then run_pserv pserv ./target/release/pserv; fi
-if [ -n "$BASELINE" ]; then run_pserv baseline "$BASELINE"; fi
+start_pserv() { start_pserv_as pserv ./target/release/pserv; }
+start_baseline() { start_pserv_as baseline "$BASELINE"; }
+if want pserv; then echo pserv; measure pserv start_pserv; fi
+if [ -n "$BASELINE" ]; then echo baseline; measure baseline start_baseline; fi
 
 # Kea: memfile with persist (lease file written, lfc off).
 mkdir -p "$work/kea"
@@ -143,14 +188,13 @@ cat >"$work/kea/kea-dhcp4.json" <<JSON
   "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$work/kea/kea.log" } ], "severity": "WARN" } ]
 } }
 JSON
-if want kea; then
-echo "kea"
-KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \
-  kea-dhcp4 -c "$work/kea/kea-dhcp4.json" >"$work/kea/out" 2>&1 &
-server_pid=$!
-measure kea
-stop_server
-fi
+start_kea() {
+  rm -f "$work/kea/leases4.csv"*
+  KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \
+    kea-dhcp4 -c "$work/kea/kea-dhcp4.json" >"$work/kea/out" 2>&1 &
+  server_pid=$!
+}
+if want kea; then echo kea; measure kea start_kea; fi
 
 # dnsmasq with its lease file.
 cat >"$work/dnsmasq.conf" <<CONF
@@ -164,23 +208,43 @@ dhcp-authoritative
 no-ping
 quiet-dhcp
 CONF
-if want dnsmasq; then
-echo "dnsmasq"
-ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq.conf" \
-  --pid-file="$work/dnsmasq.pid" >"$work/dnsmasq.out" 2>&1 &
-server_pid=$!
-measure dnsmasq
-stop_server
-fi
+start_dnsmasq() {
+  rm -f "$work/dnsmasq.leases"
+  ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq.conf" \
+    --pid-file="$work/dnsmasq.pid" >"$work/dnsmasq.out" 2>&1 &
+  server_pid=$!
+}
+if want dnsmasq; then echo dnsmasq; measure dnsmasq start_dnsmasq; fi
 
 echo
-awk -v p="${BEST[pserv]:-0}" -v k="${BEST[kea]:-0}" -v d="${BEST[dnsmasq]:-0}" \
-    -v cp="${CPU[pserv]:-0}" -v ck="${CPU[kea]:-0}" -v cd="${CPU[dnsmasq]:-0}" 'BEGIN {
-  printf "best DORA/s under 1%% drops: pserv %.0f  kea %.0f  dnsmasq %.0f   pserv/kea %.2f  pserv/dnsmasq %.2f\n", p, k, d, (k > 0) ? p / k : 0, (d > 0) ? p / d : 0
-  printf "CPU per exchange at fixed rate: pserv %s us  kea %s us  dnsmasq %s us   kea/pserv %.2f\n", cp, ck, cd, (cp > 0) ? ck / cp : 0
-}'
-if [ -n "$BASELINE" ]; then
-  awk -v p="${BEST[pserv]:-0}" -v b="${BEST[baseline]:-0}" -v cp="${CPU[pserv]:-0}" -v cb="${CPU[baseline]:-0}" 'BEGIN {
-    printf "vs baseline: best DORA/s %.0f / %.0f = %.2f   CPU per exchange %s / %s us = %.2f\n", p, b, (b > 0) ? p / b : 0, cp, cb, (cb > 0) ? cp / cb : 0
+for g in $GENS; do
+  awk -v g="$g" -v p="${BEST[pserv,$g]:-0}" -v k="${BEST[kea,$g]:-0}" -v d="${BEST[dnsmasq,$g]:-0}" \
+      -v cp="${CPU[pserv,$g]:-0}" -v ck="${CPU[kea,$g]:-0}" -v cd="${CPU[dnsmasq,$g]:-0}" -v c="${CEIL[$g]:-0}" 'BEGIN {
+    printf "[%s] harness ceiling (do-nothing responder, flood) %.0f DORA/s\n", g, c
+    printf "[%s] best DORA/s under 1%% drops: pserv %.0f  kea %.0f  dnsmasq %.0f   pserv/kea %.2f  pserv/dnsmasq %.2f\n", g, p, k, d, (k > 0) ? p / k : 0, (d > 0) ? p / d : 0
+    printf "[%s] CPU per exchange at fixed rate: pserv %s us  kea %s us  dnsmasq %s us   pserv/kea %.2f\n", g, cp, ck, cd, (ck > 0) ? cp / ck : 0
   }'
+done
+# The generators side by side at the offered rates both ran (paced ones: a flood's rate depends
+# on each generator's window): completed rate and drop ratios.
+if gen perfdhcp && gen storm; then
+  echo "perfdhcp vs pserv-storm at the same offered rate (completed DORA/s, DO/RA drop %):"
+  for name in pserv baseline kea dnsmasq; do
+    for r in $RATES; do
+      [ "$r" = 0 ] && continue
+      a=${RES[$name,perfdhcp,$r]:-}; b=${RES[$name,storm,$r]:-}
+      [ -n "$a" ] && [ -n "$b" ] || continue
+      read -r ra a1 a2 <<<"$a"; read -r rb b1 b2 <<<"$b"
+      awk -v n="$name" -v r="$r" -v ra="$ra" -v rb="$rb" -v a1="$a1" -v a2="$a2" -v b1="$b1" -v b2="$b2" 'BEGIN {
+        printf "  %-8s %6s/s  perfdhcp %9.0f (%.3f%% / %.3f%%)  storm %9.0f (%.3f%% / %.3f%%)  rate storm/perfdhcp %.3f\n", n, r, ra, a1, a2, rb, b1, b2, (ra > 0) ? rb / ra : 0
+      }'
+    done
+  done
+fi
+if [ -n "$BASELINE" ]; then
+  for g in $GENS; do
+    awk -v g="$g" -v p="${BEST[pserv,$g]:-0}" -v b="${BEST[baseline,$g]:-0}" -v cp="${CPU[pserv,$g]:-0}" -v cb="${CPU[baseline,$g]:-0}" 'BEGIN {
+      printf "[%s] vs baseline: best DORA/s %.0f / %.0f = %.2f   CPU per exchange %s / %s us = %.2f\n", g, p, b, (b > 0) ? p / b : 0, cp, cb, (cb > 0) ? cp / cb : 0
+    }'
+  done
 fi
