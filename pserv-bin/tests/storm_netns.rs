@@ -104,3 +104,154 @@ fn storm_of_relayed_doras_every_exchange_answered_and_checked() {
     let distinct: std::collections::HashSet<&&str> = bound.iter().collect();
     assert_eq!(distinct.len(), 800);
 }
+
+/// `boot` mode against the binary: 60 machines (BIOS and UEFI alternating) power on at once
+/// and each does its firmware's whole path from pserv alone: DORA, the iPXE binary over TFTP
+/// from its own address, iPXE's DORA, its per-node script over HTTP (which must name it), the
+/// kernel and initrd over HTTP, A and PTR lookups of itself. Every byte is compared with the
+/// boot directory; every machine must boot.
+#[test]
+fn boot_storm_every_machine_boots_from_pserv_alone() {
+    if !(have_root("a boot storm in network namespaces") && have_tool("ip")) {
+        return;
+    }
+    let lab = Lab::new("b", 76);
+    let p = lab.p().to_owned();
+    let root = lab.dir.path().join("boot");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    let bytes = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    };
+    std::fs::write(root.join("undionly.kpxe"), bytes(70_000, 1)).unwrap();
+    std::fs::write(root.join("ipxe.efi"), bytes(90_000, 2)).unwrap();
+    std::fs::write(root.join("images/vmlinuz"), bytes(600_000, 3)).unwrap();
+    std::fs::write(root.join("images/initrd.img"), bytes(900_000, 4)).unwrap();
+    let machines = 60u32;
+    let nodes: Vec<String> = (0..machines)
+        .map(|i| {
+            format!(
+                r#"{{"id": "m{i}", "hostname": "m{i:03}", "domain": "lab",
+                  "interfaces": [{{"mac": "02:b0:00:00:00:{i:02x}", "ipv4": "{p}.128.{}"}}],
+                  "boot": {{"profile": "install"}}}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    std::fs::write(
+        &lab.snap,
+        format!(
+            r#"{{"generation": 1,
+  "boot_profiles": {{"install": {{"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}}"}}}},
+  "subnets": [{{"cidr": "{p}.0.0/16", "router": "{p}.0.1", "dns_servers": ["{p}.0.1"],
+    "domain": "lab", "unknown_clients": "ignore", "boot": {{}}}}],
+  "nodes": [{}]}}"#,
+            nodes.join(",")
+        ),
+    )
+    .unwrap();
+    let cli = &lab.net.cli;
+    run(&[
+        "ip",
+        "-n",
+        cli,
+        "addr",
+        "add",
+        &format!("{p}.0.2/16"),
+        "dev",
+        "vcli",
+    ]);
+    // The machines' addresses are the generator's namespace's own.
+    run(&[
+        "ip",
+        "-n",
+        cli,
+        "route",
+        "add",
+        "local",
+        &format!("{p}.128.0/24"),
+        "dev",
+        "lo",
+    ]);
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.net.srv, netns::PSERV, "serve"])
+        .args(["--snapshot", lab.snap.to_str().unwrap()])
+        .args(["--boot-dir", root.to_str().unwrap()])
+        .args(["--dhcp-listen", &format!("{p}.0.1:67")])
+        .args(["--tftp-listen", &format!("{p}.0.1:69")])
+        .args(["--boot-http-listen", &format!("{p}.0.1:5248")])
+        .args(["--dns-listen", &format!("{p}.0.1:53")])
+        .args(["--control-listen", "127.0.0.1:0"])
+        .args(["--state-dir", lab.state.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _banner = pserv_tests::read_banner(&mut child);
+    let _pserv = Kill(child);
+    let ns = cli.clone();
+    let relay: Ipv4Addr = format!("{p}.0.2").parse().unwrap();
+    let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
+    let cfg = pserv_storm::boot::Config {
+        server,
+        relay,
+        machines,
+        arch: pserv_storm::boot::Arch::Mix,
+        ramp: Duration::ZERO,
+        mac_prefix: [0x02, 0xb0],
+        tftp: pserv_boot::tftp::client::Request::default(),
+        leased_source: true,
+        boot_dir: Some(root.clone()),
+        timeout: Duration::from_secs(4),
+        dhcp_tries: 4,
+        deadline: Duration::from_secs(120),
+    };
+    let report = std::thread::spawn(move || {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let std_sock = dhcp::run::socket(SocketAddr::from((relay, 67))).unwrap();
+            let sock = tokio::net::UdpSocket::from_std(std_sock).unwrap();
+            pserv_storm::boot::run(cfg, sock, false).await
+        })
+    })
+    .join()
+    .unwrap();
+    eprintln!("{report:#?}");
+    assert_eq!(
+        (report.booted, report.failed, report.local),
+        (u64::from(machines), 0, 0),
+        "{report:#?}"
+    );
+    for phase in [
+        "dhcp",
+        "boot_file",
+        "ipxe_dhcp",
+        "config",
+        "kernel",
+        "initrd",
+        "dns",
+    ] {
+        assert_eq!(
+            report.phases.get(phase).map(|l| l.samples),
+            Some(u64::from(machines)),
+            "{phase}: {report:#?}"
+        );
+    }
+    // Boot files, scripts, kernels and initrds, for every machine.
+    assert!(
+        report.bytes > u64::from(machines) * 1_500_000,
+        "{report:#?}"
+    );
+}

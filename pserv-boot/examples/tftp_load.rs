@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pserv_boot::tftp::packet::{self, Packet};
+use pserv_boot::tftp::client;
 use tokio::net::UdpSocket;
 
 #[derive(Default)]
@@ -33,94 +33,17 @@ async fn fetch(
     blksize: u16,
     window: u16,
 ) -> Result<u64, String> {
-    let bind = SocketAddr::new(source, 0);
-    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(64);
-    let (b, w) = (blksize.to_string(), window.to_string());
-    let mut opts = vec![("blksize", b.as_str()), ("tsize", "0")];
-    if window > 1 {
-        opts.push(("windowsize", w.as_str()));
-    }
-    packet::rrq(file, &opts, &mut out);
-    sock.send_to(&out, server)
+    let sock = UdpSocket::bind(SocketAddr::new(source, 0))
         .await
         .map_err(|e| e.to_string())?;
-    let mut peer: Option<SocketAddr> = None;
-    let (mut bsize, mut win) = (512usize, 1u16);
-    let mut expected: u16 = 1;
-    let mut in_window: u16 = 0;
-    let mut total: u64 = 0;
-    let mut silences = 0;
-    let mut buf = vec![0u8; 70_000];
-    loop {
-        let got = tokio::time::timeout(Duration::from_secs(1), sock.recv_from(&mut buf)).await;
-        let (n, from) = match got {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => {
-                silences += 1;
-                if silences >= 5 {
-                    return Err("timed out".into());
-                }
-                // Resend what we last sent (the RRQ, or the last ACK).
-                let to = peer.unwrap_or(server);
-                let _ = sock.send_to(&out, to).await;
-                continue;
-            }
-        };
-        if peer.is_some_and(|p| p != from) {
-            continue;
-        }
-        silences = 0;
-        match packet::parse(&buf[..n]) {
-            Ok(Packet::Oack) if peer.is_none() => {
-                peer = Some(from);
-                // Read the negotiated values back from the raw OACK: name\0value\0 pairs.
-                let mut it = buf[2..n].split(|&c| c == 0);
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    let v: usize = std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0);
-                    match k.to_ascii_lowercase().as_slice() {
-                        b"blksize" => bsize = v,
-                        b"windowsize" => win = v.max(1) as u16,
-                        _ => {}
-                    }
-                }
-                packet::ack(0, &mut out);
-                sock.send_to(&out, from).await.map_err(|e| e.to_string())?;
-            }
-            Ok(Packet::Data { block, data }) => {
-                if peer.is_none() {
-                    peer = Some(from);
-                }
-                if block == expected {
-                    total += data.len() as u64;
-                    expected = expected.wrapping_add(1);
-                    in_window += 1;
-                    let last = data.len() < bsize;
-                    if last || in_window >= win {
-                        in_window = 0;
-                        packet::ack(block, &mut out);
-                        sock.send_to(&out, from).await.map_err(|e| e.to_string())?;
-                    }
-                    if last {
-                        return Ok(total);
-                    }
-                } else if block != expected.wrapping_sub(1) || win > 1 {
-                    // A gap (or, in a window, a resent block): ACK what arrived in order.
-                    in_window = 0;
-                    packet::ack(expected.wrapping_sub(1), &mut out);
-                    sock.send_to(&out, from).await.map_err(|e| e.to_string())?;
-                }
-            }
-            Ok(Packet::Error { code, message }) => {
-                return Err(format!("error {code}: {message}"));
-            }
-            _ => {}
-        }
-    }
+    let req = client::Request {
+        blksize,
+        window,
+        ..client::Request::default()
+    };
+    client::fetch(&sock, server, file, req, |_| {})
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn main() {

@@ -3,6 +3,7 @@
 //! Protocol logic is sans-IO ([`dhcp::Dora`] over `(packet, now)`, [`responder::respond`]);
 //! the socket loops are thin ([`dhcp::run`], [`responder::serve`]).
 
+pub mod boot;
 pub mod dhcp;
 pub mod responder;
 pub mod stats;

@@ -56,6 +56,53 @@ enum Mode {
         #[arg(long)]
         quiet: bool,
     },
+    /// N simulated machines netbooting: DORA, boot file over TFTP, loader config, kernel and
+    /// initrd over TFTP or HTTP, DNS A and PTR of their own name and address.
+    Boot {
+        /// The DHCP server, ADDR[:PORT].
+        #[arg(long)]
+        server: String,
+        /// The relay address to pose as (giaddr); the generator listens on it, port 67.
+        #[arg(long)]
+        relay: Ipv4Addr,
+        /// How many machines.
+        #[arg(long, default_value_t = 100)]
+        machines: u32,
+        /// bios, uefi, or mix (alternating).
+        #[arg(long, default_value = "mix")]
+        arch: String,
+        /// Spread power-on over this many seconds (0: all at once, a power-on storm).
+        #[arg(long, default_value_t = 0.0)]
+        ramp: f64,
+        /// TFTP blksize to ask for.
+        #[arg(long, default_value_t = 1468)]
+        blksize: u16,
+        /// TFTP windowsize to ask for.
+        #[arg(long, default_value_t = 1)]
+        windowsize: u16,
+        /// Send TFTP, HTTP and DNS from each machine's leased address (route the pool to this
+        /// namespace as local first: `ip route add local POOL dev lo`).
+        #[arg(long)]
+        leased_source: bool,
+        /// Compare every fetched file that exists here, byte for byte.
+        #[arg(long)]
+        boot_dir: Option<std::path::PathBuf>,
+        /// Per step timeout, milliseconds.
+        #[arg(long, default_value_t = 4000)]
+        timeout_ms: u64,
+        /// The whole run ends by then, seconds.
+        #[arg(long, default_value_t = 600.0)]
+        deadline: f64,
+        /// The first two octets of every machine MAC, hex.
+        #[arg(long, default_value = "02:b0")]
+        mac_prefix: String,
+        /// Print the report as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// No live progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// A stateless do-nothing DHCP responder (the ceiling of this machine's path).
     Responder {
         /// Where to listen, ADDR:PORT.
@@ -82,6 +129,43 @@ fn parse_prefix(s: &str) -> Option<[u8; 2]> {
         u8::from_str_radix(a, 16).ok()?,
         u8::from_str_radix(b, 16).ok()?,
     ])
+}
+
+fn parse_server(s: &str) -> Option<SocketAddrV4> {
+    s.parse().ok().or_else(|| {
+        s.parse::<Ipv4Addr>()
+            .ok()
+            .map(|ip| SocketAddrV4::new(ip, 67))
+    })
+}
+
+fn boot_table(r: &pserv_storm::boot::Report) {
+    println!(
+        "Boot storm: {} machines, {} booted ({} from disk), {} failed; all booted in {:.2} s; {:.1} MB fetched",
+        r.machines,
+        r.booted,
+        r.local,
+        r.failed,
+        r.time_to_all_booted_s,
+        r.bytes as f64 / 1e6
+    );
+    println!(
+        "  {:<18} {:>8} {:>10} {:>10} {:>10}",
+        "ms", "count", "p50", "p99", "max"
+    );
+    let row = |name: &str, l: &pserv_storm::stats::Latency| {
+        println!(
+            "  {:<18} {:>8} {:>10.1} {:>10.1} {:>10.1}",
+            name, l.samples, l.p50_ms, l.p99_ms, l.max_ms
+        );
+    };
+    row("time to booted", &r.time_to_booted);
+    for (name, l) in &r.phases {
+        row(name, l);
+    }
+    for (why, n) in &r.failures {
+        println!("  failed {n:>6}  {why}");
+    }
 }
 
 fn table(r: &Report) {
@@ -146,16 +230,9 @@ fn main() -> ExitCode {
             json,
             quiet,
         } => {
-            let server: SocketAddrV4 = match server.parse().or_else(|_| {
-                server
-                    .parse::<Ipv4Addr>()
-                    .map(|ip| SocketAddrV4::new(ip, 67))
-            }) {
-                Ok(s) => s,
-                Err(_) => {
-                    eprintln!("pserv-storm: --server {server:?} is not ADDR[:PORT]");
-                    return ExitCode::from(2);
-                }
+            let Some(server) = parse_server(&server) else {
+                eprintln!("pserv-storm: --server {server:?} is not ADDR[:PORT]");
+                return ExitCode::from(2);
             };
             let Some(mac_prefix) = parse_prefix(&mac_prefix) else {
                 eprintln!("pserv-storm: --mac-prefix {mac_prefix:?} is not two hex octets");
@@ -193,6 +270,104 @@ fn main() -> ExitCode {
                 table(&report);
             }
             if report.outside_subnet + report.duplicates > 0 {
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
+        }
+        Mode::Boot {
+            server,
+            relay,
+            machines,
+            arch,
+            ramp,
+            blksize,
+            windowsize,
+            leased_source,
+            boot_dir,
+            timeout_ms,
+            deadline,
+            mac_prefix,
+            json,
+            quiet,
+        } => {
+            use pserv_storm::boot;
+            let Some(server) = parse_server(&server) else {
+                eprintln!("pserv-storm: --server {server:?} is not ADDR[:PORT]");
+                return ExitCode::from(2);
+            };
+            let arch = match arch.as_str() {
+                "bios" => boot::Arch::Bios,
+                "uefi" => boot::Arch::Uefi,
+                "mix" => boot::Arch::Mix,
+                other => {
+                    eprintln!("pserv-storm: --arch {other:?}: bios, uefi or mix");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(mac_prefix) = parse_prefix(&mac_prefix) else {
+                eprintln!("pserv-storm: --mac-prefix {mac_prefix:?} is not two hex octets");
+                return ExitCode::from(2);
+            };
+            if !(ramp >= 0.0 && ramp.is_finite() && deadline > 0.0 && deadline.is_finite()) {
+                eprintln!("pserv-storm: --ramp and --deadline must be non-negative seconds");
+                return ExitCode::from(2);
+            }
+            let cfg = boot::Config {
+                server,
+                relay,
+                machines,
+                arch,
+                ramp: Duration::from_secs_f64(ramp),
+                mac_prefix,
+                tftp: pserv_boot::tftp::client::Request {
+                    blksize: blksize.clamp(8, 65464),
+                    window: windowsize.max(1),
+                    ..Default::default()
+                },
+                leased_source,
+                boot_dir,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+                dhcp_tries: 4,
+                deadline: Duration::from_secs_f64(deadline),
+            };
+            let std_sock = match dhcp::run::socket(SocketAddr::from((relay, 67))) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("pserv-storm: {e:#}");
+                    return ExitCode::from(1);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("pserv-storm: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let report = rt.block_on(async {
+                match tokio::net::UdpSocket::from_std(std_sock) {
+                    Ok(sock) => Some(boot::run(cfg, sock, !quiet && !json).await),
+                    Err(e) => {
+                        eprintln!("pserv-storm: {e}");
+                        None
+                    }
+                }
+            });
+            let Some(report) = report else {
+                return ExitCode::from(1);
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                boot_table(&report);
+            }
+            if report.failed > 0 {
                 return ExitCode::from(3);
             }
             ExitCode::SUCCESS

@@ -102,6 +102,7 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 9],
             giaddr: Ipv4Addr::new(10, 0, 0, 2),
             arch: None,
+            ipxe: false,
         };
         let (mut req, mut out) = (Vec::new(), Vec::new());
         wire::discover(&mut req, &c);

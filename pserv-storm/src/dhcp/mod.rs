@@ -151,6 +151,7 @@ impl Dora {
             mac: [a, b, n[0], n[1], n[2], n[3]],
             giaddr: self.cfg.giaddr,
             arch: None,
+            ipxe: false,
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Client {
     pub giaddr: Ipv4Addr,
     /// Client architecture (option 93), if it sends one.
     pub arch: Option<u16>,
+    /// Whether it is iPXE (user class "iPXE", option 77), which servers give a script URL.
+    pub ipxe: bool,
 }
 
 fn header(out: &mut Vec<u8>, c: &Client, ciaddr: Ipv4Addr) {
@@ -69,6 +71,11 @@ fn finish(out: &mut Vec<u8>, c: &Client) {
     if let Some(a) = c.arch {
         out.extend_from_slice(&[93, 2]);
         out.extend_from_slice(&a.to_be_bytes());
+    }
+    if c.ipxe {
+        // As iPXE sends it: the bare string, not RFC 3004's length-prefixed instances (what
+        // ISC and Kea configurations match on).
+        out.extend_from_slice(&[77, 4, b'i', b'P', b'X', b'E']);
     }
     out.push(255);
     if out.len() < BOOTP_MIN {
@@ -118,6 +125,12 @@ pub struct Reply<'a> {
     pub server_id: Option<Ipv4Addr>,
     /// The boot file: option 67, else the `file` field (NULs trimmed), if not empty.
     pub file: Option<&'a [u8]>,
+    /// The first DNS server (option 6).
+    pub dns: Option<Ipv4Addr>,
+    /// Option 12.
+    pub hostname: Option<&'a [u8]>,
+    /// Option 15.
+    pub domain: Option<&'a [u8]>,
 }
 
 fn ip_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
@@ -136,6 +149,7 @@ pub fn parse_reply(b: &[u8]) -> Option<Reply<'_>> {
     let mut kind = None;
     let mut server_id = None;
     let mut file_opt = None;
+    let (mut dns, mut hostname, mut domain) = (None, None, None);
     let mut i = 240;
     while i < b.len() {
         match b[i] {
@@ -148,6 +162,9 @@ pub fn parse_reply(b: &[u8]) -> Option<Reply<'_>> {
                     (53, 1) => kind = Some(v[0]),
                     (54, 4) => server_id = ip_at(v, 0),
                     (67, n) if n > 0 => file_opt = Some(v),
+                    (6, n) if n >= 4 => dns = ip_at(v, 0),
+                    (12, n) if n > 0 => hostname = Some(v),
+                    (15, n) if n > 0 => domain = Some(v),
                     _ => {}
                 }
                 i += 2 + len;
@@ -168,6 +185,9 @@ pub fn parse_reply(b: &[u8]) -> Option<Reply<'_>> {
         siaddr: ip_at(b, 20)?,
         server_id,
         file,
+        dns,
+        hostname,
+        domain,
     })
 }
 
@@ -251,6 +271,7 @@ mod tests {
         mac: [2, 0, 0, 0, 1, 2],
         giaddr: Ipv4Addr::new(10, 0, 0, 2),
         arch: Some(7),
+        ipxe: false,
     };
 
     #[test]

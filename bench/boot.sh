@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Boot storm: $MACHINES simulated machines powered on at once (pserv-storm boot), booted from
+# pserv alone, from dnsmasq (DHCP + its TFTP + its DNS: the all-in-one a user would pick
+# instead) and from Kea + tftpd-hpa + nginx, with the same files, in the same namespaces, in
+# one run.
+#
+#   sudo bench/boot.sh     (root: network namespaces; apt-installs dnsmasq, kea-dhcp4-server,
+#                           tftpd-hpa and nginx-light when missing, without starting them)
+#
+# Two namespaces joined by a veth pair: the server side in one (10.88.0.1, pinned to core 0),
+# the generator in the other (10.88.0.2, pinned to core 1) posing as a relay. The machines'
+# reserved addresses (10.88.128.0/17) are routed to the generator's namespace as local, so each
+# machine fetches and looks up from its own address. Every machine is a node of the controller:
+# MAC, reserved address, hostname; each server is given the same facts in its own form (pserv a
+# snapshot; dnsmasq dhcp-host lines and per-MAC pxelinux configs, as cobbler writes them; Kea
+# host reservations and per-address iPXE scripts under nginx).
+#
+# What each machine does (BIOS, option 93 = 0), as its firmware would:
+#   pserv:   DORA -> undionly.kpxe (TFTP) -> iPXE DORA -> its script (HTTP) -> kernel and initrd
+#            (HTTP) -> DNS A and PTR of itself (pserv's DNS)
+#   dnsmasq: DORA -> pxelinux.0 (TFTP) -> pxelinux.cfg/01-<mac> (TFTP) -> kernel and initrd
+#            (TFTP) -> DNS A and PTR (dnsmasq's DNS)
+#   Kea:     DORA -> undionly.kpxe (tftpd-hpa) -> iPXE DORA -> script (nginx) -> kernel and
+#            initrd (nginx); Kea serves no DNS, so no lookups
+# Every file fetched is compared with the boot directory's, byte for byte; every configuration
+# must name the machine. Printed: machines booted, failures by phase, time to all booted, and
+# pserv's time against the others'.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MACHINES=${MACHINES:-1000}
+KERNEL_MB=${KERNEL_MB:-4}
+INITRD_MB=${INITRD_MB:-8}
+DEADLINE=${DEADLINE:-300}
+SERVERS=${SERVERS:-"pserv dnsmasq kea"}
+want() { [[ " $SERVERS " == *" $1 "* ]]; }
+S=pbbs$$; C=pbbc$$
+work=$(mktemp -d /tmp/pserv-boot-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$C" 2>/dev/null || true
+  ip netns del "$S" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
+need() {
+  command -v "$1" >/dev/null && return
+  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+need dnsmasq dnsmasq
+need kea-dhcp4 kea-dhcp4-server
+need in.tftpd tftpd-hpa
+need nginx nginx-light
+need python3 python3
+
+cargo build --release -q -p pserv-bin -p pserv-storm
+PSERV=./target/release/pserv
+STORM=./target/release/pserv-storm
+
+ip netns add "$S"; ip netns add "$C"
+ip link add "b$$s" type veth peer name "b$$c"
+ip link set "b$$s" netns "$S" name vsrv
+ip link set "b$$c" netns "$C" name vcli
+ip -n "$S" addr add 10.88.0.1/16 dev vsrv
+ip -n "$C" addr add 10.88.0.2/16 dev vcli
+for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
+ip -n "$S" link set vsrv up
+ip -n "$C" link set vcli up
+# The machines' addresses are the generator's (it answers ARP for them on vcli).
+ip -n "$C" route add local 10.88.128.0/17 dev lo
+
+# The same boot files for everyone: iPXE and pxelinux binaries (random bytes when the real
+# ones are not installed: nothing executes them here), a kernel and an initrd.
+root="$work/boot"; mkdir -p "$root/images" "$root/pxelinux.cfg" "$root/ipxe"
+for f in undionly.kpxe ipxe.efi; do
+  if [ -e "/usr/lib/ipxe/$f" ]; then cp "/usr/lib/ipxe/$f" "$root/"; else head -c 70000 /dev/urandom >"$root/$f"; fi
+done
+if [ -e /usr/lib/PXELINUX/pxelinux.0 ]; then cp /usr/lib/PXELINUX/pxelinux.0 "$root/"; else head -c 42000 /dev/urandom >"$root/pxelinux.0"; fi
+head -c $((KERNEL_MB << 20)) /dev/urandom >"$root/images/vmlinuz"
+head -c $((INITRD_MB << 20)) /dev/urandom >"$root/images/initrd.img"
+
+# The controller's facts, in each server's form.
+python3 - "$work" "$root" "$MACHINES" <<'PY'
+import json, sys
+work, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def mac(i): return "02:b0:%02x:%02x:%02x:%02x" % ((i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255)
+def ip(i): return "10.88.%d.%d" % (128 + (i + 1) // 256, (i + 1) % 256)
+nodes, hosts, kea = [], [], []
+for i in range(n):
+    h = "m%05d" % i
+    nodes.append({"id": h, "hostname": h, "domain": "lab",
+                  "interfaces": [{"mac": mac(i), "ipv4": ip(i)}],
+                  "boot": {"profile": "install"}})
+    hosts.append("dhcp-host=%s,%s,%s" % (mac(i), ip(i), h))
+    kea.append({"hw-address": mac(i), "ip-address": ip(i), "hostname": h})
+    cmd = "console=ttyS0 pserv.host=%s" % h
+    with open("%s/pxelinux.cfg/01-%s" % (root, mac(i).replace(":", "-")), "w") as f:
+        f.write("DEFAULT install\nLABEL install\n  KERNEL images/vmlinuz\n  APPEND initrd=images/initrd.img %s\n" % cmd)
+    with open("%s/ipxe/%s" % (root, ip(i)), "w") as f:
+        f.write("#!ipxe\nkernel http://10.88.0.1:8080/images/vmlinuz %s\ninitrd http://10.88.0.1:8080/images/initrd.img\nboot\n" % cmd)
+snap = {"generation": 1,
+        "boot_profiles": {"install": {"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+                                      "cmdline": "console=ttyS0 pserv.host={{ node.hostname }}"}},
+        "subnets": [{"cidr": "10.88.0.0/16", "router": "10.88.0.1", "dns_servers": ["10.88.0.1"],
+                     "domain": "lab", "lease_seconds": 3600, "unknown_clients": "ignore", "boot": {}}],
+        "nodes": nodes}
+json.dump(snap, open(work + "/snap.json", "w"))
+open(work + "/dnsmasq.hosts", "w").write("\n".join(hosts) + "\n")
+json.dump(kea, open(work + "/kea.hosts.json", "w"))
+PY
+
+declare -A ALL REPORT
+storm() { # NAME
+  local out
+  out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 "$STORM" boot --server 10.88.0.1 \
+        --relay 10.88.0.2 --machines "$MACHINES" --arch bios --leased-source --boot-dir "$root" \
+        --deadline "$DEADLINE" --json 2>/dev/null || true)
+  REPORT[$1]=$out
+  local booted failed all
+  booted=$(echo "$out" | sed -n 's/^  "booted": \([0-9]*\),*$/\1/p')
+  failed=$(echo "$out" | sed -n 's/^  "failed": \([0-9]*\),*$/\1/p')
+  all=$(echo "$out" | sed -n 's/^  "time_to_all_booted_s": \([0-9.e+-]*\),*$/\1/p')
+  ALL[$1]=${all:-0}
+  printf "%-8s booted %5s / %s  failed %5s  time to all booted %8.2f s\n" "$1" "${booted:-0}" "$MACHINES" "${failed:-$MACHINES}" "${all:-0}"
+  echo "$out" | python3 -c '
+import json, sys
+try: r = json.load(sys.stdin)
+except Exception: sys.exit(0)
+for k, l in sorted(r["phases"].items()):
+    print("    %-10s n=%-6d p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms" % (k, l["samples"], l["p50_ms"], l["p99_ms"], l["max_ms"]))
+print("    %-10s        p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms" % ("booted", r["time_to_booted"]["p50_ms"], r["time_to_booted"]["p99_ms"], r["time_to_booted"]["max_ms"]))
+for why, n in r["failures"].items(): print("    failed %5d  %s" % (n, why))
+'
+}
+stop() { kill "$1" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+echo "== $MACHINES machines at once; kernel ${KERNEL_MB} MiB, initrd ${INITRD_MB} MiB =="
+if want pserv; then
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$PSERV" serve --snapshot "$work/snap.json" \
+    --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --tftp-listen 10.88.0.1:69 \
+    --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:0 \
+    --state-dir "$work/pserv-state" >"$work/pserv.log" 2>&1 &
+  p=$!; pids+=("$p"); sleep 1
+  storm pserv
+  stop "$p"
+fi
+
+if want dnsmasq; then
+  cat >"$work/dnsmasq.conf" <<CONF
+listen-address=10.88.0.1
+bind-interfaces
+domain=lab
+local=/lab/
+dhcp-range=10.88.128.1,10.88.255.254,255.255.0.0,1h
+dhcp-hostsfile=$work/dnsmasq.hosts
+dhcp-leasefile=$work/dnsmasq.leases
+dhcp-authoritative
+dhcp-boot=pxelinux.0,,10.88.0.1
+enable-tftp
+tftp-root=$root
+tftp-max=2000
+no-ping
+quiet-dhcp
+no-resolv
+CONF
+  ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq.conf" --user=root \
+    --pid-file="$work/dnsmasq.pid" --log-facility=/dev/null >"$work/dnsmasq.out" 2>&1 &
+  p=$!; pids+=("$p"); sleep 1
+  storm dnsmasq
+  stop "$p"
+fi
+
+if want kea; then
+  mkdir -p "$work/kea"
+  cat >"$work/kea/kea-dhcp4.json" <<JSON
+{ "Dhcp4": {
+  "interfaces-config": { "interfaces": [ "vsrv" ], "dhcp-socket-type": "udp" },
+  "lease-database": { "type": "memfile", "persist": true, "name": "$work/kea/leases4.csv", "lfc-interval": 0 },
+  "valid-lifetime": 3600,
+  "client-classes": [
+    { "name": "ipxe", "test": "option[77].hex == 'iPXE'", "boot-file-name": "http://10.88.0.1:8080/boot.ipxe" },
+    { "name": "pxe", "test": "not member('ipxe')", "next-server": "10.88.0.1", "boot-file-name": "undionly.kpxe" } ],
+  "subnet4": [ { "id": 1, "subnet": "10.88.0.0/16", "option-data": [ { "name": "routers", "data": "10.88.0.1" } ],
+    "reservations": $(cat "$work/kea.hosts.json") } ],
+  "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$work/kea/kea.log" } ], "severity": "WARN" } ]
+} }
+JSON
+  cat >"$work/nginx.conf" <<NGINX
+user root;
+worker_processes 1;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  server { listen 10.88.0.1:8080; root $root;
+    location = /boot.ipxe { rewrite ^ /ipxe/\$remote_addr break; default_type text/plain; } }
+}
+NGINX
+  KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \
+    kea-dhcp4 -c "$work/kea/kea-dhcp4.json" >"$work/kea/out" 2>&1 &
+  k=$!; pids+=("$k")
+  ip netns exec "$S" taskset -c 0 in.tftpd -L -a 10.88.0.1:69 -u root -s "$root" >"$work/tftpd.log" 2>&1 &
+  t=$!; pids+=("$t")
+  ip netns exec "$S" taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
+  n=$!; pids+=("$n"); sleep 1
+  storm kea
+  stop "$n"; stop "$t"; stop "$k"
+fi
+
+echo
+for other in dnsmasq kea; do
+  [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[$other]:-}" ] || continue
+  awk -v p="${ALL[pserv]}" -v o="${ALL[$other]}" -v n="$other" 'BEGIN {
+    if (p > 0 && o > 0) printf "time to all booted: pserv %.2f s, %s %.2f s: pserv takes %.3f of %s'"'"'s time (%.1fx faster)\n", p, n, o, p / o, n, o / p }'
+done

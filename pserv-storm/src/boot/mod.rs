@@ -1,0 +1,578 @@
+//! `boot` mode: N simulated machines doing what firmware does, all at once or on a ramp.
+//!
+//! Each machine, with its own MAC and architecture (option 93):
+//! 1. DORA (through the generator's relay address), as its PXE ROM does;
+//! 2. fetches the offered boot file: over TFTP from siaddr (else the server identifier), or
+//!    over HTTP for a UEFI HTTP boot URL;
+//! 3. runs the loader that file is: `*.0` is pxelinux, which reads
+//!    `pxelinux.cfg/01-<mac>` (else `pxelinux.cfg/default`) over TFTP; anything else is iPXE,
+//!    which does its own DORA (user class "iPXE") and GETs the script URL it is given;
+//! 4. checks that the configuration is this machine's (it names the hostname DHCP gave it),
+//!    then fetches the kernel and initrds it names (TFTP paths or HTTP URLs), unless it says
+//!    boot from disk;
+//! 5. looks up its own name (A, which must be its address) and address (PTR, which must be its
+//!    name) at the DNS server DHCP gave it.
+//!
+//! Every fetched file that also exists under `--boot-dir` must match it byte for byte. Each
+//! machine sends TFTP, HTTP and DNS from its leased address when `leased_source` is set (the
+//! harness routes the pool to the generator's namespace as local: `ip route add local ...`).
+//! The report: time to booted per machine (p50/p99/max), each phase's latency, and failures
+//! by phase and reason.
+
+pub mod mux;
+pub mod net;
+pub mod script;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use pserv_boot::tftp::client as tftp;
+use serde::Serialize;
+
+use crate::dhcp::wire;
+use crate::stats::{Latency, Samples};
+use mux::Mux;
+
+/// Which architectures the machines are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Legacy BIOS (option 93 = 0).
+    Bios,
+    /// x86-64 UEFI (7).
+    Uefi,
+    /// Alternating BIOS and UEFI.
+    Mix,
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The DHCP server.
+    pub server: SocketAddrV4,
+    /// The relay address the generator poses as (its socket listens on it, port 67).
+    pub relay: Ipv4Addr,
+    /// How many machines.
+    pub machines: u32,
+    /// Their architectures.
+    pub arch: Arch,
+    /// Power-on spread: machine `i` starts at `i * ramp / machines` (zero: all at once).
+    pub ramp: Duration,
+    /// The first two octets of every MAC.
+    pub mac_prefix: [u8; 2],
+    /// TFTP options asked for.
+    pub tftp: tftp::Request,
+    /// Send TFTP, HTTP and DNS from the machine's leased address.
+    pub leased_source: bool,
+    /// Files to compare fetched bytes with (paths as the TFTP name or URL path).
+    pub boot_dir: Option<PathBuf>,
+    /// How long each DHCP or HTTP or DNS step waits.
+    pub timeout: Duration,
+    /// DHCP sends per message (firmware retries).
+    pub dhcp_tries: u32,
+    /// The run ends by then, booted or not.
+    pub deadline: Duration,
+}
+
+/// The steps of a boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The PXE ROM's DORA.
+    Dhcp,
+    /// The boot file.
+    BootFile,
+    /// iPXE's own DORA.
+    IpxeDhcp,
+    /// The loader's configuration (iPXE script or pxelinux config).
+    Config,
+    /// The kernel.
+    Kernel,
+    /// The initrds.
+    Initrd,
+    /// A and PTR lookups.
+    Dns,
+    /// The run's deadline passed first.
+    Deadline,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Dhcp => "dhcp",
+            Self::BootFile => "boot_file",
+            Self::IpxeDhcp => "ipxe_dhcp",
+            Self::Config => "config",
+            Self::Kernel => "kernel",
+            Self::Initrd => "initrd",
+            Self::Dns => "dns",
+            Self::Deadline => "deadline",
+        }
+    }
+}
+
+/// One machine's boot.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// The address it was given.
+    pub ip: Option<Ipv4Addr>,
+    /// Power-on to booted.
+    pub booted: Option<Duration>,
+    /// Whether its configuration said boot from disk.
+    pub local: bool,
+    /// How long each phase took.
+    pub phases: Vec<(Phase, Duration)>,
+    /// Where and why it failed.
+    pub failure: Option<(Phase, String)>,
+    /// Bytes fetched (boot file, config, kernel, initrds).
+    pub bytes: u64,
+}
+
+/// What the machines share.
+struct Ctx {
+    cfg: Config,
+    mux: Arc<Mux>,
+    /// Expected contents by path, read once.
+    files: Mutex<HashMap<String, Option<Arc<Vec<u8>>>>>,
+}
+
+impl Ctx {
+    /// The expected bytes of `path` (a TFTP name or URL path), if the boot dir has it.
+    fn expected(&self, path: &str) -> Option<Arc<Vec<u8>>> {
+        let dir = self.cfg.boot_dir.as_ref()?;
+        let rel = path.trim_start_matches('/');
+        if rel.split('/').any(|c| c == "..") {
+            return None;
+        }
+        let mut files = self.files.lock().ok()?;
+        files
+            .entry(rel.to_owned())
+            .or_insert_with(|| std::fs::read(dir.join(rel)).ok().map(Arc::new))
+            .clone()
+    }
+}
+
+/// What DHCP gave a machine.
+#[derive(Debug, Clone)]
+struct Lease {
+    ip: Ipv4Addr,
+    server_id: Ipv4Addr,
+    siaddr: Ipv4Addr,
+    file: Option<String>,
+    dns: Option<Ipv4Addr>,
+    hostname: Option<String>,
+    domain: Option<String>,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// One DORA for machine `mac` as `stage` (0: the PXE ROM, 1: iPXE).
+async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Result<Lease, String> {
+    let c = wire::Client {
+        xid,
+        mac,
+        giaddr: ctx.cfg.relay,
+        arch: Some(arch),
+        ipxe,
+    };
+    let mut rx = ctx.mux.open(xid);
+    let result = async {
+        let mut msg = Vec::with_capacity(320);
+        wire::discover(&mut msg, &c);
+        let offer = ctx
+            .mux
+            .exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
+                let r = wire::parse_reply(b)?;
+                (r.kind == wire::OFFER && r.mac == mac).then_some((r.yiaddr, r.server_id))
+            })
+            .await
+            .ok_or("no OFFER")?;
+        let server = offer.1.unwrap_or(*ctx.cfg.server.ip());
+        wire::request(&mut msg, &c, offer.0, server);
+        ctx.mux
+            .exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
+                let r = wire::parse_reply(b)?;
+                if r.mac != mac {
+                    return None;
+                }
+                match r.kind {
+                    wire::ACK => Some(Ok(Lease {
+                        ip: r.yiaddr,
+                        server_id: r.server_id.unwrap_or(server),
+                        siaddr: r.siaddr,
+                        file: r.file.map(text),
+                        dns: r.dns,
+                        hostname: r.hostname.map(text),
+                        domain: r.domain.map(text),
+                    })),
+                    wire::NAK => Some(Err("NAK".to_owned())),
+                    _ => None,
+                }
+            })
+            .await
+            .ok_or("no ACK")?
+    }
+    .await;
+    ctx.mux.done(xid);
+    result
+}
+
+/// Fetches `what` (an http URL, else a TFTP name on `tftp_server`) from `source`, checking
+/// it against the boot dir. Returns the bytes.
+async fn fetch(
+    ctx: &Ctx,
+    what: &str,
+    tftp_server: Ipv4Addr,
+    source: Ipv4Addr,
+) -> Result<Vec<u8>, String> {
+    let (bytes, path) = if what.starts_with("http://") {
+        let body = net::get(what, source, ctx.cfg.timeout * 4).await?;
+        let path = net::parse_url(what).map_or("", |(_, p)| p).to_owned();
+        (body, path)
+    } else {
+        let sock = tokio::net::UdpSocket::bind(SocketAddr::from((source, 0)))
+            .await
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let mut body = Vec::new();
+        tftp::fetch(
+            &sock,
+            SocketAddr::from((tftp_server, 69)),
+            what,
+            ctx.cfg.tftp,
+            |b| body.extend_from_slice(b),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        (body, what.to_owned())
+    };
+    if let Some(want) = ctx.expected(&path)
+        && **want != bytes
+    {
+        return Err(format!(
+            "{path}: {} bytes that differ from the boot directory's {}",
+            bytes.len(),
+            want.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Runs phase `p` of a machine, timing it into `out`.
+macro_rules! phase {
+    ($out:expr, $p:expr, $e:expr) => {{
+        let t = Instant::now();
+        let r = $e;
+        $out.phases.push(($p, t.elapsed()));
+        match r {
+            Ok(v) => v,
+            Err(e) => {
+                $out.failure = Some(($p, e));
+                return $out;
+            }
+        }
+    }};
+}
+
+async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
+    let [a, b] = ctx.cfg.mac_prefix;
+    let n = i.to_be_bytes();
+    let mac = [a, b, n[0], n[1], n[2], n[3]];
+    let arch = match ctx.cfg.arch {
+        Arch::Bios => 0,
+        Arch::Uefi => 7,
+        Arch::Mix => [0, 7][i as usize % 2],
+    };
+    let mut out = Outcome {
+        mac,
+        ip: None,
+        booted: None,
+        local: false,
+        phases: Vec::new(),
+        failure: None,
+        bytes: 0,
+    };
+    let xid = |stage: u32| (i.wrapping_mul(2654435761) ^ (stage << 30)) | 1;
+    let lease = phase!(out, Phase::Dhcp, dora(&ctx, mac, arch, xid(0), false).await);
+    out.ip = Some(lease.ip);
+    let src = if ctx.cfg.leased_source {
+        lease.ip
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
+    let tftp_server = if lease.siaddr.is_unspecified() {
+        lease.server_id
+    } else {
+        lease.siaddr
+    };
+    let file = phase!(
+        out,
+        Phase::BootFile,
+        match &lease.file {
+            Some(f) => fetch(&ctx, f, tftp_server, src)
+                .await
+                .map(|b| (f.clone(), b)),
+            None => Err("no boot file offered".to_owned()),
+        }
+    );
+    out.bytes += file.1.len() as u64;
+    let mac_hyphen = mac.map(|o| format!("{o:02x}")).join("-");
+    let (config, boots, server) = if file.0.ends_with(".0") {
+        // pxelinux: its config over TFTP.
+        let cfg = phase!(out, Phase::Config, {
+            match fetch(
+                &ctx,
+                &format!("pxelinux.cfg/01-{mac_hyphen}"),
+                tftp_server,
+                src,
+            )
+            .await
+            {
+                Ok(b) => Ok(b),
+                Err(_) => fetch(&ctx, "pxelinux.cfg/default", tftp_server, src).await,
+            }
+        });
+        let t = text(&cfg);
+        let boots = script::pxelinux(&t);
+        (t, boots, tftp_server)
+    } else {
+        // iPXE: its own DORA, then the script URL.
+        let again = phase!(
+            out,
+            Phase::IpxeDhcp,
+            dora(&ctx, mac, arch, xid(1), true).await
+        );
+        let url = match &again.file {
+            Some(u) if u.starts_with("http://") => u.clone(),
+            other => {
+                let why = other.as_ref().map_or_else(
+                    || "iPXE was given no script".to_owned(),
+                    |u| format!("iPXE was given {u:?}, not a script URL"),
+                );
+                out.failure = Some((Phase::Config, why));
+                return out;
+            }
+        };
+        let cfg = phase!(
+            out,
+            Phase::Config,
+            fetch(&ctx, &url, tftp_server, src).await
+        );
+        let t = text(&cfg);
+        let boots = script::ipxe(&t);
+        (t, boots, tftp_server)
+    };
+    out.bytes += config.len() as u64;
+    // The configuration must be this machine's: it names the hostname DHCP gave it.
+    if let Some(h) = &lease.hostname
+        && !config.contains(h.as_str())
+    {
+        out.failure = Some((
+            Phase::Config,
+            "the configuration does not name this machine".to_owned(),
+        ));
+        return out;
+    }
+    if boots.local {
+        out.local = true;
+    } else {
+        let kernel = phase!(
+            out,
+            Phase::Kernel,
+            match &boots.kernel {
+                Some(k) => fetch(&ctx, k, server, src).await,
+                None => Err("the configuration names no kernel".to_owned()),
+            }
+        );
+        out.bytes += kernel.len() as u64;
+        for initrd in &boots.initrds {
+            let b = phase!(out, Phase::Initrd, fetch(&ctx, initrd, server, src).await);
+            out.bytes += b.len() as u64;
+        }
+    }
+    if let (Some(dns), Some(host)) = (lease.dns, &lease.hostname) {
+        let fqdn = match &lease.domain {
+            Some(d) if !host.contains('.') => format!("{host}.{}", d.trim_end_matches('.')),
+            _ => host.clone(),
+        }
+        .to_ascii_lowercase();
+        phase!(out, Phase::Dns, {
+            let t = ctx.cfg.timeout;
+            let a = net::lookup(dns, src, &format!("{fqdn}."), RecordType::A, t).await;
+            let p = net::lookup(dns, src, &net::reverse_name(lease.ip), RecordType::PTR, t).await;
+            match (a, p) {
+                (Ok(net::Answer::A(a)), _) if a != vec![lease.ip] => {
+                    Err(format!("{fqdn} A {a:?}, not {}", lease.ip))
+                }
+                (_, Ok(net::Answer::Ptr(p))) if p != vec![fqdn.clone()] => {
+                    Err(format!("PTR of {} is {p:?}, not {fqdn}", lease.ip))
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+                _ => Ok(()),
+            }
+        });
+    }
+    out.booted = Some(t0.elapsed());
+    out
+}
+
+/// A run's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Machines powered on.
+    pub machines: u64,
+    /// Booted (kernel and initrds fetched, or told to boot from disk), DNS checked.
+    pub booted: u64,
+    /// Of those, told to boot from disk.
+    pub local: u64,
+    /// Failed.
+    pub failed: u64,
+    /// From the first power-on to the last machine booted.
+    pub time_to_all_booted_s: f64,
+    /// Power-on (of the run) to booted, per machine.
+    pub time_to_booted: Latency,
+    /// Each phase's latency.
+    pub phases: BTreeMap<String, Latency>,
+    /// Failures by phase and reason.
+    pub failures: BTreeMap<String, u64>,
+    /// Bytes fetched in all.
+    pub bytes: u64,
+}
+
+/// Sums outcomes up.
+pub fn report(outcomes: &[Outcome]) -> Report {
+    let mut booted = Samples::default();
+    let mut phases: BTreeMap<Phase, Samples> = BTreeMap::new();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last = Duration::ZERO;
+    for o in outcomes {
+        for (p, d) in &o.phases {
+            phases.entry(*p).or_default().record(*d);
+        }
+        if let Some(b) = o.booted {
+            booted.record(b);
+            last = last.max(b);
+        }
+        if let Some((p, why)) = &o.failure {
+            *failures.entry(format!("{}: {why}", p.name())).or_default() += 1;
+        }
+    }
+    Report {
+        machines: outcomes.len() as u64,
+        booted: outcomes.iter().filter(|o| o.booted.is_some()).count() as u64,
+        local: outcomes
+            .iter()
+            .filter(|o| o.local && o.booted.is_some())
+            .count() as u64,
+        failed: outcomes.iter().filter(|o| o.booted.is_none()).count() as u64,
+        time_to_all_booted_s: last.as_secs_f64(),
+        time_to_booted: booted.summary(),
+        phases: phases
+            .into_iter()
+            .map(|(p, s)| (p.name().to_owned(), s.summary()))
+            .collect(),
+        failures,
+        bytes: outcomes.iter().map(|o| o.bytes).sum(),
+    }
+}
+
+/// Powers on every machine and waits for them (or the deadline). `progress` prints a live
+/// line to stderr every second.
+pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Report {
+    let mux = Mux::start(sock, SocketAddr::V4(cfg.server));
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        mux,
+        files: Mutex::new(HashMap::new()),
+    });
+    let t0 = Instant::now();
+    let n = cfg.machines;
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let ctx = ctx.clone();
+        let done = done.clone();
+        let at = cfg.ramp.mul_f64(f64::from(i) / f64::from(n.max(1)));
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            let o = machine(i, ctx, t0).await;
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            o
+        }));
+    }
+    let ticker = progress.then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                eprint!(
+                    "\r{:>6.1}s  machines done {:>6} / {n}   ",
+                    t0.elapsed().as_secs_f64(),
+                    done.load(std::sync::atomic::Ordering::Relaxed)
+                );
+            }
+        })
+    });
+    let deadline = tokio::time::Instant::from_std(t0 + cfg.deadline);
+    let mut outcomes = Vec::with_capacity(n as usize);
+    for (i, mut t) in tasks.into_iter().enumerate() {
+        match tokio::time::timeout_at(deadline, &mut t).await {
+            Ok(Ok(o)) => outcomes.push(o),
+            _ => {
+                t.abort();
+                let n = (i as u32).to_be_bytes();
+                let [a, b] = cfg.mac_prefix;
+                outcomes.push(Outcome {
+                    mac: [a, b, n[0], n[1], n[2], n[3]],
+                    ip: None,
+                    booted: None,
+                    local: false,
+                    phases: Vec::new(),
+                    failure: Some((Phase::Deadline, "not booted by the deadline".to_owned())),
+                    bytes: 0,
+                });
+            }
+        }
+    }
+    if let Some(t) = ticker {
+        t.abort();
+        eprintln!();
+    }
+    report(&outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_counts_booted_failed_and_phases() {
+        let o = |booted: Option<u64>, failure: Option<(Phase, &str)>| Outcome {
+            mac: [0; 6],
+            ip: None,
+            booted: booted.map(Duration::from_millis),
+            local: false,
+            phases: vec![(Phase::Dhcp, Duration::from_millis(3))],
+            failure: failure.map(|(p, s)| (p, s.to_owned())),
+            bytes: 10,
+        };
+        let r = report(&[
+            o(Some(100), None),
+            o(Some(300), None),
+            o(None, Some((Phase::Kernel, "timed out"))),
+            o(None, Some((Phase::Kernel, "timed out"))),
+        ]);
+        assert_eq!((r.machines, r.booted, r.failed), (4, 2, 2));
+        assert_eq!(r.time_to_all_booted_s, 0.3);
+        assert_eq!(r.time_to_booted.max_ms, 300.0);
+        assert_eq!(r.failures.get("kernel: timed out"), Some(&2));
+        assert_eq!(r.phases["dhcp"].samples, 4);
+        assert_eq!(r.bytes, 40);
+    }
+}

@@ -1,0 +1,174 @@
+//! The simulated machine's network clients: an HTTP/1.1 GET (what iPXE and UEFI HTTP boot
+//! do: one request, `Content-Length` checked, no redirects followed) and DNS A/PTR lookups.
+//! Every socket binds to the machine's own address when it has one.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, UdpSocket};
+
+/// An `http://host[:port]/path` URL's parts.
+pub fn parse_url(url: &str) -> Option<(SocketAddr, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (hostport, 80),
+    };
+    let ip: Ipv4Addr = host.parse().ok()?;
+    Some((
+        SocketAddr::from((ip, port)),
+        if path.is_empty() { "/" } else { path },
+    ))
+}
+
+/// GETs `url` from `source` (unspecified: any); returns the body, or why not.
+pub async fn get(url: &str, source: Ipv4Addr, timeout: Duration) -> Result<Vec<u8>, String> {
+    tokio::time::timeout(timeout, get_inner(url, source))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+async fn get_inner(url: &str, source: Ipv4Addr) -> Result<Vec<u8>, String> {
+    let (addr, path) = parse_url(url).ok_or_else(|| format!("not an http URL: {url}"))?;
+    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    if !source.is_unspecified() {
+        sock.bind(SocketAddr::from((source, 0)))
+            .map_err(|e| format!("bind {source}: {e}"))?;
+    }
+    let mut s = sock
+        .connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: pserv-storm\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(16 << 10);
+    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+    let head_end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no HTTP header")?;
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "header not text")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let code = status.split_whitespace().nth(1).unwrap_or("");
+    if code != "200" {
+        return Err(format!("HTTP {code}"));
+    }
+    let length = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    let body = buf.split_off(head_end + 4);
+    match length {
+        Some(n) if n != body.len() => {
+            Err(format!("Content-Length {n} but {} bytes came", body.len()))
+        }
+        _ => Ok(body),
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A records.
+    A(Vec<Ipv4Addr>),
+    /// PTR names (lower case, no trailing dot).
+    Ptr(Vec<String>),
+}
+
+/// One query of `qtype` for `name` to `server`, from `source`; retried once.
+pub async fn lookup(
+    server: Ipv4Addr,
+    source: Ipv4Addr,
+    name: &str,
+    qtype: RecordType,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    let sock = UdpSocket::bind(SocketAddr::from((source, 0)))
+        .await
+        .map_err(|e| format!("bind {source}: {e}"))?;
+    let qname = Name::from_ascii(name).map_err(|e| e.to_string())?;
+    let id: u16 = rand_id(name);
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(qname, qtype));
+    let q = m.to_vec().map_err(|e| e.to_string())?;
+    let to = SocketAddr::from((IpAddr::V4(server), 53));
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..2 {
+        sock.send_to(&q, to).await.map_err(|e| e.to_string())?;
+        let Ok(r) = tokio::time::timeout(timeout, sock.recv_from(&mut buf)).await else {
+            continue;
+        };
+        let (n, _) = r.map_err(|e| e.to_string())?;
+        let resp = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+        if resp.metadata.id != id {
+            continue;
+        }
+        let mut a = Vec::new();
+        let mut p = Vec::new();
+        for rec in &resp.answers {
+            match &rec.data {
+                RData::A(ip) => a.push(ip.0),
+                RData::PTR(n) => p.push(n.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        return Ok(if qtype == RecordType::PTR {
+            Answer::Ptr(p)
+        } else {
+            Answer::A(a)
+        });
+    }
+    Err("no DNS answer".to_owned())
+}
+
+/// A query id from the name and the clock's low bits (no two machines' lookups share one
+/// socket, so this only has to differ from a stray earlier answer's).
+fn rand_id(name: &str) -> u16 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    name.bytes().fold(t, |h, b| h.rotate_left(5) ^ u32::from(b)) as u16
+}
+
+/// The reverse name of `ip` (`4.3.2.1.in-addr.arpa.`).
+pub fn reverse_name(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_reverse_names() {
+        assert_eq!(
+            parse_url("http://10.0.0.1:5248/ipxe/52-54-00-00-00-01"),
+            Some((
+                SocketAddr::from(([10, 0, 0, 1], 5248)),
+                "/ipxe/52-54-00-00-00-01"
+            ))
+        );
+        assert_eq!(
+            parse_url("http://10.0.0.1"),
+            Some((SocketAddr::from(([10, 0, 0, 1], 80)), "/"))
+        );
+        assert_eq!(parse_url("tftp://x/y"), None);
+        assert_eq!(parse_url("http://name.example/x"), None);
+        assert_eq!(
+            reverse_name(Ipv4Addr::new(10, 1, 2, 3)),
+            "3.2.1.10.in-addr.arpa."
+        );
+    }
+}

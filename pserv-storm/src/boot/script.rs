@@ -1,0 +1,113 @@
+//! What a simulated loader reads from its configuration: the kernel and initrds an iPXE
+//! script or a pxelinux config names. Pure functions over text.
+
+/// The files a configuration boots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Boots {
+    /// The kernel.
+    pub kernel: Option<String>,
+    /// The initrds, in order.
+    pub initrds: Vec<String>,
+    /// Whether it boots from local disk instead (iPXE `sanboot`/`exit`, pxelinux `LOCALBOOT`).
+    pub local: bool,
+}
+
+/// An iPXE script: `kernel URL args...` (or `chain`/`imgexec` of a kernel), `initrd URL`
+/// lines (`--name x` options skipped); `sanboot` or `exit` means local boot.
+pub fn ipxe(text: &str) -> Boots {
+    let mut b = Boots::default();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(cmd) = words.next() else { continue };
+        // The first argument that is not an option.
+        let mut arg = || words.by_ref().find(|w| !w.starts_with("--"));
+        match cmd {
+            "kernel" | "linux" | "imgexec" => {
+                if let Some(a) = arg() {
+                    b.kernel = Some(a.to_owned());
+                }
+            }
+            "initrd" | "module" => {
+                if let Some(a) = arg() {
+                    b.initrds.push(a.to_owned());
+                }
+            }
+            "sanboot" | "exit" => b.local = b.kernel.is_none(),
+            _ => {}
+        }
+    }
+    b
+}
+
+/// A pxelinux config: the first `LABEL`'s (or the `DEFAULT` one's) `KERNEL`/`LINUX` and
+/// `INITRD` or `APPEND initrd=a,b`; `LOCALBOOT` means local boot. Keywords are
+/// case-insensitive.
+pub fn pxelinux(text: &str) -> Boots {
+    let mut default: Option<String> = None;
+    let mut labels: Vec<(String, Boots)> = Vec::new();
+    let mut top = Boots::default();
+    for line in text.lines() {
+        let line = line.trim();
+        let (kw, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        let cur = match labels.last_mut() {
+            Some((_, b)) => b,
+            None => &mut top,
+        };
+        match kw.to_ascii_lowercase().as_str() {
+            "default" => default = rest.split_whitespace().next().map(str::to_owned),
+            "label" => labels.push((rest.to_owned(), Boots::default())),
+            "kernel" | "linux" => cur.kernel = Some(rest.to_owned()),
+            "initrd" => cur
+                .initrds
+                .extend(rest.split(',').map(|s| s.trim().to_owned())),
+            "append" => {
+                for w in rest.split_whitespace() {
+                    if let Some(list) = w.strip_prefix("initrd=") {
+                        cur.initrds.extend(list.split(',').map(str::to_owned));
+                    }
+                }
+            }
+            "localboot" => cur.local = true,
+            _ => {}
+        }
+    }
+    if let Some(d) = default
+        && let Some((_, b)) = labels.iter().find(|(l, _)| *l == d)
+    {
+        return b.clone();
+    }
+    labels.into_iter().next().map_or(top, |(_, b)| b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipxe_scripts() {
+        let s = "#!ipxe\nkernel http://10.0.0.1:5248/images/vmlinuz console=ttyS0 pserv.host=a\n\
+                 initrd --name initrd.img http://10.0.0.1:5248/images/initrd.img\nboot\n";
+        let b = ipxe(s);
+        assert_eq!(
+            b.kernel.as_deref(),
+            Some("http://10.0.0.1:5248/images/vmlinuz")
+        );
+        assert_eq!(b.initrds, vec!["http://10.0.0.1:5248/images/initrd.img"]);
+        assert!(!b.local);
+        assert!(ipxe("#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n").local);
+    }
+
+    #[test]
+    fn pxelinux_configs() {
+        let s = "DEFAULT install\nLABEL other\n KERNEL x\nLABEL install\n  KERNEL images/vmlinuz\n  \
+                 APPEND initrd=images/initrd.img,extra.img console=ttyS0\n";
+        let b = pxelinux(s);
+        assert_eq!(b.kernel.as_deref(), Some("images/vmlinuz"));
+        assert_eq!(b.initrds, vec!["images/initrd.img", "extra.img"]);
+        let l = pxelinux("DEFAULT local\nLABEL local\n LOCALBOOT 0\n");
+        assert!(l.local && l.kernel.is_none());
+        let top = pxelinux("kernel k\ninitrd i\n");
+        assert_eq!((top.kernel.as_deref(), top.initrds.len()), (Some("k"), 1));
+    }
+}
