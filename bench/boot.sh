@@ -8,9 +8,12 @@
 #                           tftpd-hpa and nginx-light when missing, without starting them)
 #
 # Two namespaces joined by a veth pair: the server side in one (10.88.0.1, pinned to core 0),
-# the generator in the other (10.88.0.2, pinned to core 1) posing as a relay. The machines'
-# reserved addresses (10.88.128.0/17) are routed to the generator's namespace as local, so each
-# machine fetches and looks up from its own address. Every machine is a node of the controller:
+# the generator in the other (10.88.0.2, pinned to core 1) posing as the relay of the machines'
+# link, 10.89.0.0/16 (giaddr 10.89.0.1), which the server reaches through it, as a routed
+# provisioning network is. The machines' reserved addresses are local to the generator's
+# namespace, so each machine fetches and looks up from its own address. (Routed rather than on
+# one link with the server: 1,000 neighbours would otherwise overflow the kernel's ARP table,
+# gc_thresh3 = 1024 for all namespaces together, and measure that instead of the servers.) Every machine is a node of the controller:
 # MAC, reserved address, hostname; each server is given the same facts in its own form (pserv a
 # snapshot; dnsmasq dhcp-host lines and per-MAC pxelinux configs, as cobbler writes them; Kea
 # host reservations and per-address iPXE scripts under nginx).
@@ -71,8 +74,9 @@ ip -n "$C" addr add 10.88.0.2/16 dev vcli
 for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
 ip -n "$S" link set vsrv up
 ip -n "$C" link set vcli up
-# The machines' addresses are the generator's (it answers ARP for them on vcli).
-ip -n "$C" route add local 10.88.128.0/17 dev lo
+# The machines' link lives in the generator's namespace; the server routes to it.
+ip -n "$C" route add local 10.89.0.0/16 dev lo
+ip -n "$S" route add 10.89.0.0/16 via 10.88.0.2
 
 # The same boot files for everyone: iPXE and pxelinux binaries (random bytes when the real
 # ones are not installed: nothing executes them here), a kernel and an initrd.
@@ -89,14 +93,14 @@ python3 - "$work" "$root" "$MACHINES" <<'PY'
 import json, sys
 work, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def mac(i): return "02:b0:%02x:%02x:%02x:%02x" % ((i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255)
-def ip(i): return "10.88.%d.%d" % (128 + (i + 1) // 256, (i + 1) % 256)
+def ip(i): return "10.89.%d.%d" % (1 + (i + 1) // 256, (i + 1) % 256)
 nodes, hosts, kea = [], [], []
 for i in range(n):
     h = "m%05d" % i
     nodes.append({"id": h, "hostname": h, "domain": "lab",
                   "interfaces": [{"mac": mac(i), "ipv4": ip(i)}],
                   "boot": {"profile": "install"}})
-    hosts.append("dhcp-host=%s,%s,%s" % (mac(i), ip(i), h))
+    hosts.append("%s,%s,%s" % (mac(i), ip(i), h))  # dhcp-hostsfile lines: dhcp-host= left out
     kea.append({"hw-address": mac(i), "ip-address": ip(i), "hostname": h})
     cmd = "console=ttyS0 pserv.host=%s" % h
     with open("%s/pxelinux.cfg/01-%s" % (root, mac(i).replace(":", "-")), "w") as f:
@@ -106,7 +110,7 @@ for i in range(n):
 snap = {"generation": 1,
         "boot_profiles": {"install": {"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
                                       "cmdline": "console=ttyS0 pserv.host={{ node.hostname }}"}},
-        "subnets": [{"cidr": "10.88.0.0/16", "router": "10.88.0.1", "dns_servers": ["10.88.0.1"],
+        "subnets": [{"cidr": "10.89.0.0/16", "router": "10.89.0.1", "dns_servers": ["10.88.0.1"],
                      "domain": "lab", "lease_seconds": 3600, "unknown_clients": "ignore", "boot": {}}],
         "nodes": nodes}
 json.dump(snap, open(work + "/snap.json", "w"))
@@ -115,12 +119,16 @@ json.dump(kea, open(work + "/kea.hosts.json", "w"))
 PY
 
 declare -A ALL REPORT
+# UDP datagrams a full socket buffer dropped, in namespace $1.
+rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ && !h {h=1; next} /^Udp:/ {print $6}' /proc/net/snmp; }
 storm() { # NAME
-  local out
+  local out s0 c0
+  s0=$(rcvbuf_errors "$S"); c0=$(rcvbuf_errors "$C")
   out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 "$STORM" boot --server 10.88.0.1 \
-        --relay 10.88.0.2 --machines "$MACHINES" --arch bios --leased-source --boot-dir "$root" \
+        --relay 10.89.0.1 --machines "$MACHINES" --arch bios --leased-source --boot-dir "$root" \
         --deadline "$DEADLINE" --json 2>/dev/null || true)
   REPORT[$1]=$out
+  echo "  UDP datagrams dropped at full socket buffers: server side $(( $(rcvbuf_errors "$S") - s0 )), machines' side $(( $(rcvbuf_errors "$C") - c0 ))"
   local booted failed all
   booted=$(echo "$out" | sed -n 's/^  "booted": \([0-9]*\),*$/\1/p')
   failed=$(echo "$out" | sed -n 's/^  "failed": \([0-9]*\),*$/\1/p')
@@ -135,6 +143,7 @@ for k, l in sorted(r["phases"].items()):
     print("    %-10s n=%-6d p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms" % (k, l["samples"], l["p50_ms"], l["p99_ms"], l["max_ms"]))
 print("    %-10s        p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms" % ("booted", r["time_to_booted"]["p50_ms"], r["time_to_booted"]["p99_ms"], r["time_to_booted"]["max_ms"]))
 for why, n in r["failures"].items(): print("    failed %5d  %s" % (n, why))
+if r["unnamed"] or r["no_dns"]: print("    not checked: %d machines got no hostname (name check, DNS skipped), %d no DNS server" % (r["unnamed"], r["no_dns"]))
 '
 }
 stop() { kill "$1" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
@@ -156,7 +165,9 @@ listen-address=10.88.0.1
 bind-interfaces
 domain=lab
 local=/lab/
-dhcp-range=10.88.128.1,10.88.255.254,255.255.0.0,1h
+dhcp-range=10.89.1.1,10.89.255.254,255.255.0.0,1h
+dhcp-option=option:router,10.89.0.1
+dhcp-option=option:dns-server,10.88.0.1
 dhcp-hostsfile=$work/dnsmasq.hosts
 dhcp-leasefile=$work/dnsmasq.leases
 dhcp-authoritative
@@ -185,7 +196,7 @@ if want kea; then
   "client-classes": [
     { "name": "ipxe", "test": "option[77].hex == 'iPXE'", "boot-file-name": "http://10.88.0.1:8080/boot.ipxe" },
     { "name": "pxe", "test": "not member('ipxe')", "next-server": "10.88.0.1", "boot-file-name": "undionly.kpxe" } ],
-  "subnet4": [ { "id": 1, "subnet": "10.88.0.0/16", "option-data": [ { "name": "routers", "data": "10.88.0.1" } ],
+  "subnet4": [ { "id": 1, "subnet": "10.89.0.0/16", "option-data": [ { "name": "routers", "data": "10.89.0.1" } ],
     "reservations": $(cat "$work/kea.hosts.json") } ],
   "loggers": [ { "name": "kea-dhcp4", "output_options": [ { "output": "$work/kea/kea.log" } ], "severity": "WARN" } ]
 } }

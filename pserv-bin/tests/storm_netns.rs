@@ -249,6 +249,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
             "{phase}: {report:#?}"
         );
     }
+    assert_eq!((report.unnamed, report.no_dns), (0, 0), "every check ran");
     // Boot files, scripts, kernels and initrds, for every machine.
     assert!(
         report.bytes > u64::from(machines) * 1_500_000,

@@ -166,6 +166,12 @@ fn boot_table(r: &pserv_storm::boot::Report) {
     for (why, n) in &r.failures {
         println!("  failed {n:>6}  {why}");
     }
+    if r.unnamed + r.no_dns > 0 {
+        println!(
+            "  not checked: {} machines got no hostname (config name check and DNS skipped), {} no DNS server",
+            r.unnamed, r.no_dns
+        );
+    }
 }
 
 fn table(r: &Report) {

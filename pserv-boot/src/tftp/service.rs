@@ -33,6 +33,9 @@ use super::transfer::{Limits, Transfer, TransferError};
 use crate::tree::TreeError;
 use crate::vtree::{Content, Tree, Via};
 
+/// The request socket's receive buffer.
+const REQUEST_BUFFER: usize = 4 << 20;
+
 /// How the service admits transfers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -210,6 +213,11 @@ pub async fn serve(
     // On a wildcard address, learn which address each request was sent to (IP_PKTINFO), so
     // its transfer answers from that address: a client on a host with several addresses
     // drops DATA that comes from another one.
+    // A rack powering on sends its RRQs in one burst: queue them rather than drop them (the
+    // FORCE option where allowed, as for the DHCP and DNS sockets).
+    if setsockopt(&sock, sockopt::RcvBufForce, &REQUEST_BUFFER).is_err() {
+        let _ = setsockopt(&sock, sockopt::RcvBuf, &REQUEST_BUFFER);
+    }
     if local_ip.is_ipv4()
         && let Err(e) = setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
     {

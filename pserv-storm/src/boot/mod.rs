@@ -131,6 +131,10 @@ pub struct Outcome {
     pub failure: Option<(Phase, String)>,
     /// Bytes fetched (boot file, config, kernel, initrds).
     pub bytes: u64,
+    /// DHCP gave it no hostname: the configuration's name check and DNS were skipped.
+    pub unnamed: bool,
+    /// DHCP gave it no DNS server: the lookups were skipped.
+    pub no_dns: bool,
 }
 
 /// What the machines share.
@@ -224,44 +228,68 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
     result
 }
 
-/// Fetches `what` (an http URL, else a TFTP name on `tftp_server`) from `source`, checking
-/// it against the boot dir. Returns the bytes.
+/// What a fetch got: its length, and its bytes when asked to keep them (a configuration,
+/// which the machine then reads).
+struct Got {
+    len: u64,
+    body: Vec<u8>,
+}
+
+/// Fetches `what` (an http URL, else a TFTP name on `tftp_server`) from `source`. A file the
+/// boot directory also has is compared with it as it arrives; the bytes are kept only when
+/// `keep` says so (images are not: 1,000 machines' kernels would cost the generator the
+/// memory traffic it needs to keep up).
 async fn fetch(
     ctx: &Ctx,
     what: &str,
     tftp_server: Ipv4Addr,
     source: Ipv4Addr,
-) -> Result<Vec<u8>, String> {
-    let (bytes, path) = if what.starts_with("http://") {
-        let body = net::get(what, source, ctx.cfg.timeout * 4).await?;
-        let path = net::parse_url(what).map_or("", |(_, p)| p).to_owned();
-        (body, path)
+    keep: bool,
+) -> Result<Got, String> {
+    let http = what.starts_with("http://");
+    let path = if http {
+        net::parse_url(what).map_or("", |(_, p)| p)
+    } else {
+        what
+    };
+    let want = ctx.expected(path);
+    let mut body = Vec::new();
+    let mut at = 0usize;
+    let mut differs = false;
+    let sink = |b: &[u8]| {
+        if let Some(w) = &want {
+            differs |= w.get(at..at + b.len()) != Some(b);
+            at += b.len();
+        }
+        if keep {
+            body.extend_from_slice(b);
+        }
+    };
+    let len = if http {
+        net::get(what, source, ctx.cfg.timeout * 4, sink).await?
     } else {
         let sock = tokio::net::UdpSocket::bind(SocketAddr::from((source, 0)))
             .await
             .map_err(|e| format!("bind {source}: {e}"))?;
-        let mut body = Vec::new();
         tftp::fetch(
             &sock,
             SocketAddr::from((tftp_server, 69)),
             what,
             ctx.cfg.tftp,
-            |b| body.extend_from_slice(b),
+            sink,
         )
         .await
-        .map_err(|e| e.to_string())?;
-        (body, what.to_owned())
+        .map_err(|e| e.to_string())?
     };
-    if let Some(want) = ctx.expected(&path)
-        && **want != bytes
+    if let Some(w) = &want
+        && (differs || len != w.len() as u64)
     {
         return Err(format!(
-            "{path}: {} bytes that differ from the boot directory's {}",
-            bytes.len(),
-            want.len()
+            "{path}: {len} bytes that differ from the boot directory's {}",
+            w.len()
         ));
     }
-    Ok(bytes)
+    Ok(Got { len, body })
 }
 
 /// Runs phase `p` of a machine, timing it into `out`.
@@ -297,10 +325,14 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
         phases: Vec::new(),
         failure: None,
         bytes: 0,
+        unnamed: false,
+        no_dns: false,
     };
     let xid = |stage: u32| (i.wrapping_mul(2654435761) ^ (stage << 30)) | 1;
     let lease = phase!(out, Phase::Dhcp, dora(&ctx, mac, arch, xid(0), false).await);
     out.ip = Some(lease.ip);
+    out.unnamed = lease.hostname.is_none();
+    out.no_dns = lease.dns.is_none();
     let src = if ctx.cfg.leased_source {
         lease.ip
     } else {
@@ -315,13 +347,13 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
         out,
         Phase::BootFile,
         match &lease.file {
-            Some(f) => fetch(&ctx, f, tftp_server, src)
+            Some(f) => fetch(&ctx, f, tftp_server, src, false)
                 .await
-                .map(|b| (f.clone(), b)),
+                .map(|g| (f.clone(), g)),
             None => Err("no boot file offered".to_owned()),
         }
     );
-    out.bytes += file.1.len() as u64;
+    out.bytes += file.1.len;
     let mac_hyphen = mac.map(|o| format!("{o:02x}")).join("-");
     let (config, boots, server) = if file.0.ends_with(".0") {
         // pxelinux: its config over TFTP.
@@ -331,14 +363,15 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
                 &format!("pxelinux.cfg/01-{mac_hyphen}"),
                 tftp_server,
                 src,
+                true,
             )
             .await
             {
                 Ok(b) => Ok(b),
-                Err(_) => fetch(&ctx, "pxelinux.cfg/default", tftp_server, src).await,
+                Err(_) => fetch(&ctx, "pxelinux.cfg/default", tftp_server, src, true).await,
             }
         });
-        let t = text(&cfg);
+        let t = text(&cfg.body);
         let boots = script::pxelinux(&t);
         (t, boots, tftp_server)
     } else {
@@ -362,9 +395,9 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
         let cfg = phase!(
             out,
             Phase::Config,
-            fetch(&ctx, &url, tftp_server, src).await
+            fetch(&ctx, &url, tftp_server, src, true).await
         );
-        let t = text(&cfg);
+        let t = text(&cfg.body);
         let boots = script::ipxe(&t);
         (t, boots, tftp_server)
     };
@@ -386,14 +419,18 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             out,
             Phase::Kernel,
             match &boots.kernel {
-                Some(k) => fetch(&ctx, k, server, src).await,
+                Some(k) => fetch(&ctx, k, server, src, false).await,
                 None => Err("the configuration names no kernel".to_owned()),
             }
         );
-        out.bytes += kernel.len() as u64;
+        out.bytes += kernel.len;
         for initrd in &boots.initrds {
-            let b = phase!(out, Phase::Initrd, fetch(&ctx, initrd, server, src).await);
-            out.bytes += b.len() as u64;
+            let b = phase!(
+                out,
+                Phase::Initrd,
+                fetch(&ctx, initrd, server, src, false).await
+            );
+            out.bytes += b.len;
         }
     }
     if let (Some(dns), Some(host)) = (lease.dns, &lease.hostname) {
@@ -443,6 +480,10 @@ pub struct Report {
     pub failures: BTreeMap<String, u64>,
     /// Bytes fetched in all.
     pub bytes: u64,
+    /// Machines DHCP gave no hostname (name checks and DNS skipped for them).
+    pub unnamed: u64,
+    /// Machines DHCP gave no DNS server (lookups skipped).
+    pub no_dns: u64,
 }
 
 /// Sums outcomes up.
@@ -479,6 +520,8 @@ pub fn report(outcomes: &[Outcome]) -> Report {
             .collect(),
         failures,
         bytes: outcomes.iter().map(|o| o.bytes).sum(),
+        unnamed: outcomes.iter().filter(|o| o.unnamed).count() as u64,
+        no_dns: outcomes.iter().filter(|o| o.no_dns).count() as u64,
     }
 }
 
@@ -536,6 +579,8 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
                     phases: Vec::new(),
                     failure: Some((Phase::Deadline, "not booted by the deadline".to_owned())),
                     bytes: 0,
+                    unnamed: false,
+                    no_dns: false,
                 });
             }
         }
@@ -561,6 +606,8 @@ mod tests {
             phases: vec![(Phase::Dhcp, Duration::from_millis(3))],
             failure: failure.map(|(p, s)| (p, s.to_owned())),
             bytes: 10,
+            unnamed: false,
+            no_dns: booted.is_none(),
         };
         let r = report(&[
             o(Some(100), None),
@@ -574,5 +621,6 @@ mod tests {
         assert_eq!(r.failures.get("kernel: timed out"), Some(&2));
         assert_eq!(r.phases["dhcp"].samples, 4);
         assert_eq!(r.bytes, 40);
+        assert_eq!((r.unnamed, r.no_dns), (0, 2));
     }
 }

@@ -61,8 +61,10 @@ impl Mux {
         }
     }
 
-    /// Sends `msg` to the server, then waits up to `wait` for a reply on `rx` that `accept`
-    /// takes; resends up to `tries` times (firmware retries DISCOVER and REQUEST).
+    /// Sends `msg` to the server, then waits for a reply on `rx` that `accept` takes; resends
+    /// up to `tries` times, as firmware does (RFC 2131 §4.1): the first wait is `wait`, each
+    /// next one doubles (up to 64 s), each randomized by up to ±1 s so that a rack's retries
+    /// do not arrive in one burst again.
     pub async fn exchange<T>(
         &self,
         msg: &[u8],
@@ -71,9 +73,13 @@ impl Mux {
         tries: u32,
         mut accept: impl FnMut(&[u8]) -> Option<T>,
     ) -> Option<T> {
-        for _ in 0..tries.max(1) {
+        let seed = msg
+            .get(4..8)
+            .map_or(1, |x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+            | 1;
+        for k in 0..tries.max(1) {
             let _ = self.sock.send_to(msg, self.server).await;
-            let deadline = tokio::time::Instant::now() + wait;
+            let deadline = tokio::time::Instant::now() + backoff(wait, k, seed);
             loop {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(reply)) => {
@@ -87,5 +93,50 @@ impl Mux {
             }
         }
         None
+    }
+}
+
+/// The wait after send `k` (0-based): `wait * 2^k`, at most 64 s, plus a jitter in
+/// [-1 s, +1 s] drawn from `seed` and `k` (never below half the unjittered wait).
+pub fn backoff(wait: Duration, k: u32, seed: u32) -> Duration {
+    let base = wait
+        .saturating_mul(1 << k.min(6))
+        .min(Duration::from_secs(64));
+    // xorshift32 over the seed and the attempt.
+    let mut x = seed ^ k.wrapping_mul(0x9e37_79b9);
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    let jitter_ms = i64::from(x % 2001) - 1000;
+    let ms = (base.as_millis() as i64 + jitter_ms).max(base.as_millis() as i64 / 2);
+    Duration::from_millis(ms as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_bounded_jitter() {
+        let w = Duration::from_secs(4);
+        for seed in [1, 7, 0xdead_beef, 12345] {
+            for (k, base) in [
+                (0, 4000),
+                (1, 8000),
+                (2, 16000),
+                (3, 32000),
+                (4, 64000),
+                (9, 64000),
+            ] {
+                let d = backoff(w, k, seed).as_millis() as i64;
+                assert!((d - base).abs() <= 1000, "k={k} seed={seed}: {d} ms");
+            }
+        }
+        // Different machines draw different jitters.
+        let spread: std::collections::HashSet<_> =
+            (1..50u32).map(|s| backoff(w, 0, s * 2 + 1)).collect();
+        assert!(spread.len() > 40);
+        // A short wait never goes to zero.
+        assert!(backoff(Duration::from_millis(100), 0, 3) >= Duration::from_millis(50));
     }
 }

@@ -25,14 +25,25 @@ pub fn parse_url(url: &str) -> Option<(SocketAddr, &str)> {
     ))
 }
 
-/// GETs `url` from `source` (unspecified: any); returns the body, or why not.
-pub async fn get(url: &str, source: Ipv4Addr, timeout: Duration) -> Result<Vec<u8>, String> {
-    tokio::time::timeout(timeout, get_inner(url, source))
+/// GETs `url` from `source` (unspecified: any), handing the body to `sink` as it arrives
+/// (nothing is kept); returns its length, or why not (a status other than 200, or a body
+/// shorter or longer than its `Content-Length`).
+pub async fn get(
+    url: &str,
+    source: Ipv4Addr,
+    timeout: Duration,
+    sink: impl FnMut(&[u8]),
+) -> Result<u64, String> {
+    tokio::time::timeout(timeout, get_inner(url, source, sink))
         .await
         .map_err(|_| "timed out".to_owned())?
 }
 
-async fn get_inner(url: &str, source: Ipv4Addr) -> Result<Vec<u8>, String> {
+async fn get_inner(
+    url: &str,
+    source: Ipv4Addr,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<u64, String> {
     let (addr, path) = parse_url(url).ok_or_else(|| format!("not an http URL: {url}"))?;
     let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
     if !source.is_unspecified() {
@@ -49,16 +60,29 @@ async fn get_inner(url: &str, source: Ipv4Addr) -> Result<Vec<u8>, String> {
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
-    let mut buf = Vec::with_capacity(16 << 10);
-    s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-    let head_end = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no HTTP header")?;
+    let mut buf = vec![0u8; 256 << 10];
+    // The header: read until its blank line (at most 16 KiB of it).
+    let mut have = 0;
+    let head_end = loop {
+        let n = s.read(&mut buf[have..]).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the connection closed before the header ended".to_owned());
+        }
+        have += n;
+        if let Some(at) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        if have > 16 << 10 {
+            return Err("an HTTP header over 16 KiB".to_owned());
+        }
+    };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "header not text")?;
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or("");
-    let code = status.split_whitespace().nth(1).unwrap_or("");
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("")
+        .to_owned();
     if code != "200" {
         return Err(format!("HTTP {code}"));
     }
@@ -66,14 +90,21 @@ async fn get_inner(url: &str, source: Ipv4Addr) -> Result<Vec<u8>, String> {
         let (k, v) = l.split_once(':')?;
         k.trim()
             .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())?
+            .then(|| v.trim().parse::<u64>().ok())?
     });
-    let body = buf.split_off(head_end + 4);
-    match length {
-        Some(n) if n != body.len() => {
-            Err(format!("Content-Length {n} but {} bytes came", body.len()))
+    let mut total = (have - head_end - 4) as u64;
+    sink(&buf[head_end + 4..have]);
+    loop {
+        let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
         }
-        _ => Ok(body),
+        total += n as u64;
+        sink(&buf[..n]);
+    }
+    match length {
+        Some(n) if n != total => Err(format!("Content-Length {n} but {total} bytes came")),
+        _ => Ok(total),
     }
 }
 

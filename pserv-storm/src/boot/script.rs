@@ -19,8 +19,20 @@ pub fn ipxe(text: &str) -> Boots {
     for line in text.lines() {
         let mut words = line.split_whitespace();
         let Some(cmd) = words.next() else { continue };
-        // The first argument that is not an option.
-        let mut arg = || words.by_ref().find(|w| !w.starts_with("--"));
+        // The first argument that is not an option (nor the value of `--name x`, `-n x`,
+        // `--timeout x`, `-t x`).
+        let mut arg = || {
+            while let Some(w) = words.next() {
+                match w {
+                    "--name" | "-n" | "--timeout" | "-t" => {
+                        words.next();
+                    }
+                    w if w.starts_with('-') => {}
+                    w => return Some(w),
+                }
+            }
+            None
+        };
         match cmd {
             "kernel" | "linux" | "imgexec" => {
                 if let Some(a) = arg() {
