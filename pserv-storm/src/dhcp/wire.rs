@@ -138,9 +138,33 @@ fn ip_at(b: &[u8], at: usize) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(o))
 }
 
+/// Whether `b` is a BOOTP message of opcode `op` (1 request, 2 reply) with Ethernet addresses
+/// and the options cookie.
+fn is_bootp(b: &[u8], op: u8) -> bool {
+    b.len() >= 240 && b[0] == op && b[1] == 1 && b[2] == 6 && b[236..240] == MAGIC
+}
+
+/// Calls `visit(code, value)` for each option after the cookie, up to END; `None` if an
+/// option runs past the end of the message.
+fn walk_options<'a>(b: &'a [u8], mut visit: impl FnMut(u8, &'a [u8])) -> Option<()> {
+    let mut i = 240;
+    while i < b.len() {
+        match b[i] {
+            0 => i += 1,
+            255 => break,
+            code => {
+                let len = usize::from(*b.get(i + 1)?);
+                visit(code, b.get(i + 2..i + 2 + len)?);
+                i += 2 + len;
+            }
+        }
+    }
+    Some(())
+}
+
 /// Reads a BOOTREPLY; `None` if it is not a well-formed one.
 pub fn parse_reply(b: &[u8]) -> Option<Reply<'_>> {
-    if b.len() < 240 || b[0] != 2 || b[1] != 1 || b[2] != 6 || b[236..240] != MAGIC {
+    if !is_bootp(b, 2) {
         return None;
     }
     let xid = u32::from_be_bytes(b[4..8].try_into().ok()?);
@@ -150,27 +174,15 @@ pub fn parse_reply(b: &[u8]) -> Option<Reply<'_>> {
     let mut server_id = None;
     let mut file_opt = None;
     let (mut dns, mut hostname, mut domain) = (None, None, None);
-    let mut i = 240;
-    while i < b.len() {
-        match b[i] {
-            0 => i += 1,
-            255 => break,
-            code => {
-                let len = usize::from(*b.get(i + 1)?);
-                let v = b.get(i + 2..i + 2 + len)?;
-                match (code, len) {
-                    (53, 1) => kind = Some(v[0]),
-                    (54, 4) => server_id = ip_at(v, 0),
-                    (67, n) if n > 0 => file_opt = Some(v),
-                    (6, n) if n >= 4 => dns = ip_at(v, 0),
-                    (12, n) if n > 0 => hostname = Some(v),
-                    (15, n) if n > 0 => domain = Some(v),
-                    _ => {}
-                }
-                i += 2 + len;
-            }
-        }
-    }
+    walk_options(b, |code, v| match (code, v.len()) {
+        (53, 1) => kind = Some(v[0]),
+        (54, 4) => server_id = ip_at(v, 0),
+        (67, n) if n > 0 => file_opt = Some(v),
+        (6, n) if n >= 4 => dns = ip_at(v, 0),
+        (12, n) if n > 0 => hostname = Some(v),
+        (15, n) if n > 0 => domain = Some(v),
+        _ => {}
+    })?;
     let field = &b[108..236];
     let end = field.iter().position(|c| *c == 0).unwrap_or(field.len());
     let file = file_opt
@@ -208,29 +220,17 @@ pub struct Request {
 
 /// Reads a BOOTREQUEST; `None` if it is not a well-formed one.
 pub fn parse_request(b: &[u8]) -> Option<Request> {
-    if b.len() < 240 || b[0] != 1 || b[1] != 1 || b[2] != 6 || b[236..240] != MAGIC {
+    if !is_bootp(b, 1) {
         return None;
     }
     let mut mac = [0u8; 6];
     mac.copy_from_slice(&b[28..34]);
     let (mut kind, mut requested) = (None, None);
-    let mut i = 240;
-    while i < b.len() {
-        match b[i] {
-            0 => i += 1,
-            255 => break,
-            code => {
-                let len = usize::from(*b.get(i + 1)?);
-                let v = b.get(i + 2..i + 2 + len)?;
-                match (code, len) {
-                    (53, 1) => kind = Some(v[0]),
-                    (50, 4) => requested = ip_at(v, 0),
-                    _ => {}
-                }
-                i += 2 + len;
-            }
-        }
-    }
+    walk_options(b, |code, v| match (code, v.len()) {
+        (53, 1) => kind = Some(v[0]),
+        (50, 4) => requested = ip_at(v, 0),
+        _ => {}
+    })?;
     Some(Request {
         xid: u32::from_be_bytes(b[4..8].try_into().ok()?),
         mac,
