@@ -26,8 +26,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmsg,
-    setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg,
+    sendmsg, setsockopt, sockopt,
 };
 use pserv_core::Store;
 use pserv_core::histogram::Histogram;
@@ -203,6 +203,8 @@ impl Service {
                         counters: &counters,
                         on_event: &on_event,
                         pending: VecDeque::new(),
+                        outbox: Vec::with_capacity(BATCH),
+                        send_headers: MultiHeaders::preallocate(BATCH, None),
                         last_publish: Instant::now(),
                         wake: IDLE_WAKE,
                     };
@@ -241,8 +243,10 @@ const IDLE_WAKE: Duration = Duration::from_millis(200);
 
 /// Datagrams per system call.
 const BATCH: usize = 32;
-/// How long the loop waits for the disk before looking at the socket again.
-const DISK_SLICE: Duration = Duration::from_micros(300);
+/// How long the loop waits for the disk before looking at the socket again. Requests that
+/// arrive meanwhile wait at most this long, and are then taken together: one wake-up per slice
+/// rather than per datagram (at 8k DORA/s, 300 µs slices cost 30% more CPU than 1 ms ones).
+const DISK_SLICE: Duration = Duration::from_millis(1);
 /// Socket buffers asked for: a few thousand requests can queue during a burst.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -260,6 +264,10 @@ struct Loop<'a> {
     /// Replies (and reply-less changes) waiting for their change to be durable, in journal
     /// order.
     pending: VecDeque<Outgoing>,
+    /// Replies ready to leave, sent together (`sendmmsg`) once the pass has decided them all.
+    outbox: Vec<Outgoing>,
+    /// Headers for the batched sends.
+    send_headers: MultiHeaders<SockaddrIn>,
     last_publish: Instant,
     /// The socket's receive timeout now.
     wake: Duration,
@@ -332,8 +340,8 @@ impl Loop<'_> {
                     self.decide(outcome, *from, meta.ifindex, arrived);
                 }
             } else if let Some(first) = self.pending.front() {
-                // Nothing to read: wait for the disk, in short slices so that requests arriving
-                // meanwhile are not left in the socket queue.
+                // Nothing to read: wait for the disk, in slices so that requests arriving
+                // meanwhile are not left in the socket queue long.
                 if self
                     .journal
                     .wait_durable_for(first.seq, DISK_SLICE)
@@ -347,12 +355,16 @@ impl Loop<'_> {
                 }
             }
             self.flush_durable();
+            self.send_outbox();
             self.handle_timers(now);
             if self.server.has_unpublished() && self.last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish();
             }
-            // With something left to publish, wake in time to publish it.
-            self.wake_within(if self.server.has_unpublished() {
+            // With something left to publish, wake in time to publish it. The long wait comes
+            // back only once a pass found nothing to do, so that steady traffic does not pay a
+            // system call per pass to switch back and forth.
+            let idle = got.is_empty() && self.pending.is_empty();
+            self.wake_within(if self.server.has_unpublished() || !idle {
                 PUBLISH_EVERY
             } else {
                 IDLE_WAKE
@@ -420,7 +432,7 @@ impl Loop<'_> {
                     kind: r.kind,
                 };
                 match r.change {
-                    None => self.send(&out),
+                    None => self.outbox.push(out),
                     Some(c) => match self.journal.append(&c) {
                         Ok(seq) => self.pending.push_back(Outgoing {
                             seq,
@@ -474,35 +486,89 @@ impl Loop<'_> {
                 (self.on_event)(&LeaseEvent::Changed(c));
             }
             if !out.bytes.is_empty() {
-                self.send(&out);
+                self.outbox.push(out);
             }
         }
     }
 
-    fn send(&self, out: &Outgoing) {
+    /// Sends every reply in the outbox: runs of unicasts in one `sendmmsg` each, broadcasts
+    /// (which name their interface) one by one.
+    fn send_outbox(&mut self) {
+        let fd = self.sock.as_raw_fd();
+        let outbox = std::mem::take(&mut self.outbox);
+        let mut at = 0;
+        while at < outbox.len() {
+            if outbox[at].needs_interface() {
+                let r = self.send_one(&outbox[at]);
+                self.sent(&outbox[at], r);
+                at += 1;
+                continue;
+            }
+            let end = outbox[at..]
+                .iter()
+                .take(BATCH)
+                .position(Outgoing::needs_interface)
+                .map_or((at + BATCH).min(outbox.len()), |p| at + p);
+            let mut iovs = [[IoSlice::new(&[])]; BATCH];
+            let mut addrs = [None; BATCH];
+            for (i, o) in outbox[at..end].iter().enumerate() {
+                iovs[i] = [IoSlice::new(&o.bytes)];
+                addrs[i] = Some(SockaddrIn::from(o.to));
+            }
+            let n = end - at;
+            match sendmmsg(
+                fd,
+                &mut self.send_headers,
+                &iovs[..n],
+                &addrs[..n],
+                [],
+                MsgFlags::empty(),
+            ) {
+                Ok(r) => {
+                    // A short count: the next one failed; the next call reports why.
+                    let sent = r.count().max(1).min(n);
+                    for o in &outbox[at..at + sent] {
+                        self.sent(o, Ok(()));
+                    }
+                    at += sent;
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    self.sent(&outbox[at], Err(e));
+                    at += 1;
+                }
+            }
+        }
+        // The allocation is kept for the next pass.
+        self.outbox = outbox;
+        self.outbox.clear();
+    }
+
+    /// Sends one broadcast from the interface its request came in on.
+    fn send_one(&self, out: &Outgoing) -> nix::Result<()> {
         let to = SockaddrIn::from(out.to);
         let iov = [IoSlice::new(&out.bytes)];
-        // Broadcasts leave by the interface the request came in on.
         let info = nix::libc::in_pktinfo {
             ipi_ifindex: out.ifindex as i32,
             ipi_spec_dst: nix::libc::in_addr { s_addr: 0 },
             ipi_addr: nix::libc::in_addr { s_addr: 0 },
         };
         let cmsgs = [ControlMessage::Ipv4PacketInfo(&info)];
-        let cm: &[ControlMessage<'_>] = if out.ifindex > 0 && out.to.ip().is_broadcast() {
-            &cmsgs
-        } else {
-            &[]
-        };
-        let c = self.counters;
-        match sendmsg(
+        sendmsg(
             self.sock.as_raw_fd(),
             &iov,
-            cm,
+            &cmsgs,
             MsgFlags::empty(),
             Some(&to),
-        ) {
-            Ok(_) => {
+        )
+        .map(|_| ())
+    }
+
+    /// Counts a reply sent, or not.
+    fn sent(&self, out: &Outgoing, result: nix::Result<()>) {
+        let c = self.counters;
+        match result {
+            Ok(()) => {
                 c.sent.fetch_add(1, Ordering::Relaxed);
                 c.reply_seconds.observe(out.arrived.elapsed());
                 let by_kind = match out.kind {
@@ -517,6 +583,14 @@ impl Loop<'_> {
                 c.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl Outgoing {
+    /// A broadcast leaves by the interface its request came in on (IP_PKTINFO), so it is sent
+    /// on its own.
+    fn needs_interface(&self) -> bool {
+        self.ifindex > 0 && self.to.ip().is_broadcast()
     }
 }
 
