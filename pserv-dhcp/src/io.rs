@@ -31,7 +31,8 @@ use nix::sys::socket::{
 };
 use pserv_core::Store;
 use pserv_core::histogram::Histogram;
-use pserv_core::journal::{Journal, JournalError};
+use pserv_core::journal::JournalError;
+use pserv_core::lease::LeaseLog;
 use pserv_core::lease::{Change, LeaseBoard, LeaseEvent};
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +64,11 @@ pub struct Counters {
     /// Lease changes (ACKs, RELEASEs, DECLINEs) that could not be made durable: no reply was
     /// sent and no event announced.
     pub journal_errors: AtomicU64,
+    /// Lease changes the cluster's store refused (another instance changed the address
+    /// first): no reply was sent; the client retries and is answered from the newer state.
+    pub refused: AtomicU64,
+    /// Changes other instances made, applied to this instance's lease set (cluster mode).
+    pub remote_changes: AtomicU64,
     /// Drops, by reason (indexed by [`DropReason::index`]): atomics, so a metrics scrape
     /// takes no lock the DHCP loop takes.
     pub drops: [AtomicU64; DropReason::ALL.len()],
@@ -108,8 +114,9 @@ pub struct Setup {
     pub store: Arc<Store>,
     /// The lease set, as recovered from the journal: the service owns it from here on.
     pub server: Server,
-    /// The lease journal, owned likewise.
-    pub journal: Journal,
+    /// Where lease changes become durable, owned likewise: the local journal, or a cluster's
+    /// shared store.
+    pub log: Box<dyn LeaseLog>,
     /// Where the service publishes lease views for readers.
     pub board: Arc<LeaseBoard>,
     /// Lease events.
@@ -187,7 +194,7 @@ impl Service {
                         config,
                         store,
                         server,
-                        journal,
+                        log,
                         board,
                         on_event,
                         counters: _,
@@ -198,11 +205,14 @@ impl Service {
                         local,
                         store: &store,
                         server,
-                        journal: &journal,
+                        log,
                         board: &board,
                         counters: &counters,
                         on_event: &on_event,
                         pending: VecDeque::new(),
+                        refused: VecDeque::new(),
+                        scratch_seqs: Vec::new(),
+                        scratch_changes: Vec::new(),
                         outbox: Vec::with_capacity(BATCH),
                         send_headers: MultiHeaders::preallocate(BATCH, None),
                         last_publish: Instant::now(),
@@ -210,9 +220,8 @@ impl Service {
                     };
                     l.run(&shutdown);
                     l.publish();
-                    drop(l);
                     // Everything queued is made durable before the service ends.
-                    journal.close()
+                    l.log.close()
                 })?
         };
         Ok(Self {
@@ -257,13 +266,18 @@ struct Loop<'a> {
     store: &'a Store,
     /// The lease set: owned here, and only here.
     server: Server,
-    journal: &'a Journal,
+    log: Box<dyn LeaseLog>,
     board: &'a LeaseBoard,
     counters: &'a Counters,
     on_event: &'a OnEvent,
     /// Replies (and reply-less changes) waiting for their change to be durable, in journal
     /// order.
     pending: VecDeque<Outgoing>,
+    /// Positions the log refused, not yet matched with `pending` (in order).
+    refused: VecDeque<u64>,
+    /// Scratch for the log's refusals and remote changes.
+    scratch_seqs: Vec<u64>,
+    scratch_changes: Vec<Change>,
     /// Replies ready to leave, sent together (`sendmmsg`) once the pass has decided them all.
     outbox: Vec<Outgoing>,
     /// Headers for the batched sends.
@@ -329,6 +343,7 @@ impl Loop<'_> {
                 }
             }
             let now = unix_now();
+            self.take_remote();
             if !got.is_empty() {
                 let arrived = Instant::now();
                 self.counters
@@ -342,10 +357,8 @@ impl Loop<'_> {
             } else if let Some(first) = self.pending.front() {
                 // Nothing to read: wait for the disk, in slices so that requests arriving
                 // meanwhile are not left in the socket queue long.
-                if self
-                    .journal
-                    .wait_durable_for(first.seq, DISK_SLICE)
-                    .is_err()
+                let seq = first.seq;
+                if self.log.wait_settled_for(seq, DISK_SLICE).is_err()
                 {
                     let lost = self.pending.len() as u64;
                     self.counters
@@ -369,15 +382,25 @@ impl Loop<'_> {
             } else {
                 IDLE_WAKE
             });
-            if self
-                .journal
-                .wants_compaction(self.server.leases().len(), now)
-            {
-                // Between appends: the set is the one after every record queued so far.
-                let changes = self.server.leases().durable_changes(now);
-                self.journal.compact(changes, now);
+            // Between appends: the set is the one after every change queued so far.
+            self.log.upkeep(self.server.leases(), now);
+        }
+    }
+
+    /// Applies what other instances changed (cluster mode), announces it, and takes the
+    /// current share of clients: before any decision of this pass, as the log requires.
+    fn take_remote(&mut self) {
+        self.log.take_remote(&mut self.scratch_changes);
+        if !self.scratch_changes.is_empty() {
+            self.counters
+                .remote_changes
+                .fetch_add(self.scratch_changes.len() as u64, Ordering::Relaxed);
+            for c in self.scratch_changes.drain(..) {
+                self.server.apply_remote(&c);
+                (self.on_event)(&LeaseEvent::Changed(c));
             }
         }
+        self.server.set_share(self.log.share());
     }
 
     /// Ends what is due (leases, offers, quarantines) and announces each end.
@@ -433,7 +456,7 @@ impl Loop<'_> {
                 };
                 match r.change {
                     None => self.outbox.push(out),
-                    Some(c) => match self.journal.append(&c) {
+                    Some(c) => match self.log.append(&c) {
                         Ok(seq) => self.pending.push_back(Outgoing {
                             seq,
                             change: Some(c),
@@ -448,7 +471,7 @@ impl Loop<'_> {
             }
             Outcome::Change(c) => {
                 // No reply; announced once durable.
-                match self.journal.append(&c) {
+                match self.log.append(&c) {
                     Ok(seq) => self.pending.push_back(Outgoing {
                         seq,
                         arrived,
@@ -473,15 +496,26 @@ impl Loop<'_> {
     /// Sends every held reply whose change is now on disk, and announces the change. The
     /// lease view is published first, so a client holding its ACK finds its lease in DNS.
     fn flush_durable(&mut self) {
-        let durable = self.journal.durable();
+        let durable = self.log.settled();
         if self.pending.front().is_none_or(|o| o.seq > durable) {
             return;
         }
+        // Refusals are reported no later than their positions settle.
+        self.log.take_refused(&mut self.scratch_seqs);
+        self.refused.extend(self.scratch_seqs.drain(..));
         self.publish();
         while self.pending.front().is_some_and(|o| o.seq <= durable) {
             let Some(mut out) = self.pending.pop_front() else {
                 break;
             };
+            while self.refused.front().is_some_and(|r| *r < out.seq) {
+                self.refused.pop_front();
+            }
+            if self.refused.front() == Some(&out.seq) {
+                self.refused.pop_front();
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if let Some(c) = out.change.take() {
                 (self.on_event)(&LeaseEvent::Changed(c));
             }

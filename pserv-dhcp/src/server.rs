@@ -13,7 +13,7 @@ use dhcproto::v4::{
     relay::{RelayCode, RelayInfo},
 };
 use dhcproto::{Decodable, Encodable};
-use pserv_core::lease::{Change, Client, ClientId, Ended, LeaseBoard, Leases};
+use pserv_core::lease::{Change, Client, ClientId, Ended, LeaseBoard, Leases, Share};
 use pserv_core::snapshot::{Arch, UnknownClients};
 use pserv_core::table::{BootFiles, Intent, SubnetInfo, Table};
 use pserv_core::{MacAddr, name};
@@ -76,11 +76,17 @@ pub enum DropReason {
     /// A DHCPINFORM with no ciaddr and no relay: there is nowhere to send the answer (RFC 2131
     /// §4.3.5 sends it to ciaddr, which Table 5 says the client MUST set).
     InformWithoutAddress,
+    /// Cluster mode: the client's bucket belongs to another instance (RFC 3074 load
+    /// balancing), which answers it.
+    OtherInstance,
+    /// Cluster mode: this instance cannot reach the cluster's lease store, so it hands out and
+    /// renews no dynamic lease (reserved nodes are still served).
+    ClusterUnavailable,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (counters are indexed by it).
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::Malformed,
         Self::Oversized,
         Self::BadOptionLength,
@@ -93,6 +99,8 @@ impl DropReason {
         Self::NoSuchLease,
         Self::NoRecord,
         Self::InformWithoutAddress,
+        Self::OtherInstance,
+        Self::ClusterUnavailable,
     ];
 
     /// This reason's position in [`DropReason::ALL`].
@@ -115,6 +123,8 @@ impl DropReason {
             Self::NoSuchLease => "NoSuchLease",
             Self::NoRecord => "NoRecord",
             Self::InformWithoutAddress => "InformWithoutAddress",
+            Self::OtherInstance => "OtherInstance",
+            Self::ClusterUnavailable => "ClusterUnavailable",
         }
     }
 }
@@ -144,6 +154,8 @@ const BOOTP_MIN: usize = 300;
 pub struct Server {
     leases: Leases,
     chain: Option<BootChain>,
+    /// Which clients to answer ([`Share::ALL`] unless in a cluster).
+    share: Share,
 }
 
 /// pserv's own boot chain, offered when a subnet names no boot files and the client has
@@ -205,7 +217,26 @@ impl Server {
         Self {
             leases,
             chain: None,
+            share: Share::ALL,
         }
+    }
+
+    /// Makes dynamic address scans start `offset` addresses into each range (see
+    /// [`Leases::set_scan_offset`]).
+    pub fn set_scan_offset(&mut self, offset: u32) {
+        self.leases.set_scan_offset(offset);
+    }
+
+    /// Sets which clients to answer from now on (cluster mode: this instance's share, and
+    /// whether it may commit dynamic leases).
+    pub fn set_share(&mut self, share: Share) {
+        self.share = share;
+    }
+
+    /// Applies a change another instance made (cluster mode): the lease set then treats its
+    /// address as that client's, as if this instance had made the change.
+    pub fn apply_remote(&mut self, change: &Change) {
+        self.leases.apply(change);
     }
 
     /// Offers pserv's own boot chain (see [`BootChain`]) where a subnet names no boot files.
@@ -328,6 +359,27 @@ impl Server {
         let lease_name = iface
             .map(|i| i.node().hostname().to_owned())
             .or_else(|| req.hostname.clone());
+
+        // Cluster mode: one instance answers each client while all are alive (RFC 3074);
+        // one cut off from the others still answers reserved nodes, which need no shared
+        // state. A REQUEST naming a server, a renewal (unicast to the server that holds the
+        // lease, or a rebinding any instance may take: the store lets only one commit), a
+        // RELEASE and a DECLINE are not balanced.
+        let balanced = match kind {
+            MessageType::Discover | MessageType::Inform => true,
+            MessageType::Request => req.server_id.is_none() && msg.ciaddr().is_unspecified(),
+            _ => false,
+        };
+        if balanced
+            && !self.share.answers(bucket(&req))
+            && !(self.share.all_reserved && iface.is_some())
+        {
+            return Outcome::Drop(DropReason::OtherInstance);
+        }
+        let dynamic = reserved.is_none() && kind != MessageType::Inform;
+        if dynamic && !self.share.allocate && matches!(kind, MessageType::Discover | MessageType::Request) {
+            return Outcome::Drop(DropReason::ClusterUnavailable);
+        }
 
         match kind {
             MessageType::Discover => {
@@ -459,6 +511,23 @@ impl Server {
             Err(_) => nak(),
         }
     }
+}
+
+/// The client's load-balancing bucket (0-255): a hash of its client identifier (option 61)
+/// when it sent one, else of its hardware address, as RFC 3074 §5 hashes. The hash is FNV-1a
+/// folded to 8 bits, not RFC 3074's mixing table: only pserv instances share the assignment.
+pub fn client_bucket(client_id: Option<&[u8]>, mac: MacAddr) -> u8 {
+    let bytes = client_id.unwrap_or(&mac.0);
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
+}
+
+fn bucket(req: &Request<'_>) -> u8 {
+    client_bucket(req.client_id, req.mac)
 }
 
 /// Builds an OFFER or ACK (an INFORM's ACK has no address and no lease times).

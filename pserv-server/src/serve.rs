@@ -267,7 +267,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             config: dhcp_config,
             store: store.clone(),
             server: server.with_boot_chain(chain),
-            journal,
+            log: Box::new(journal),
             board: leases.clone(),
             on_event: Arc::new(move |e: &LeaseEvent| events.emit(e.kind(), e)),
             counters: dhcp_counters.clone(),

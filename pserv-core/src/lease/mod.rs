@@ -40,9 +40,11 @@ macro_rules! shrink {
 }
 
 mod client;
+pub mod log;
 mod view;
 
 pub use client::{Client, ClientId, ClientKey};
+pub use log::{LeaseLog, Share};
 pub use view::{LeaseBoard, LeaseCounts};
 
 /// How long an offered address is held for the client that was offered it.
@@ -251,6 +253,9 @@ pub struct Leases {
     declined: HashMap<Ipv4Addr, (u64, Client)>,
     /// Next-fit position per range (by range start).
     cursor: HashMap<Ipv4Addr, u32>,
+    /// Where a range's first scan starts, as an offset into it (cluster instances start at
+    /// different places, so that they rarely pick one address for two clients at once).
+    scan_offset: u32,
     exhausted: HashMap<Ipv4Addr, Exhausted>,
     /// Count of addresses freed (release, expiry, quarantine end), to invalidate `exhausted`.
     frees: u64,
@@ -277,6 +282,13 @@ impl Leases {
         }
         l.expire(now);
         l
+    }
+
+    /// Makes each range's first scan for a free address start `offset` addresses into it
+    /// (modulo its size) instead of at its start.
+    pub fn set_scan_offset(&mut self, offset: u32) {
+        self.scan_offset = offset;
+        self.cursor.clear();
     }
 
     /// Whether anything changed since the last [`Leases::publish`].
@@ -448,7 +460,10 @@ impl Leases {
             .get(&r.start)
             .copied()
             .filter(|c| (start..=end).contains(c))
-            .unwrap_or(start);
+            .unwrap_or_else(|| {
+                let size = u64::from(end - start) + 1;
+                start + (u64::from(self.scan_offset) % size) as u32
+            });
         let mut earliest_end = u64::MAX;
         let candidates = (from..=end).chain(start..from);
         for a in candidates {
