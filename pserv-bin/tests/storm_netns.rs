@@ -22,7 +22,7 @@ fn storm_from(ns: &str, server: SocketAddrV4, cfg: dhcp::Config) -> Report {
         let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let sock = dhcp::run::socket(SocketAddr::from((cfg.giaddr, 67))).unwrap();
-        dhcp::run::run(&sock, server, cfg, false)
+        dhcp::run::run(&sock, &[server], cfg, false)
     })
     .join()
     .unwrap()

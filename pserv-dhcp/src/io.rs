@@ -358,8 +358,7 @@ impl Loop<'_> {
                 // Nothing to read: wait for the disk, in slices so that requests arriving
                 // meanwhile are not left in the socket queue long.
                 let seq = first.seq;
-                if self.log.wait_settled_for(seq, DISK_SLICE).is_err()
-                {
+                if self.log.wait_settled_for(seq, DISK_SLICE).is_err() {
                     let lost = self.pending.len() as u64;
                     self.counters
                         .journal_errors
@@ -502,7 +501,11 @@ impl Loop<'_> {
         }
         // Refusals are reported no later than their positions settle.
         self.log.take_refused(&mut self.scratch_seqs);
-        self.refused.extend(self.scratch_seqs.drain(..));
+        if !self.scratch_seqs.is_empty() {
+            // Several transactions may settle out of order: keep the refusals sorted.
+            self.refused.extend(self.scratch_seqs.drain(..));
+            self.refused.make_contiguous().sort_unstable();
+        }
         self.publish();
         while self.pending.front().is_some_and(|o| o.seq <= durable) {
             let Some(mut out) = self.pending.pop_front() else {

@@ -221,16 +221,11 @@ impl Server {
         }
     }
 
-    /// Makes dynamic address scans start `offset` addresses into each range (see
-    /// [`Leases::set_scan_offset`]).
-    pub fn set_scan_offset(&mut self, offset: u32) {
-        self.leases.set_scan_offset(offset);
-    }
-
     /// Sets which clients to answer from now on (cluster mode: this instance's share, and
     /// whether it may commit dynamic leases).
     pub fn set_share(&mut self, share: Share) {
         self.share = share;
+        self.leases.set_scan_slot(share.slot.0, share.slot.1);
     }
 
     /// Applies a change another instance made (cluster mode): the lease set then treats its
@@ -377,7 +372,10 @@ impl Server {
             return Outcome::Drop(DropReason::OtherInstance);
         }
         let dynamic = reserved.is_none() && kind != MessageType::Inform;
-        if dynamic && !self.share.allocate && matches!(kind, MessageType::Discover | MessageType::Request) {
+        if dynamic
+            && !self.share.allocate
+            && matches!(kind, MessageType::Discover | MessageType::Request)
+        {
             return Outcome::Drop(DropReason::ClusterUnavailable);
         }
 

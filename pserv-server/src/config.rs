@@ -83,6 +83,39 @@ pub struct File {
     /// Seconds a DNS-over-TCP client gets to send a query (from its first byte) or to read an
     /// answer.
     pub dns_tcp_idle_seconds: Option<u64>,
+    /// Cluster mode (`[cluster]`): dynamic leases shared with other instances on etcd.
+    pub cluster: Option<ClusterFile>,
+}
+
+/// The `[cluster]` table of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// etcd client URLs.
+    pub etcd: Option<Vec<String>>,
+    /// The cluster's name (instances with one name share leases); default `default`.
+    pub name: Option<String>,
+    /// This instance's name, unique in the cluster.
+    pub instance: Option<String>,
+    /// Heartbeat TTL in seconds (default 3): how soon survivors take over a dead instance.
+    pub ttl_seconds: Option<u64>,
+    /// Addresses per etcd transaction at most (default 128, etcd's `--max-txn-ops`).
+    pub max_txn_ops: Option<usize>,
+}
+
+/// Cluster mode, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// The cluster's name.
+    pub name: String,
+    /// This instance's name.
+    pub instance: String,
+    /// Heartbeat TTL.
+    pub ttl: std::time::Duration,
+    /// Addresses per transaction at most.
+    pub max_txn_ops: usize,
 }
 
 impl File {
@@ -126,6 +159,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// DNS-over-TCP limits.
     pub dns_tcp: pserv_dns::tcp::Limits,
+    /// Cluster mode; `None`: leases in the local journal (the default).
+    pub cluster: Option<Cluster>,
 }
 
 /// Flags of `pserv serve` that override the file.
@@ -161,11 +196,21 @@ pub struct Overrides {
     /// Bearer token the control API requires (required off loopback).
     #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Cluster mode: an etcd client URL (repeat for each member); with --instance.
+    #[arg(long = "etcd", value_name = "URL")]
+    pub etcd: Vec<String>,
+    /// Cluster mode: the cluster's name (instances with one name share leases).
+    #[arg(long = "cluster", value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// Cluster mode: this instance's name, unique in the cluster.
+    #[arg(long = "instance", value_name = "NAME")]
+    pub instance: Option<String>,
 }
 
 impl Config {
     /// Merges the file and the flags, and checks what must hold before anything starts.
     pub fn resolve(file: File, flags: Overrides) -> Result<Self, ConfigError> {
+        let cluster = Self::resolve_cluster(file.cluster.clone(), &flags)?;
         let parse = |s: &str| s.parse::<SocketAddr>().expect("a valid default address");
         let s = Self {
             snapshot: flags.snapshot.or(file.snapshot),
@@ -204,6 +249,7 @@ impl Config {
                         .map_or(d.idle, std::time::Duration::from_secs),
                 }
             },
+            cluster,
         };
         if !s.control_listen.ip().is_loopback() && s.token.is_none() {
             bail!(
@@ -212,6 +258,7 @@ impl Config {
                 s.control_listen
             );
         }
+        Self::check_cluster(s.cluster.as_ref())?;
         if s.dns_listen.is_empty() {
             bail!("no DNS address to listen on");
         }
@@ -222,6 +269,76 @@ impl Config {
             bail!("dns_tcp_idle_seconds = 0 would close every DNS-over-TCP connection at once");
         }
         Ok(s)
+    }
+}
+
+impl Config {
+    /// Cluster mode from the file's `[cluster]` and the flags: on when etcd endpoints are
+    /// given (by either).
+    fn resolve_cluster(
+        file: Option<ClusterFile>,
+        flags: &Overrides,
+    ) -> Result<Option<Cluster>, ConfigError> {
+        let file = file.unwrap_or_default();
+        let endpoints = if flags.etcd.is_empty() {
+            file.etcd.unwrap_or_default()
+        } else {
+            flags.etcd.clone()
+        };
+        let instance = flags.instance.clone().or(file.instance);
+        let name = flags.cluster.clone().or(file.name);
+        if endpoints.is_empty() {
+            if instance.is_some() || name.is_some() {
+                bail!("cluster mode needs etcd endpoints (`etcd` in [cluster], or --etcd)");
+            }
+            return Ok(None);
+        }
+        let Some(instance) = instance else {
+            bail!(
+                "cluster mode needs this instance's name (`instance` in [cluster], or --instance)"
+            );
+        };
+        Ok(Some(Cluster {
+            endpoints,
+            name: name.unwrap_or_else(|| "default".to_owned()),
+            instance,
+            ttl: std::time::Duration::from_secs(file.ttl_seconds.unwrap_or(3)),
+            max_txn_ops: file.max_txn_ops.unwrap_or(128),
+        }))
+    }
+
+    fn check_cluster(c: Option<&Cluster>) -> Result<(), ConfigError> {
+        let Some(c) = c else { return Ok(()) };
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if !name_ok(&c.name) {
+            bail!(
+                "cluster name {:?}: use 1-64 letters, digits, '-', '_' or '.'",
+                c.name
+            );
+        }
+        if !name_ok(&c.instance) {
+            bail!(
+                "instance name {:?}: use 1-64 letters, digits, '-', '_' or '.'",
+                c.instance
+            );
+        }
+        for e in &c.endpoints {
+            if !e.starts_with("http://") {
+                bail!("etcd endpoint {e:?}: give an http:// URL (etcd's client URL)");
+            }
+        }
+        if !(1..=60).contains(&c.ttl.as_secs()) {
+            bail!("cluster ttl_seconds must be 1-60");
+        }
+        if c.max_txn_ops == 0 {
+            bail!("cluster max_txn_ops must be at least 1");
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,16 @@ use axum::routing::{get, put};
 use futures_util::Stream;
 use pserv_core::histogram::Histogram;
 use pserv_core::journal::JournalMonitor;
+
+/// Where the status and metrics read the lease log's health: the local journal, or the
+/// cluster instance.
+#[derive(Debug, Clone)]
+pub(crate) enum LeaseMonitor {
+    /// The local journal.
+    Journal(JournalMonitor),
+    /// Cluster mode.
+    Cluster(pserv_cluster::ClusterMonitor),
+}
 use pserv_core::lease::LeaseBoard;
 use pserv_core::{PublishError, Published, Snapshot, Store};
 use pserv_dns::forward::ForwardCounters;
@@ -129,7 +139,7 @@ pub(crate) struct App {
     pub(crate) leases: Arc<LeaseBoard>,
     pub(crate) dns: DnsCounters,
     pub(crate) dhcp: Arc<pserv_dhcp::io::Counters>,
-    pub(crate) journal: JournalMonitor,
+    pub(crate) lease_log: LeaseMonitor,
     pub(crate) connections: Arc<crate::http::ConnCounters>,
     /// The TFTP service's counters (all zero without a boot directory).
     pub(crate) tftp: Arc<pserv_boot::tftp::service::Counters>,
@@ -260,7 +270,14 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     let store = &app.publisher.store;
     let t = store.load();
     let counts = app.leases.counts();
-    let journal_error = app.journal.failure().map(|e| e.to_string());
+    let journal_error = match &app.lease_log {
+        LeaseMonitor::Journal(j) => j.failure().map(|e| e.to_string()),
+        LeaseMonitor::Cluster(_) => None,
+    };
+    let cluster = match &app.lease_log {
+        LeaseMonitor::Cluster(c) => serde_json::to_value(c.status()).unwrap_or_default(),
+        LeaseMonitor::Journal(_) => serde_json::Value::Null,
+    };
     let body = json!({
         "ready": app.is_ready(),
         "generation": store.generation(),
@@ -269,6 +286,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "subnets": t.subnets().len(),
         "leases": {"bound": counts.bound, "offered": counts.offered},
         "journal_error": journal_error,
+        "cluster": cluster,
         "uptime_seconds": app.started.elapsed().as_secs(),
         "version": env!("CARGO_PKG_VERSION"),
     });

@@ -15,7 +15,7 @@ use pserv_core::histogram::Histogram;
 use pserv_dns::forward::ForwardCounters;
 use pserv_dns::respond::Counters;
 
-use crate::control::App;
+use crate::control::{App, LeaseMonitor};
 
 /// The whole exposition for one scrape.
 pub(crate) fn render(app: &Arc<App>) -> String {
@@ -218,7 +218,11 @@ impl Collector for Scrape {
                 ("accept_error", load(&c.accept_errors)),
             ],
         )?;
-        let s = app.journal.stats();
+        let j = match &app.lease_log {
+            LeaseMonitor::Journal(j) => j,
+            LeaseMonitor::Cluster(c) => return cluster(&mut e, c),
+        };
+        let s = j.stats();
         single(
             &mut e,
             "pserv_journal_commits",
@@ -259,10 +263,31 @@ impl Collector for Scrape {
             "pserv_journal_failed",
             "1 once the lease journal has failed: no dynamic lease is acknowledged",
             Gauge,
-            u64::from(app.journal.failure().is_some()),
+            u64::from(j.failure().is_some()),
         )?;
         Ok(())
     }
+}
+
+#[rustfmt::skip]
+fn cluster(e: &mut DescriptorEncoder<'_>, c: &pserv_cluster::ClusterMonitor) -> Result {
+    use MetricType::{Counter, Gauge};
+    let st = c.status();
+    let s = c.stats();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    single(e, "pserv_cluster_healthy", "1 while this instance reaches etcd (heartbeat and watch) and hands out dynamic leases; 0 when cut off", Gauge, u64::from(st.healthy))?;
+    single(e, "pserv_cluster_members", "Live cluster members as this instance's watch sees them", Gauge, st.members.len() as u64)?;
+    single(e, "pserv_cluster_buckets", "Client buckets (of 256) this instance answers", Gauge, u64::from(st.buckets))?;
+    single(e, "pserv_cluster_txns", "etcd transactions sent (each commits many lease changes)", Counter, load(&s.txns))?;
+    single(e, "pserv_cluster_txn_conflicts", "Transactions whose compares failed: another instance changed an address first", Counter, load(&s.txn_conflicts))?;
+    single(e, "pserv_cluster_txn_errors", "Transactions that did not reach etcd (their changes are refused)", Counter, load(&s.txn_errors))?;
+    single(e, "pserv_cluster_committed", "Lease changes committed to etcd", Counter, load(&s.committed))?;
+    single(e, "pserv_cluster_refused", "Lease changes refused (conflict or unknown outcome): no reply left for them", Counter, load(&s.refused))?;
+    single(e, "pserv_cluster_watch_events", "Changes received from the etcd watch", Counter, load(&s.watch_events))?;
+    single(e, "pserv_cluster_loads", "Full reads of the cluster's keys (start, after a compaction)", Counter, load(&s.loads))?;
+    single(e, "pserv_cluster_heartbeat_failures", "Heartbeats that failed", Counter, load(&s.heartbeat_failures))?;
+    single(e, "pserv_cluster_bad_records", "Lease records in etcd that could not be read (skipped)", Counter, load(&s.bad_records))?;
+    Ok(())
 }
 
 #[rustfmt::skip]
@@ -325,6 +350,7 @@ fn dhcp(e: &mut DescriptorEncoder<'_>, c: &pserv_dhcp::io::Counters) -> Result {
     let mut drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
     drops.push(("SendError", load(&c.send_errors)));
     drops.push(("JournalError", load(&c.journal_errors)));
+    drops.push(("ClusterRefused", load(&c.refused)));
     drops.sort_unstable();
     family(e, "pserv_dhcp_dropped", "DHCP packets dropped, by reason", Counter, "reason", &drops)?;
     histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pserv_core::journal::{Journal, JournalError, Options};
+use pserv_core::lease::{LeaseLog, Leases};
+
+use crate::control::LeaseMonitor;
 use pserv_core::lease::{LeaseBoard, LeaseEvent};
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_core::{PublishError, Published, Snapshot, Store};
@@ -124,30 +127,53 @@ impl std::fmt::Debug for Handle {
 /// docs for the order of things.
 pub async fn serve(config: Config) -> Result<Handle, Error> {
     // Leases first: a restart must know every acknowledged lease before it answers anyone.
-    let dir = config.state_dir.clone().unwrap_or_else(|| {
-        let d = std::env::temp_dir().join(format!("pserv-{}", std::process::id()));
-        tracing::warn!(
-            dir = %d.display(),
-            "no --state-dir: leases are journaled in a directory of this process and will not \
-             survive a restart"
-        );
-        d
-    });
-    let path = dir.join("leases.journal");
-    let journal_err = |source| Error::Journal {
-        path: path.clone(),
-        source,
+    // In cluster mode they are etcd's: the instance starts with none and answers no dynamic
+    // client until it has read them (reserved nodes are served from the start).
+    let (mut server, log, lease_monitor): (_, Box<dyn LeaseLog>, _) = match &config.cluster {
+        Some(c) => {
+            let mut cc = pserv_cluster::Config::new(c.endpoints.clone(), &c.name, &c.instance);
+            cc.ttl = c.ttl;
+            cc.max_txn_ops = c.max_txn_ops;
+            let (log, monitor) = pserv_cluster::join(cc).map_err(|source| Error::Start {
+                what: "cluster",
+                source,
+            })?;
+            tracing::info!(cluster = %c.name, instance = %c.instance, etcd = ?c.endpoints, "cluster mode: leases on etcd");
+            let server = pserv_dhcp::Server::new(Leases::new());
+            (server, Box::new(log), LeaseMonitor::Cluster(monitor))
+        }
+        None => {
+            let dir = config.state_dir.clone().unwrap_or_else(|| {
+                let d = std::env::temp_dir().join(format!("pserv-{}", std::process::id()));
+                tracing::warn!(
+                    dir = %d.display(),
+                    "no --state-dir: leases are journaled in a directory of this process and will not \
+                     survive a restart"
+                );
+                d
+            });
+            let path = dir.join("leases.journal");
+            let journal_err = |source| Error::Journal {
+                path: path.clone(),
+                source,
+            };
+            std::fs::create_dir_all(&dir).map_err(journal_err)?;
+            let (journal, recovery) =
+                Journal::open(&path, Options::default(), unix_now()).map_err(journal_err)?;
+            tracing::info!(
+                path = %path.display(),
+                leases = recovery.leases.len(),
+                records = recovery.records,
+                "lease journal recovered"
+            );
+            let monitor = LeaseMonitor::Journal(journal.monitor());
+            (
+                pserv_dhcp::Server::new(recovery.leases),
+                Box::new(journal),
+                monitor,
+            )
+        }
     };
-    std::fs::create_dir_all(&dir).map_err(journal_err)?;
-    let (journal, recovery) =
-        Journal::open(&path, Options::default(), unix_now()).map_err(journal_err)?;
-    tracing::info!(
-        path = %path.display(),
-        leases = recovery.leases.len(),
-        records = recovery.records,
-        "lease journal recovered"
-    );
-    let mut server = pserv_dhcp::Server::new(recovery.leases);
     let leases = Arc::new(LeaseBoard::new());
     server.publish(&leases);
 
@@ -256,7 +282,6 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         source,
     })?;
     let dhcp_counters = Arc::new(pserv_dhcp::io::Counters::default());
-    let journal_monitor = journal.monitor();
     let events = publisher.events.clone();
     let chain = boot
         .as_ref()
@@ -267,7 +292,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             config: dhcp_config,
             store: store.clone(),
             server: server.with_boot_chain(chain),
-            log: Box::new(journal),
+            log,
             board: leases.clone(),
             on_event: Arc::new(move |e: &LeaseEvent| events.emit(e.kind(), e)),
             counters: dhcp_counters.clone(),
@@ -283,7 +308,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         leases: leases.clone(),
         dns: (responder.counters().clone(), responder.forward_counters()),
         dhcp: dhcp_counters,
-        journal: journal_monitor,
+        lease_log: lease_monitor,
         connections: Arc::default(),
         tftp: Arc::default(),
         boot_http: Arc::default(),

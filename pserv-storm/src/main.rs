@@ -19,9 +19,10 @@ struct Cli {
 enum Mode {
     /// DORA exchanges as a relay agent (giaddr), many clients, paced or flooding.
     Dhcp {
-        /// The server, ADDR[:PORT] (port 67 by default).
-        #[arg(long)]
-        server: String,
+        /// The server, ADDR[:PORT] (port 67 by default); repeat it for servers that share
+        /// the subnet (each request goes to every one, as from a relay with several helpers).
+        #[arg(long, required = true)]
+        server: Vec<String>,
         /// The relay address to pose as (giaddr); the generator listens on it, port 67.
         #[arg(long)]
         relay: Ipv4Addr,
@@ -236,10 +237,14 @@ fn main() -> ExitCode {
             json,
             quiet,
         } => {
-            let Some(server) = parse_server(&server) else {
-                eprintln!("pserv-storm: --server {server:?} is not ADDR[:PORT]");
-                return ExitCode::from(2);
-            };
+            let mut servers = Vec::new();
+            for s in &server {
+                let Some(a) = parse_server(s) else {
+                    eprintln!("pserv-storm: --server {s:?} is not ADDR[:PORT]");
+                    return ExitCode::from(2);
+                };
+                servers.push(a);
+            }
             let Some(mac_prefix) = parse_prefix(&mac_prefix) else {
                 eprintln!("pserv-storm: --mac-prefix {mac_prefix:?} is not two hex octets");
                 return ExitCode::from(2);
@@ -266,7 +271,7 @@ fn main() -> ExitCode {
                 subnet,
                 mac_prefix,
             };
-            let report = dhcp::run::run(&sock, server, cfg, !quiet && !json);
+            let report = dhcp::run::run(&sock, &servers, cfg, !quiet && !json);
             if json {
                 println!(
                     "{}",

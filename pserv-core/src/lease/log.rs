@@ -37,21 +37,26 @@ pub struct Share {
     /// Whether to answer every reserved node whatever its bucket (set when cut off from the
     /// cluster: the survivors may not have taken this instance's share yet).
     pub all_reserved: bool,
+    /// This instance's place among the live ones (index, count): each scans the dynamic
+    /// ranges from its own part of them, so that two rarely pick one address at once.
+    pub slot: (u32, u32),
 }
 
 impl Share {
     /// Every client, allocation allowed: a lone server.
-    pub const ALL: Share = Share {
+    pub const ALL: Self = Self {
         buckets: [u64::MAX; 4],
         allocate: true,
         all_reserved: true,
+        slot: (0, 1),
     };
 
     /// No client at all (not yet a member of the cluster).
-    pub const NONE: Share = Share {
+    pub const NONE: Self = Self {
         buckets: [0; 4],
         allocate: false,
         all_reserved: false,
+        slot: (0, 1),
     };
 
     /// Whether this instance answers bucket `b`.
@@ -122,7 +127,7 @@ pub trait LeaseLog: Send {
 
 impl LeaseLog for Journal {
     fn append(&mut self, change: &Change) -> Result<Seq, LogError> {
-        Journal::append(self, change)
+        Self::append(self, change)
     }
 
     fn settled(&self) -> Seq {
@@ -140,7 +145,7 @@ impl LeaseLog for Journal {
     }
 
     fn close(self: Box<Self>) -> Result<(), LogError> {
-        Journal::close(*self)
+        Self::close(*self)
     }
 }
 

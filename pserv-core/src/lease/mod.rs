@@ -44,7 +44,7 @@ pub mod log;
 mod view;
 
 pub use client::{Client, ClientId, ClientKey};
-pub use log::{LeaseLog, Share};
+pub use log::{LeaseLog, LogError, Share};
 pub use view::{LeaseBoard, LeaseCounts};
 
 /// How long an offered address is held for the client that was offered it.
@@ -253,9 +253,9 @@ pub struct Leases {
     declined: HashMap<Ipv4Addr, (u64, Client)>,
     /// Next-fit position per range (by range start).
     cursor: HashMap<Ipv4Addr, u32>,
-    /// Where a range's first scan starts, as an offset into it (cluster instances start at
-    /// different places, so that they rarely pick one address for two clients at once).
-    scan_offset: u32,
+    /// Where a range's first scan starts: part `.0` of `.1` equal parts (cluster instances
+    /// start at different places, so that they rarely pick one address for two clients).
+    scan_slot: (u32, u32),
     exhausted: HashMap<Ipv4Addr, Exhausted>,
     /// Count of addresses freed (release, expiry, quarantine end), to invalidate `exhausted`.
     frees: u64,
@@ -284,11 +284,14 @@ impl Leases {
         l
     }
 
-    /// Makes each range's first scan for a free address start `offset` addresses into it
-    /// (modulo its size) instead of at its start.
-    pub fn set_scan_offset(&mut self, offset: u32) {
-        self.scan_offset = offset;
-        self.cursor.clear();
+    /// Makes each range's scans for a free address start at part `index` of `count` equal
+    /// parts of it (instead of at its start) from now on. Setting the slot it has already
+    /// changes nothing.
+    pub fn set_scan_slot(&mut self, index: u32, count: u32) {
+        if self.scan_slot != (index, count) {
+            self.scan_slot = (index, count);
+            self.cursor.clear();
+        }
     }
 
     /// Whether anything changed since the last [`Leases::publish`].
@@ -462,7 +465,8 @@ impl Leases {
             .filter(|c| (start..=end).contains(c))
             .unwrap_or_else(|| {
                 let size = u64::from(end - start) + 1;
-                start + (u64::from(self.scan_offset) % size) as u32
+                let (i, n) = self.scan_slot;
+                start + (size * u64::from(i) / u64::from(n.max(1))).min(size - 1) as u32
             });
         let mut earliest_end = u64::MAX;
         let candidates = (from..=end).chain(start..from);

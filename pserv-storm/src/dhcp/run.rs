@@ -38,9 +38,11 @@ pub fn socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
     Ok(s.into())
 }
 
-/// Runs one DORA storm against `server` from `sock`, printing a progress line to stderr
-/// every second when `progress` is set. Returns the report.
-pub fn run(sock: &UdpSocket, server: SocketAddrV4, cfg: Config, progress: bool) -> Report {
+/// Runs one DORA storm against `servers` from `sock`, printing a progress line to stderr
+/// every second when `progress` is set. Returns the report. With several servers every
+/// request goes to each, as a relay configured with several helper addresses forwards it
+/// (servers that share a subnet decide among themselves who answers).
+pub fn run(sock: &UdpSocket, servers: &[SocketAddrV4], cfg: Config, progress: bool) -> Report {
     let fd = sock.as_raw_fd();
     let t0 = Instant::now();
     let mut dora = Dora::new(cfg, t0);
@@ -48,7 +50,10 @@ pub fn run(sock: &UdpSocket, server: SocketAddrV4, cfg: Config, progress: bool) 
     let mut bufs: Box<[[u8; 1500]; BATCH]> = Box::new([[0u8; 1500]; BATCH]);
     let mut rheaders = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
     let mut sheaders = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
-    let dest: Vec<Option<SockaddrIn>> = vec![Some(SockaddrIn::from(server)); BATCH];
+    let dests: Vec<Vec<Option<SockaddrIn>>> = servers
+        .iter()
+        .map(|s| vec![Some(SockaddrIn::from(*s)); BATCH])
+        .collect();
     let mut next_line = t0 + Duration::from_secs(1);
     let mut last_acks = 0;
     loop {
@@ -68,24 +73,26 @@ pub fn run(sock: &UdpSocket, server: SocketAddrV4, cfg: Config, progress: bool) 
                 break;
             }
             sent_any = true;
-            let mut done = 0;
-            while done < k {
-                let slices: Vec<[IoSlice<'_>; 1]> =
-                    outs[done..k].iter().map(|o| [IoSlice::new(o)]).collect();
-                match sendmmsg(
-                    fd,
-                    &mut sheaders,
-                    &slices,
-                    &dest[done..k],
-                    [],
-                    MsgFlags::empty(),
-                ) {
-                    Ok(r) => done += r.count().max(1),
-                    // A full send buffer: the rest of the batch is lost, as on a wire; the
-                    // exchanges time out and count as drops.
-                    Err(Errno::EAGAIN) => break,
-                    Err(Errno::EINTR) => {}
-                    Err(_) => done += 1,
+            for dest in &dests {
+                let mut done = 0;
+                while done < k {
+                    let slices: Vec<[IoSlice<'_>; 1]> =
+                        outs[done..k].iter().map(|o| [IoSlice::new(o)]).collect();
+                    match sendmmsg(
+                        fd,
+                        &mut sheaders,
+                        &slices,
+                        &dest[done..k],
+                        [],
+                        MsgFlags::empty(),
+                    ) {
+                        Ok(r) => done += r.count().max(1),
+                        // A full send buffer: the rest of the batch is lost, as on a wire; the
+                        // exchanges time out and count as drops.
+                        Err(Errno::EAGAIN) => break,
+                        Err(Errno::EINTR) => {}
+                        Err(_) => done += 1,
+                    }
                 }
             }
             if k < BATCH {
