@@ -339,7 +339,15 @@ impl Dora {
         let sending = self.cfg.duration.min(now.duration_since(self.start));
         let secs = now.duration_since(self.start).as_secs_f64().max(1e-9);
         let ratio = |d: u64, of: u64| if of == 0 { 0.0 } else { d as f64 / of as f64 };
+        let bindings = (0..self.slots.len() as u32)
+            .filter_map(|i| {
+                self.slots[i as usize]
+                    .bound
+                    .map(|ip| (self.client(i).mac, ip))
+            })
+            .collect();
         Report {
+            bindings,
             seconds: secs,
             offered_rate: t.discovers as f64 / sending.as_secs_f64().max(1e-9),
             completed_rate: t.acks as f64 / sending.as_secs_f64().max(1e-9),
@@ -401,6 +409,10 @@ pub struct Report {
     pub request_ack: Latency,
     /// DISCOVER to ACK.
     pub dora: Latency,
+    /// Every client's last ACKed address (its MAC, the address), for checks against a
+    /// server's own record; not in the JSON report.
+    #[serde(skip)]
+    pub bindings: Vec<([u8; 6], Ipv4Addr)>,
 }
 
 #[cfg(test)]
