@@ -226,20 +226,7 @@ impl ClusterMonitor {
 /// Joins the cluster: returns at once (the threads reach etcd in the background), with no
 /// share and no allocation until the cluster's leases are read and the heartbeat holds.
 pub fn join(config: Config) -> std::io::Result<(ClusterLog, ClusterMonitor)> {
-    let shared = Arc::new(Shared {
-        keys: Keys::new(&config.cluster),
-        client: Client::new(config.endpoints.clone(), config.request_timeout),
-        config,
-        state: Mutex::new(State {
-            share: cut_off(),
-            ..State::default()
-        }),
-        work: Condvar::new(),
-        settled_cv: Condvar::new(),
-        settled: AtomicU64::new(0),
-        stats: Stats::default(),
-        shutdown: AtomicBool::new(false),
-    });
+    let shared = new_shared(config);
     let mut committers = Vec::new();
     for i in 0..shared.config.pipeline.max(1) {
         let s = shared.clone();
@@ -270,6 +257,23 @@ pub fn join(config: Config) -> std::io::Result<(ClusterLog, ClusterMonitor)> {
         },
         ClusterMonitor { shared },
     ))
+}
+
+fn new_shared(config: Config) -> Arc<Shared> {
+    Arc::new(Shared {
+        keys: Keys::new(&config.cluster),
+        client: Client::new(config.endpoints.clone(), config.request_timeout),
+        config,
+        state: Mutex::new(State {
+            share: cut_off(),
+            ..State::default()
+        }),
+        work: Condvar::new(),
+        settled_cv: Condvar::new(),
+        settled: AtomicU64::new(0),
+        stats: Stats::default(),
+        shutdown: AtomicBool::new(false),
+    })
 }
 
 /// The share of an instance that cannot reach the cluster.
@@ -926,4 +930,133 @@ pub fn probe(endpoints: &[String], timeout: Duration) -> Result<(), etcd::Error>
     Client::new(endpoints.to_vec(), timeout)
         .range_prefix(b"/pserv/")
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn bound(ip: [u8; 4], mac: u8) -> Change {
+        Change::Bound {
+            mac: pserv_core::MacAddr([2, 0, 0, 0, 0, mac]),
+            client_id: None,
+            ip: Ipv4Addr::from(ip),
+            start: 1,
+            expires: 100,
+            hostname: None,
+        }
+    }
+
+    fn queue(s: &mut State, seq: Seq, change: Change, expected: i64) {
+        s.queue.push_back(Queued {
+            seq,
+            ip: address(&change),
+            change,
+            expected,
+        });
+        s.appended = seq;
+    }
+
+    #[test]
+    fn batches_group_by_address_and_wait_for_addresses_in_flight() {
+        let mut s = State::default();
+        queue(&mut s, 1, bound([10, 0, 0, 1], 1), 0);
+        queue(&mut s, 2, bound([10, 0, 0, 2], 2), 5);
+        queue(&mut s, 3, bound([10, 0, 0, 1], 1), 0);
+        let g = take_batch(&mut s, 128);
+        assert_eq!(g.len(), 2, "two addresses");
+        assert_eq!(
+            g[0].seqs,
+            vec![1, 3],
+            "one address's changes share its group"
+        );
+        assert_eq!(g[1].expected, 5);
+        assert!(s.queue.is_empty());
+        // While 10.0.0.1 is in flight, its next change waits; others go.
+        queue(&mut s, 4, bound([10, 0, 0, 1], 1), 0);
+        queue(&mut s, 5, bound([10, 0, 0, 3], 3), 0);
+        s.inflight.ips.remove(&Ipv4Addr::new(10, 0, 0, 2));
+        let g = take_batch(&mut s, 128);
+        assert_eq!(
+            g.iter().map(|g| g.seqs.clone()).collect::<Vec<_>>(),
+            vec![vec![5]]
+        );
+        assert_eq!(s.queue.iter().map(|q| q.seq).collect::<Vec<_>>(), vec![4]);
+        // At most `max` addresses per batch, in order.
+        let mut s = State::default();
+        for i in 1..=5u8 {
+            queue(&mut s, Seq::from(i), bound([10, 0, 1, i], i), 0);
+        }
+        let g = take_batch(&mut s, 2);
+        assert_eq!(g.iter().map(|g| g.seqs[0]).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            s.queue.iter().map(|q| q.seq).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
+    }
+
+    #[test]
+    fn a_change_based_on_a_revision_this_instance_produced_compares_with_the_latest() {
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        let mut f = InFlight::default();
+        assert_eq!(f.based_on(ip, 0), 0);
+        // Committed at 7 (based on 0), then at 9 (based on 7).
+        f.produced(ip, 0, 7);
+        assert_eq!(
+            f.based_on(ip, 0),
+            7,
+            "appended before the owner saw revision 7"
+        );
+        f.produced(ip, 7, 9);
+        assert_eq!(f.based_on(ip, 0), 9);
+        assert_eq!(f.based_on(ip, 7), 9);
+        assert_eq!(f.based_on(ip, 9), 9);
+        // A revision another instance produced is compared as is.
+        assert_eq!(f.based_on(ip, 8), 8);
+        // A release leaves the key absent: the next change compares with 0.
+        f.produced(ip, 9, 0);
+        assert_eq!(f.based_on(ip, 9), 0);
+    }
+
+    #[test]
+    fn the_owner_applies_only_news() {
+        // No threads: the test plays the watcher and the committer.
+        let mut log = ClusterLog {
+            shared: new_shared(Config::new(vec!["http://127.0.0.1:9".into()], "t", "a")),
+            seen: HashMap::new(),
+            last: 0,
+            committers: Vec::new(),
+        };
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        {
+            let mut s = log.shared.state.lock();
+            s.seen.push(Seen {
+                ip,
+                as_of: 5,
+                mod_revision: 5,
+                change: Some(bound([10, 0, 0, 1], 1)),
+            });
+            // Older than what follows: skipped.
+            s.seen.push(Seen {
+                ip,
+                as_of: 3,
+                mod_revision: 3,
+                change: Some(bound([10, 0, 0, 1], 2)),
+            });
+        }
+        let mut out = Vec::new();
+        log.take_remote(&mut out);
+        assert_eq!(out, vec![bound([10, 0, 0, 1], 1)]);
+        assert_eq!(log.seen.get(&ip), Some(&(5, 5)));
+        // The next change on it compares with revision 5.
+        log.append(&bound([10, 0, 0, 1], 3)).unwrap();
+        assert_eq!(
+            log.shared.state.lock().queue.back().map(|q| q.expected),
+            Some(5)
+        );
+        // Cut off from the start: no dynamic leases, every reserved node answered.
+        let share = log.share();
+        assert!(!share.allocate && share.all_reserved);
+    }
 }

@@ -534,3 +534,136 @@ fn rfc3527_link_selection_is_ignored_from_relays_on_a_subnet_that_says_so() {
     let (_, offer, ..) = answered(select(Ipv4Addr::new(10, 9, 0, 1)).send(&mut s, &t, T0));
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 9, 0, 100));
 }
+
+/// RFC 3074 load balancing (cluster mode): a DISCOVER from a client in another instance's
+/// bucket is left to it; a REQUEST selecting this server, a renewal, a RELEASE are not
+/// balanced; the bucket is the client identifier's when there is one.
+#[test]
+fn rfc3074_each_client_answered_by_the_instance_owning_its_bucket() {
+    use pserv_core::lease::Share;
+    use pserv_dhcp::server::client_bucket;
+    let t = table();
+    let mut s = Server::new(Leases::new());
+    let b = client_bucket(None, MacAddr(A));
+    let mut share = Share::NONE;
+    share.allocate = true;
+    share.set(b, true);
+    s.set_share(share);
+    // A is ours: bound as usual.
+    let ip = bind(&mut s, &t, A, None, T0);
+    // B (another bucket, or with an identifier hashing elsewhere) is left to its owner.
+    for (chaddr, id) in [(B, None), (A, Some(ID2))] {
+        let theirs = client_bucket(id, MacAddr(chaddr));
+        if theirs == b {
+            continue;
+        }
+        let m = Msg::new(MessageType::Discover, chaddr);
+        let m = match id {
+            Some(id) => m.id(id),
+            None => m,
+        };
+        assert_eq!(
+            m.send(&mut s, &t, T0),
+            Outcome::Drop(DropReason::OtherInstance)
+        );
+    }
+    // Now none is ours: A's renewal (unicast to us) and its RELEASE are still served.
+    share.set(b, false);
+    s.set_share(share);
+    let (kind, ..) = answered(Msg::new(MessageType::Request, A).ciaddr(ip).send(
+        &mut s,
+        &t,
+        T0 + 10,
+    ));
+    assert_eq!(kind, MessageType::Ack);
+    assert!(matches!(
+        Msg::new(MessageType::Release, A)
+            .ciaddr(ip)
+            .send(&mut s, &t, T0 + 11),
+        Outcome::Change(Change::Released { .. })
+    ));
+    // INIT-REBOOT (no server named, no ciaddr) is balanced.
+    assert_eq!(
+        Msg::new(MessageType::Request, A)
+            .requested(ip)
+            .send(&mut s, &t, T0 + 12),
+        Outcome::Drop(DropReason::OtherInstance)
+    );
+}
+
+/// Cluster mode, cut off from the lease store: no dynamic lease is offered or renewed, and
+/// every reserved node is still answered whatever its bucket.
+#[test]
+fn cut_off_from_the_cluster_reserved_nodes_only() {
+    use pserv_core::lease::Share;
+    let t = table();
+    let mut s = Server::new(Leases::new());
+    s.set_share(Share {
+        buckets: [0; 4],
+        allocate: false,
+        all_reserved: true,
+        slot: (0, 1),
+    });
+    assert_eq!(
+        Msg::new(MessageType::Discover, A).send(&mut s, &t, T0),
+        Outcome::Drop(DropReason::OtherInstance),
+        "no bucket: a dynamic client is nobody's here"
+    );
+    let mut all = Share::ALL;
+    all.allocate = false;
+    s.set_share(all);
+    assert_eq!(
+        Msg::new(MessageType::Discover, A).send(&mut s, &t, T0),
+        Outcome::Drop(DropReason::ClusterUnavailable)
+    );
+    assert_eq!(
+        Msg::new(MessageType::Request, A)
+            .ciaddr(POOL)
+            .send(&mut s, &t, T0),
+        Outcome::Drop(DropReason::ClusterUnavailable)
+    );
+    s.set_share(Share {
+        buckets: [0; 4],
+        allocate: false,
+        all_reserved: true,
+        slot: (0, 1),
+    });
+    let (kind, offer, ..) =
+        answered(Msg::new(MessageType::Discover, NODE_MAC).send(&mut s, &t, T0));
+    assert_eq!((kind, offer.yiaddr()), (MessageType::Offer, NODE_IP));
+    let (kind, ack, ..) = answered(
+        Msg::new(MessageType::Request, NODE_MAC)
+            .requested(NODE_IP)
+            .server(US)
+            .send(&mut s, &t, T0),
+    );
+    assert_eq!((kind, ack.yiaddr()), (MessageType::Ack, NODE_IP));
+}
+
+/// A change another instance made is applied: its address is no longer offered here, and
+/// this instance's client renewing it is NAKed.
+#[test]
+fn another_instances_lease_is_respected() {
+    let t = table();
+    let mut s = Server::new(Leases::new());
+    let ip = bind(&mut s, &t, A, None, T0);
+    s.apply_remote(&Change::Bound {
+        mac: MacAddr(B),
+        client_id: None,
+        ip,
+        start: T0 + 5,
+        expires: T0 + 3600,
+        hostname: None,
+    });
+    let (kind, ..) = answered(Msg::new(MessageType::Request, A).ciaddr(ip).send(
+        &mut s,
+        &t,
+        T0 + 10,
+    ));
+    assert_eq!(kind, MessageType::Nak);
+    // The only pool address is B's: nothing to offer a third client.
+    assert_eq!(
+        Msg::new(MessageType::Discover, [2, 0, 0, 0, 0, 0xc]).send(&mut s, &t, T0 + 10),
+        Outcome::Drop(DropReason::PoolExhausted)
+    );
+}

@@ -419,4 +419,45 @@ mod tests {
         let e = toml::from_str::<File>("dns_lisen = []").unwrap_err();
         assert!(e.to_string().contains("dns_lisen"), "{e}");
     }
+
+    #[test]
+    fn cluster_mode_from_file_or_flags() {
+        let file: File = toml::from_str(
+            "[cluster]\netcd = [\"http://10.0.0.1:2379\"]\ninstance = \"a\"\nttl_seconds = 5\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file, Overrides::default())
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(
+            (
+                c.endpoints.as_slice(),
+                c.name.as_str(),
+                c.instance.as_str(),
+                c.ttl.as_secs()
+            ),
+            (&["http://10.0.0.1:2379".to_owned()][..], "default", "a", 5)
+        );
+        let flags = |etcd: &[&str], instance: Option<&str>| Overrides {
+            etcd: etcd.iter().map(|s| (*s).to_owned()).collect(),
+            instance: instance.map(str::to_owned),
+            ..Overrides::default()
+        };
+        assert!(
+            Config::resolve(File::default(), flags(&[], None))
+                .unwrap()
+                .cluster
+                .is_none()
+        );
+        for (etcd, instance, why) in [
+            (&["http://e:2379"][..], None, "instance"),
+            (&[][..], Some("a"), "etcd endpoints"),
+            (&["e:2379"][..], Some("a"), "http://"),
+            (&["http://e:2379"][..], Some("a b"), "instance name"),
+        ] {
+            let e = Config::resolve(File::default(), flags(etcd, instance)).unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+    }
 }
