@@ -6,7 +6,7 @@
 //!   to `max_txn_ops` addresses) and commits them in one etcd transaction that compares every
 //!   address key's revision with the one the owner's decision was based on. If another
 //!   instance changed one of them first, the transaction fails as a whole; the committer reads
-//!   which keys moved (in the same transaction's failure branch), refuses the changes on
+//!   which keys moved (a read-only transaction on the same keys), refuses the changes on
 //!   those, and commits the rest again. A transaction whose outcome is unknown (etcd
 //!   unreachable) refuses its changes: no ACK leaves for a lease etcd may not hold.
 //! - the **watcher** reads the cluster's keys once, then follows them with a watch from the
@@ -598,7 +598,20 @@ fn commit(shared: &Shared, mut groups: Vec<Group>) -> (Vec<Seq>, Vec<(Ipv4Addr, 
             })
             .collect();
         stats.txns.fetch_add(1, Ordering::Relaxed);
-        match shared.client.txn(&compares, &success, &failure) {
+        // The reads that say which keys moved run only when a compare fails (a second,
+        // read-only transaction): carrying them in every transaction's failure branch cost the
+        // etcd leader a parse of as many operations again.
+        let result = shared.client.txn(&compares, &success, &[]).and_then(|r| {
+            if r.succeeded {
+                Ok(r)
+            } else {
+                shared.client.txn(&[], &failure, &[]).map(|read| etcd::TxnResult {
+                    succeeded: false,
+                    ..read
+                })
+            }
+        });
+        match result {
             Ok(r) if r.succeeded => {
                 let n: usize = groups.iter().map(|g| g.seqs.len()).sum();
                 stats.committed.fetch_add(n as u64, Ordering::Relaxed);
