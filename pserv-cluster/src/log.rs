@@ -283,6 +283,7 @@ fn cut_off() -> Share {
         allocate: false,
         all_reserved: true,
         slot: (0, 1),
+        busy: false,
     }
 }
 
@@ -312,6 +313,7 @@ impl Shared {
                 allocate: true,
                 all_reserved: false,
                 slot: (index as u32, all.len() as u32),
+                busy: false,
             }
         } else {
             cut_off()
@@ -392,7 +394,13 @@ impl LeaseLog for ClusterLog {
     }
 
     fn share(&self) -> Share {
-        self.shared.state.lock().share
+        let s = self.shared.state.lock();
+        let mut share = s.share;
+        // More waiting than a few rounds of transactions: take no new client until it drains
+        // (what is queued would be answered later than clients wait).
+        let c = &self.shared.config;
+        share.busy = s.queue.len() > 2 * c.max_txn_ops * c.pipeline.max(1);
+        share
     }
 
     fn upkeep(&mut self, leases: &Leases, now: u64) {

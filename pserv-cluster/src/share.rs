@@ -60,6 +60,7 @@ mod tests {
                 allocate: true,
                 all_reserved: false,
                 slot: (0, 1),
+                busy: false,
             };
             for k in 0..=255u8 {
                 if s.answers(k) {

@@ -82,11 +82,14 @@ pub enum DropReason {
     /// Cluster mode: this instance cannot reach the cluster's lease store, so it hands out and
     /// renews no dynamic lease (reserved nodes are still served).
     ClusterUnavailable,
+    /// Cluster mode: the lease store is behind; a DISCOVER for a dynamic lease is turned away
+    /// until it catches up (clients already in an exchange go first; the client retries).
+    Busy,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (counters are indexed by it).
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Malformed,
         Self::Oversized,
         Self::BadOptionLength,
@@ -101,6 +104,7 @@ impl DropReason {
         Self::InformWithoutAddress,
         Self::OtherInstance,
         Self::ClusterUnavailable,
+        Self::Busy,
     ];
 
     /// This reason's position in [`DropReason::ALL`].
@@ -125,6 +129,7 @@ impl DropReason {
             Self::InformWithoutAddress => "InformWithoutAddress",
             Self::OtherInstance => "OtherInstance",
             Self::ClusterUnavailable => "ClusterUnavailable",
+            Self::Busy => "Busy",
         }
     }
 }
@@ -377,6 +382,9 @@ impl Server {
             && matches!(kind, MessageType::Discover | MessageType::Request)
         {
             return Outcome::Drop(DropReason::ClusterUnavailable);
+        }
+        if dynamic && self.share.busy && kind == MessageType::Discover {
+            return Outcome::Drop(DropReason::Busy);
         }
 
         match kind {

@@ -603,6 +603,7 @@ fn cut_off_from_the_cluster_reserved_nodes_only() {
         allocate: false,
         all_reserved: true,
         slot: (0, 1),
+        busy: false,
     });
     assert_eq!(
         Msg::new(MessageType::Discover, A).send(&mut s, &t, T0),
@@ -627,6 +628,7 @@ fn cut_off_from_the_cluster_reserved_nodes_only() {
         allocate: false,
         all_reserved: true,
         slot: (0, 1),
+        busy: false,
     });
     let (kind, offer, ..) =
         answered(Msg::new(MessageType::Discover, NODE_MAC).send(&mut s, &t, T0));

@@ -40,6 +40,10 @@ pub struct Share {
     /// This instance's place among the live ones (index, count): each scans the dynamic
     /// ranges from its own part of them, so that two rarely pick one address at once.
     pub slot: (u32, u32),
+    /// The log is behind (cluster mode: more changes waiting than it commits in a few
+    /// rounds): new dynamic clients are turned away until it catches up, so that the clients
+    /// already in an exchange are answered in time.
+    pub busy: bool,
 }
 
 impl Share {
@@ -49,6 +53,7 @@ impl Share {
         allocate: true,
         all_reserved: true,
         slot: (0, 1),
+        busy: false,
     };
 
     /// No client at all (not yet a member of the cluster).
@@ -57,6 +62,7 @@ impl Share {
         allocate: false,
         all_reserved: false,
         slot: (0, 1),
+        busy: false,
     };
 
     /// Whether this instance answers bucket `b`.
