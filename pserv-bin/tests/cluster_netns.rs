@@ -631,6 +631,39 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     eprintln!("cluster: p2 serving again {healed:?} after its link came back");
     lab.wait_health(0, true, Some(b1), Duration::from_secs(10));
     acked.check_etcd(&lab.etcd_leases(0), "phase 4");
+    // Both instances' views converge on etcd's: no lease one of them holds that etcd does
+    // not (a change refused while cut off is read back and undone).
+    for i in 0..2 {
+        let t = Instant::now();
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let truth: HashMap<Ipv4Addr, String> = lab
+                .etcd_leases(0)
+                .into_iter()
+                .filter_map(|(ip, r)| match r {
+                    Record::Bound { mac, expires, .. } if expires > now => {
+                        Some((ip, mac.to_string()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let view = lab.leases(i);
+            if view == truth {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "p{}'s leases differ from etcd's: {} vs {}",
+                i + 1,
+                view.len(),
+                truth.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 
     // 5. Everything restarted.
     for i in 0..2 {

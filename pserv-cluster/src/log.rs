@@ -114,6 +114,9 @@ struct State {
     lease_id: Option<i64>,
     /// The last position appended.
     appended: Seq,
+    /// Addresses whose change was refused, with that change: their truth is read back from
+    /// etcd and given to the owner (whose set still holds the refused change).
+    recheck: Vec<(Ipv4Addr, Change)>,
     inflight: InFlight,
 }
 
@@ -564,22 +567,39 @@ fn committer(shared: &Shared) {
         shared.settled_cv.notify_all();
         // Changes that waited for these addresses may go now.
         shared.work.notify_all();
+        recheck(shared);
     }
 }
 
 /// Commits one batch: returns the refused positions, and per committed address (address,
 /// based on, its mod revision now, as of revision).
 #[allow(clippy::type_complexity)]
-fn commit(shared: &Shared, mut groups: Vec<Group>) -> (Vec<Seq>, Vec<(Ipv4Addr, i64, i64, i64)>) {
+fn commit(shared: &Shared, groups: Vec<Group>) -> (Vec<Seq>, Vec<(Ipv4Addr, i64, i64, i64)>) {
+    let mut recheck = Vec::new();
+    let (refused, produced) = commit_groups(shared, groups, &mut recheck);
+    if !recheck.is_empty() {
+        shared.state.lock().recheck.extend(recheck);
+    }
+    (refused, produced)
+}
+
+/// See [`commit`]; refused addresses go to `rechecked`.
+#[allow(clippy::type_complexity)]
+fn commit_groups(
+    shared: &Shared,
+    mut groups: Vec<Group>,
+    rechecked: &mut Vec<(Ipv4Addr, Change)>,
+) -> (Vec<Seq>, Vec<(Ipv4Addr, i64, i64, i64)>) {
     let mut refused = Vec::new();
     let stats = &shared.stats;
     let keys = &shared.keys;
     let by = &shared.config.instance;
-    let refuse = |g: Group, refused: &mut Vec<Seq>| {
+    let mut refuse = |g: Group, refused: &mut Vec<Seq>| {
         stats
             .refused
             .fetch_add(g.seqs.len() as u64, Ordering::Relaxed);
         refused.extend(g.seqs);
+        rechecked.push((g.ip, g.change));
     };
     while !groups.is_empty() {
         let compares: Vec<(Vec<u8>, i64)> = groups
@@ -613,10 +633,13 @@ fn commit(shared: &Shared, mut groups: Vec<Group>) -> (Vec<Seq>, Vec<(Ipv4Addr, 
             if r.succeeded {
                 Ok(r)
             } else {
-                shared.client.txn(&[], &failure, &[]).map(|read| etcd::TxnResult {
-                    succeeded: false,
-                    ..read
-                })
+                shared
+                    .client
+                    .txn(&[], &failure, &[])
+                    .map(|read| etcd::TxnResult {
+                        succeeded: false,
+                        ..read
+                    })
             }
         });
         match result {
@@ -670,6 +693,75 @@ fn commit(shared: &Shared, mut groups: Vec<Group>) -> (Vec<Seq>, Vec<(Ipv4Addr, 
         }
     }
     (refused, Vec::new())
+}
+
+/// Reads back the addresses whose changes were refused and gives the owner etcd's truth for
+/// each (the record, or for an absent key the undoing of the refused change), newer than
+/// anything it has seen for them. Failing reads stay queued for the next try.
+fn recheck(shared: &Shared) {
+    let todo = std::mem::take(&mut shared.state.lock().recheck);
+    if todo.is_empty() {
+        return;
+    }
+    let keys = &shared.keys;
+    let now = unix_now();
+    for chunk in todo.chunks(shared.config.max_txn_ops.max(1)) {
+        let gets: Vec<Op> = chunk
+            .iter()
+            .map(|(ip, _)| Op::Get {
+                key: keys.lease(*ip),
+            })
+            .collect();
+        match shared.client.txn(&[], &gets, &[]) {
+            Ok(r) => {
+                let mut s = shared.state.lock();
+                for ((ip, refused), kv) in chunk.iter().zip(r.gets.iter()) {
+                    let (mod_revision, change) = match kv {
+                        Some(kv) => (
+                            kv.mod_revision,
+                            decode(shared, &kv.value)
+                                .filter(|rec| match rec {
+                                    Record::Bound { expires, .. } => *expires > now,
+                                    Record::Declined { until, .. } => *until > now,
+                                })
+                                .map(|rec| rec.change(*ip))
+                                .or_else(|| undo(refused)),
+                        ),
+                        None => (0, undo(refused)),
+                    };
+                    s.seen.push(Seen {
+                        ip: *ip,
+                        as_of: r.revision,
+                        mod_revision,
+                        change,
+                    });
+                }
+            }
+            Err(e) => {
+                shared.error(&e);
+                shared.state.lock().recheck.extend(chunk.iter().cloned());
+                return;
+            }
+        }
+    }
+}
+
+/// The change that takes a refused change's lease out of the owner's set (a refused release
+/// needs nothing undone: the owner has already let the address go).
+fn undo(refused: &Change) -> Option<Change> {
+    match refused {
+        Change::Bound {
+            mac, client_id, ip, ..
+        }
+        | Change::Declined {
+            mac, client_id, ip, ..
+        } => Some(Change::Released {
+            mac: *mac,
+            client_id: client_id.clone(),
+            ip: *ip,
+        }),
+        Change::Released { .. } => None,
+    }
 }
 
 /// What the watcher knows of each key.
@@ -769,15 +861,15 @@ fn apply_event(
         Event::Put { kv, .. } => match keys.parse(&kv.key) {
             Some(KeyKind::Lease(ip)) => {
                 let rec = decode(shared, &kv.value);
-                let mine = rec
-                    .as_ref()
-                    .is_some_and(|r| r.by() == shared.config.instance);
+
                 s.seen.push(Seen {
                     ip,
                     as_of: kv.mod_revision,
                     mod_revision: kv.mod_revision,
-                    // This instance's own writes are already in its set.
-                    change: rec.as_ref().filter(|_| !mine).map(|r| r.change(ip)),
+                    // This instance's own writes too: those it already has are older than
+                    // what its commit told it, and skipped; one whose commit it could not
+                    // confirm is news.
+                    change: rec.as_ref().map(|r| r.change(ip)),
                 });
                 view.leases.insert(ip, (kv.mod_revision, rec));
                 kv.mod_revision
@@ -917,7 +1009,15 @@ fn heartbeat(shared: &Shared) {
         let mut s = shared.state.lock();
         s.lease_id = lease;
         match ok {
-            Ok(()) if lease.is_some() => s.heartbeat_ok = Some(Instant::now()),
+            Ok(()) if lease.is_some() => {
+                s.heartbeat_ok = Some(Instant::now());
+                if !s.recheck.is_empty() {
+                    drop(s);
+                    // Refusals left over from a time etcd could not be read.
+                    recheck(shared);
+                    s = shared.state.lock();
+                }
+            }
             Ok(()) => {}
             Err(e) => {
                 shared
@@ -1038,6 +1138,20 @@ mod tests {
         // A release leaves the key absent: the next change compares with 0.
         f.produced(ip, 9, 0);
         assert_eq!(f.based_on(ip, 9), 0);
+    }
+
+    #[test]
+    fn a_refused_lease_is_undone_and_a_refused_release_needs_nothing() {
+        let b = bound([10, 0, 0, 1], 1);
+        assert_eq!(
+            undo(&b),
+            Some(Change::Released {
+                mac: pserv_core::MacAddr([2, 0, 0, 0, 0, 1]),
+                client_id: None,
+                ip: Ipv4Addr::new(10, 0, 0, 1)
+            })
+        );
+        assert_eq!(undo(&undo(&b).unwrap()), None);
     }
 
     #[test]
