@@ -306,7 +306,9 @@ impl Loop<'_> {
         let mut got: Vec<(usize, usize, SocketAddrV4, Meta)> = Vec::with_capacity(BATCH);
         while !shutdown.is_cancelled() || !self.pending.is_empty() {
             // Block for work only when no ACK is waiting on the disk.
-            let flags = if self.pending.is_empty() {
+            // Whether this pass's receive blocked (a timeout then means the loop is idle).
+            let waited = self.pending.is_empty();
+            let flags = if waited {
                 MsgFlags::MSG_WAITFORONE
             } else {
                 MsgFlags::MSG_DONTWAIT
@@ -373,9 +375,9 @@ impl Loop<'_> {
                 self.publish();
             }
             // With something left to publish, wake in time to publish it. The long wait comes
-            // back only once a pass found nothing to do, so that steady traffic does not pay a
-            // system call per pass to switch back and forth.
-            let idle = got.is_empty() && self.pending.is_empty();
+            // back only once a blocking receive timed out with nothing to do, so that steady
+            // traffic does not pay a system call per pass to switch back and forth.
+            let idle = waited && got.is_empty() && self.pending.is_empty();
             self.wake_within(if self.server.has_unpublished() || !idle {
                 PUBLISH_EVERY
             } else {

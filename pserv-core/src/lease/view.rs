@@ -164,8 +164,13 @@ impl LeaseBoard {
         let by_name = self.by_name.pin();
         let old = match lease {
             Some(l) => {
-                by_mac.insert(l.mac, key.clone());
-                leases.insert(key.clone(), Arc::new(l.clone()))
+                let old = leases.insert(key.clone(), Arc::new(l.clone()));
+                // The indexes are written only where they change (an offer turning into a
+                // lease keeps its MAC; a renewal its address): a read is cheaper than a write.
+                if by_mac.get(&l.mac) != Some(&key) {
+                    by_mac.insert(l.mac, key.clone());
+                }
+                old
             }
             None => leases.remove(&key),
         };
@@ -203,7 +208,9 @@ impl LeaseBoard {
         match l.state {
             LeaseState::Bound => {
                 self.bound.fetch_add(1, Ordering::Relaxed);
-                by_ip.insert(l.ip, key.clone());
+                if by_ip.get(&l.ip) != Some(&key) {
+                    by_ip.insert(l.ip, key.clone());
+                }
                 if let Some(h) = &l.hostname {
                     by_name.insert(h.to_ascii_lowercase().into(), key);
                 }
