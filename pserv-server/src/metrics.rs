@@ -193,6 +193,14 @@ impl Collector for Scrape {
         )?;
         family(
             &mut e,
+            "pserv_boot_http_cache",
+            "HTTP boot files answered from memory (hit) and files read into memory (load)",
+            Counter,
+            "result",
+            &[("hit", load(&b.cache_hits)), ("load", load(&b.cache_loads))],
+        )?;
+        family(
+            &mut e,
             "pserv_boot_http_connections_dropped",
             "HTTP boot connections closed at accept, by reason",
             Counter,
