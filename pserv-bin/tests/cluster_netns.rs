@@ -29,6 +29,8 @@ use pserv_cluster::record::{KeyKind, Keys, Record};
 use pserv_storm::dhcp::{self, Report};
 use pserv_tests::{have_root, have_tool};
 
+mod netns;
+
 const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
 const RESERVED_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcc, 0x00, 0x01];
 
@@ -283,22 +285,19 @@ impl Lab {
         buckets: Option<u64>,
         within: Duration,
     ) -> Duration {
-        let t = Instant::now();
-        loop {
+        eventually(within, || {
             let s = self.status(i);
             let c = &s["cluster"];
             if c["healthy"].as_bool() == Some(want)
                 && buckets.is_none_or(|b| c["buckets"].as_u64() == Some(b))
             {
-                return t.elapsed();
+                return Ok(());
             }
-            assert!(
-                t.elapsed() < within,
-                "p{}: not healthy={want} (buckets {buckets:?}) within {within:?}: {s}",
+            Err(format!(
+                "p{}: not healthy={want} (buckets {buckets:?}): {s}",
                 i + 1
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            ))
+        })
     }
 
     /// The cluster's lease records in etcd (read from p1's namespace): address -> record.
@@ -344,6 +343,19 @@ fn storm_in(ns: &str, prefix: [u8; 2], clients: u32, rate: u32, seconds: u64) ->
             ];
             dhcp::run::run(&sock, &servers, cfg, false)
         })
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; returns how long that took, or panics with its
+/// last complaint once `within` has passed.
+fn eventually(within: Duration, mut check: impl FnMut() -> Result<(), String>) -> Duration {
+    let t = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return t.elapsed(),
+            Err(why) => assert!(t.elapsed() < within, "not within {within:?}: {why}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -421,30 +433,7 @@ fn dora_to(lab: &Lab, server: Ipv4Addr, mac: [u8; 6]) -> Option<Ipv4Addr> {
 
 /// udhcpc on the DHCP link (broadcast: both pservs hear it), with hostname `name`.
 fn udhcpc(lab: &Lab, name: &str) -> Option<String> {
-    let out = Command::new("timeout")
-        .args([
-            "30",
-            "ip",
-            "netns",
-            "exec",
-            &lab.topo.ns("u"),
-            "udhcpc",
-            "-i",
-            "vd",
-        ])
-        .args(["-n", "-q", "-f", "-t", "8", "-T", "2", "-s", "/bin/true"])
-        .args(["-x", &format!("hostname:{name}")])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find_map(|l| l.split("lease of ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .map(str::to_owned)
+    netns::udhcpc_in(&lab.topo.ns("u"), "vd", name, (8, 2), 30)
 }
 
 /// `dig +short NAME A` against pserv `i` (from the relay namespace: udhcpc's has no address).
@@ -548,16 +537,10 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     // A real client's lease, granted by whichever answers, resolves on both.
     let got = udhcpc(&lab, "rc1").expect("udhcpc got a lease");
     for i in 0..2 {
-        let t = Instant::now();
-        while dig(&lab, i, "rc1.lab") != got {
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "rc1.lab on p{} is {:?}, not {got}",
-                i + 1,
-                dig(&lab, i, "rc1.lab")
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        eventually(Duration::from_secs(5), || match dig(&lab, i, "rc1.lab") {
+            a if a == got => Ok(()),
+            a => Err(format!("rc1.lab on p{} is {a:?}, not {got}", i + 1)),
+        });
     }
     acked.check_etcd(&lab.etcd_leases(0), "phase 1");
 
@@ -634,8 +617,7 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     // Both instances' views converge on etcd's: no lease one of them holds that etcd does
     // not (a change refused while cut off is read back and undone).
     for i in 0..2 {
-        let t = Instant::now();
-        loop {
+        eventually(Duration::from_secs(10), || {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -652,17 +634,15 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
                 .collect();
             let view = lab.leases(i);
             if view == truth {
-                break;
+                return Ok(());
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
+            Err(format!(
                 "p{}'s leases differ from etcd's: {} vs {}",
                 i + 1,
                 view.len(),
                 truth.len()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            ))
+        });
     }
 
     // 5. Everything restarted.
@@ -683,8 +663,7 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     }
     acked.check_etcd(&lab.etcd_leases(0), "after the restart");
     for i in 0..2 {
-        let t = Instant::now();
-        loop {
+        eventually(Duration::from_secs(10), || {
             let leases = lab.leases(i);
             let missing: Vec<_> = acked
                 .0
@@ -692,17 +671,15 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
                 .filter(|(ip, mac)| leases.get(ip) != Some(&fmt_mac(mac)))
                 .collect();
             if missing.is_empty() {
-                break;
+                return Ok(());
             }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
+            Err(format!(
                 "p{} lacks {} acknowledged leases after the restart, e.g. {:?}",
                 i + 1,
                 missing.len(),
                 missing.first()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            ))
+        });
     }
     let r = lab.storm([0x02, 0x07], 100, 100, 1);
     acked.add(&r, "phase 5");

@@ -107,6 +107,13 @@ pub struct TxnResult {
     pub gets: Vec<Option<Kv>>,
 }
 
+/// What one endpoint gave: an answer (success or an error worth reporting), or a reason to
+/// try the next endpoint.
+enum Attempt<T> {
+    Answer(Result<T, Error>),
+    Next(Error),
+}
+
 /// A client of one etcd cluster.
 pub struct Client {
     endpoints: Vec<String>,
@@ -200,9 +207,12 @@ impl Client {
         &self.endpoints
     }
 
-    /// POSTs `body` to `path` on the current endpoint, moving on to the next ones when it
-    /// cannot be reached; returns the parsed answer.
-    fn call(&self, path: &str, body: &Value) -> Result<Value, Error> {
+    /// Tries the endpoints in turn from the current one until one gives an answer (returned
+    /// with the endpoint's index); with none left, the last reason to move on.
+    fn on_endpoints<T>(
+        &self,
+        mut attempt: impl FnMut(&String) -> Attempt<T>,
+    ) -> Result<(usize, T), Error> {
         let n = self.endpoints.len().max(1);
         let start = self.current.load(Ordering::Relaxed);
         let mut last = Error::Unreachable {
@@ -214,50 +224,57 @@ impl Client {
             let Some(endpoint) = self.endpoints.get(at) else {
                 break;
             };
-            let url = format!("{endpoint}{path}");
-            match self.agent.post(&url).send_json(body) {
-                Ok(mut resp) => {
-                    let status = resp.status().as_u16();
-                    let value: Value = resp
-                        .body_mut()
-                        .with_config()
-                        .limit(1 << 30)
-                        .read_json()
-                        .map_err(|e| Error::Protocol(format!("{url}: {e}")))?;
-                    if status != 200 {
-                        let message = value["message"]
-                            .as_str()
-                            .or(value["error"].as_str())
-                            .unwrap_or("")
-                            .to_owned();
-                        // A member without a leader (cut off from its peers) cannot serve:
-                        // try the others.
-                        if status == 503 || message.contains("no leader") {
-                            last = Error::Server {
-                                endpoint: endpoint.clone(),
-                                status,
-                                message,
-                            };
-                            continue;
-                        }
-                        return Err(Error::Server {
-                            endpoint: endpoint.clone(),
-                            status,
-                            message,
-                        });
-                    }
-                    self.current.store(at, Ordering::Relaxed);
-                    return Ok(value);
-                }
-                Err(e) => {
-                    last = Error::Unreachable {
-                        endpoint: endpoint.clone(),
-                        reason: e.to_string(),
-                    };
-                }
+            match attempt(endpoint) {
+                Attempt::Answer(answer) => return answer.map(|t| (at, t)),
+                Attempt::Next(why) => last = why,
             }
         }
         Err(last)
+    }
+
+    /// POSTs `body` to `path` on the current endpoint, moving on to the next ones when it
+    /// cannot be reached; returns the parsed answer.
+    fn call(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let (at, value) = self.on_endpoints(|endpoint| {
+            let url = format!("{endpoint}{path}");
+            let mut resp = match self.agent.post(&url).send_json(body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Attempt::Next(Error::Unreachable {
+                        endpoint: endpoint.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            };
+            let status = resp.status().as_u16();
+            let value: Value = match resp.body_mut().with_config().limit(1 << 30).read_json() {
+                Ok(v) => v,
+                Err(e) => return Attempt::Answer(Err(Error::Protocol(format!("{url}: {e}")))),
+            };
+            if status == 200 {
+                return Attempt::Answer(Ok(value));
+            }
+            let message = value["message"]
+                .as_str()
+                .or(value["error"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            let e = Error::Server {
+                endpoint: endpoint.clone(),
+                status,
+                message,
+            };
+            match &e {
+                // A member without a leader (cut off from its peers) cannot serve: try the
+                // others.
+                Error::Server {
+                    status, message, ..
+                } if *status == 503 || message.contains("no leader") => Attempt::Next(e),
+                _ => Attempt::Answer(Err(e)),
+            }
+        })?;
+        self.current.store(at, Ordering::Relaxed);
+        Ok(value)
     }
 
     /// Every key starting with `prefix`, and the store's revision they were read at.
@@ -338,41 +355,25 @@ impl Client {
             "key": b64(prefix), "range_end": b64(&prefix_end(prefix)),
             "start_revision": start_revision.to_string(), "prev_kv": true,
             "progress_notify": true}});
-        let n = self.endpoints.len().max(1);
-        let start = self.current.load(Ordering::Relaxed);
-        let mut last = Error::Unreachable {
-            endpoint: String::new(),
-            reason: "no endpoints".into(),
-        };
-        for i in 0..n {
-            let at = (start + i) % n;
-            let Some(endpoint) = self.endpoints.get(at) else {
-                break;
-            };
+        self.on_endpoints(|endpoint| {
             let url = format!("{endpoint}/v3/watch");
             match self.stream_agent.post(&url).send_json(&body) {
-                Ok(resp) if resp.status().as_u16() == 200 => {
-                    return Ok(Watch {
-                        reader: BufReader::new(Box::new(resp.into_body().into_reader())),
-                        endpoint: endpoint.clone(),
-                    });
-                }
-                Ok(resp) => {
-                    last = Error::Server {
-                        endpoint: endpoint.clone(),
-                        status: resp.status().as_u16(),
-                        message: "watch refused".into(),
-                    };
-                }
-                Err(e) => {
-                    last = Error::Unreachable {
-                        endpoint: endpoint.clone(),
-                        reason: e.to_string(),
-                    };
-                }
+                Ok(resp) if resp.status().as_u16() == 200 => Attempt::Answer(Ok(Watch {
+                    reader: BufReader::new(Box::new(resp.into_body().into_reader())),
+                    endpoint: endpoint.clone(),
+                })),
+                Ok(resp) => Attempt::Next(Error::Server {
+                    endpoint: endpoint.clone(),
+                    status: resp.status().as_u16(),
+                    message: "watch refused".into(),
+                }),
+                Err(e) => Attempt::Next(Error::Unreachable {
+                    endpoint: endpoint.clone(),
+                    reason: e.to_string(),
+                }),
             }
-        }
-        Err(last)
+        })
+        .map(|(_, w)| w)
     }
 }
 

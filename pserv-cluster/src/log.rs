@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use pserv_core::journal::{JournalError, Seq};
-use pserv_core::lease::{Change, LeaseLog, Leases, LogError, Share};
+use pserv_core::lease::{Change, LeaseLog, LogError, Share};
 
 use crate::etcd::{self, Client, Event, Op, WatchMessage};
 use crate::record::{KeyKind, Keys, Record, address};
@@ -268,7 +268,7 @@ fn new_shared(config: Config) -> Arc<Shared> {
         client: Client::new(config.endpoints.clone(), config.request_timeout),
         config,
         state: Mutex::new(State {
-            share: cut_off(),
+            share: Share::CUT_OFF,
             ..State::default()
         }),
         work: Condvar::new(),
@@ -277,17 +277,6 @@ fn new_shared(config: Config) -> Arc<Shared> {
         stats: Stats::default(),
         shutdown: AtomicBool::new(false),
     })
-}
-
-/// The share of an instance that cannot reach the cluster.
-fn cut_off() -> Share {
-    Share {
-        buckets: [0; 4],
-        allocate: false,
-        all_reserved: true,
-        slot: (0, 1),
-        busy: false,
-    }
 }
 
 impl Shared {
@@ -319,7 +308,7 @@ impl Shared {
                 busy: false,
             }
         } else {
-            cut_off()
+            Share::CUT_OFF
         };
         if share.allocate != s.share.allocate {
             if share.allocate {
@@ -404,10 +393,6 @@ impl LeaseLog for ClusterLog {
         let c = &self.shared.config;
         share.busy = s.queue.len() > 2 * c.max_txn_ops * c.pipeline.max(1);
         share
-    }
-
-    fn upkeep(&mut self, leases: &Leases, now: u64) {
-        let _ = (leases, now);
     }
 
     fn close(mut self: Box<Self>) -> Result<(), LogError> {
@@ -720,10 +705,7 @@ fn recheck(shared: &Shared) {
                         Some(kv) => (
                             kv.mod_revision,
                             decode(shared, &kv.value)
-                                .filter(|rec| match rec {
-                                    Record::Bound { expires, .. } => *expires > now,
-                                    Record::Declined { until, .. } => *until > now,
-                                })
+                                .filter(|rec| rec.live(now))
                                 .map(|rec| rec.change(*ip))
                                 .or_else(|| undo(refused)),
                         ),
@@ -944,10 +926,7 @@ fn load(shared: &Shared, view: &mut View) -> Result<i64, etcd::Error> {
             continue;
         }
         // Leases already over are remembered only for their revision.
-        let live = rec.as_ref().filter(|r| match r {
-            Record::Bound { expires, .. } => *expires > now,
-            Record::Declined { until, .. } => *until > now,
-        });
+        let live = rec.as_ref().filter(|r| r.live(now));
         s.seen.push(Seen {
             ip: *ip,
             as_of: rev,
@@ -1044,13 +1023,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// The etcd endpoints' first answer, for a start-up check: whether the cluster is reachable.
-pub fn probe(endpoints: &[String], timeout: Duration) -> Result<(), etcd::Error> {
-    Client::new(endpoints.to_vec(), timeout)
-        .range_prefix(b"/pserv/")
-        .map(drop)
 }
 
 #[cfg(test)]

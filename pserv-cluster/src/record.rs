@@ -207,6 +207,15 @@ impl Record {
         }
     }
 
+    /// Whether it still holds its address at `now` (a lease not yet ended, a quarantine not
+    /// yet over).
+    pub fn live(&self, now: u64) -> bool {
+        match self {
+            Self::Bound { expires, .. } => *expires > now,
+            Self::Declined { until, .. } => *until > now,
+        }
+    }
+
     /// Who wrote it.
     pub fn by(&self) -> &str {
         match self {

@@ -598,13 +598,7 @@ fn cut_off_from_the_cluster_reserved_nodes_only() {
     use pserv_core::lease::Share;
     let t = table();
     let mut s = Server::new(Leases::new());
-    s.set_share(Share {
-        buckets: [0; 4],
-        allocate: false,
-        all_reserved: true,
-        slot: (0, 1),
-        busy: false,
-    });
+    s.set_share(Share::CUT_OFF);
     assert_eq!(
         Msg::new(MessageType::Discover, A).send(&mut s, &t, T0),
         Outcome::Drop(DropReason::OtherInstance),
@@ -623,13 +617,7 @@ fn cut_off_from_the_cluster_reserved_nodes_only() {
             .send(&mut s, &t, T0),
         Outcome::Drop(DropReason::ClusterUnavailable)
     );
-    s.set_share(Share {
-        buckets: [0; 4],
-        allocate: false,
-        all_reserved: true,
-        slot: (0, 1),
-        busy: false,
-    });
+    s.set_share(Share::CUT_OFF);
     let (kind, offer, ..) =
         answered(Msg::new(MessageType::Discover, NODE_MAC).send(&mut s, &t, T0));
     assert_eq!((kind, offer.yiaddr()), (MessageType::Offer, NODE_IP));

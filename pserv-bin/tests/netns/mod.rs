@@ -244,20 +244,32 @@ impl Drop for Pserv {
 
 /// udhcpc in the client namespace: the address it got, if any.
 pub(crate) fn udhcpc(net: &Net) -> Option<String> {
+    udhcpc_in(&net.cli, "vcli", "probe", (5, 1), 20)
+}
+
+/// udhcpc on `iface` in namespace `ns`, sending `hostname`, `(tries, interval)`: that many
+/// DISCOVERs that many seconds apart, killed after `limit` seconds: the address it got, if any
+/// (it configures nothing).
+pub(crate) fn udhcpc_in(
+    ns: &str,
+    iface: &str,
+    hostname: &str,
+    (tries, interval): (u32, u32),
+    limit: u32,
+) -> Option<String> {
+    let limit = limit.to_string();
     let out = Command::new("timeout")
+        .args([&limit, "ip", "netns", "exec", ns, "udhcpc", "-i", iface])
         .args([
-            "20", "ip", "netns", "exec", &net.cli, "udhcpc", "-i", "vcli", "-n", "-q", "-f",
-        ])
-        .args([
+            "-n",
+            "-q",
+            "-f",
             "-t",
-            "5",
+            &tries.to_string(),
             "-T",
-            "1",
-            "-s",
-            "/bin/true",
-            "-x",
-            "hostname:probe",
+            &interval.to_string(),
         ])
+        .args(["-s", "/bin/true", "-x", &format!("hostname:{hostname}")])
         .output()
         .unwrap();
     let text = format!(

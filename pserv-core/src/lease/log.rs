@@ -65,6 +65,16 @@ impl Share {
         busy: false,
     };
 
+    /// An instance cut off from its cluster: no bucket, no dynamic lease, every reserved
+    /// node answered.
+    pub const CUT_OFF: Self = Self {
+        buckets: [0; 4],
+        allocate: false,
+        all_reserved: true,
+        slot: (0, 1),
+        busy: false,
+    };
+
     /// Whether this instance answers bucket `b`.
     pub fn answers(&self, bucket: u8) -> bool {
         self.buckets[usize::from(bucket >> 6)] & (1 << (bucket & 63)) != 0
