@@ -12,7 +12,7 @@ use pserv_core::lease::Leases;
 use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
-use pserv_dhcp::{Meta, Outcome, Server};
+use pserv_dhcp::{Meta, Outcome, Standalone};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             .commit(t, &t.subnets()[0], mac, ip, None, NOW)
             .expect("commit");
     }
-    let mut s = Server::new(leases);
+    let mut s = Standalone::new(leases);
     let meta = Meta {
         local: Ipv4Addr::new(10, 20, 0, 2),
         ifindex: 1,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use pserv_core::lease::LeaseBoard;
 use pserv_core::snapshot::BootMode;
-use pserv_core::table::{Endpoint, Loader, RenderError};
+use pserv_core::table::{Endpoint, Loader, RenderError, names};
 use pserv_core::{MacAddr, Store};
 
 use crate::tree::{BootDir, Opened, TreeError};
@@ -121,21 +121,7 @@ pub fn config_name(name: &str) -> Option<(Loader, MacAddr)> {
             _ => None,
         })
         .collect();
-    let (&last, dirs) = parts.split_last()?;
-    let parent = dirs.last().copied();
-    if parent == Some("pxelinux.cfg") {
-        let mac = last.strip_prefix("01-")?;
-        return mac.parse().ok().map(|m| (Loader::Pxelinux, m));
-    }
-    if let Some(rest) = last.strip_prefix("grub.cfg-") {
-        let mac = rest.strip_prefix("01-").unwrap_or(rest);
-        return mac.parse().ok().map(|m| (Loader::Grub, m));
-    }
-    if parts.len() == 2 && parent == Some("ipxe") {
-        let mac = last.strip_prefix("01-").unwrap_or(last);
-        return mac.parse().ok().map(|m| (Loader::Ipxe, m));
-    }
-    None
+    names::parse_config(&parts)
 }
 
 impl Tree {

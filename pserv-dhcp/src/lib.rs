@@ -1,13 +1,13 @@
 //! pserv's DHCPv4 responder.
 //!
-//! - [`server`]: the sans-IO server, sole owner of the dynamic leases.
-//!   `Server::handle(table, now, meta, packet)` decides the reply (DISCOVER/OFFER, REQUEST in
-//!   every state, ACK/NAK, RELEASE, DECLINE, INFORM; PXE and iPXE boot files; relays, option
-//!   82, link and subnet selection) and the lease change that must be durable before the reply
-//!   leaves; `poll_timeout`/`handle_timeout(now)` end leases, offers and quarantines on time;
-//!   `publish` writes what changed to the readers' [`pserv_core::lease::LeaseBoard`].
-//! - [`io`]: binds the socket and runs the loop that owns the server and the lease journal,
-//!   until its shutdown signal.
+//! - [`server`]: the sans-IO decision. `Server::handle(table, leases, now, meta, packet)`
+//!   decides the reply (DISCOVER/OFFER, REQUEST in every state, ACK/NAK, RELEASE, DECLINE,
+//!   INFORM; PXE and iPXE boot files; relays, option 82, link and subnet selection) on the
+//!   lease set it is lent, and the lease change that must be durable before the reply leaves.
+//!   `build` encodes replies and `boot` picks their boot fields (private).
+//! - [`io`]: the DHCPv4 front end: receives, hands each request to the server with the lease
+//!   owner's set ([`pserv_core::lease::Owner`], which holds the leases and their log, and
+//!   decides when each reply may leave), and sends.
 //! - [`reply`]: RFC 2131 §4.1 reply addressing as a pure function.
 //! - [`guard`]: option-length checks in front of dhcproto's decoder, which asserts on some
 //!   malformed lengths.
@@ -17,10 +17,13 @@
 #![warn(missing_docs)]
 
 mod arp;
+mod boot;
+mod build;
 pub mod guard;
 pub mod io;
 pub mod reply;
 pub mod server;
 
+pub use boot::BootChain;
 pub use reply::Destination;
-pub use server::{BootChain, DropReason, Meta, Outcome, Reply, Server};
+pub use server::{DropReason, Meta, Outcome, Reply, Server, Standalone};

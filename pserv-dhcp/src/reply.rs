@@ -22,6 +22,34 @@ pub enum Destination {
     Broadcast,
 }
 
+/// What is being sent, as far as addressing cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// An OFFER or ACK handing out `yiaddr`.
+    Lease {
+        /// The address handed out.
+        yiaddr: Ipv4Addr,
+    },
+    /// The ACK of a DHCPINFORM (no address handed out: it goes where the client is, else
+    /// broadcast).
+    Inform,
+    /// A DHCPNAK.
+    Nak,
+}
+
+/// The request's addressing fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addressing {
+    /// The relay agent's address (`giaddr`), 0 if not relayed.
+    pub giaddr: Ipv4Addr,
+    /// The client's address (`ciaddr`), 0 if it has none.
+    pub ciaddr: Ipv4Addr,
+    /// The client's BROADCAST flag.
+    pub broadcast: bool,
+    /// The client's hardware address.
+    pub chaddr: [u8; 6],
+}
+
 /// RFC 2131 §4.1:
 ///
 /// > If the 'giaddr' field in a DHCP message from a client is non-zero, the server sends any
@@ -33,24 +61,22 @@ pub enum Destination {
 /// > is zero and 'ciaddr' is zero, then the server unicasts DHCPOFFER and DHCPACK messages to
 /// > the client's hardware address and 'yiaddr' address. In all cases, when 'giaddr' is zero,
 /// > the server broadcasts any DHCPNAK messages to 0xffffffff.
-pub fn destination(
-    giaddr: Ipv4Addr,
-    ciaddr: Ipv4Addr,
-    broadcast_flag: bool,
-    is_nak: bool,
-    yiaddr: Ipv4Addr,
-    chaddr: [u8; 6],
-) -> Destination {
-    if !giaddr.is_unspecified() {
-        Destination::Relay(giaddr)
-    } else if is_nak {
-        Destination::Broadcast
-    } else if !ciaddr.is_unspecified() {
-        Destination::Unicast(ciaddr)
-    } else if broadcast_flag || yiaddr.is_unspecified() {
-        Destination::Broadcast
-    } else {
-        Destination::Hardware { yiaddr, chaddr }
+///
+/// The ACK of a DHCPINFORM goes to ciaddr (§4.3.5), and is broadcast when there is none.
+pub fn destination(req: Addressing, sending: Sending) -> Destination {
+    if !req.giaddr.is_unspecified() {
+        return Destination::Relay(req.giaddr);
+    }
+    match sending {
+        Sending::Nak => Destination::Broadcast,
+        _ if !req.ciaddr.is_unspecified() => Destination::Unicast(req.ciaddr),
+        Sending::Inform => Destination::Broadcast,
+        Sending::Lease { .. } if req.broadcast => Destination::Broadcast,
+        Sending::Lease { yiaddr } if yiaddr.is_unspecified() => Destination::Broadcast,
+        Sending::Lease { yiaddr } => Destination::Hardware {
+            yiaddr,
+            chaddr: req.chaddr,
+        },
     }
 }
 
@@ -61,33 +87,56 @@ mod tests {
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const Z: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
 
+    fn req(giaddr: Ipv4Addr, ciaddr: Ipv4Addr, broadcast: bool) -> Addressing {
+        Addressing {
+            giaddr,
+            ciaddr,
+            broadcast,
+            chaddr: MAC,
+        }
+    }
+
     #[test]
     fn every_rule() {
         let relay = Ipv4Addr::new(10, 0, 0, 1);
         let ci = Ipv4Addr::new(10, 0, 0, 9);
         let yi = Ipv4Addr::new(10, 0, 0, 7);
+        let lease = Sending::Lease { yiaddr: yi };
         assert_eq!(
-            destination(relay, ci, true, true, yi, MAC),
+            destination(req(relay, ci, true), Sending::Nak),
             Destination::Relay(relay)
         );
         assert_eq!(
-            destination(Z, ci, false, true, yi, MAC),
+            destination(req(Z, ci, false), Sending::Nak),
             Destination::Broadcast
         );
         assert_eq!(
-            destination(Z, ci, true, false, yi, MAC),
+            destination(req(Z, ci, true), lease),
             Destination::Unicast(ci)
         );
+        assert_eq!(destination(req(Z, Z, true), lease), Destination::Broadcast);
         assert_eq!(
-            destination(Z, Z, true, false, yi, MAC),
-            Destination::Broadcast
-        );
-        assert_eq!(
-            destination(Z, Z, false, false, yi, MAC),
+            destination(req(Z, Z, false), lease),
             Destination::Hardware {
                 yiaddr: yi,
                 chaddr: MAC
             }
+        );
+        assert_eq!(
+            destination(req(Z, Z, false), Sending::Lease { yiaddr: Z }),
+            Destination::Broadcast
+        );
+        assert_eq!(
+            destination(req(Z, ci, false), Sending::Inform),
+            Destination::Unicast(ci)
+        );
+        assert_eq!(
+            destination(req(Z, Z, false), Sending::Inform),
+            Destination::Broadcast
+        );
+        assert_eq!(
+            destination(req(relay, Z, false), Sending::Inform),
+            Destination::Relay(relay)
         );
     }
 }

@@ -1,25 +1,32 @@
 //! The sans-IO DHCPv4 server: (table, leases, now, packet) -> what to send, and what to make
 //! durable first.
 //!
-//! Nothing here touches a socket or a clock. [`Server::handle`] returns an [`Outcome`]: a reply
-//! (with the lease change that must be journaled before it leaves), a change without a reply
-//! (RELEASE, DECLINE), or a counted drop. Malformed input is a drop, never a panic.
+//! Nothing here touches a socket or a clock. [`Server::handle`] decides on the lease set it is
+//! lent (the lease owner's, [`pserv_core::lease::Owner`], in the running service) and returns
+//! an [`Outcome`]: a reply (with the lease change that must be durable before it leaves), a
+//! change without a reply (RELEASE, DECLINE), or a counted drop. Malformed input is a drop,
+//! never a panic.
+//!
+//! A request is read once ([`Request`]), admitted or dropped (its subnet, the node, the
+//! cluster's share), then decided by message type; [`crate::build`] encodes the reply and
+//! [`crate::boot`] picks its boot file.
 
-use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
+use dhcproto::Decodable;
 use dhcproto::v4::{
-    self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
+    DhcpOption, HType, Message, MessageType, Opcode, OptionCode,
     relay::{RelayCode, RelayInfo},
 };
-use dhcproto::{Decodable, Encodable};
 use pserv_core::lease::{Change, Client, ClientId, Ended, LeaseBoard, Leases, Share};
-use pserv_core::snapshot::{Arch, UnknownClients};
-use pserv_core::table::{BootFiles, Intent, SubnetInfo, Table};
+use pserv_core::snapshot::UnknownClients;
+use pserv_core::table::{IfaceView, SubnetInfo, Table};
 use pserv_core::{MacAddr, name};
 
+use crate::boot::BootChain;
+use crate::build;
 use crate::guard;
-use crate::reply::{Destination, destination};
+use crate::reply::Destination;
 
 /// Where a request arrived.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +46,7 @@ pub struct Reply {
     pub bytes: Vec<u8>,
     /// Where it goes.
     pub dest: Destination,
-    /// The lease change to journal before sending (an ACK for a dynamic lease).
+    /// The lease change to make durable before sending (an ACK for a dynamic lease).
     pub change: Option<Change>,
     /// What kind of reply it is.
     pub kind: MessageType,
@@ -146,60 +153,23 @@ pub enum Outcome {
     Drop(DropReason),
 }
 
-/// The smallest BOOTP message; some PXE ROMs and relays drop shorter ones.
-const BOOTP_MIN: usize = 300;
-
-/// The DHCP server state: only the dynamic leases, which it owns. Everything static is the
-/// table.
-///
-/// Input goes in through [`Server::handle`] (packets) and [`Server::handle_timeout`] (the
-/// clock: leases, offers and quarantines end); [`Server::poll_timeout`] says when the next
-/// thing ends. Readers elsewhere read what [`Server::publish`] writes, never the set itself.
-#[derive(Debug, Default)]
+/// The DHCPv4 decision-maker. It holds no lease: it decides on the set it is lent, so that
+/// one owner (and one durability pipeline) serves every front end. Everything static is the
+/// table; the only setting is pserv's own boot chain.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Server {
-    leases: Leases,
     chain: Option<BootChain>,
-    /// Which clients to answer ([`Share::ALL`] unless in a cluster).
-    share: Share,
-}
-
-/// pserv's own boot chain, offered when a subnet names no boot files and the client has
-/// something to boot (a profile, or `local`): BIOS gets `undionly.kpxe`, x86-64 UEFI
-/// `ipxe.efi`, ARM64 UEFI `ipxe-arm64.efi` and 32-bit UEFI `ipxe-ia32.efi` over TFTP; iPXE
-/// gets its per-node script, and UEFI HTTP boot an http URL of the same iPXE binaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BootChain {
-    /// The HTTP boot port the URLs name (the address is the subnet's `next_server`, else the
-    /// address the request reached).
-    pub http_port: u16,
-}
-
-impl BootChain {
-    /// The iPXE binary each architecture chain-loads.
-    pub fn file(arch: Arch) -> &'static str {
-        match arch {
-            Arch::X86_64Bios => "undionly.kpxe",
-            Arch::X86_64Uefi | Arch::X86_64Http => "ipxe.efi",
-            Arch::Ia32Uefi => "ipxe-ia32.efi",
-            Arch::Arm64Uefi | Arch::Arm64Http => "ipxe-arm64.efi",
-        }
-    }
-
-    /// The path of a MAC's iPXE script on the HTTP boot server.
-    pub fn script_path(mac: MacAddr) -> String {
-        format!("/ipxe/{}", mac.to_string().replace(':', "-"))
-    }
 }
 
 /// Facts about a request, read once.
-struct Request<'m> {
-    msg: &'m Message,
-    mac: MacAddr,
+pub(crate) struct Request<'m> {
+    pub(crate) msg: &'m Message,
+    pub(crate) mac: MacAddr,
     /// Who the client is for its dynamic lease: option 61 when sent, else chaddr.
     client: Client,
     /// Option 61 exactly as sent, echoed in every reply (RFC 6842 §3).
-    client_id: Option<&'m [u8]>,
-    kind: MessageType,
+    pub(crate) client_id: Option<&'m [u8]>,
+    pub(crate) kind: MessageType,
     requested: Option<Ipv4Addr>,
     /// Option 54 of the request (the server the client selected).
     server_id: Option<Ipv4Addr>,
@@ -208,85 +178,16 @@ struct Request<'m> {
     hostname: Option<String>,
 }
 
-impl Request<'_> {
-    /// Whether `sid` (a requested server identifier) names this server: the address the
-    /// request reached, or the relay's override of it.
-    fn names_us(&self, sid: Ipv4Addr, meta: &Meta) -> bool {
-        sid == meta.local || self.id_override == Some(sid)
-    }
-}
-
-impl Server {
-    /// A server with `leases` (as recovered from the journal).
-    pub fn new(leases: Leases) -> Self {
-        Self {
-            leases,
-            chain: None,
-            share: Share::ALL,
-        }
-    }
-
-    /// Sets which clients to answer from now on (cluster mode: this instance's share, and
-    /// whether it may commit dynamic leases).
-    pub fn set_share(&mut self, share: Share) {
-        self.share = share;
-        self.leases.set_scan_slot(share.slot.0, share.slot.1);
-    }
-
-    /// Applies a change another instance made (cluster mode): the lease set then treats its
-    /// address as that client's, as if this instance had made the change.
-    pub fn apply_remote(&mut self, change: &Change) {
-        self.leases.apply(change);
-    }
-
-    /// Offers pserv's own boot chain (see [`BootChain`]) where a subnet names no boot files.
-    pub fn with_boot_chain(mut self, chain: Option<BootChain>) -> Self {
-        self.chain = chain;
-        self
-    }
-
-    /// The lease set, read-only (tests, fuzzing, the owner's own checks).
-    pub fn leases(&self) -> &Leases {
-        &self.leases
-    }
-
-    /// When the next lease, offer or quarantine ends (Unix seconds), if any.
-    pub fn poll_timeout(&mut self) -> Option<u64> {
-        self.leases.poll_timeout()
-    }
-
-    /// Ends everything due by `now`; returns what ended (for events).
-    pub fn handle_timeout(&mut self, now: u64) -> Vec<Ended> {
-        self.leases.expire(now)
-    }
-
-    /// Whether the leases changed since the last [`Server::publish`].
-    pub fn has_unpublished(&self) -> bool {
-        self.leases.has_unpublished()
-    }
-
-    /// Publishes the leases as they are now to `board` (costs what changed since the last).
-    pub fn publish(&mut self, board: &LeaseBoard) {
-        self.leases.publish(board);
-    }
-
-    /// Handles one datagram.
-    pub fn handle(&mut self, table: &Table, now: u64, meta: &Meta, data: &[u8]) -> Outcome {
-        if let Err(e) = guard::check(data) {
-            return Outcome::Drop(match e {
-                guard::Malformed::OptionLength(_) => DropReason::BadOptionLength,
-                _ => DropReason::Malformed,
-            });
-        }
-        let Ok(msg) = Message::from_bytes(data) else {
-            return Outcome::Drop(DropReason::Malformed);
-        };
+impl<'m> Request<'m> {
+    /// Reads what the decision needs; a packet that is not a client's request is a drop.
+    fn read(msg: &'m Message) -> Result<Self, DropReason> {
         if msg.opcode() != Opcode::BootRequest || msg.htype() != HType::Eth || msg.hlen() != 6 {
-            return Outcome::Drop(DropReason::NotAClientRequest);
+            return Err(DropReason::NotAClientRequest);
         }
-        let Some(kind) = msg.opts().msg_type() else {
-            return Outcome::Drop(DropReason::UnsupportedMessageType);
-        };
+        let kind = msg
+            .opts()
+            .msg_type()
+            .ok_or(DropReason::UnsupportedMessageType)?;
         let mut mac = [0u8; 6];
         mac.copy_from_slice(&msg.chaddr()[..6]);
         let mac = MacAddr(mac);
@@ -298,8 +199,8 @@ impl Server {
             Some(DhcpOption::RelayAgentInformation(rai)) => Some(rai),
             _ => None,
         };
-        let req = Request {
-            msg: &msg,
+        Ok(Self {
+            msg,
             mac,
             client: Client {
                 mac,
@@ -328,147 +229,96 @@ impl Server {
                 Some(DhcpOption::Hostname(h)) => sanitize_hostname(h),
                 _ => None,
             },
-        };
-        // What replies carry in option 54: the relay's override where it gave one (RFC 5107
-        // §4), so that the client's next REQUEST goes to the relay again.
-        let server_id = req.id_override.unwrap_or(meta.local);
-        let Some(subnet) = table.subnet_for(link_address(table, &msg, meta)) else {
-            // RFC 2131 §4.3.2: a server selected by a REQUEST it cannot satisfy (a link it
-            // has no subnet for) SHOULD NAK it, so the client starts over at once.
-            if kind == MessageType::Request && req.server_id.is_some_and(|s| req.names_us(s, meta))
-            {
-                return Outcome::Reply(nak(&req, server_id));
-            }
-            return Outcome::Drop(DropReason::NoSubnet);
-        };
-        let iface = table.by_mac(req.mac);
-        if iface.is_none() && subnet.unknown_clients == UnknownClients::Ignore {
-            return Outcome::Drop(DropReason::UnknownClientIgnored);
-        }
-        // The reservation, if the node has one on this subnet and no other client's live
-        // lease still holds it (then the node gets a dynamic address until that lease ends).
-        let reserved = iface
-            .and_then(|i| i.ipv4())
-            .filter(|ip| subnet.contains(*ip))
-            .filter(|ip| {
-                self.leases
-                    .holder(*ip, now)
-                    .is_none_or(|h| h.mac == req.mac)
-            });
-        // A known node's lease carries its name; an unknown client's, the one it asked for.
-        let lease_name = iface
-            .map(|i| i.node().hostname().to_owned())
-            .or_else(|| req.hostname.clone());
+        })
+    }
 
-        // Cluster mode: one instance answers each client while all are alive (RFC 3074);
-        // one cut off from the others still answers reserved nodes, which need no shared
-        // state. A REQUEST naming a server, a renewal (unicast to the server that holds the
-        // lease, or a rebinding any instance may take: the store lets only one commit), a
-        // RELEASE and a DECLINE are not balanced.
-        let balanced = match kind {
+    /// Whether `sid` (a requested server identifier) names this server: the address the
+    /// request reached, or the relay's override of it.
+    fn names_us(&self, sid: Ipv4Addr, meta: &Meta) -> bool {
+        sid == meta.local || self.id_override == Some(sid)
+    }
+
+    /// Whether the cluster balances this request by client bucket (RFC 3074). A REQUEST
+    /// naming a server, a renewal (unicast to the server that holds the lease, or a
+    /// rebinding any instance may take: the store lets only one commit), a RELEASE and a
+    /// DECLINE are not balanced.
+    fn balanced(&self) -> bool {
+        match self.kind {
             MessageType::Discover | MessageType::Inform => true,
-            MessageType::Request => req.server_id.is_none() && msg.ciaddr().is_unspecified(),
+            MessageType::Request => self.server_id.is_none() && self.msg.ciaddr().is_unspecified(),
             _ => false,
-        };
-        if balanced
-            && !self.share.answers(bucket(&req))
-            && !(self.share.all_reserved && iface.is_some())
-        {
-            return Outcome::Drop(DropReason::OtherInstance);
         }
-        let dynamic = reserved.is_none() && kind != MessageType::Inform;
-        if dynamic
-            && !self.share.allocate
-            && matches!(kind, MessageType::Discover | MessageType::Request)
-        {
-            return Outcome::Drop(DropReason::ClusterUnavailable);
-        }
-        if dynamic && self.share.busy && kind == MessageType::Discover {
-            return Outcome::Drop(DropReason::Busy);
-        }
+    }
+}
 
-        match kind {
-            MessageType::Discover => {
-                let ip = match reserved {
-                    Some(ip) => ip,
-                    None => match self.leases.offer(
-                        table,
-                        subnet,
-                        req.client.clone(),
-                        req.requested,
-                        lease_name.as_deref(),
-                        now,
-                    ) {
-                        Some(ip) => ip,
-                        None => return Outcome::Drop(DropReason::PoolExhausted),
-                    },
-                };
-                Outcome::Reply(build_reply(
-                    table,
-                    subnet,
-                    &req,
-                    server_id,
-                    self.chain,
-                    MessageType::Offer,
-                    ip,
-                    None,
-                ))
-            }
-            MessageType::Request => {
-                let ciaddr = msg.ciaddr();
-                let (ip, init_reboot) = match (req.server_id, req.requested) {
-                    // SELECTING: the client chose a server; if not us, our offer just lapses.
-                    (Some(sid), Some(ip)) if req.names_us(sid, meta) => (ip, false),
-                    (Some(_), _) => return Outcome::Drop(DropReason::NotForUs),
-                    // INIT-REBOOT: verifying a remembered address.
-                    (None, Some(ip)) if ciaddr.is_unspecified() => (ip, true),
-                    // RENEWING / REBINDING: the address in use.
-                    (None, _) if !ciaddr.is_unspecified() => (ciaddr, false),
-                    (None, _) => return Outcome::Drop(DropReason::NotForUs),
-                };
-                let nak = || Outcome::Reply(nak(&req, server_id));
-                let chain = self.chain;
-                let ack = |change| {
-                    Outcome::Reply(build_reply(
-                        table,
-                        subnet,
-                        &req,
-                        server_id,
-                        chain,
-                        MessageType::Ack,
-                        ip,
-                        change,
-                    ))
-                };
-                match reserved {
-                    Some(r) if ip == r => ack(None),
-                    // The reservation moved (or the client asks for another address).
-                    Some(_) => nak(),
-                    // On the wrong network: whatever the record, the address cannot be used.
-                    None if !subnet.contains(ip) => nak(),
-                    // Another node's reservation: the client's notion is wrong, and known
-                    // to be (RFC 2131 §4.3.2 SHOULD NAK), record or not.
-                    None if init_reboot && table.by_ipv4(ip).is_some() => nak(),
-                    None if init_reboot => match self.leases.lease(&req.client).map(|l| l.ip) {
-                        // RFC 2131 §4.3.2: no record of the client, no answer (another
-                        // server may hold its lease).
-                        None => Outcome::Drop(DropReason::NoRecord),
-                        Some(held) if held != ip => nak(),
-                        Some(_) => self.commit(table, subnet, &req, ip, &lease_name, now, ack, nak),
-                    },
-                    None => self.commit(table, subnet, &req, ip, &lease_name, now, ack, nak),
-                }
-            }
-            MessageType::Release => match self.leases.release(req.client.clone(), msg.ciaddr()) {
+/// One admitted request and everything its answer is built from: the table's answers are
+/// looked up once here (the node, by its MAC, once per request).
+pub(crate) struct Exchange<'a> {
+    pub(crate) table: &'a Table,
+    pub(crate) subnet: &'a SubnetInfo,
+    pub(crate) req: &'a Request<'a>,
+    /// The client's interface in the table, if the controller knows its MAC.
+    pub(crate) iface: Option<IfaceView<'a>>,
+    /// What replies carry in option 54: the relay's override where it gave one (RFC 5107
+    /// §4), so that the client's next REQUEST goes to the relay again.
+    pub(crate) server_id: Ipv4Addr,
+    pub(crate) chain: Option<BootChain>,
+    meta: &'a Meta,
+    /// The reservation, if the node has one on this subnet and no other client's live lease
+    /// still holds it (then the node gets a dynamic address until that lease ends).
+    reserved: Option<Ipv4Addr>,
+    /// A known node's lease carries its name; an unknown client's, the one it asked for.
+    lease_name: Option<String>,
+}
+
+impl Server {
+    /// A server without pserv's own boot chain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offers pserv's own boot chain (see [`BootChain`]) where a subnet names no boot files.
+    pub fn with_boot_chain(mut self, chain: Option<BootChain>) -> Self {
+        self.chain = chain;
+        self
+    }
+
+    /// Handles one datagram, deciding on `leases` (whose share says which clients to answer).
+    pub fn handle(
+        &self,
+        table: &Table,
+        leases: &mut Leases,
+        now: u64,
+        meta: &Meta,
+        data: &[u8],
+    ) -> Outcome {
+        if let Err(e) = guard::check(data) {
+            return Outcome::Drop(match e {
+                guard::Malformed::OptionLength(_) => DropReason::BadOptionLength,
+                _ => DropReason::Malformed,
+            });
+        }
+        let Ok(msg) = Message::from_bytes(data) else {
+            return Outcome::Drop(DropReason::Malformed);
+        };
+        let req = match Request::read(&msg) {
+            Ok(r) => r,
+            Err(reason) => return Outcome::Drop(reason),
+        };
+        let x = match self.admit(table, leases, now, meta, &req) {
+            Ok(x) => x,
+            Err(outcome) => return outcome,
+        };
+        match req.kind {
+            MessageType::Discover => x.discover(leases, now),
+            MessageType::Request => x.request(leases, now),
+            MessageType::Release => match leases.release(req.client.clone(), msg.ciaddr()) {
                 Some(c) => Outcome::Change(c),
                 None => Outcome::Drop(DropReason::NoSuchLease),
             },
             MessageType::Decline => {
                 let ip = req.requested.unwrap_or(Ipv4Addr::UNSPECIFIED);
-                match self
-                    .leases
-                    .decline(req.client.clone(), ip, subnet.decline_seconds, now)
-                {
+                match leases.decline(req.client.clone(), ip, x.subnet.decline_seconds, now) {
                     Some(c) => Outcome::Change(c),
                     None => Outcome::Drop(DropReason::NoSuchLease),
                 }
@@ -477,45 +327,210 @@ impl Server {
                 if msg.ciaddr().is_unspecified() && msg.giaddr().is_unspecified() {
                     return Outcome::Drop(DropReason::InformWithoutAddress);
                 }
-                Outcome::Reply(build_reply(
-                    table,
-                    subnet,
-                    &req,
-                    server_id,
-                    self.chain,
-                    MessageType::Ack,
-                    Ipv4Addr::UNSPECIFIED,
-                    None,
-                ))
+                Outcome::Reply(x.reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None))
             }
             _ => Outcome::Drop(DropReason::UnsupportedMessageType),
         }
     }
 
-    /// Binds `ip` to the requesting client and ACKs, or NAKs when the address cannot be its.
-    #[allow(clippy::too_many_arguments)]
-    fn commit(
-        &mut self,
-        table: &Table,
-        subnet: &SubnetInfo,
-        req: &Request<'_>,
-        ip: Ipv4Addr,
-        lease_name: &Option<String>,
+    /// Finds the request's subnet and node and decides whether to answer it at all: the
+    /// subnet's policy for unknown clients, and in cluster mode the instance's share.
+    fn admit<'a>(
+        &self,
+        table: &'a Table,
+        leases: &Leases,
         now: u64,
-        ack: impl FnOnce(Option<Change>) -> Outcome,
-        nak: impl FnOnce() -> Outcome,
-    ) -> Outcome {
-        match self.leases.commit(
+        meta: &'a Meta,
+        req: &'a Request<'a>,
+    ) -> Result<Exchange<'a>, Outcome> {
+        let server_id = req.id_override.unwrap_or(meta.local);
+        let Some(subnet) = table.subnet_for(link_address(table, req.msg, meta)) else {
+            // RFC 2131 §4.3.2: a server selected by a REQUEST it cannot satisfy (a link it
+            // has no subnet for) SHOULD NAK it, so the client starts over at once.
+            if req.kind == MessageType::Request
+                && req.server_id.is_some_and(|s| req.names_us(s, meta))
+            {
+                return Err(Outcome::Reply(build::nak(req, server_id)));
+            }
+            return Err(Outcome::Drop(DropReason::NoSubnet));
+        };
+        let iface = table.by_mac(req.mac);
+        if iface.is_none() && subnet.unknown_clients == UnknownClients::Ignore {
+            return Err(Outcome::Drop(DropReason::UnknownClientIgnored));
+        }
+        let reserved = iface
+            .and_then(|i| i.ipv4())
+            .filter(|ip| subnet.contains(*ip))
+            .filter(|ip| leases.holder(*ip, now).is_none_or(|h| h.mac == req.mac));
+        // Cluster mode: one instance answers each client while all are alive (RFC 3074);
+        // one cut off from the others still answers reserved nodes, which need no shared
+        // state.
+        let share = leases.share();
+        if req.balanced()
+            && !share.answers(client_bucket(req.client_id, req.mac))
+            && !(share.all_reserved && iface.is_some())
+        {
+            return Err(Outcome::Drop(DropReason::OtherInstance));
+        }
+        let dynamic = reserved.is_none() && req.kind != MessageType::Inform;
+        if dynamic
+            && !share.allocate
+            && matches!(req.kind, MessageType::Discover | MessageType::Request)
+        {
+            return Err(Outcome::Drop(DropReason::ClusterUnavailable));
+        }
+        if dynamic && share.busy && req.kind == MessageType::Discover {
+            return Err(Outcome::Drop(DropReason::Busy));
+        }
+        Ok(Exchange {
             table,
             subnet,
-            req.client.clone(),
+            req,
+            iface,
+            server_id,
+            chain: self.chain,
+            meta,
+            reserved,
+            lease_name: iface
+                .map(|i| i.node().hostname().to_owned())
+                .or_else(|| req.hostname.clone()),
+        })
+    }
+}
+
+impl Exchange<'_> {
+    /// DHCPDISCOVER: offer the reservation, else a dynamic address held for the client.
+    fn discover(&self, leases: &mut Leases, now: u64) -> Outcome {
+        let ip = match self.reserved {
+            Some(ip) => ip,
+            None => match leases.offer(
+                self.table,
+                self.subnet,
+                self.req.client.clone(),
+                self.req.requested,
+                self.lease_name.as_deref(),
+                now,
+            ) {
+                Some(ip) => ip,
+                None => return Outcome::Drop(DropReason::PoolExhausted),
+            },
+        };
+        Outcome::Reply(self.reply(MessageType::Offer, ip, None))
+    }
+
+    /// DHCPREQUEST in every state (RFC 2131 §4.3.2): SELECTING, INIT-REBOOT, RENEWING and
+    /// REBINDING.
+    fn request(&self, leases: &mut Leases, now: u64) -> Outcome {
+        let req = self.req;
+        let ciaddr = req.msg.ciaddr();
+        let (ip, init_reboot) = match (req.server_id, req.requested) {
+            // SELECTING: the client chose a server; if not us, our offer just lapses.
+            (Some(sid), Some(ip)) if req.names_us(sid, self.meta) => (ip, false),
+            (Some(_), _) => return Outcome::Drop(DropReason::NotForUs),
+            // INIT-REBOOT: verifying a remembered address.
+            (None, Some(ip)) if ciaddr.is_unspecified() => (ip, true),
+            // RENEWING / REBINDING: the address in use.
+            (None, _) if !ciaddr.is_unspecified() => (ciaddr, false),
+            (None, _) => return Outcome::Drop(DropReason::NotForUs),
+        };
+        match self.reserved {
+            Some(r) if ip == r => Outcome::Reply(self.reply(MessageType::Ack, ip, None)),
+            // The reservation moved (or the client asks for another address).
+            Some(_) => self.nak(),
+            // On the wrong network: whatever the record, the address cannot be used.
+            None if !self.subnet.contains(ip) => self.nak(),
+            // Another node's reservation: the client's notion is wrong, and known to be
+            // (RFC 2131 §4.3.2 SHOULD NAK), record or not.
+            None if init_reboot && self.table.by_ipv4(ip).is_some() => self.nak(),
+            None if init_reboot => match leases.lease(&req.client).map(|l| l.ip) {
+                // RFC 2131 §4.3.2: no record of the client, no answer (another server may
+                // hold its lease).
+                None => Outcome::Drop(DropReason::NoRecord),
+                Some(held) if held != ip => self.nak(),
+                Some(_) => self.commit(leases, ip, now),
+            },
+            None => self.commit(leases, ip, now),
+        }
+    }
+
+    /// Binds `ip` to the requesting client and ACKs, or NAKs when the address cannot be its.
+    fn commit(&self, leases: &mut Leases, ip: Ipv4Addr, now: u64) -> Outcome {
+        match leases.commit(
+            self.table,
+            self.subnet,
+            self.req.client.clone(),
             ip,
-            lease_name.as_deref(),
+            self.lease_name.as_deref(),
             now,
         ) {
-            Ok(change) => ack(Some(change)),
-            Err(_) => nak(),
+            Ok(change) => Outcome::Reply(self.reply(MessageType::Ack, ip, Some(change))),
+            Err(_) => self.nak(),
         }
+    }
+
+    fn nak(&self) -> Outcome {
+        Outcome::Reply(build::nak(self.req, self.server_id))
+    }
+}
+
+/// A server deciding on a lease set of its own, with no log: what tests, fuzzing and
+/// benchmarks drive. The running service decides on its lease owner's set instead
+/// ([`crate::io`]), where every change is made durable before its reply leaves.
+#[derive(Debug, Default)]
+pub struct Standalone {
+    /// The decision-maker.
+    pub server: Server,
+    leases: Leases,
+}
+
+impl Standalone {
+    /// A server with `leases` (as recovered from a journal, say).
+    pub fn new(leases: Leases) -> Self {
+        Self {
+            server: Server::new(),
+            leases,
+        }
+    }
+
+    /// Offers pserv's own boot chain where a subnet names no boot files.
+    pub fn with_boot_chain(mut self, chain: Option<BootChain>) -> Self {
+        self.server = self.server.with_boot_chain(chain);
+        self
+    }
+
+    /// Handles one datagram ([`Server::handle`] on this set).
+    pub fn handle(&mut self, table: &Table, now: u64, meta: &Meta, data: &[u8]) -> Outcome {
+        self.server.handle(table, &mut self.leases, now, meta, data)
+    }
+
+    /// The lease set.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// Sets which clients to answer ([`Leases::set_share`]).
+    pub fn set_share(&mut self, share: Share) {
+        self.leases.set_share(share);
+    }
+
+    /// Applies a change another instance made ([`Leases::apply`]).
+    pub fn apply_remote(&mut self, change: &Change) {
+        self.leases.apply(change);
+    }
+
+    /// When the next lease, offer or quarantine ends (Unix seconds), if any.
+    pub fn poll_timeout(&mut self) -> Option<u64> {
+        self.leases.poll_timeout()
+    }
+
+    /// Ends everything due by `now`; returns what ended.
+    pub fn handle_timeout(&mut self, now: u64) -> Vec<Ended> {
+        self.leases.expire(now)
+    }
+
+    /// Publishes the leases as they are now to `board`.
+    pub fn publish(&mut self, board: &LeaseBoard) {
+        self.leases.publish(board);
     }
 }
 
@@ -530,189 +545,6 @@ pub fn client_bucket(client_id: Option<&[u8]>, mac: MacAddr) -> u8 {
         h = h.wrapping_mul(0x0100_0193);
     }
     (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
-}
-
-fn bucket(req: &Request<'_>) -> u8 {
-    client_bucket(req.client_id, req.mac)
-}
-
-/// Builds an OFFER or ACK (an INFORM's ACK has no address and no lease times).
-#[allow(clippy::too_many_arguments)]
-fn build_reply(
-    table: &Table,
-    subnet: &SubnetInfo,
-    req: &Request<'_>,
-    server_id: Ipv4Addr,
-    chain: Option<BootChain>,
-    kind: MessageType,
-    yiaddr: Ipv4Addr,
-    change: Option<Change>,
-) -> Reply {
-    let msg = req.msg;
-    let inform = req.kind == MessageType::Inform;
-    let node = table.by_mac(req.mac).map(|i| i.node());
-    let intent = table.boot_intent(req.mac, Some(subnet));
-    let configured = subnet.boot.as_ref().and_then(|b| b.next_server);
-    let mut next_server = configured.unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let boot = match intent {
-        // No boot fields at all: the firmware falls through to its next boot device.
-        Intent::Ignore => Boot {
-            file: None,
-            http: false,
-        },
-        _ => {
-            let chain = chain
-                .filter(|_| intent.renders())
-                .map(|c| (c, configured.unwrap_or(server_id)));
-            if let Some((_, server)) = chain {
-                next_server = server;
-            }
-            boot_choice(
-                msg,
-                req.mac,
-                subnet.boot.as_ref().map(|b| &b.files),
-                node.and_then(|n| n.boot()),
-                chain,
-            )
-        }
-    };
-    // RFC 2131 Table 3: ciaddr is 0 in an OFFER, the request's in an ACK; siaddr is the next
-    // bootstrap server whenever there is one (not only with a boot file), except for a
-    // machine told to ignore network boot.
-    let ciaddr = if kind == MessageType::Offer {
-        Ipv4Addr::UNSPECIFIED
-    } else {
-        msg.ciaddr()
-    };
-    let ignore = matches!(intent, Intent::Ignore);
-    let siaddr = if ignore || (boot.file.is_none() && configured.is_none()) {
-        Ipv4Addr::UNSPECIFIED
-    } else {
-        next_server
-    };
-    let mut r = Message::new_with_id(
-        msg.xid(),
-        ciaddr,
-        yiaddr,
-        siaddr,
-        msg.giaddr(),
-        msg.chaddr(),
-    );
-    r.set_opcode(Opcode::BootReply)
-        .set_htype(msg.htype())
-        .set_flags(msg.flags());
-    let o = r.opts_mut();
-    o.insert(DhcpOption::MessageType(kind));
-    o.insert(DhcpOption::ServerIdentifier(server_id));
-    echo_client_id(req, o);
-    if !inform {
-        o.insert(DhcpOption::AddressLeaseTime(subnet.lease_seconds));
-        o.insert(DhcpOption::Renewal(subnet.renew_seconds));
-        o.insert(DhcpOption::Rebinding(subnet.rebind_seconds));
-    }
-    o.insert(DhcpOption::SubnetMask(subnet.mask));
-    if !subnet.routers.is_empty() {
-        o.insert(DhcpOption::Router(subnet.routers.clone()));
-    }
-    if !subnet.dns_servers.is_empty() {
-        o.insert(DhcpOption::DomainNameServer(subnet.dns_servers.clone()));
-    }
-    if let Some(domain) = &subnet.domain {
-        o.insert(DhcpOption::DomainName(domain.to_string()));
-    }
-    // Subnet options, then the node's (which win for the same code).
-    let node_opts = node.map_or(&[][..], |n| n.options());
-    for opt in subnet.options.iter().chain(node_opts) {
-        o.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::from(opt.code),
-            opt.data.to_vec(),
-        )));
-    }
-    if let Some(n) = node {
-        // The node's current name, over a subnet's option 12: a rename reaches the machine
-        // at its next exchange.
-        o.insert(DhcpOption::Hostname(n.hostname().to_owned()));
-    }
-    if let Some(file) = boot.file {
-        if let Some(sn) = subnet.boot.as_ref().and_then(|b| b.server_name.as_deref()) {
-            r.set_sname_str(sn);
-        }
-        r.set_fname_str(&file);
-        let o = r.opts_mut();
-        o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
-        if boot.http {
-            o.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
-        }
-    }
-    if !siaddr.is_unspecified() {
-        r.opts_mut()
-            .insert(DhcpOption::TFTPServerName(siaddr.to_string().into_bytes()));
-    }
-    echo_relay_info(msg, &mut r);
-    let dest = if inform {
-        destination(
-            msg.giaddr(),
-            msg.ciaddr(),
-            true,
-            false,
-            Ipv4Addr::UNSPECIFIED,
-            req.mac.0,
-        )
-    } else {
-        destination(
-            msg.giaddr(),
-            msg.ciaddr(),
-            msg.flags().broadcast(),
-            false,
-            yiaddr,
-            req.mac.0,
-        )
-    };
-    Reply {
-        bytes: encode(&r),
-        dest,
-        change,
-        kind,
-    }
-}
-
-fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
-    let msg = req.msg;
-    let mut r = Message::new_with_id(
-        msg.xid(),
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        msg.giaddr(),
-        msg.chaddr(),
-    );
-    // Through a relay, a NAK asks it to broadcast (the client may have no address).
-    let flags = if msg.giaddr().is_unspecified() {
-        msg.flags()
-    } else {
-        Flags::default().set_broadcast()
-    };
-    r.set_opcode(Opcode::BootReply)
-        .set_htype(msg.htype())
-        .set_flags(flags);
-    r.opts_mut()
-        .insert(DhcpOption::MessageType(MessageType::Nak));
-    r.opts_mut().insert(DhcpOption::ServerIdentifier(server_id));
-    echo_client_id(req, r.opts_mut());
-    echo_relay_info(msg, &mut r);
-    Reply {
-        bytes: encode(&r),
-        dest: destination(
-            msg.giaddr(),
-            msg.ciaddr(),
-            true,
-            true,
-            Ipv4Addr::UNSPECIFIED,
-            req.mac.0,
-        ),
-        change: None,
-        kind: MessageType::Nak,
-    }
 }
 
 /// The address that selects the client's subnet: link selection (RFC 3527, in option 82)
@@ -740,29 +572,6 @@ fn link_address(table: &Table, msg: &Message, meta: &Meta) -> Ipv4Addr {
     arrived
 }
 
-/// Option 61 goes back unmodified in OFFER, ACK and NAK (RFC 6842 §3).
-fn echo_client_id(req: &Request<'_>, o: &mut v4::DhcpOptions) {
-    if let Some(id) = req.client_id {
-        o.insert(DhcpOption::ClientIdentifier(id.to_vec()));
-    }
-}
-
-/// Option 82 goes back to the relay unchanged (RFC 3046).
-fn echo_relay_info(req: &Message, reply: &mut Message) {
-    if let Some(rai) = req.opts().get(OptionCode::RelayAgentInformation) {
-        reply.opts_mut().insert(rai.clone());
-    }
-}
-
-fn encode(m: &Message) -> Vec<u8> {
-    // Encoding plain options into a Vec cannot fail.
-    let mut bytes = m.to_vec().unwrap_or_default();
-    if bytes.len() < BOOTP_MIN {
-        bytes.resize(BOOTP_MIN, 0);
-    }
-    bytes
-}
-
 /// Keeps a client-supplied hostname only if it is a valid label (it may end up in DNS).
 fn sanitize_hostname(h: &str) -> Option<String> {
     let label = h.split('.').next()?.trim_end_matches('\0');
@@ -770,71 +579,10 @@ fn sanitize_hostname(h: &str) -> Option<String> {
     Some(label.to_ascii_lowercase())
 }
 
-/// The boot file for this client, if any.
-struct Boot<'t> {
-    file: Option<Cow<'t, str>>,
-    http: bool,
-}
-
-/// Picks the boot file: by client architecture (option 93), the node's own file over the
-/// subnet's, and for iPXE (user class "iPXE", or option 175 present) the iPXE script URL
-/// instead, so iPXE does not chain-load itself forever. Where neither names one and `chain`
-/// is given (the client has something to boot, on `server`), pserv's own chain.
-fn boot_choice<'t>(
-    msg: &Message,
-    mac: MacAddr,
-    subnet: Option<&'t BootFiles>,
-    node: Option<&'t BootFiles>,
-    chain: Option<(BootChain, Ipv4Addr)>,
-) -> Boot<'t> {
-    let arch_code = match msg.opts().get(OptionCode::ClientSystemArchitecture) {
-        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
-        _ => None,
-    };
-    let Some(arch) = Arch::from_client_arch(arch_code) else {
-        return Boot {
-            file: None,
-            http: false,
-        };
-    };
-    let ipxe = matches!(msg.opts().get(OptionCode::UserClass),
-        Some(DhcpOption::UserClass(uc)) if uc.windows(4).any(|w| w == b"iPXE"))
-        || msg.opts().get(OptionCode::Unknown(175)).is_some();
-    let by_arch = node
-        .and_then(|n| n.file(arch))
-        .or_else(|| subnet.and_then(|s| s.file(arch)));
-    let file = if ipxe {
-        node.and_then(|n| n.ipxe_url.as_deref())
-            .or_else(|| subnet.and_then(|s| s.ipxe_url.as_deref()))
-            .or(by_arch)
-    } else {
-        by_arch
-    };
-    let file = match (file, chain) {
-        (Some(f), _) => Some(Cow::Borrowed(f)),
-        (None, Some((c, server))) if ipxe => Some(Cow::Owned(format!(
-            "http://{server}:{}{}",
-            c.http_port,
-            BootChain::script_path(mac)
-        ))),
-        (None, Some((c, server))) if arch.is_http() => Some(Cow::Owned(format!(
-            "http://{server}:{}/{}",
-            c.http_port,
-            BootChain::file(arch)
-        ))),
-        (None, Some(_)) => Some(Cow::Borrowed(BootChain::file(arch))),
-        (None, None) => None,
-    };
-    Boot {
-        http: arch.is_http() && file.is_some(),
-        file,
-    }
-}
-
 /// Decodes a reply (tests and fuzzing use it to check what was sent).
 pub fn decode(bytes: &[u8]) -> Option<Message> {
     guard::check(bytes).ok()?;
-    v4::Message::from_bytes(bytes).ok()
+    Message::from_bytes(bytes).ok()
 }
 
 impl Reply {

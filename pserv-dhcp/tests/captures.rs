@@ -12,7 +12,7 @@ use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use pserv_core::Table;
 use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_dhcp::server::decode;
-use pserv_dhcp::{Meta, Outcome, Server};
+use pserv_dhcp::{Meta, Outcome, Standalone};
 
 const NOW: u64 = 1_800_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
@@ -54,7 +54,7 @@ fn requested(m: &Message) -> Option<Ipv4Addr> {
 fn replay(client: &str) -> usize {
     let table =
         Table::compile(&Snapshot::from_json(EXAMPLE_JSON.as_bytes()).unwrap(), None).unwrap();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let meta = Meta {
         local: SERVER,
         ifindex: 2,

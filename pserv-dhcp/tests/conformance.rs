@@ -14,7 +14,7 @@ use pserv_core::lease::{Change, Leases};
 use pserv_core::snapshot::Snapshot;
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
-use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Server};
+use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Standalone};
 
 const T0: u64 = 1_800_000_000;
 const US: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
@@ -103,7 +103,7 @@ impl Msg {
         }
         self
     }
-    fn send(&self, s: &mut Server, t: &Table, now: u64) -> Outcome {
+    fn send(&self, s: &mut Standalone, t: &Table, now: u64) -> Outcome {
         s.handle(t, now, &ON_LINK, &self.0.to_vec().unwrap())
     }
 }
@@ -121,7 +121,7 @@ fn option(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
 }
 
 /// DISCOVER then REQUEST (SELECTING) for a client; returns the ACKed address.
-fn bind(s: &mut Server, t: &Table, chaddr: [u8; 6], id: Option<&[u8]>, now: u64) -> Ipv4Addr {
+fn bind(s: &mut Standalone, t: &Table, chaddr: [u8; 6], id: Option<&[u8]>, now: u64) -> Ipv4Addr {
     let with_id = |m: Msg| match id {
         Some(id) => m.id(id),
         None => m,
@@ -140,7 +140,7 @@ fn bind(s: &mut Server, t: &Table, chaddr: [u8; 6], id: Option<&[u8]>, now: u64)
 #[test]
 fn rfc6842_s3_client_identifier_is_returned_unmodified_in_offer_ack_and_nak() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (kind, offer, ..) = answered(
         Msg::new(MessageType::Discover, A)
             .id(ID1)
@@ -179,7 +179,7 @@ fn rfc6842_s3_client_identifier_is_returned_unmodified_in_offer_ack_and_nak() {
 #[test]
 fn rfc2131_s4_2_same_chaddr_with_another_client_identifier_is_another_client() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     assert_eq!(bind(&mut s, &t, A, Some(ID1), T0), POOL);
     // The pool's one address is held by (A, ID1): (A, ID2) is someone else, and gets nothing.
     assert_eq!(
@@ -218,7 +218,7 @@ fn rfc2131_s4_2_same_chaddr_with_another_client_identifier_is_another_client() {
 #[test]
 fn rfc2131_s4_2_an_identifier_equal_to_htype_and_chaddr_names_the_chaddr_client() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     // A PXE ROM without option 61, then iPXE or dhclient with 61 = 01:<chaddr>: one lease.
     assert_eq!(bind(&mut s, &t, A, None, T0), POOL);
     let mut own = vec![1];
@@ -230,7 +230,7 @@ fn rfc2131_s4_2_an_identifier_equal_to_htype_and_chaddr_names_the_chaddr_client(
 #[test]
 fn rfc2131_s4_2_release_is_matched_by_client_identifier() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     assert_eq!(bind(&mut s, &t, A, Some(ID1), T0), POOL);
     // The lease's chaddr with another identifier: not this client's lease to release.
     let stranger = Msg::new(MessageType::Release, A).id(ID2).ciaddr(POOL);
@@ -254,7 +254,7 @@ fn rfc2131_s4_2_release_is_matched_by_client_identifier() {
 #[test]
 fn rfc2131_s4_2_decline_from_the_chaddr_with_another_identifier_is_ignored() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     assert_eq!(bind(&mut s, &t, A, Some(ID1), T0), POOL);
     let other = Msg::new(MessageType::Decline, A)
         .id(ID2)
@@ -278,7 +278,7 @@ fn rfc2131_s4_2_decline_from_the_chaddr_with_another_identifier_is_ignored() {
 #[test]
 fn rfc2131_s4_2_leases_by_client_identifier_survive_replay() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let req = |chaddr, id: &[u8]| Msg::new(MessageType::Discover, chaddr).id(id);
     let (_, offer, ..) = answered(req(A, ID1).send(&mut s, &t, T0));
     let (kind, _, _, change) = answered(
@@ -302,7 +302,7 @@ fn rfc2131_s4_2_leases_by_client_identifier_survive_replay() {
 #[test]
 fn rfc2131_s4_3_2_init_reboot_without_a_record_gets_no_answer() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     // INIT-REBOOT: option 50, no option 54, ciaddr 0, from a client never seen.
     let reboot = |chaddr| Msg::new(MessageType::Request, chaddr).requested(POOL);
     assert_eq!(
@@ -336,7 +336,7 @@ fn rfc2131_s4_3_2_init_reboot_without_a_record_gets_no_answer() {
 #[test]
 fn rfc2131_table_3_offer_ciaddr_is_zero() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     for ci in [Ipv4Addr::new(192, 168, 50, 3), Ipv4Addr::BROADCAST] {
         let d = Msg::new(MessageType::Discover, NODE_MAC).ciaddr(ci);
         let (kind, offer, ..) = answered(d.send(&mut s, &t, T0));
@@ -357,7 +357,7 @@ fn rfc2131_table_3_offer_ciaddr_is_zero() {
 #[test]
 fn rfc2131_table_3_siaddr_is_the_next_server_even_without_a_boot_file() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, offer, ..) = answered(Msg::new(MessageType::Discover, NODE_MAC).send(&mut s, &t, T0));
     assert_eq!(offer.siaddr(), Ipv4Addr::new(192, 168, 50, 5));
     assert_eq!(
@@ -375,7 +375,7 @@ fn rfc2131_table_3_siaddr_is_the_next_server_even_without_a_boot_file() {
 #[test]
 fn rfc2131_s4_3_5_inform_is_answered_at_ciaddr_and_dropped_without_one() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let ci = Ipv4Addr::new(192, 168, 50, 77);
     let (kind, ack, dest, change) = answered(
         Msg::new(MessageType::Inform, A)
@@ -402,7 +402,7 @@ fn rfc2131_s4_3_5_inform_is_answered_at_ciaddr_and_dropped_without_one() {
 #[test]
 fn rfc5107_s4_server_identifier_override_is_ours_and_is_echoed() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let relay = Ipv4Addr::new(10, 7, 0, 1);
     let over = Ipv4Addr::new(10, 7, 0, 1);
     let info = || vec![RelayInfo::ServerIdentifierOverride(over)];
@@ -445,7 +445,7 @@ fn rfc5107_s4_server_identifier_override_is_ours_and_is_echoed() {
 #[test]
 fn rfc2131_s4_3_2_request_selecting_us_from_a_link_without_subnet_is_naked() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let nowhere = Ipv4Addr::new(172, 31, 0, 1);
     let req = Msg::new(MessageType::Request, A)
         .requested(Ipv4Addr::new(172, 31, 0, 50))
@@ -476,7 +476,7 @@ fn rfc2131_s4_3_2_request_selecting_us_from_a_link_without_subnet_is_naked() {
 #[test]
 fn rfc2132_s3_5_several_routers_in_order_and_one_off_the_subnet() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, offer, ..) = answered(Msg::new(MessageType::Discover, NODE_MAC).send(&mut s, &t, T0));
     assert_eq!(
         option(&offer, OptionCode::Router),
@@ -496,7 +496,7 @@ fn rfc2132_s3_5_several_routers_in_order_and_one_off_the_subnet() {
 #[test]
 fn rfc2132_s3_14_subnet_host_name_for_clients_that_are_not_nodes() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, offer, ..) = answered(Msg::new(MessageType::Discover, A).send(&mut s, &t, T0));
     assert_eq!(
         option(&offer, OptionCode::Hostname),
@@ -519,7 +519,7 @@ fn rfc2132_s3_14_subnet_host_name_for_clients_that_are_not_nodes() {
 #[test]
 fn rfc3527_link_selection_is_ignored_from_relays_on_a_subnet_that_says_so() {
     let t = table();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let select = |relay| {
         Msg::new(MessageType::Discover, A).relayed(
             relay,
@@ -530,7 +530,7 @@ fn rfc3527_link_selection_is_ignored_from_relays_on_a_subnet_that_says_so() {
     let (_, offer, ..) = answered(select(Ipv4Addr::new(10, 7, 0, 1)).send(&mut s, &t, T0));
     assert_eq!(offer.yiaddr(), POOL);
     // One on 10.9.0.0/24 may not: placed by its giaddr.
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, offer, ..) = answered(select(Ipv4Addr::new(10, 9, 0, 1)).send(&mut s, &t, T0));
     assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 9, 0, 100));
 }
@@ -543,7 +543,7 @@ fn rfc3074_each_client_answered_by_the_instance_owning_its_bucket() {
     use pserv_core::lease::Share;
     use pserv_dhcp::server::client_bucket;
     let t = table();
-    let mut s = Server::new(Leases::new());
+    let mut s = Standalone::new(Leases::new());
     let b = client_bucket(None, MacAddr(A));
     let mut share = Share::NONE;
     share.allocate = true;
@@ -597,7 +597,7 @@ fn rfc3074_each_client_answered_by_the_instance_owning_its_bucket() {
 fn cut_off_from_the_cluster_reserved_nodes_only() {
     use pserv_core::lease::Share;
     let t = table();
-    let mut s = Server::new(Leases::new());
+    let mut s = Standalone::new(Leases::new());
     s.set_share(Share::CUT_OFF);
     assert_eq!(
         Msg::new(MessageType::Discover, A).send(&mut s, &t, T0),
@@ -635,7 +635,7 @@ fn cut_off_from_the_cluster_reserved_nodes_only() {
 #[test]
 fn another_instances_lease_is_respected() {
     let t = table();
-    let mut s = Server::new(Leases::new());
+    let mut s = Standalone::new(Leases::new());
     let ip = bind(&mut s, &t, A, None, T0);
     s.apply_remote(&Change::Bound {
         mac: MacAddr(B),

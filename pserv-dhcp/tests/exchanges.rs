@@ -14,7 +14,7 @@ use pserv_core::lease::Change;
 use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
-use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Reply, Server};
+use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Reply, Standalone};
 
 const T0: u64 = 1_800_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
@@ -57,7 +57,7 @@ fn client(kind: MessageType, m: &str, opts: Vec<DhcpOption>) -> Message {
     msg
 }
 
-fn send(s: &mut Server, t: &Table, now: u64, msg: &Message) -> Outcome {
+fn send(s: &mut Standalone, t: &Table, now: u64, msg: &Message) -> Outcome {
     s.handle(t, now, &META, &msg.to_vec().unwrap())
 }
 
@@ -76,7 +76,13 @@ fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
 }
 
 /// DISCOVER, then REQUEST (selecting) of the offered address.
-fn dora(s: &mut Server, t: &Table, now: u64, m: &str, extra: Vec<DhcpOption>) -> (Reply, Message) {
+fn dora(
+    s: &mut Standalone,
+    t: &Table,
+    now: u64,
+    m: &str,
+    extra: Vec<DhcpOption>,
+) -> (Reply, Message) {
     let (offer, om) = reply(send(
         s,
         t,
@@ -93,7 +99,7 @@ fn dora(s: &mut Server, t: &Table, now: u64, m: &str, extra: Vec<DhcpOption>) ->
 #[test]
 fn reserved_node_gets_its_reservation_and_every_option() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (ack, m) = dora(&mut s, &t, T0, AAA, vec![]);
     assert_eq!(ack.kind, MessageType::Ack);
     assert_eq!(ack.change, None, "a reservation needs no journal");
@@ -166,7 +172,7 @@ fn reserved_node_gets_its_reservation_and_every_option() {
 #[test]
 fn node_options_win_over_the_subnets() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, m) = dora(&mut s, &t, T0, BBB, vec![]);
     let raw = m.to_vec().unwrap();
     assert!(
@@ -178,7 +184,7 @@ fn node_options_win_over_the_subnets() {
 #[test]
 fn unknown_client_gets_a_durable_dynamic_lease_renews_and_releases() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (ack, m) = dora(
         &mut s,
         &t,
@@ -228,7 +234,7 @@ fn unknown_client_gets_a_durable_dynamic_lease_renews_and_releases() {
 #[test]
 fn init_reboot_and_rebinding() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, m) = dora(&mut s, &t, T0, STRANGER, vec![]);
     let ip = m.yiaddr();
     // INIT-REBOOT with the right address: ACK; with a foreign one: NAK, broadcast.
@@ -266,7 +272,7 @@ fn init_reboot_and_rebinding() {
 #[test]
 fn request_for_another_server_is_not_ours() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, om) = reply(send(
         &mut s,
         &t,
@@ -290,7 +296,7 @@ fn request_for_another_server_is_not_ours() {
 #[test]
 fn edits_take_effect_at_the_next_exchange() {
     let t1 = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let _ = dora(&mut s, &t1, T0, AAA, vec![]);
     // Generation 2: aaa is renamed zzz and its reservation moves to .50.
     let t2 = table_from(
@@ -321,7 +327,7 @@ fn unknown_clients_policy_and_known_nodes_without_reservation() {
         "\"unknown_clients\": \"serve\"",
         "\"unknown_clients\": \"ignore\"",
     ));
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let d = client(MessageType::Discover, STRANGER, vec![]);
     assert_eq!(
         send(&mut s, &ignore, T0, &d),
@@ -354,7 +360,7 @@ fn unknown_clients_policy_and_known_nodes_without_reservation() {
 #[test]
 fn reservation_over_a_live_dynamic_lease() {
     let t1 = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, m) = dora(&mut s, &t1, T0, STRANGER, vec![]);
     let held = m.yiaddr();
     // Generation 2 reserves the stranger's address for aaa (and shrinks the pool around it).
@@ -385,7 +391,7 @@ fn reservation_over_a_live_dynamic_lease() {
 #[test]
 fn decline_quarantines_and_inform_answers_without_a_lease() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let (_, m) = dora(&mut s, &t, T0, STRANGER, vec![]);
     let bad = m.yiaddr();
     let decline = client(
@@ -433,10 +439,10 @@ fn boot(m: &Message) -> (Option<String>, Ipv4Addr) {
 #[test]
 fn pxe_boot_file_by_architecture_ipxe_and_node_override() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let arch = |a: u16| DhcpOption::ClientSystemArchitecture(Architecture::from(a));
     let next = Ipv4Addr::new(10, 20, 0, 2);
-    let offer = |s: &mut Server, m: &str, opts: Vec<DhcpOption>| {
+    let offer = |s: &mut Standalone, m: &str, opts: Vec<DhcpOption>| {
         reply(send(s, &t, T0, &client(MessageType::Discover, m, opts))).1
     };
     let m = offer(&mut s, AAA, vec![]);
@@ -528,7 +534,7 @@ fn relayed_requests() {
         "{ \"cidr\": \"fd00:20::/64\", \"domain\": \"maas\" }, { \"cidr\": \"10.30.0.0/24\", \"router\": \"10.30.0.1\", \"dynamic\": [ { \"start\": \"10.30.0.100\", \"end\": \"10.30.0.110\" } ] }",
     );
     let t = table_from(&json);
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let relay = Ipv4Addr::new(10, 30, 0, 1);
     let mut rai = RelayAgentInformation::default();
     rai.insert(RelayInfo::AgentCircuitId(b"port-7".to_vec()));
@@ -585,7 +591,7 @@ fn relayed_requests() {
 #[test]
 fn broadcast_flag_and_no_subnet() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let mut d = client(MessageType::Discover, AAA, vec![]);
     d.set_flags(Flags::default().set_broadcast());
     assert_eq!(
@@ -605,7 +611,7 @@ fn broadcast_flag_and_no_subnet() {
 #[test]
 fn pool_exhaustion_never_takes_reservations_down() {
     let t = table_from(&EXAMPLE_JSON.replace("10.20.203.254", "10.20.200.3"));
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     for n in 0..3u8 {
         let _ = dora(&mut s, &t, T0, &format!("02:00:00:00:01:{n:02x}"), vec![]);
     }
@@ -624,7 +630,7 @@ fn pool_exhaustion_never_takes_reservations_down() {
 #[test]
 fn not_client_requests_are_dropped() {
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let mut m = client(MessageType::Discover, AAA, vec![]);
     m.set_opcode(Opcode::BootReply);
     assert_eq!(
@@ -662,7 +668,7 @@ proptest! {
     #[test]
     fn arbitrary_packets(noise in prop::collection::vec(any::<u8>(), 0..400), flip in 0usize..400, kind in 1u8..9) {
         let t = example();
-        let mut s = Server::default();
+        let mut s = Standalone::default();
         // Start from a valid request so the fuzzing reaches past the header checks.
         let mut base = client(MessageType::from(kind), STRANGER, vec![]).to_vec().unwrap();
         base.extend_from_slice(&noise);
@@ -690,9 +696,9 @@ proptest! {
 fn offers_leases_and_quarantines_end_on_the_timer() {
     use pserv_core::lease::{Ended, LeaseState, OFFER_HOLD_SECONDS};
     let t = example();
-    let mut s = Server::default();
+    let mut s = Standalone::default();
     let board = pserv_core::lease::LeaseBoard::new();
-    let counts = |s: &mut Server| {
+    let counts = |s: &mut Standalone| {
         s.publish(&board);
         board.counts()
     };
@@ -781,7 +787,13 @@ const CHAIN_JSON: &str = r#"{ "generation": 1,
 
 const CHAIN: pserv_dhcp::BootChain = pserv_dhcp::BootChain { http_port: 5248 };
 
-fn chain_offer(s: &mut Server, t: &Table, meta: &Meta, m: &str, opts: Vec<DhcpOption>) -> Message {
+fn chain_offer(
+    s: &mut Standalone,
+    t: &Table,
+    meta: &Meta,
+    m: &str,
+    opts: Vec<DhcpOption>,
+) -> Message {
     let msg = client(MessageType::Discover, m, opts);
     reply(s.handle(t, T0, meta, &msg.to_vec().unwrap())).1
 }
@@ -789,7 +801,7 @@ fn chain_offer(s: &mut Server, t: &Table, meta: &Meta, m: &str, opts: Vec<DhcpOp
 #[test]
 fn default_chain_ipxe_binaries_then_the_per_node_script() {
     let t = table_from(CHAIN_JSON);
-    let mut s = Server::default().with_boot_chain(Some(CHAIN));
+    let mut s = Standalone::default().with_boot_chain(Some(CHAIN));
     let arch = |a: u16| DhcpOption::ClientSystemArchitecture(Architecture::from(a));
     let ipxe = DhcpOption::UserClass(b"iPXE".to_vec());
     for (opts, file) in [
@@ -830,7 +842,7 @@ fn default_chain_ipxe_binaries_then_the_per_node_script() {
 #[test]
 fn ignore_mode_gets_no_boot_fields_at_all() {
     let t = table_from(CHAIN_JSON);
-    let mut s = Server::default().with_boot_chain(Some(CHAIN));
+    let mut s = Standalone::default().with_boot_chain(Some(CHAIN));
     for opts in [
         vec![],
         vec![DhcpOption::UserClass(b"iPXE".to_vec())],
@@ -857,7 +869,7 @@ fn ignore_mode_gets_no_boot_fields_at_all() {
 #[test]
 fn no_intent_no_chain_unknown_clients_get_the_subnets_profile() {
     let t = table_from(CHAIN_JSON);
-    let mut s = Server::default().with_boot_chain(Some(CHAIN));
+    let mut s = Standalone::default().with_boot_chain(Some(CHAIN));
     // A node with no profile and no mode on a subnet without files: nothing to boot.
     let m = chain_offer(&mut s, &t, &META, "52:54:00:12:34:80", vec![]);
     assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED));
@@ -889,7 +901,7 @@ fn no_intent_no_chain_unknown_clients_get_the_subnets_profile() {
         Some("http://10.30.0.5:5248/ipxe/02-aa-bb-cc-dd-ee")
     );
     // Without boot serving, no chain is offered, only explicit files (none here).
-    let mut plain = Server::default();
+    let mut plain = Standalone::default();
     let m = chain_offer(&mut plain, &t, &META, AAA, vec![]);
     assert_eq!(boot(&m), (None, Ipv4Addr::UNSPECIFIED));
 }

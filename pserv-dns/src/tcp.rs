@@ -18,9 +18,8 @@
 //! relayed with AA cleared, under the same policy as UDP ([`crate::forward`]).
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,6 +28,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
+
+use pserv_net::tcp::accept_or_pause;
 
 use crate::respond::{Action, Responder};
 
@@ -50,9 +51,6 @@ impl Default for Limits {
         }
     }
 }
-
-/// How long accepting pauses after a failed accept.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// At the cap, how long a new connection waits for a slot that closing idle ones frees.
 pub const SLOT_WAIT: Duration = Duration::from_millis(200);
@@ -108,38 +106,6 @@ pub(crate) async fn serve(
         });
     }
     conns.shutdown().await;
-}
-
-/// Accepts one connection. A failure that concerns that connection only (it went away first)
-/// is skipped; any other (out of descriptors or memory) is counted in `errors`, logged, and
-/// pauses accepting for a moment, where retrying at once would spin a core while the backlog
-/// stays full. `None`: nothing accepted, call again. Shared with the control API's server.
-pub async fn accept_or_pause(
-    listener: &TcpListener,
-    errors: &AtomicU64,
-    what: &str,
-) -> Option<(TcpStream, SocketAddr)> {
-    match listener.accept().await {
-        Ok(a) => Some(a),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionRefused
-                    | io::ErrorKind::Interrupted
-                    | io::ErrorKind::WouldBlock
-            ) =>
-        {
-            None
-        }
-        Err(e) => {
-            errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "{what} accept failed; pausing accepts");
-            tokio::time::sleep(ACCEPT_BACKOFF).await;
-            None
-        }
-    }
 }
 
 /// Bytes asked of the socket per read: many pipelined queries at once.

@@ -193,7 +193,7 @@ async fn fetch(
 ) -> Response {
     let local = req
         .extensions()
-        .get::<crate::http::LocalAddr>()
+        .get::<pserv_net::http::LocalAddr>()
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |l| l.0.ip());
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();

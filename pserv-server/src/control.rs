@@ -41,6 +41,9 @@ use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
 
+/// Connections the control API serves at once.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+
 /// Outcome counts of snapshot pushes (API, SIGHUP, start-up, code).
 #[derive(Debug, Default)]
 pub(crate) struct PushStats {
@@ -138,14 +141,15 @@ pub(crate) struct App {
     /// The published lease view (the DHCP service owns the leases).
     pub(crate) leases: Arc<LeaseBoard>,
     pub(crate) dns: DnsCounters,
-    pub(crate) dhcp: Arc<pserv_dhcp::io::Counters>,
+    /// Each service's own metrics.
+    pub(crate) service_metrics: Vec<Arc<dyn prometheus_client::collector::Collector>>,
     pub(crate) lease_log: LeaseMonitor,
-    pub(crate) connections: Arc<crate::http::ConnCounters>,
+    pub(crate) connections: Arc<pserv_net::http::ConnCounters>,
     /// The TFTP service's counters (all zero without a boot directory).
     pub(crate) tftp: Arc<pserv_boot::tftp::service::Counters>,
     /// HTTP boot's responses and its listener's connections.
     pub(crate) boot_http: Arc<crate::boot_http::Counters>,
-    pub(crate) boot_http_connections: Arc<crate::http::ConnCounters>,
+    pub(crate) boot_http_connections: Arc<pserv_net::http::ConnCounters>,
     pub(crate) token: Option<String>,
     pub(crate) started: Instant,
 }

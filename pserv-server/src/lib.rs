@@ -25,7 +25,6 @@
 mod boot_http;
 pub mod config;
 mod control;
-mod http;
 mod metrics;
 mod serve;
 

@@ -5,15 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, NoLabelSet,
-};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use pserv_core::histogram::Histogram;
 use pserv_dns::forward::ForwardCounters;
 use pserv_dns::respond::Counters;
+use pserv_net::metrics::{
+    Collector, DescriptorEncoder, MetricType, Result, family, histogram, load, single,
+};
 
 use crate::control::{App, LeaseMonitor};
 
@@ -21,6 +18,9 @@ use crate::control::{App, LeaseMonitor};
 pub(crate) fn render(app: &Arc<App>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Scrape(app.clone())));
+    for c in &app.service_metrics {
+        registry.register_collector(Box::new(Service(c.clone())));
+    }
     let mut out = String::with_capacity(8192);
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
         tracing::warn!(error = %e, "encoding /metrics");
@@ -31,64 +31,14 @@ pub(crate) fn render(app: &Arc<App>) -> String {
 #[derive(Debug)]
 struct Scrape(Arc<App>);
 
-type Result = std::result::Result<(), std::fmt::Error>;
+/// A service's own collector, shared between scrapes.
+#[derive(Debug)]
+struct Service(Arc<dyn Collector>);
 
-fn load(a: &AtomicU64) -> u64 {
-    a.load(Ordering::Relaxed)
-}
-
-/// One metric without labels. Counter names are given without `_total`: the encoder adds it.
-fn single<V: EncodeCounterValue + EncodeGaugeValue>(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    v: V,
-) -> Result {
-    let mut m = e.encode_descriptor(name, help, None, kind)?;
-    match kind {
-        MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(&v, None),
-        _ => m.encode_gauge(&v),
+impl Collector for Service {
+    fn encode(&self, e: DescriptorEncoder<'_>) -> Result {
+        self.0.encode(e)
     }
-}
-
-/// One metric family with one label.
-fn family(
-    e: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    label: &str,
-    values: &[(&str, u64)],
-) -> Result {
-    let mut d = e.encode_descriptor(name, help, None, kind)?;
-    for (value, v) in values {
-        let labels = [(label, *value)];
-        let mut m = d.encode_family(&labels)?;
-        match kind {
-            MetricType::Counter => m.encode_counter::<NoLabelSet, _, u64>(v, None)?,
-            _ => m.encode_gauge(v)?,
-        }
-    }
-    Ok(())
-}
-
-fn histogram(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, h: &Histogram) -> Result {
-    let s = h.snapshot();
-    // The encoder sums the buckets into the cumulative `le` series itself: give it each
-    // bucket's own count.
-    let mut below = 0;
-    let own: Vec<(f64, u64)> = s
-        .buckets
-        .iter()
-        .map(|(bound, cumulative)| {
-            let n = cumulative - below;
-            below = *cumulative;
-            (*bound, n)
-        })
-        .collect();
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
-    m.encode_histogram::<NoLabelSet>(s.sum, s.count, &own, None)
 }
 
 impl Collector for Scrape {
@@ -168,7 +118,6 @@ impl Collector for Scrape {
         )?;
 
         dns(&mut e, &app.dns.0, &app.dns.1)?;
-        dhcp(&mut e, &app.dhcp)?;
         tftp(&mut e, &app.tftp)?;
         let b = &app.boot_http;
         family(
@@ -340,28 +289,6 @@ fn dns(e: &mut DescriptorEncoder<'_>, c: &Counters, fwd: &[Arc<ForwardCounters>]
         ("dropped", sum(|c| &c.dropped)),
     ])?;
     histogram(e, "pserv_dns_answer_seconds", "Time from a DNS query's arrival to its answer leaving", &c.answer_seconds)
-}
-
-#[rustfmt::skip]
-fn dhcp(e: &mut DescriptorEncoder<'_>, c: &pserv_dhcp::io::Counters) -> Result {
-    use MetricType::Counter;
-    family(e, "pserv_dhcp_packets", "DHCP packets by direction", Counter, "direction", &[
-        ("in", load(&c.received)),
-        ("out", load(&c.sent)),
-    ])?;
-    family(e, "pserv_dhcp_replies", "DHCP replies by type", Counter, "type", &[
-        ("offer", load(&c.offers)),
-        ("ack", load(&c.acks)),
-        ("nak", load(&c.naks)),
-    ])?;
-    single(e, "pserv_dhcp_hardware_unicast", "Replies unicast to a client without an address (ARP entry set)", Counter, load(&c.hardware_unicasts))?;
-    let mut drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
-    drops.push(("SendError", load(&c.send_errors)));
-    drops.push(("JournalError", load(&c.journal_errors)));
-    drops.push(("ClusterRefused", load(&c.refused)));
-    drops.sort_unstable();
-    family(e, "pserv_dhcp_dropped", "DHCP packets dropped, by reason", Counter, "reason", &drops)?;
-    histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)
 }
 
 #[rustfmt::skip]

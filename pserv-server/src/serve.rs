@@ -107,7 +107,7 @@ pub struct Handle {
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
     dns_service: pserv_dns::server::Service,
-    dhcp_service: pserv_dhcp::io::Service,
+    dhcp_join: pserv_net::service::Join,
     control_task: tokio::task::JoinHandle<()>,
     /// What the first publish did, and where its snapshot came from.
     published: (Published, String),
@@ -129,7 +129,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     // Leases first: a restart must know every acknowledged lease before it answers anyone.
     // In cluster mode they are etcd's: the instance starts with none and answers no dynamic
     // client until it has read them (reserved nodes are served from the start).
-    let (mut server, log, lease_monitor): (_, Box<dyn LeaseLog>, _) = match &config.cluster {
+    let (leases_recovered, log, lease_monitor): (_, Box<dyn LeaseLog>, _) = match &config.cluster {
         Some(c) => {
             let mut cc = pserv_cluster::Config::new(c.endpoints.clone(), &c.name, &c.instance);
             cc.ttl = c.ttl;
@@ -139,8 +139,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 source,
             })?;
             tracing::info!(cluster = %c.name, instance = %c.instance, etcd = ?c.endpoints, "cluster mode: leases on etcd");
-            let server = pserv_dhcp::Server::new(Leases::new());
-            (server, Box::new(log), LeaseMonitor::Cluster(monitor))
+            (Leases::new(), Box::new(log), LeaseMonitor::Cluster(monitor))
         }
         None => {
             let dir = config.state_dir.clone().unwrap_or_else(|| {
@@ -167,15 +166,10 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 "lease journal recovered"
             );
             let monitor = LeaseMonitor::Journal(journal.monitor());
-            (
-                pserv_dhcp::Server::new(recovery.leases),
-                Box::new(journal),
-                monitor,
-            )
+            (recovery.leases, Box::new(journal), monitor)
         }
     };
     let leases = Arc::new(LeaseBoard::new());
-    server.publish(&leases);
 
     let store = Arc::new(Store::new());
     let publisher = Arc::new(Publisher {
@@ -281,21 +275,20 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         what: "DNS",
         source,
     })?;
-    let dhcp_counters = Arc::new(pserv_dhcp::io::Counters::default());
     let events = publisher.events.clone();
     let chain = boot
         .as_ref()
         .map(|b| pserv_dhcp::BootChain { http_port: b.3 });
-    let dhcp_service = pserv_dhcp::io::Service::spawn(
+    let dhcp_service = pserv_dhcp::io::start(
         dhcp_sock,
         pserv_dhcp::io::Setup {
             config: dhcp_config,
             store: store.clone(),
-            server: server.with_boot_chain(chain),
+            server: pserv_dhcp::Server::new().with_boot_chain(chain),
+            leases: leases_recovered,
             log,
             board: leases.clone(),
             on_event: Arc::new(move |e: &LeaseEvent| events.emit(e.kind(), e)),
-            counters: dhcp_counters.clone(),
         },
         shutdown.clone(),
     )
@@ -307,7 +300,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         publisher: publisher.clone(),
         leases: leases.clone(),
         dns: (responder.counters().clone(), responder.forward_counters()),
-        dhcp: dhcp_counters,
+        service_metrics: vec![Arc::from(dhcp_service.metrics)],
         lease_log: lease_monitor,
         connections: Arc::default(),
         tftp: Arc::default(),
@@ -329,7 +322,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 Arc::new(move |c: &pserv_boot::vtree::ConfigServed| events.emit("boot_config", c))
             },
         ));
-        let http_task = tokio::spawn(crate::http::serve(
+        let http_task = tokio::spawn(pserv_net::http::serve(
             http,
             crate::boot_http::router(
                 tree.clone(),
@@ -337,7 +330,10 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 publisher.events.clone(),
             ),
             app.boot_http_connections.clone(),
-            crate::boot_http::MAX_CONNECTIONS,
+            pserv_net::http::Limits {
+                what: "HTTP boot",
+                max_connections: crate::boot_http::MAX_CONNECTIONS,
+            },
             shutdown.clone().cancelled_owned(),
         ));
         let task = tokio::spawn(pserv_boot::tftp::service::serve(
@@ -354,11 +350,14 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         (addr, task, http_addr, http_task)
     });
     let router = app.router(config.max_body_bytes);
-    let control_task = tokio::spawn(crate::http::serve(
+    let control_task = tokio::spawn(pserv_net::http::serve(
         control_listener,
         router,
         app.connections.clone(),
-        crate::http::MAX_CONNECTIONS,
+        pserv_net::http::Limits {
+            what: "control API",
+            max_connections: crate::control::MAX_CONNECTIONS,
+        },
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
@@ -368,7 +367,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     };
     Ok(Handle {
         dns: dns_service.local.clone(),
-        dhcp: dhcp_service.local,
+        dhcp: dhcp_service.addrs[0],
         control,
         tftp,
         boot_http,
@@ -377,7 +376,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         leases,
         shutdown,
         dns_service,
-        dhcp_service,
+        dhcp_join: dhcp_service.join,
         control_task,
         published: (published, source_name),
     })
@@ -440,10 +439,9 @@ impl Handle {
             let _ = t.await;
         }
         self.dns_service.stopped().await;
-        let dhcp = self.dhcp_service;
-        tokio::task::spawn_blocking(move || dhcp.join())
+        self.dhcp_join
             .await
-            .map_err(|e| JournalError(format!("the DHCP service did not stop: {e}").into()))??;
+            .map_err(|e| JournalError(e.to_string().into()))?;
         Ok(())
     }
 }

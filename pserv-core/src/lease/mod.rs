@@ -41,10 +41,12 @@ macro_rules! shrink {
 
 mod client;
 pub mod log;
+pub mod owner;
 mod view;
 
 pub use client::{Client, ClientId, ClientKey};
 pub use log::{LeaseLog, LogError, Share};
+pub use owner::{Now, Owner};
 pub use view::{LeaseBoard, LeaseCounts};
 
 /// How long an offered address is held for the client that was offered it.
@@ -256,6 +258,9 @@ pub struct Leases {
     /// Where a range's first scan starts: part `.0` of `.1` equal parts (cluster instances
     /// start at different places, so that they rarely pick one address for two clients).
     scan_slot: (u32, u32),
+    /// Which clients the set's owner answers, and whether it may commit dynamic leases
+    /// ([`Share::ALL`] unless in a cluster).
+    share: Share,
     exhausted: HashMap<Ipv4Addr, Exhausted>,
     /// Count of addresses freed (release, expiry, quarantine end), to invalidate `exhausted`.
     frees: u64,
@@ -282,6 +287,19 @@ impl Leases {
         }
         l.expire(now);
         l
+    }
+
+    /// Sets which clients the owner answers from now on (cluster mode: this instance's share
+    /// of the clients, and whether it may commit dynamic leases); scans for a free address
+    /// start at the share's slot.
+    pub fn set_share(&mut self, share: Share) {
+        self.share = share;
+        self.set_scan_slot(share.slot.0, share.slot.1);
+    }
+
+    /// Which clients the owner answers.
+    pub fn share(&self) -> Share {
+        self.share
     }
 
     /// Makes each range's scans for a free address start at part `index` of `count` equal

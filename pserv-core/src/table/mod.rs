@@ -13,6 +13,7 @@
 
 mod boot;
 mod compile;
+pub mod names;
 
 pub use boot::{BootPlan, Endpoint, Intent, Loader, RenderError, Rendered};
 pub use compile::validate;
@@ -330,6 +331,21 @@ impl<'t> NodeView<'t> {
     }
 }
 
+impl Intent {
+    /// What a client is to boot, given its interface in the table (if the snapshot knows its
+    /// MAC): its node's intent, or for an unknown MAC its subnet's profile for unknown
+    /// clients. For callers that have looked the MAC up already.
+    pub fn of(iface: Option<IfaceView<'_>>, subnet: Option<&SubnetInfo>) -> Self {
+        match iface {
+            Some(i) => i.node().boot_intent(),
+            None => subnet
+                .and_then(|s| s.boot.as_ref())
+                .and_then(|b| b.unknown_profile)
+                .map_or(Self::Legacy, Self::Netboot),
+        }
+    }
+}
+
 impl<'t> IfaceView<'t> {
     /// The hardware address.
     pub fn mac(&self) -> MacAddr {
@@ -517,13 +533,7 @@ impl Table {
     /// What the client with `mac` is to boot: its node's intent, or for a MAC the snapshot
     /// does not know, its subnet's profile for unknown clients.
     pub fn boot_intent(&self, mac: MacAddr, subnet: Option<&SubnetInfo>) -> Intent {
-        match self.by_mac(mac) {
-            Some(i) => i.node().boot_intent(),
-            None => subnet
-                .and_then(|s| s.boot.as_ref())
-                .and_then(|b| b.unknown_profile)
-                .map_or(Intent::Legacy, Intent::Netboot),
-        }
+        Intent::of(self.by_mac(mac), subnet)
     }
 
     /// Renders `loader`'s configuration for the machine with `mac`, asking from `client` (its
@@ -538,7 +548,7 @@ impl Table {
         let iface = self.by_mac(mac);
         let ipv4 = iface.and_then(|i| i.ipv4()).or(client);
         let subnet = ipv4.and_then(|ip| self.subnet_for(ip));
-        let intent = self.boot_intent(mac, subnet);
+        let intent = Intent::of(iface, subnet);
         if !intent.renders() {
             return Err(RenderError::NoIntent);
         }

@@ -1,8 +1,8 @@
-//! The control API's HTTP/1.1 server: hyper under the axum router, with the limits that
-//! `axum::serve` does not set.
+//! The HTTP/1.1 accept loop of the control API and of HTTP boot: hyper under an axum router,
+//! with the limits that `axum::serve` does not set.
 //!
-//! - at most `max_connections` connections ([`MAX_CONNECTIONS`] for the control API); more are
-//!   closed as soon as they are accepted;
+//! - at most [`Limits::max_connections`] connections; more are closed as soon as they are
+//!   accepted;
 //! - [`HEADER_TIMEOUT`] to send a request's headers (a slowloris client holding connections
 //!   open by trickling headers is cut off);
 //! - after a failed accept (out of descriptors) a pause, not a spin;
@@ -18,45 +18,53 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use pserv_dns::tcp::accept_or_pause;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Connections served at once.
-pub(crate) const MAX_CONNECTIONS: usize = 256;
-/// Time to send a request's headers.
-pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time in-flight requests get at shutdown.
-pub(crate) const DRAIN: Duration = Duration::from_secs(2);
+use crate::tcp::accept_or_pause;
 
-/// Counters of the control API's connections.
+/// Time to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get at shutdown.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// Bounds on one HTTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Its name in logs.
+    pub what: &'static str,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Counters of an HTTP server's connections.
 #[derive(Debug, Default)]
-pub(crate) struct ConnCounters {
+pub struct ConnCounters {
     /// Connections closed at accept: the cap was reached.
-    pub(crate) over_limit: AtomicU64,
+    pub over_limit: AtomicU64,
     /// Failed accepts.
-    pub(crate) accept_errors: AtomicU64,
+    pub accept_errors: AtomicU64,
 }
 
 /// The local address a connection was accepted on (a request extension): the address a
 /// client reached, which HTTP boot's URLs name.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct LocalAddr(pub(crate) std::net::SocketAddr);
+pub struct LocalAddr(pub std::net::SocketAddr);
 
-/// Serves `router` on `listener` until `stop` resolves.
-pub(crate) async fn serve(
+/// Serves `router` on `listener` until `stop` resolves; then drains (see the module docs).
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     counters: Arc<ConnCounters>,
-    max_connections: usize,
+    limits: Limits,
     stop: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
     loop {
         let accepted = tokio::select! {
-            a = accept_or_pause(&listener, &counters.accept_errors, "control API") => a,
+            a = accept_or_pause(&listener, &counters.accept_errors, limits.what) => a,
             () = &mut stop => break,
         };
         let Some((stream, peer)) = accepted else {
@@ -88,7 +96,7 @@ pub(crate) async fn serve(
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "control API connection ended");
+                tracing::debug!(error = %e, "{} connection ended", limits.what);
             }
             drop(permit);
         });
@@ -97,6 +105,9 @@ pub(crate) async fn serve(
         .await
         .is_err()
     {
-        tracing::debug!("control API: connections still open at shutdown (event streams) dropped");
+        tracing::debug!(
+            "{}: connections still open at shutdown (event streams) dropped",
+            limits.what
+        );
     }
 }

@@ -1,0 +1,95 @@
+//! The names of network boot, in one place: the iPXE binaries pserv's chain hands each
+//! architecture, and the per-node configuration names each loader asks for. DHCP formats boot
+//! files and URLs from these; the virtual tree (TFTP and HTTP boot) parses requests with
+//! them; a round trip is tested here, so the two cannot drift apart.
+//!
+//! | loader   | served as                                                     |
+//! | -------- | ------------------------------------------------------------- |
+//! | iPXE     | `ipxe/<mac>` (DHCP points iPXE at `http://server:port/ipxe/<mac-hyphen>`) |
+//! | GRUB     | `grub/grub.cfg-01-<mac>`, also `grub.cfg-<mac>`, in any directory |
+//! | pxelinux | `pxelinux.cfg/01-<mac>`, in any directory (pxelinux looks beside itself) |
+//!
+//! A MAC is accepted in colon or hyphen form; what pserv writes uses hyphens.
+
+use crate::MacAddr;
+use crate::snapshot::Arch;
+use crate::table::Loader;
+
+/// The iPXE binary pserv's own chain hands an architecture (over TFTP, or as an HTTP boot
+/// URL for HTTP clients): BIOS `undionly.kpxe`, x86-64 UEFI `ipxe.efi`, ARM64 UEFI
+/// `ipxe-arm64.efi`, 32-bit UEFI `ipxe-ia32.efi`.
+pub fn chain_file(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64Bios => "undionly.kpxe",
+        Arch::X86_64Uefi | Arch::X86_64Http => "ipxe.efi",
+        Arch::Ia32Uefi => "ipxe-ia32.efi",
+        Arch::Arm64Uefi | Arch::Arm64Http => "ipxe-arm64.efi",
+    }
+}
+
+/// A MAC as served names write it: `52-54-00-aa-00-01`.
+fn hyphens(mac: MacAddr) -> String {
+    mac.to_string().replace(':', "-")
+}
+
+/// The name a loader asks for its configuration, relative to the tree's root (the first of
+/// the names it tries, for GRUB).
+pub fn config_path(loader: Loader, mac: MacAddr) -> String {
+    match loader {
+        Loader::Ipxe => format!("ipxe/{}", hyphens(mac)),
+        Loader::Grub => format!("grub/grub.cfg-01-{}", hyphens(mac)),
+        Loader::Pxelinux => format!("pxelinux.cfg/01-{}", hyphens(mac)),
+    }
+}
+
+/// The HTTP path of a node's iPXE script (what DHCP gives iPXE as its boot file).
+pub fn ipxe_script_path(mac: MacAddr) -> String {
+    format!("/{}", config_path(Loader::Ipxe, mac))
+}
+
+/// Which configuration a name asks for, given the name's path components (already cleaned:
+/// no empty, `.` or `..` components).
+pub fn parse_config(parts: &[&str]) -> Option<(Loader, MacAddr)> {
+    let (&last, dirs) = parts.split_last()?;
+    let parent = dirs.last().copied();
+    if parent == Some("pxelinux.cfg") {
+        let mac = last.strip_prefix("01-")?;
+        return mac.parse().ok().map(|m| (Loader::Pxelinux, m));
+    }
+    if let Some(rest) = last.strip_prefix("grub.cfg-") {
+        let mac = rest.strip_prefix("01-").unwrap_or(rest);
+        return mac.parse().ok().map(|m| (Loader::Grub, m));
+    }
+    if parts.len() == 2 && parent == Some("ipxe") {
+        let mac = last.strip_prefix("01-").unwrap_or(last);
+        return mac.parse().ok().map(|m| (Loader::Ipxe, m));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_pserv_writes_parses_back() {
+        let mac = MacAddr([0x52, 0x54, 0, 0xaa, 0, 1]);
+        for loader in Loader::ALL {
+            let path = config_path(loader, mac);
+            let parts: Vec<&str> = path.split('/').collect();
+            assert_eq!(parse_config(&parts), Some((loader, mac)), "{path}");
+        }
+        let script = ipxe_script_path(mac);
+        assert_eq!(script, "/ipxe/52-54-00-aa-00-01");
+        let parts: Vec<&str> = script.split('/').filter(|p| !p.is_empty()).collect();
+        assert_eq!(parse_config(&parts), Some((Loader::Ipxe, mac)));
+    }
+
+    #[test]
+    fn chain_files() {
+        assert_eq!(chain_file(Arch::X86_64Bios), "undionly.kpxe");
+        assert_eq!(chain_file(Arch::X86_64Http), "ipxe.efi");
+        assert_eq!(chain_file(Arch::Arm64Uefi), "ipxe-arm64.efi");
+        assert_eq!(chain_file(Arch::Ia32Uefi), "ipxe-ia32.efi");
+    }
+}
