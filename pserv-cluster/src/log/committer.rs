@@ -14,14 +14,14 @@ use pserv_core::journal::Seq;
 use pserv_core::lease::Change;
 
 use super::{Seen, Shared, State, decode, unix_now};
-use crate::etcd::{self, Op};
+use crate::etcd::{self, KeyRevision, Op};
 use crate::record::Record;
 
 /// One address's changes in a transaction.
 struct Group {
     ip: Ipv4Addr,
-    /// The compare: the key's mod revision the first change was based on.
-    expected: i64,
+    /// The compare: where the key stood for the first change.
+    expected: KeyRevision,
     /// The change written (the last one for the address).
     change: Change,
     seqs: Vec<Seq>,
@@ -31,8 +31,8 @@ struct Group {
 /// owner appended it before it saw that commit's result) is based on the latest.
 #[derive(Debug, Default)]
 struct Produced {
-    from: Vec<i64>,
-    latest: i64,
+    from: Vec<KeyRevision>,
+    latest: KeyRevision,
 }
 
 /// The committers' shared bookkeeping (inside [`State`]).
@@ -47,14 +47,14 @@ pub(super) struct InFlight {
 }
 
 impl InFlight {
-    fn based_on(&self, ip: Ipv4Addr, expected: i64) -> i64 {
+    fn based_on(&self, ip: Ipv4Addr, expected: KeyRevision) -> KeyRevision {
         match self.produced.get(&ip) {
             Some(p) if p.from.contains(&expected) || p.latest == expected => p.latest,
             _ => expected,
         }
     }
 
-    fn produced(&mut self, ip: Ipv4Addr, based_on: i64, now: i64) {
+    fn produced(&mut self, ip: Ipv4Addr, based_on: KeyRevision, now: KeyRevision) {
         let p = self.produced.entry(ip).or_default();
         let prev = p.latest;
         p.from.push(based_on);
@@ -161,7 +161,10 @@ pub(super) fn committer(shared: &Shared) {
 /// Commits one batch: returns the refused positions, and per committed address (address,
 /// based on, its mod revision now, as of revision).
 #[allow(clippy::type_complexity)]
-fn commit(shared: &Shared, groups: Vec<Group>) -> (Vec<Seq>, Vec<(Ipv4Addr, i64, i64, i64)>) {
+fn commit(
+    shared: &Shared,
+    groups: Vec<Group>,
+) -> (Vec<Seq>, Vec<(Ipv4Addr, KeyRevision, KeyRevision, i64)>) {
     let mut recheck = Vec::new();
     let (refused, produced) = commit_groups(shared, groups, &mut recheck);
     if !recheck.is_empty() {
@@ -176,7 +179,7 @@ fn commit_groups(
     shared: &Shared,
     mut groups: Vec<Group>,
     rechecked: &mut Vec<(Ipv4Addr, Change)>,
-) -> (Vec<Seq>, Vec<(Ipv4Addr, i64, i64, i64)>) {
+) -> (Vec<Seq>, Vec<(Ipv4Addr, KeyRevision, KeyRevision, i64)>) {
     let mut refused = Vec::new();
     let stats = &shared.stats;
     let keys = &shared.keys;
@@ -189,7 +192,7 @@ fn commit_groups(
         rechecked.push((g.ip, g.change));
     };
     while !groups.is_empty() {
-        let compares: Vec<(Vec<u8>, i64)> = groups
+        let compares: Vec<(Vec<u8>, KeyRevision)> = groups
             .iter()
             .map(|g| (keys.lease(g.ip), g.expected))
             .collect();
@@ -237,7 +240,11 @@ fn commit_groups(
                     .iter()
                     .map(|g| {
                         let released = matches!(g.change, Change::Released { .. });
-                        let now = if released { 0 } else { r.revision };
+                        let now = if released {
+                            KeyRevision::Absent
+                        } else {
+                            KeyRevision::At(r.revision)
+                        };
                         (g.ip, g.expected, now, r.revision)
                     })
                     .collect();
@@ -249,14 +256,14 @@ fn commit_groups(
                 let current = r
                     .gets
                     .iter()
-                    .map(|k| k.as_ref().map_or(0, |k| k.mod_revision))
-                    .chain(std::iter::repeat(-1));
+                    .map(|k| Some(KeyRevision::of(k.as_ref())))
+                    .chain(std::iter::repeat(None));
                 let mut keep = Vec::new();
                 for (g, now) in groups.into_iter().zip(current) {
-                    if now == g.expected {
+                    if now == Some(g.expected) {
                         keep.push(g);
                     } else {
-                        tracing::debug!(ip = %g.ip, expected = g.expected, now, "address changed by another instance first: refused");
+                        tracing::debug!(ip = %g.ip, expected = ?g.expected, ?now, "address changed by another instance first: refused");
                         refuse(g, &mut refused);
                     }
                 }
@@ -305,13 +312,13 @@ pub(super) fn recheck(shared: &Shared) {
                 for ((ip, refused), kv) in chunk.iter().zip(r.gets.iter()) {
                     let (mod_revision, change) = match kv {
                         Some(kv) => (
-                            kv.mod_revision,
+                            KeyRevision::At(kv.mod_revision),
                             decode(shared, &kv.value)
                                 .filter(|rec| rec.live(now))
                                 .map(|rec| rec.change(*ip))
                                 .or_else(|| undo(refused)),
                         ),
-                        None => (0, undo(refused)),
+                        None => (KeyRevision::Absent, undo(refused)),
                     };
                     s.seen.push(Seen {
                         ip: *ip,
@@ -355,8 +362,9 @@ mod tests {
     use crate::log::Queued;
     use crate::log::tests::bound;
     use crate::record::address;
+    use KeyRevision::{Absent, At};
 
-    fn queue(s: &mut State, seq: Seq, change: Change, expected: i64) {
+    fn queue(s: &mut State, seq: Seq, change: Change, expected: KeyRevision) {
         s.queue.push_back(Queued {
             seq,
             ip: address(&change),
@@ -369,9 +377,9 @@ mod tests {
     #[test]
     fn batches_group_by_address_and_wait_for_addresses_in_flight() {
         let mut s = State::default();
-        queue(&mut s, 1, bound([10, 0, 0, 1], 1), 0);
-        queue(&mut s, 2, bound([10, 0, 0, 2], 2), 5);
-        queue(&mut s, 3, bound([10, 0, 0, 1], 1), 0);
+        queue(&mut s, 1, bound([10, 0, 0, 1], 1), Absent);
+        queue(&mut s, 2, bound([10, 0, 0, 2], 2), At(5));
+        queue(&mut s, 3, bound([10, 0, 0, 1], 1), Absent);
         let g = take_batch(&mut s, 128);
         assert_eq!(g.len(), 2, "two addresses");
         assert_eq!(
@@ -379,11 +387,11 @@ mod tests {
             vec![1, 3],
             "one address's changes share its group"
         );
-        assert_eq!(g[1].expected, 5);
+        assert_eq!(g[1].expected, At(5));
         assert!(s.queue.is_empty());
         // While 10.0.0.1 is in flight, its next change waits; others go.
-        queue(&mut s, 4, bound([10, 0, 0, 1], 1), 0);
-        queue(&mut s, 5, bound([10, 0, 0, 3], 3), 0);
+        queue(&mut s, 4, bound([10, 0, 0, 1], 1), Absent);
+        queue(&mut s, 5, bound([10, 0, 0, 3], 3), Absent);
         s.inflight.ips.remove(&Ipv4Addr::new(10, 0, 0, 2));
         let g = take_batch(&mut s, 128);
         assert_eq!(
@@ -394,7 +402,7 @@ mod tests {
         // At most `max` addresses per batch, in order.
         let mut s = State::default();
         for i in 1..=5u8 {
-            queue(&mut s, Seq::from(i), bound([10, 0, 1, i], i), 0);
+            queue(&mut s, Seq::from(i), bound([10, 0, 1, i], i), Absent);
         }
         let g = take_batch(&mut s, 2);
         assert_eq!(g.iter().map(|g| g.seqs[0]).collect::<Vec<_>>(), vec![1, 2]);
@@ -408,23 +416,23 @@ mod tests {
     fn a_change_based_on_a_revision_this_instance_produced_compares_with_the_latest() {
         let ip = Ipv4Addr::new(10, 0, 0, 1);
         let mut f = InFlight::default();
-        assert_eq!(f.based_on(ip, 0), 0);
+        assert_eq!(f.based_on(ip, Absent), Absent);
         // Committed at 7 (based on 0), then at 9 (based on 7).
-        f.produced(ip, 0, 7);
+        f.produced(ip, Absent, At(7));
         assert_eq!(
-            f.based_on(ip, 0),
-            7,
+            f.based_on(ip, Absent),
+            At(7),
             "appended before the owner saw revision 7"
         );
-        f.produced(ip, 7, 9);
-        assert_eq!(f.based_on(ip, 0), 9);
-        assert_eq!(f.based_on(ip, 7), 9);
-        assert_eq!(f.based_on(ip, 9), 9);
+        f.produced(ip, At(7), At(9));
+        assert_eq!(f.based_on(ip, Absent), At(9));
+        assert_eq!(f.based_on(ip, At(7)), At(9));
+        assert_eq!(f.based_on(ip, At(9)), At(9));
         // A revision another instance produced is compared as is.
-        assert_eq!(f.based_on(ip, 8), 8);
-        // A release leaves the key absent: the next change compares with 0.
-        f.produced(ip, 9, 0);
-        assert_eq!(f.based_on(ip, 9), 0);
+        assert_eq!(f.based_on(ip, At(8)), At(8));
+        // A release leaves the key absent: the next change expects it absent.
+        f.produced(ip, At(9), Absent);
+        assert_eq!(f.based_on(ip, At(9)), Absent);
     }
 
     #[test]

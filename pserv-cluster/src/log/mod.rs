@@ -51,7 +51,7 @@ use parking_lot::{Condvar, Mutex};
 use pserv_core::journal::{JournalError, Seq};
 use pserv_core::lease::{Change, Share};
 
-use crate::etcd::{self, Client};
+use crate::etcd::{self, Client, KeyRevision};
 use crate::record::{Keys, Record};
 use crate::share;
 
@@ -69,8 +69,8 @@ struct Seen {
     ip: Ipv4Addr,
     /// The store revision this is true as of.
     as_of: i64,
-    /// The key's mod revision then (0: absent).
-    mod_revision: i64,
+    /// Where the key stood then.
+    mod_revision: KeyRevision,
     /// What to apply (none: nothing to apply, only the revision to remember).
     change: Option<Change>,
 }
@@ -80,8 +80,8 @@ struct Queued {
     seq: Seq,
     ip: Ipv4Addr,
     change: Change,
-    /// The mod revision the owner saw for the address.
-    expected: i64,
+    /// Where the owner saw the address's key stand.
+    expected: KeyRevision,
 }
 
 #[derive(Debug, Default)]

@@ -15,13 +15,14 @@ use pserv_core::journal::{JournalError, Seq};
 use pserv_core::lease::{Change, LeaseLog, LogError, Share};
 
 use super::{Queued, Shared};
+use crate::etcd::KeyRevision;
 use crate::record::address;
 
 /// The owner's handle (see the module docs).
 pub struct ClusterLog {
     shared: Arc<Shared>,
     /// Per address: (as of revision, mod revision) of what the owner has applied.
-    seen: HashMap<Ipv4Addr, (i64, i64)>,
+    seen: HashMap<Ipv4Addr, (i64, KeyRevision)>,
     last: Seq,
     committers: Vec<JoinHandle<()>>,
 }
@@ -49,7 +50,7 @@ impl ClusterLog {
 impl LeaseLog for ClusterLog {
     fn append(&mut self, change: &Change) -> Result<Seq, LogError> {
         let ip = address(change);
-        let expected = self.seen.get(&ip).map_or(0, |s| s.1);
+        let expected = self.seen.get(&ip).map_or(KeyRevision::Absent, |s| s.1);
         let mut s = self.shared.state.lock();
         if let Some(e) = &s.failed {
             return Err(e.clone());
@@ -162,26 +163,26 @@ mod tests {
             s.seen.push(Seen {
                 ip,
                 as_of: 5,
-                mod_revision: 5,
+                mod_revision: KeyRevision::At(5),
                 change: Some(bound([10, 0, 0, 1], 1)),
             });
             // Older than what follows: skipped.
             s.seen.push(Seen {
                 ip,
                 as_of: 3,
-                mod_revision: 3,
+                mod_revision: KeyRevision::At(3),
                 change: Some(bound([10, 0, 0, 1], 2)),
             });
         }
         let mut out = Vec::new();
         log.take_remote(&mut out);
         assert_eq!(out, vec![bound([10, 0, 0, 1], 1)]);
-        assert_eq!(log.seen.get(&ip), Some(&(5, 5)));
+        assert_eq!(log.seen.get(&ip), Some(&(5, KeyRevision::At(5))));
         // The next change on it compares with revision 5.
         log.append(&bound([10, 0, 0, 1], 3)).unwrap();
         assert_eq!(
             log.shared.state.lock().queue.back().map(|q| q.expected),
-            Some(5)
+            Some(KeyRevision::At(5))
         );
         // Cut off from the start: no dynamic leases, every reserved node answered.
         let share = log.share();

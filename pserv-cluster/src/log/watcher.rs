@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{Seen, Shared, State, decode, unix_now};
-use crate::etcd::{self, Event, WatchMessage};
+use crate::etcd::{self, Event, KeyRevision, WatchMessage};
 use crate::record::{KeyKind, Record};
 
 /// What the watcher knows of each key.
@@ -114,7 +114,7 @@ fn apply_event(
                 s.seen.push(Seen {
                     ip,
                     as_of: kv.mod_revision,
-                    mod_revision: kv.mod_revision,
+                    mod_revision: KeyRevision::At(kv.mod_revision),
                     // This instance's own writes too: those it already has are older than
                     // what its commit told it, and skipped; one whose commit it could not
                     // confirm is news.
@@ -141,7 +141,7 @@ fn apply_event(
                 s.seen.push(Seen {
                     ip,
                     as_of: revision,
-                    mod_revision: 0,
+                    mod_revision: KeyRevision::Absent,
                     change: rec.map(|r| r.released(ip)),
                 });
                 view.leases.remove(&ip);
@@ -186,7 +186,7 @@ fn load(shared: &Shared, view: &mut View) -> Result<i64, etcd::Error> {
         s.seen.push(Seen {
             ip: *ip,
             as_of: rev,
-            mod_revision: *modrev,
+            mod_revision: KeyRevision::At(*modrev),
             change: live.map(|r| r.change(*ip)),
         });
     }
@@ -195,7 +195,7 @@ fn load(shared: &Shared, view: &mut View) -> Result<i64, etcd::Error> {
             s.seen.push(Seen {
                 ip: *ip,
                 as_of: rev,
-                mod_revision: 0,
+                mod_revision: KeyRevision::Absent,
                 change: rec.as_ref().map(|r| r.released(*ip)),
             });
         }
