@@ -5,6 +5,12 @@
 //!
 //! Several endpoints may be given; a request that cannot reach one moves on to the next, and
 //! the client sticks with the one that answered.
+//!
+//! Answers are read strictly into typed structs (the private `wire` module says how): an
+//! answer that is not what etcd writes is an [`Error::Protocol`], never a 0 or an empty value.
+//! A compare names a key's expected state as a [`KeyRevision`]: absent, or at a revision.
+
+mod wire;
 
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +18,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// What can go wrong talking to etcd.
@@ -49,6 +56,32 @@ pub struct Kv {
     pub value: Vec<u8>,
     /// The revision of its last change.
     pub mod_revision: i64,
+}
+
+/// Where a key stands, as a transaction's compare expects it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum KeyRevision {
+    /// The key does not exist.
+    #[default]
+    Absent,
+    /// The key exists, last changed at this revision (from 1 on).
+    At(i64),
+}
+
+impl KeyRevision {
+    /// Where `kv` stands: absent for `None`.
+    pub fn of(kv: Option<&Kv>) -> Self {
+        kv.map_or(Self::Absent, |kv| Self::At(kv.mod_revision))
+    }
+
+    /// The mod revision a compare states: etcd compares an absent key as one whose revisions
+    /// are 0.
+    fn mod_revision(self) -> i64 {
+        match self {
+            Self::Absent => 0,
+            Self::At(r) => r,
+        }
+    }
 }
 
 /// One change a watch reports.
@@ -96,6 +129,17 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// What the operation does, for errors.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Put { .. } => "a put",
+            Self::Delete { .. } => "a delete",
+            Self::Get { .. } => "a get",
+        }
+    }
+}
+
 /// What a transaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnResult {
@@ -133,32 +177,6 @@ impl std::fmt::Debug for Client {
 
 fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
-}
-
-fn unb64(v: &Value) -> Result<Vec<u8>, Error> {
-    match v.as_str() {
-        None => Ok(Vec::new()),
-        Some(s) => B64
-            .decode(s)
-            .map_err(|e| Error::Protocol(format!("base64: {e}"))),
-    }
-}
-
-/// A 64-bit integer as the gateway writes it: a string (absent: 0).
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::String(s) => s.parse().unwrap_or(0),
-        Value::Number(n) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn kv(v: &Value) -> Result<Kv, Error> {
-    Ok(Kv {
-        key: unb64(&v["key"])?,
-        value: unb64(&v["value"])?,
-        mod_revision: int(&v["mod_revision"]),
-    })
 }
 
 /// The end of the range of every key starting with `prefix` (etcd's `range_end`).
@@ -233,8 +251,8 @@ impl Client {
     }
 
     /// POSTs `body` to `path` on the current endpoint, moving on to the next ones when it
-    /// cannot be reached; returns the parsed answer.
-    fn call(&self, path: &str, body: &Value) -> Result<Value, Error> {
+    /// cannot be reached; returns the answer read as a `T`.
+    fn call<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, Error> {
         let (at, value) = self.on_endpoints(|endpoint| {
             let url = format!("{endpoint}{path}");
             let mut resp = match self.agent.post(&url).send_json(body) {
@@ -247,18 +265,14 @@ impl Client {
                 }
             };
             let status = resp.status().as_u16();
-            let value: Value = match resp.body_mut().with_config().limit(1 << 30).read_json() {
-                Ok(v) => v,
+            let bytes = match resp.body_mut().with_config().limit(1 << 30).read_to_vec() {
+                Ok(b) => b,
                 Err(e) => return Attempt::Answer(Err(Error::Protocol(format!("{url}: {e}")))),
             };
             if status == 200 {
-                return Attempt::Answer(Ok(value));
+                return Attempt::Answer(wire::parse(path, &bytes));
             }
-            let message = value["message"]
-                .as_str()
-                .or(value["error"].as_str())
-                .unwrap_or("")
-                .to_owned();
+            let message = wire::ErrorBody::message(&bytes);
             let e = Error::Server {
                 endpoint: endpoint.clone(),
                 status,
@@ -279,23 +293,18 @@ impl Client {
 
     /// Every key starting with `prefix`, and the store's revision they were read at.
     pub fn range_prefix(&self, prefix: &[u8]) -> Result<(Vec<Kv>, i64), Error> {
-        let v = self.call(
+        self.call::<wire::RangeResponse>(
             "/v3/kv/range",
             &json!({"key": b64(prefix), "range_end": b64(&prefix_end(prefix))}),
-        )?;
-        let kvs = v["kvs"]
-            .as_array()
-            .map(|a| a.iter().map(kv).collect::<Result<Vec<_>, _>>())
-            .transpose()?
-            .unwrap_or_default();
-        Ok((kvs, int(&v["header"]["revision"])))
+        )?
+        .into_kvs()
     }
 
-    /// Runs a transaction: if every key in `compares` has the given mod revision (0: absent),
-    /// `success` runs, else `failure`.
+    /// Runs a transaction: if every key in `compares` stands as given, `success` runs, else
+    /// `failure`.
     pub fn txn(
         &self,
-        compares: &[(Vec<u8>, i64)],
+        compares: &[(Vec<u8>, KeyRevision)],
         success: &[Op],
         failure: &[Op],
     ) -> Result<TxnResult, Error> {
@@ -303,48 +312,38 @@ impl Client {
             .iter()
             .map(|(k, rev)| {
                 json!({"key": b64(k), "target": "MOD", "result": "EQUAL",
-                       "mod_revision": rev.to_string()})
+                       "mod_revision": rev.mod_revision().to_string()})
             })
             .collect();
-        let v = self.call(
+        self.call::<wire::TxnResponse>(
             "/v3/kv/txn",
             &json!({"compare": compare, "success": ops(success), "failure": ops(failure)}),
-        )?;
-        let succeeded = v["succeeded"].as_bool().unwrap_or(false);
-        let mut gets = Vec::new();
-        for r in v["responses"].as_array().into_iter().flatten() {
-            if let Some(range) = r.get("response_range") {
-                gets.push(match range["kvs"].as_array().and_then(|a| a.first()) {
-                    Some(k) => Some(kv(k)?),
-                    None => None,
-                });
-            }
-        }
-        Ok(TxnResult {
-            succeeded,
-            revision: int(&v["header"]["revision"]),
-            gets,
-        })
+        )?
+        .into_result(success, failure)
     }
 
     /// Grants an etcd lease of `ttl` seconds; returns its id.
     pub fn grant(&self, ttl: u64) -> Result<i64, Error> {
-        let v = self.call("/v3/lease/grant", &json!({"TTL": ttl.to_string()}))?;
-        match int(&v["ID"]) {
-            0 => Err(Error::Protocol(format!("lease grant without an ID: {v}"))),
-            id => Ok(id),
-        }
+        self.call::<wire::LeaseGrantResponse>("/v3/lease/grant", &json!({"TTL": ttl.to_string()}))?
+            .into_id()
     }
 
     /// Refreshes lease `id`; returns its TTL now (0: it has expired).
     pub fn keep_alive(&self, id: i64) -> Result<i64, Error> {
-        let v = self.call("/v3/lease/keepalive", &json!({"ID": id.to_string()}))?;
-        Ok(int(&v["result"]["TTL"]))
+        const PATH: &str = "/v3/lease/keepalive";
+        let answer: wire::StreamMessage<wire::LeaseKeepAliveResponse> =
+            self.call(PATH, &json!({"ID": id.to_string()}))?;
+        // The endpoint that answered (another thread's request may have moved the client on
+        // since; this only names it in an error).
+        let endpoint = self.endpoints.get(self.current.load(Ordering::Relaxed));
+        answer
+            .into_result(PATH, endpoint.map_or("", String::as_str))
+            .map(|r| r.ttl)
     }
 
     /// Revokes lease `id` (and deletes its keys).
     pub fn revoke(&self, id: i64) -> Result<(), Error> {
-        self.call("/v3/lease/revoke", &json!({"ID": id.to_string()}))
+        self.call::<wire::Message>("/v3/lease/revoke", &json!({"ID": id.to_string()}))
             .map(drop)
     }
 
@@ -446,49 +445,19 @@ impl Watch {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: Value =
-                serde_json::from_str(&line).map_err(|e| Error::Protocol(format!("watch: {e}")))?;
-            if let Some(err) = v.get("error") {
-                return Err(Error::Server {
-                    endpoint: self.endpoint.clone(),
-                    status: 200,
-                    message: err.to_string(),
-                });
-            }
-            return parse_watch(&v["result"]).map(Some);
+            let message: wire::StreamMessage<wire::WatchResponse> =
+                wire::parse("watch", line.as_bytes())?;
+            return message
+                .into_result("watch", &self.endpoint)?
+                .into_message()
+                .map(Some);
         }
     }
 }
 
 /// Reads one watch response (`result` of a gateway message).
 pub fn parse_watch(r: &Value) -> Result<WatchMessage, Error> {
-    let compacted = int(&r["compact_revision"]);
-    if r["canceled"].as_bool().unwrap_or(false) || compacted > 0 {
-        return Ok(WatchMessage::Cancelled {
-            compacted: (compacted > 0).then_some(compacted),
-            reason: r["cancel_reason"].as_str().unwrap_or_default().to_owned(),
-        });
-    }
-    let mut events = Vec::new();
-    for e in r["events"].as_array().into_iter().flatten() {
-        let prev = match e.get("prev_kv") {
-            Some(p) if !p.is_null() => Some(kv(p)?),
-            _ => None,
-        };
-        let k = kv(&e["kv"])?;
-        events.push(match e["type"].as_str() {
-            Some("DELETE") => Event::Delete {
-                key: k.key,
-                revision: k.mod_revision,
-                prev,
-            },
-            _ => Event::Put { kv: k, prev },
-        });
-    }
-    Ok(WatchMessage::Events {
-        events,
-        revision: int(&r["header"]["revision"]),
-    })
+    wire::parse_value::<wire::WatchResponse>("watch", r)?.into_message()
 }
 
 #[cfg(test)]
@@ -548,5 +517,124 @@ mod tests {
                 reason: String::new()
             }
         );
+    }
+
+    /// A stand-in for etcd's gateway: answers each connection with the next of `answers`
+    /// (status, body) and hands back the request bodies it read.
+    fn gateway(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for (status, answer) in answers {
+                let (conn, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(conn);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                bodies.push(String::from_utf8(body).unwrap());
+                let mut conn = reader.into_inner();
+                write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .unwrap();
+            }
+            bodies
+        });
+        (url, served)
+    }
+
+    #[test]
+    fn an_absent_key_is_compared_as_mod_revision_0_and_the_answer_read_typed() {
+        let (url, served) = gateway(vec![(
+            200,
+            r#"{"header":{"revision":"12"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"12"}}},{"response_range":{"header":{"revision":"12"},"kvs":[{"key":"YQ==","mod_revision":"7","value":"eA=="}],"count":"1"}}]}"#,
+        )]);
+        let client = Client::new(vec![url], Duration::from_secs(5));
+        let r = client
+            .txn(
+                &[
+                    (b"a".to_vec(), KeyRevision::At(7)),
+                    (b"b".to_vec(), KeyRevision::Absent),
+                ],
+                &[
+                    Op::Put {
+                        key: b"b".to_vec(),
+                        value: b"y".to_vec(),
+                        lease: None,
+                    },
+                    Op::Get { key: b"a".to_vec() },
+                ],
+                &[],
+            )
+            .unwrap();
+        assert_eq!(
+            r,
+            TxnResult {
+                succeeded: true,
+                revision: 12,
+                gets: vec![Some(Kv {
+                    key: b"a".to_vec(),
+                    value: b"x".to_vec(),
+                    mod_revision: 7
+                })]
+            }
+        );
+        let sent: Value = serde_json::from_str(&served.join().unwrap()[0]).unwrap();
+        let revisions: Vec<&str> = sent["compare"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["mod_revision"].as_str().unwrap())
+            .collect();
+        assert_eq!(revisions, ["7", "0"]);
+    }
+
+    #[test]
+    fn a_bad_answer_is_an_error_from_the_client_and_a_proxy_page_moves_on() {
+        // The first endpoint is a proxy with no etcd behind it (503, not JSON): the client
+        // moves on to the second, whose answer has a revision that is not a number.
+        let (proxy, proxy_served) = gateway(vec![(503, "<html>no upstream</html>")]);
+        let (etcd, etcd_served) = gateway(vec![(200, r#"{"header":{"revision":"1O"}}"#)]);
+        let client = Client::new(vec![proxy, etcd], Duration::from_secs(5));
+        match client.range_prefix(b"/pserv/") {
+            Err(Error::Protocol(m)) => assert!(m.contains("header.revision"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        proxy_served.join().unwrap();
+        etcd_served.join().unwrap();
+        // A lease grant without an ID, a keep-alive whose stream carries an error.
+        let (url, served) = gateway(vec![
+            (200, r#"{"header":{"revision":"1"},"TTL":"3"}"#),
+            (
+                200,
+                r#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#,
+            ),
+        ]);
+        let client = Client::new(vec![url], Duration::from_secs(5));
+        assert!(matches!(client.grant(3), Err(Error::Protocol(_))));
+        assert!(
+            matches!(client.keep_alive(5), Err(Error::Server { message, .. }) if message.contains("no leader"))
+        );
+        served.join().unwrap();
     }
 }
