@@ -15,6 +15,7 @@ use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
 use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Reply, Server};
+use pserv_tests::dhcp::Packet;
 
 const T0: u64 = 1_800_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
@@ -41,20 +42,10 @@ fn mac(s: &str) -> MacAddr {
 
 /// A client message.
 fn client(kind: MessageType, m: &str, opts: Vec<DhcpOption>) -> Message {
-    let mut msg = Message::new_with_id(
-        0x1234_5678,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac(m).0,
-    );
-    msg.set_opcode(Opcode::BootRequest);
-    msg.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        msg.opts_mut().insert(o);
-    }
-    msg
+    Packet::new(kind, mac(m).0)
+        .xid(0x1234_5678)
+        .options(opts)
+        .message()
 }
 
 fn send(s: &mut Server, t: &Table, now: u64, msg: &Message) -> Outcome {
