@@ -37,43 +37,21 @@ DEADLINE=${DEADLINE:-300}
 SERVERS=${SERVERS:-"pserv dnsmasq kea"}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbbs$$; C=pbbc$$
-work=$(mktemp -d /tmp/pserv-boot-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  ip netns del "$C" 2>/dev/null || true
-  ip netns del "$S" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/common.sh
+bench_init boot
 
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-need() {
-  command -v "$1" >/dev/null && return
-  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-}
-need dnsmasq dnsmasq
-need kea-dhcp4 kea-dhcp4-server
-need in.tftpd tftpd-hpa
-need nginx nginx-light
+need_root "network namespaces"
+want dnsmasq && need dnsmasq dnsmasq
+want kea && need kea-dhcp4 kea-dhcp4-server
+want kea && need in.tftpd tftpd-hpa
+want kea && need nginx nginx-light
 need python3 python3
 
 cargo build --release -q -p pserv-bin -p pserv-storm
-PSERV=./target/release/pserv
-STORM=./target/release/pserv-storm
+PSERV=$bin/pserv
+STORM=$bin/pserv-storm
 
-ip netns add "$S"; ip netns add "$C"
-ip link add "b$$s" type veth peer name "b$$c"
-ip link set "b$$s" netns "$S" name vsrv
-ip link set "b$$c" netns "$C" name vcli
-ip -n "$S" addr add 10.88.0.1/16 dev vsrv
-ip -n "$C" addr add 10.88.0.2/16 dev vcli
-for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
-ip -n "$S" link set vsrv up
-ip -n "$C" link set vcli up
+ns_pair "$S" "$C" 10.88.0.1/16 10.88.0.2/16
 # The machines' link lives in the generator's namespace; the server routes to it.
 ip -n "$C" route add local 10.89.0.0/16 dev lo
 ip -n "$S" route add 10.89.0.0/16 via 10.88.0.2
@@ -146,7 +124,6 @@ for why, n in r["failures"].items(): print("    failed %5d  %s" % (n, why))
 if r["unnamed"] or r["no_dns"]: print("    not checked: %d machines got no hostname (name check, DNS skipped), %d no DNS server" % (r["unnamed"], r["no_dns"]))
 '
 }
-stop() { kill "$1" 2>/dev/null || true; for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done; kill -9 "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 echo "== $MACHINES machines at once; kernel ${KERNEL_MB} MiB, initrd ${INITRD_MB} MiB =="
 if want pserv; then
@@ -154,9 +131,9 @@ if want pserv; then
     --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --tftp-listen 10.88.0.1:69 \
     --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:0 \
     --state-dir "$work/pserv-state" >"$work/pserv.log" 2>&1 &
-  p=$!; pids+=("$p"); sleep 1
+  p=$!; started "$p"; sleep 1
   storm pserv
-  stop "$p"
+  stop_pid "$p"
 fi
 
 if want dnsmasq; then
@@ -181,9 +158,9 @@ no-resolv
 CONF
   ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq.conf" --user=root \
     --pid-file="$work/dnsmasq.pid" --log-facility=/dev/null >"$work/dnsmasq.out" 2>&1 &
-  p=$!; pids+=("$p"); sleep 1
+  p=$!; started "$p"; sleep 1
   storm dnsmasq
-  stop "$p"
+  stop_pid "$p"
 fi
 
 if want kea; then
@@ -217,13 +194,13 @@ http {
 NGINX
   KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \
     kea-dhcp4 -c "$work/kea/kea-dhcp4.json" >"$work/kea/out" 2>&1 &
-  k=$!; pids+=("$k")
+  k=$!; started "$k"
   ip netns exec "$S" taskset -c 0 in.tftpd -L -a 10.88.0.1:69 -u root -s "$root" >"$work/tftpd.log" 2>&1 &
-  t=$!; pids+=("$t")
+  t=$!; started "$t"
   ip netns exec "$S" taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
-  n=$!; pids+=("$n"); sleep 1
+  n=$!; started "$n"; sleep 1
   storm kea
-  stop "$n"; stop "$t"; stop "$k"
+  stop_pid "$n"; stop_pid "$t"; stop_pid "$k"
 fi
 
 echo

@@ -29,55 +29,28 @@ SETTLE=${SETTLE:-10}
 STACKS=${STACKS:-"pserv kea"}
 want() { [[ " $STACKS " == *" $1 "* ]]; }
 
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-need() {
-  command -v "$1" >/dev/null && return
-  local made=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    made=1
-  fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-  [ -z "$made" ] || rm -f /usr/sbin/policy-rc.d
-}
-need etcd etcd-server
-need kea-dhcp4 kea-dhcp4-server
+. bench/common.sh
+T=pcb$$
+bench_init cluster
+need_root "network namespaces"
+want pserv && need etcd etcd-server
+want kea && need kea-dhcp4 kea-dhcp4-server
 HOOKS=/usr/lib/x86_64-linux-gnu/kea/hooks
 
 cargo build --release -q -p pserv-bin -p pserv-storm
-STORM=$PWD/target/release/pserv-storm
-PSERV=$PWD/target/release/pserv
-
-T=pcb$$
-work=$(mktemp -d /tmp/pserv-cluster-bench.XXXXXX)
-pids=()
-NSES=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  for ns in "${NSES[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+STORM=$bin/pserv-storm
+PSERV=$bin/pserv
 
 ns() { echo "$T$1"; }
-add_ns() { ip netns add "$(ns "$1")"; NSES+=("$(ns "$1")"); ip -n "$(ns "$1")" link set lo up; }
-plug() { # NAME ADDR/LEN
-  local n=$1 o="o$T$1" i="i$T$1"
-  ip link add "$o" type veth peer name "$i"
-  ip link set "$o" netns "$(ns hub)"
-  ip -n "$(ns hub)" link set "$o" master br0
-  ip -n "$(ns hub)" link set "$o" up
-  ip link set "$i" netns "$(ns "$n")" name vs
-  ip -n "$(ns "$n")" addr add "$2" dev vs
-  ip -n "$(ns "$n")" link set vs up
+member() { # NAME ADDR/LEN: a namespace on the hub's bridge, interface vs
+  add_ns "$(ns "$1")"
+  plug "$(ns hub)" br0 "$(ns "$1")" vs "$2"
 }
-add_ns hub
-ip -n "$(ns hub)" link add br0 type bridge
-ip -n "$(ns hub)" link set br0 up
-for s in 1 2; do add_ns "s$s"; plug "s$s" "10.79.0.$s/16"; done
-for e in 1 2 3; do add_ns "e$e"; plug "e$e" "10.79.1.1$e/16"; done
-add_ns g; plug g 10.79.0.100/16
+add_ns "$(ns hub)"
+bridge "$(ns hub)" br0
+for s in 1 2; do member "s$s" "10.79.0.$s/16"; done
+for e in 1 2 3; do member "e$e" "10.79.1.1$e/16"; done
+member g 10.79.0.100/16
 
 # Runs a storm from the generator: RATE SECONDS PREFIX CLIENTS [TIMEOUT_MS] -> JSON report.
 storm() {
@@ -113,7 +86,7 @@ failover() { # NAME PID
   local bg=$!
   sleep 3
   t0=$(date +%s.%N)
-  kill -9 "$2"
+  kill -9 "$2"; forget "$2"
   while :; do
     k=$((k + 1))
     out=$(storm 400 0.1 "$(printf '02:%02x' $((0x80 + k)))" "$PROBE" 300)
@@ -139,7 +112,7 @@ if want pserv; then
       --listen-client-urls "http://10.79.1.1$e:2379" --advertise-client-urls "http://10.79.1.1$e:2379" \
       --listen-peer-urls "http://10.79.1.1$e:2380" --initial-advertise-peer-urls "http://10.79.1.1$e:2380" \
       --initial-cluster "$cluster" --initial-cluster-state new >"$work/etcd$e.log" 2>&1 &
-    pids+=($!)
+    started $!
   done
   echo "$SUBNET_JSON" >"$work/snap.json"
   declare -A PP
@@ -149,7 +122,7 @@ if want pserv; then
       --control-listen 127.0.0.1:5380 --cluster bench --instance "s$s" \
       --etcd http://10.79.1.11:2379 --etcd http://10.79.1.12:2379 --etcd http://10.79.1.13:2379 \
       >"$work/pserv$s.out" 2>&1 &
-    PP[$s]=$!; pids+=($!)
+    PP[$s]=$!; started $!
   done
   for s in 1 2; do
     for _ in $(seq 100); do
@@ -191,7 +164,7 @@ JSON
   for s in 1 2; do
     KEA_LOCKFILE_DIR="$work/kea$s" KEA_PIDFILE_DIR="$work/kea$s" ip netns exec "$(ns "s$s")" taskset -c 0 \
       kea-dhcp4 -c "$work/kea$s/kea-dhcp4.json" >"$work/kea$s/out" 2>&1 &
-    KP[$s]=$!; pids+=($!)
+    KP[$s]=$!; started $!
   done
   for _ in $(seq 100); do
     st=$(ip netns exec "$(ns g)" curl -s -X POST http://10.79.0.1:8001/ \

@@ -32,47 +32,24 @@ SERVERS=${SERVERS:-"pserv kea dnsmasq"}
 BASELINE=${BASELINE:-}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbsrv$$; C=pbcli$$
-work=$(mktemp -d /tmp/pserv-dhcp-bench.XXXXXX)
+. bench/common.sh
+bench_init dhcp
 server_pid=""
 stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill "$server_pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
+  stop_pid "$server_pid"
   server_pid=""
 }
-cleanup() {
-  stop_server
-  ip netns del "$C" 2>/dev/null || true
-  ip netns del "$S" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
-[ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-need() {
-  command -v "$1" >/dev/null && return
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-}
-need perfdhcp kea-admin
-need kea-dhcp4 kea-dhcp4-server
-need dnsmasq dnsmasq
+need_root "network namespaces"
+gen perfdhcp && need perfdhcp kea-admin
+want kea && need kea-dhcp4 kea-dhcp4-server
+want dnsmasq && need dnsmasq dnsmasq
 
 cargo build --release -q -p pserv-bin -p pserv-storm
-STORM=./target/release/pserv-storm
+STORM=$bin/pserv-storm
 
-ip netns add "$S"; ip netns add "$C"
-ip link add "v$$s" type veth peer name "v$$c"
-ip link set "v$$s" netns "$S" name vsrv
-ip link set "v$$c" netns "$C" name vcli
-ip -n "$S" addr add 10.77.0.1/16 dev vsrv
-ip -n "$C" addr add 10.77.0.2/16 dev vcli
-for ns in "$S" "$C"; do ip -n "$ns" link set lo up; done
-ip -n "$S" link set vsrv up
-ip -n "$C" link set vcli up
+ns_pair "$S" "$C" 10.77.0.1/16 10.77.0.2/16
 
-. bench/common.sh
 hz=$(getconf CLK_TCK)
 
 # UDP datagrams dropped because a socket's receive buffer was full, in namespace $1: on the
@@ -146,7 +123,7 @@ measure() { # NAME START: each generator's steps on a server START freshly start
 echo "do-nothing responder (pserv-storm responder)"
 ip netns exec "$S" taskset -c 0 "$STORM" responder --listen 10.77.0.1:67 --server-id 10.77.0.1 \
   --pool-start 10.77.1.0 --pool-size 60000 --seconds $((2 * PERIOD + 20)) >"$work/responder.out" 2>&1 &
-server_pid=$!
+server_pid=$!; started "$server_pid"
 sleep 1
 declare -A CEIL
 for g in $GENS; do
@@ -168,9 +145,9 @@ start_pserv_as() { # NAME BINARY, with an empty journal
   RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$2" serve --snapshot "$work/snap.json" \
     --dhcp-listen 10.77.0.1:67 --dns-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
     --state-dir "$work/$1-state" >"$work/$1.out" 2>&1 &
-  server_pid=$!
+  server_pid=$!; started "$server_pid"
 }
-start_pserv() { start_pserv_as pserv ./target/release/pserv; }
+start_pserv() { start_pserv_as pserv "$bin/pserv"; }
 start_baseline() { start_pserv_as baseline "$BASELINE"; }
 if want pserv; then echo pserv; measure pserv start_pserv; fi
 if [ -n "$BASELINE" ]; then echo baseline; measure baseline start_baseline; fi
@@ -192,7 +169,7 @@ start_kea() {
   rm -f "$work/kea/leases4.csv"*
   KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \
     kea-dhcp4 -c "$work/kea/kea-dhcp4.json" >"$work/kea/out" 2>&1 &
-  server_pid=$!
+  server_pid=$!; started "$server_pid"
 }
 if want kea; then echo kea; measure kea start_kea; fi
 
@@ -212,7 +189,7 @@ start_dnsmasq() {
   rm -f "$work/dnsmasq.leases"
   ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq.conf" \
     --pid-file="$work/dnsmasq.pid" >"$work/dnsmasq.out" 2>&1 &
-  server_pid=$!
+  server_pid=$!; started "$server_pid"
 }
 if want dnsmasq; then echo dnsmasq; measure dnsmasq start_dnsmasq; fi
 

@@ -29,23 +29,9 @@ FWD_PORT=${FWD_PORT:-5303}
 FWD_RATE=${FWD_RATE:-50000}
 BASE_PORT=${BASE_PORT:-5304}
 BASELINE=${BASELINE:-}
-work=$(mktemp -d /tmp/pserv-dns-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/common.sh
+bench_init dns
 
-need() {
-  command -v "$1" >/dev/null && return
-  if [ "$(id -u)" = 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-  else
-    echo "missing $1 (apt-get install $2)" >&2; exit 1
-  fi
-}
 need nsd nsd
 need dnsperf dnsperf
 need dig bind9-dnsutils
@@ -53,8 +39,6 @@ need dig bind9-dnsutils
 cargo build --release -q -p pserv-bin
 python3 bench/gen_dns.py "$work" "$NSD_PORT"
 
-# CPU ticks (user + system) of a process and all its descendants (NSD serves from a child).
-. bench/common.sh
 hz=$(getconf CLK_TCK)
 
 wait_port() {
@@ -98,15 +82,15 @@ measure() {
 
 # NSD
 (cd "$work" && exec taskset -c 0 nsd -d -c "$work/nsd.conf") >"$work/nsd.out" 2>&1 &
-nsd_pid=$!; pids+=("$nsd_pid")
+nsd_pid=$!; started "$nsd_pid"
 measure nsd "$nsd_pid" "$NSD_PORT"
 # NSD stays up (idle) as the upstream of the forwarding run at the end.
 
 # pserv
 cp "$work/snapshot-1.json" "$work/live.json"
-RUST_LOG=info taskset -c 0 ./target/release/pserv serve --snapshot "$work/live.json" \
+RUST_LOG=info taskset -c 0 "$bin/pserv" serve --snapshot "$work/live.json" \
   --dns-listen "127.0.0.1:$PSERV_PORT" >"$work/pserv.out" 2>&1 &
-pserv_pid=$!; pids+=("$pserv_pid")
+pserv_pid=$!; started "$pserv_pid"
 measure pserv "$pserv_pid" "$PSERV_PORT"
 
 # pserv under swaps: a new generation every 100 ms during a peak run.
@@ -123,30 +107,31 @@ measure pserv "$pserv_pid" "$PSERV_PORT"
   done
   echo "$g" >"$work/swaps"
 ) &
-swapper=$!; pids+=("$swapper")
+swapper=$!; started "$swapper"
 out=$(run_dnsperf "$PSERV_PORT")
 wait "$swapper" || true
+forget "$swapper"
 swaps=$(( $(cat "$work/swaps") - 2 ))
 reloaded=$(grep -c "snapshot reloaded" "$work/pserv.out" || true)
 rejected=$(grep -c "rejected" "$work/pserv.out" || true)
 echo "pserv with $swaps swaps (one per 100 ms; log shows $reloaded reloads, $rejected rejected):" \
   "$(echo "$out" | qps_of) q/s, lost $(echo "$out" | lost_of), codes:$(echo "$out" | codes_of)"
 
-kill "$pserv_pid"; wait "$pserv_pid" 2>/dev/null || true
+stop_pid "$pserv_pid"
 
 if [ -n "$BASELINE" ]; then
   RUST_LOG=warn taskset -c 0 "$BASELINE" serve --snapshot "$work/snapshot-1.json" \
     --dns-listen "127.0.0.1:$BASE_PORT" --dhcp-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
     >"$work/baseline.out" 2>&1 &
-  base_pid=$!; pids+=("$base_pid")
+  base_pid=$!; started "$base_pid"
   measure baseline "$base_pid" "$BASE_PORT"
-  kill "$base_pid"; wait "$base_pid" 2>/dev/null || true
+  stop_pid "$base_pid"
 fi
 
 # pserv forwarding to NSD.
-RUST_LOG=warn taskset -c 0 ./target/release/pserv serve --snapshot "$work/snapshot-fwd.json" \
+RUST_LOG=warn taskset -c 0 "$bin/pserv" serve --snapshot "$work/snapshot-fwd.json" \
   --dns-listen "127.0.0.1:$FWD_PORT" >"$work/pserv-fwd.out" 2>&1 &
-fwd_pid=$!; pids+=("$fwd_pid")
+fwd_pid=$!; started "$fwd_pid"
 wait_port "$FWD_PORT"
 out=$(run_dnsperf "$FWD_PORT" -Q "$FWD_RATE")
 echo "pserv forwarding to NSD at $FWD_RATE q/s offered: $(echo "$out" | qps_of) q/s," \

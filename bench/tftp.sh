@@ -22,35 +22,21 @@ SIZE_MB=${SIZE_MB:-4}
 HTTP_CONNS=${HTTP_CONNS:-50}
 SERVERS=${SERVERS:-"pserv tftpd-hpa dnsmasq"}
 NS=pbtftp$$
-work=$(mktemp -d /tmp/pserv-tftp-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  ip netns del "$NS" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/common.sh
+bench_init tftp
 
-[ "$(id -u)" = 0 ] || { echo "needs root (a network namespace, port 69)" >&2; exit 1; }
-need() {
-  command -v "$1" >/dev/null && return
-  # Installed, never started: no service of theirs may run outside the namespace.
-  [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
-}
-need in.tftpd tftpd-hpa
-need dnsmasq dnsmasq
+need_root "a network namespace, port 69"
+want() { [[ " $SERVERS " == *" $1 "* ]]; }
+want tftpd-hpa && need in.tftpd tftpd-hpa
+want dnsmasq && need dnsmasq dnsmasq
 need nginx nginx-light
 need wrk wrk
 
 cargo build --release -q -p pserv-bin
 cargo build --release -q -p pserv-boot --example tftp_load
-LOAD=target/release/examples/tftp_load
+LOAD=$bin/examples/tftp_load
 
-ip netns add "$NS"
-ip -n "$NS" link set lo up
+add_ns "$NS"
 for h in 1 2 3 4; do ip -n "$NS" addr add "127.0.1.$h/32" dev lo; done
 inns() { ip netns exec "$NS" "$@"; }
 
@@ -68,7 +54,7 @@ ticks() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 start() { # NAME -> server pid in $spid, address in $saddr
   case $1 in
     pserv)
-      ip netns exec "$NS" taskset -c 0 target/release/pserv serve --snapshot "$work/snap.json" \
+      ip netns exec "$NS" taskset -c 0 "$bin/pserv" serve --snapshot "$work/snap.json" \
         --boot-dir "$root" --tftp-listen 127.0.1.1:69 --boot-http-listen 127.0.1.1:5248 \
         --dns-listen 127.0.1.1:5353 --dhcp-listen 127.0.1.1:6767 --control-listen 127.0.0.1:0 \
         --state-dir "$work/state" >"$work/pserv.log" 2>&1 &
@@ -82,7 +68,7 @@ start() { # NAME -> server pid in $spid, address in $saddr
         --user=root --log-facility=/dev/null >/dev/null 2>&1 &
       saddr=127.0.1.3 ;;
   esac
-  spid=$!; pids+=("$spid"); sleep 1
+  spid=$!; started "$spid"; sleep 1
   kill -0 "$spid" || { echo "$1 did not start" >&2; cat "$work"/*.log >&2; exit 1; }
 }
 
@@ -103,7 +89,7 @@ for s in $SERVERS; do
       printf "%-10s %7s %6s %10s %8s %9s %8s\n" "$s" "$c" "$w" "$r_mbps" "$r_failed" "$cms" "$r_p99_ms"
     done
   done
-  kill "$spid"; wait "$spid" 2>/dev/null || true
+  stop_pid "$spid"
 done
 
 if [[ " $SERVERS " == *" pserv "* && " $SERVERS " == *" tftpd-hpa "* ]]; then
@@ -132,7 +118,7 @@ http {
 }
 NGINX
 ip netns exec "$NS" taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
-npid=$!; pids+=("$npid"); sleep 1
+npid=$!; started "$npid"; sleep 1
 declare -A hmb
 for t in "pserv 127.0.1.1:5248 $spid" "nginx 127.0.1.4:8080 $npid"; do
   set -- $t

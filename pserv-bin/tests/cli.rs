@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use pserv_core::snapshot::EXAMPLE_JSON;
 
 mod local;
-use local::{PSERV, Server, a_answer, a_query};
+use local::{PSERV, Server};
+use pserv_tests::dns::resolve_a;
+use pserv_tests::process::Signal;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -68,16 +70,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-/// A raw DNS query for `name` A: the answer's address, or the rcode as an error.
-fn resolve_a(server: std::net::SocketAddr, name: &str) -> Result<[u8; 4], u8> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    sock.send_to(&a_query(0xabcd, name), server).unwrap();
-    let mut buf = [0u8; 512];
-    let n = sock.recv(&mut buf).unwrap();
-    a_answer(&buf[..n])
 }
 
 #[test]
@@ -169,7 +161,7 @@ fn serve_push_status_metrics_sighup_shutdown() {
 
     // SIGHUP reloads the file (same validation).
     std::fs::write(&snap, generation(EXAMPLE_JSON, 10)).unwrap();
-    s.signal("HUP");
+    s.signal(Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while resolve_a(s.dns, "aaa.maas") != Ok([10, 20, 0, 10]) {
         assert!(Instant::now() < deadline, "SIGHUP reload not seen");

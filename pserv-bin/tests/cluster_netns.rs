@@ -22,140 +22,66 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pserv_cluster::record::{KeyKind, Keys, Record};
 use pserv_storm::dhcp::{self, Report};
+use pserv_tests::dhcp::Packet;
+use pserv_tests::dns::Dig;
+use pserv_tests::netns::{Netns, enter};
+use pserv_tests::process::Process;
 use pserv_tests::{have_root, have_tool};
-
-mod netns;
 
 const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
 const RESERVED_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xcc, 0x00, 0x01];
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-}
-
-/// Runs `f` on a thread inside namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// The namespaces and bridges; removed on drop (processes first: see [`Lab`]).
+/// The namespaces: a hub holding the two segments' bridges (`bdhcp`, `betcd`) and the
+/// members plugged into them; deleted on drop (processes first: see [`Lab`]).
 struct Topo {
-    id: String,
-    names: Vec<String>,
+    hub: Netns,
+    members: Vec<(String, Netns)>,
 }
 
 impl Topo {
-    fn ns(&self, short: &str) -> String {
-        format!("pc{}{short}", self.id)
-    }
-
     fn new() -> Self {
-        let id = format!("{}", std::process::id() % 100_000);
-        let t = Self {
-            id,
-            names: Vec::new(),
-        };
-        let mut t = t;
-        let hub = t.ns("hub");
-        t.add(&hub);
+        let hub = Netns::new("hub");
         for br in ["bdhcp", "betcd"] {
-            run(&["ip", "-n", &hub, "link", "add", br, "type", "bridge"]);
-            run(&["ip", "-n", &hub, "link", "set", br, "up"]);
+            hub.bridge(br);
         }
-        t
+        Self {
+            hub,
+            members: Vec::new(),
+        }
     }
 
-    fn add(&mut self, ns: &str) {
-        run(&["ip", "netns", "add", ns]);
-        self.names.push(ns.to_owned());
-        run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    /// The member namespace called `short` ("e1", "p2", "c", "u").
+    fn ns(&self, short: &str) -> &Netns {
+        self.members
+            .iter()
+            .find_map(|(s, ns)| (s == short).then_some(ns))
+            .unwrap_or_else(|| panic!("no namespace {short}"))
     }
 
-    /// Plugs namespace `ns` into bridge `br` as interface `ifname` with address `addr`
+    fn add(&mut self, short: &str) {
+        self.members.push((short.to_owned(), Netns::new(short)));
+    }
+
+    /// Plugs member `short` into bridge `br` as interface `ifname` with address `addr`
     /// (none: no address).
-    fn plug(&self, ns: &str, br: &str, ifname: &str, addr: Option<&str>) {
-        let hub = self.ns("hub");
-        let a = format!("{}{ifname}{}", &ns[ns.len().saturating_sub(2)..], self.id);
-        let a: String = a.chars().take(12).collect();
-        let (outer, inner) = (format!("o{a}"), format!("i{a}"));
-        run(&[
-            "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-        ]);
-        run(&["ip", "link", "set", &outer, "netns", &hub]);
-        run(&["ip", "-n", &hub, "link", "set", &outer, "master", br]);
-        run(&["ip", "-n", &hub, "link", "set", &outer, "up"]);
-        run(&["ip", "link", "set", &inner, "netns", ns, "name", ifname]);
+    fn plug(&self, short: &str, br: &str, ifname: &str, addr: Option<&str>) {
+        let ns = self.ns(short);
+        self.hub.plug(br, ns, ifname);
         if let Some(addr) = addr {
-            run(&["ip", "-n", ns, "addr", "add", addr, "dev", ifname]);
+            ns.addr(ifname, addr);
         }
-        run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
-    }
-}
-
-impl Drop for Topo {
-    fn drop(&mut self) {
-        for ns in self.names.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// A process started in a namespace (`ip netns exec` execs it: the child is the process).
-struct Proc {
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then waits (SIGKILL after 10 s).
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(10) {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
 struct Lab {
     // Processes before namespaces, namespaces before the directory.
-    etcd: Vec<Proc>,
-    pserv: Vec<(Proc, String)>,
+    etcd: Vec<Process>,
+    pserv: Vec<(Process, String)>,
     topo: Topo,
     dir: tempfile::TempDir,
 }
@@ -171,7 +97,7 @@ impl Lab {
         ETCD.iter().map(|a| format!("http://{a}:2379")).collect()
     }
 
-    fn start_etcd(&mut self, i: usize) -> Proc {
+    fn start_etcd(&mut self, i: usize) -> Process {
         let ns = self.topo.ns(&format!("e{}", i + 1));
         let cluster = ETCD
             .iter()
@@ -183,28 +109,25 @@ impl Lab {
         let data = self.dir.path().join(format!("etcd{}", i + 1));
         let log =
             std::fs::File::create(self.dir.path().join(format!("etcd{}.log", i + 1))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "etcd"])
-            .args(["--name", &format!("e{}", i + 1)])
-            .args(["--data-dir", data.to_str().unwrap()])
-            .args(["--listen-client-urls", &format!("http://{a}:2379")])
-            .args(["--advertise-client-urls", &format!("http://{a}:2379")])
-            .args(["--listen-peer-urls", &format!("http://{a}:2380")])
-            .args(["--initial-advertise-peer-urls", &format!("http://{a}:2380")])
-            .args(["--initial-cluster", &cluster])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", "pserv-test"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Proc { child: Some(child) }
+        Process::spawn(
+            ns.exec("etcd")
+                .args(["--name", &format!("e{}", i + 1)])
+                .args(["--data-dir", data.to_str().unwrap()])
+                .args(["--listen-client-urls", &format!("http://{a}:2379")])
+                .args(["--advertise-client-urls", &format!("http://{a}:2379")])
+                .args(["--listen-peer-urls", &format!("http://{a}:2380")])
+                .args(["--initial-advertise-peer-urls", &format!("http://{a}:2380")])
+                .args(["--initial-cluster", &cluster])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "pserv-test"])
+                .stdout(Stdio::null())
+                .stderr(log),
+        )
     }
 
-    fn start_pserv(&self, i: usize) -> (Proc, String) {
-        let ns = self.topo.ns(&format!("p{}", i + 1));
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns, PSERV, "serve"])
+    fn start_pserv(&self, i: usize) -> (Process, String) {
+        let mut cmd = self.pserv_ns(i).exec(PSERV);
+        cmd.arg("serve")
             .args(["--snapshot", self.snap().to_str().unwrap()])
             .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "vd"])
             .args(["--dns-listen", &format!("10.81.0.{}:53", i + 1)])
@@ -213,24 +136,23 @@ impl Lab {
         for e in Self::endpoints() {
             cmd.args(["--etcd", &e]);
         }
-        let mut child = cmd
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let control = pserv_tests::read_banner(&mut child).control;
-        (Proc { child: Some(child) }, control)
+        let mut p = Process::spawn(
+            cmd.env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let control = pserv_tests::read_banner(p.child()).control;
+        (p, control)
     }
 
-    fn pserv_ns(&self, i: usize) -> String {
+    fn pserv_ns(&self, i: usize) -> &Netns {
         self.topo.ns(&format!("p{}", i + 1))
     }
 
     /// `/v1/status` of pserv `i`.
     fn status(&self, i: usize) -> serde_json::Value {
         let url = format!("{}/v1/status", self.pserv[i].1);
-        in_ns(&self.pserv_ns(i), move || {
+        self.pserv_ns(i).enter(move || {
             ureq::get(&url)
                 .config()
                 .http_status_as_error(false)
@@ -244,7 +166,7 @@ impl Lab {
 
     fn metrics(&self, i: usize) -> String {
         let url = format!("{}/metrics", self.pserv[i].1);
-        in_ns(&self.pserv_ns(i), move || {
+        self.pserv_ns(i).enter(move || {
             ureq::get(&url)
                 .call()
                 .unwrap()
@@ -257,7 +179,7 @@ impl Lab {
     /// `/v1/leases` of pserv `i`: address -> MAC.
     fn leases(&self, i: usize) -> HashMap<Ipv4Addr, String> {
         let url = format!("{}/v1/leases", self.pserv[i].1);
-        let list: Vec<serde_json::Value> = in_ns(&self.pserv_ns(i), move || {
+        let list: Vec<serde_json::Value> = self.pserv_ns(i).enter(move || {
             ureq::get(&url)
                 .call()
                 .unwrap()
@@ -302,7 +224,7 @@ impl Lab {
 
     /// The cluster's lease records in etcd (read from p1's namespace): address -> record.
     fn etcd_leases(&self, from: usize) -> HashMap<Ipv4Addr, Record> {
-        in_ns(&self.pserv_ns(from), || {
+        self.pserv_ns(from).enter(|| {
             let c = pserv_cluster::etcd::Client::new(Self::endpoints(), Duration::from_secs(5));
             let keys = Keys::new("lab");
             let (kvs, _) = c.range_prefix(keys.leases().as_bytes()).unwrap();
@@ -317,11 +239,11 @@ impl Lab {
 
     /// A storm from the relay namespace to both pservs.
     fn storm(&self, prefix: [u8; 2], clients: u32, rate: u32, seconds: u64) -> Report {
-        storm_in(&self.topo.ns("c"), prefix, clients, rate, seconds)
+        storm_in(self.topo.ns("c").name(), prefix, clients, rate, seconds)
     }
 }
 
-/// A storm from namespace `ns` (the relay, 10.81.0.100) to both pservs.
+/// A storm from the namespace named `ns` (the relay, 10.81.0.100) to both pservs.
 fn storm_in(ns: &str, prefix: [u8; 2], clients: u32, rate: u32, seconds: u64) -> Report {
     {
         let cfg = dhcp::Config {
@@ -335,7 +257,7 @@ fn storm_in(ns: &str, prefix: [u8; 2], clients: u32, rate: u32, seconds: u64) ->
             subnet: Some("10.81.0.0/16".parse().unwrap()),
             mac_prefix: prefix,
         };
-        in_ns(ns, move || {
+        enter(ns, move || {
             let sock = dhcp::run::socket(SocketAddr::from((cfg.giaddr, 67))).unwrap();
             let servers = [
                 SocketAddrV4::new(Ipv4Addr::new(10, 81, 0, 1), 67),
@@ -400,14 +322,14 @@ fn fmt_mac(m: &[u8; 6]) -> String {
 fn dora_to(lab: &Lab, server: Ipv4Addr, mac: [u8; 6]) -> Option<Ipv4Addr> {
     use dhcproto::Decodable;
     use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
-    in_ns(&lab.topo.ns("c"), move || {
+    lab.topo.ns("c").enter(move || {
         let relay = Ipv4Addr::new(10, 81, 0, 100);
         // The storm's socket is closed by now; this one is the relay's port.
         let sock = UdpSocket::bind((relay, 67)).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
         let to = SocketAddr::from((server, 67));
-        let d = pserv_tests::relayed_dhcp(MessageType::Discover, mac, relay, vec![]);
-        sock.send_to(&d, to).unwrap();
+        let d = Packet::new(MessageType::Discover, mac).relay(relay);
+        sock.send_to(&d.bytes(), to).unwrap();
         let mut buf = [0u8; 1500];
         let n = sock.recv(&mut buf).ok()?;
         let offer = Message::from_bytes(&buf[..n]).ok()?;
@@ -415,16 +337,11 @@ fn dora_to(lab: &Lab, server: Ipv4Addr, mac: [u8; 6]) -> Option<Ipv4Addr> {
             Some(DhcpOption::ServerIdentifier(s)) => *s,
             _ => return None,
         };
-        let r = pserv_tests::relayed_dhcp(
-            MessageType::Request,
-            mac,
-            relay,
-            vec![
-                DhcpOption::RequestedIpAddress(offer.yiaddr()),
-                DhcpOption::ServerIdentifier(sid),
-            ],
-        );
-        sock.send_to(&r, to).unwrap();
+        let r = Packet::new(MessageType::Request, mac)
+            .relay(relay)
+            .requested(offer.yiaddr())
+            .server(sid);
+        sock.send_to(&r.bytes(), to).unwrap();
         let n = sock.recv(&mut buf).ok()?;
         let ack = Message::from_bytes(&buf[..n]).ok()?;
         (ack.opts().msg_type() == Some(MessageType::Ack)).then(|| ack.yiaddr())
@@ -433,26 +350,15 @@ fn dora_to(lab: &Lab, server: Ipv4Addr, mac: [u8; 6]) -> Option<Ipv4Addr> {
 
 /// udhcpc on the DHCP link (broadcast: both pservs hear it), with hostname `name`.
 fn udhcpc(lab: &Lab, name: &str) -> Option<String> {
-    netns::udhcpc_in(&lab.topo.ns("u"), "vd", name, (8, 2), 30)
+    pserv_tests::netns::udhcpc(lab.topo.ns("u"), "vd", name, (8, 2), 30)
 }
 
 /// `dig +short NAME A` against pserv `i` (from the relay namespace: udhcpc's has no address).
 fn dig(lab: &Lab, i: usize, name: &str) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.topo.ns("c"),
-            "dig",
-            "+short",
-            "+tries=2",
-            "+time=1",
-        ])
-        .arg(format!("@10.81.0.{}", i + 1))
-        .args([name, "A"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let server = SocketAddr::from(([10, 81, 0, 1 + i as u8], 53));
+    Dig::new(server)
+        .in_netns(lab.topo.ns("c"))
+        .short(&[name, "A"])
 }
 
 #[test]
@@ -467,21 +373,20 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     }
     let mut topo = Topo::new();
     for (k, a) in ETCD.iter().enumerate() {
-        let ns = topo.ns(&format!("e{}", k + 1));
+        let ns = format!("e{}", k + 1);
         topo.add(&ns);
         topo.plug(&ns, "betcd", "ve", Some(&format!("{a}/24")));
     }
     for i in 0..2 {
-        let ns = topo.ns(&format!("p{}", i + 1));
+        let ns = format!("p{}", i + 1);
         topo.add(&ns);
         topo.plug(&ns, "bdhcp", "vd", Some(&format!("10.81.0.{}/16", i + 1)));
         topo.plug(&ns, "betcd", "ve", Some(&format!("10.82.0.{}/24", i + 1)));
     }
-    let (c, u) = (topo.ns("c"), topo.ns("u"));
-    topo.add(&c);
-    topo.plug(&c, "bdhcp", "vd", Some("10.81.0.100/16"));
-    topo.add(&u);
-    topo.plug(&u, "bdhcp", "vd", None);
+    topo.add("c");
+    topo.plug("c", "bdhcp", "vd", Some("10.81.0.100/16"));
+    topo.add("u");
+    topo.plug("u", "bdhcp", "vd", None);
     let mut lab = Lab {
         etcd: Vec::new(),
         pserv: Vec::new(),
@@ -546,11 +451,11 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
 
     // 2. kill -9 p1 in the middle of a storm.
     let h = {
-        let ns = lab.topo.ns("c");
+        let ns = lab.topo.ns("c").name().to_owned();
         std::thread::spawn(move || storm_in(&ns, [0x02, 0x02], 300, 60, 8))
     };
     std::thread::sleep(Duration::from_secs(2));
-    lab.pserv[0].0.kill9();
+    lab.pserv[0].0.kill();
     let takeover = lab.wait_health(1, true, Some(256), Duration::from_secs(10));
     eprintln!("cluster: p2 took p1's share {takeover:?} after kill -9");
     let r = h.join().unwrap();
@@ -573,7 +478,7 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     lab.pserv[0] = lab.start_pserv(0);
     lab.wait_health(0, true, Some(b1), Duration::from_secs(20));
     lab.wait_health(1, true, Some(b2), Duration::from_secs(20));
-    lab.etcd[0].kill9();
+    lab.etcd[0].kill();
     // The next requests may meet the dead member first, or an election.
     std::thread::sleep(Duration::from_secs(2));
     let r = lab.storm([0x02, 0x04], 200, 100, 2);
@@ -585,8 +490,7 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     acked.check_etcd(&lab.etcd_leases(1), "phase 3");
 
     // 4. p2 cut off from etcd.
-    let p2 = lab.pserv_ns(1);
-    run(&["ip", "-n", &p2, "link", "set", "ve", "down"]);
+    lab.pserv_ns(1).ip(&["link", "set", "ve", "down"]);
     let cut = lab.wait_health(1, false, None, Duration::from_secs(10));
     eprintln!("cluster: p2 knew it was cut off after {cut:?}");
     assert_eq!(
@@ -609,7 +513,7 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
         (r.discovers, 0, 0),
         "p1 serves all while p2 is cut off: {r:#?}"
     );
-    run(&["ip", "-n", &p2, "link", "set", "ve", "up"]);
+    lab.pserv_ns(1).up("ve");
     let healed = lab.wait_health(1, true, Some(b2), Duration::from_secs(15));
     eprintln!("cluster: p2 serving again {healed:?} after its link came back");
     lab.wait_health(0, true, Some(b1), Duration::from_secs(10));
@@ -647,10 +551,11 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
 
     // 5. Everything restarted.
     for i in 0..2 {
-        lab.pserv[i].0.kill9();
+        lab.pserv[i].0.kill();
     }
     for e in &mut lab.etcd {
-        e.stop();
+        // SIGTERM, then SIGKILL after 10 s.
+        e.terminate(Duration::from_secs(10));
     }
     for i in 0..3 {
         lab.etcd[i] = lab.start_etcd(i);

@@ -6,13 +6,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use pserv_tests::dns::Dig;
+use pserv_tests::process::{Process, Signal, run};
 use pserv_tests::{have_root, have_tool, metric};
 
 mod netns;
-use netns::{Lab, Net, run, udhcpc};
+use netns::{Lab, Net, udhcpc};
 
 struct Dhclient {
     dir: PathBuf,
@@ -52,7 +54,15 @@ impl Dhclient {
         let tag = client_id.map_or(String::new(), |id| format!("-{}", id.replace(':', "")));
         let mut c = Command::new("timeout");
         c.args([
-            "30", "ip", "netns", "exec", &net.cli, "dhclient", "-4", "-1", "-v",
+            "30",
+            "ip",
+            "netns",
+            "exec",
+            net.cli.name(),
+            "dhclient",
+            "-4",
+            "-1",
+            "-v",
         ])
         .args(["-sf", self.dir.join("hook.sh").to_str().unwrap()])
         .args([
@@ -73,13 +83,24 @@ impl Dhclient {
         out
     }
 
-    /// dhclient stays behind to renew: stop every dhclient of this test (matched by this
-    /// test's own temporary directory in its command line) after every run.
+    /// dhclient stays behind to renew: stop it after every run, by the PID its pid file (this
+    /// test's own) holds, if that process is still this test's dhclient.
     fn stop(&self) {
-        let _ = Command::new("pkill")
-            .args(["-f", &format!("dhclient .*{}", self.dir.display())])
-            .status();
-        let _ = std::fs::remove_file(self.dir.join("pid"));
+        let pid_file = self.dir.join("pid");
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = String::from_utf8_lossy(&cmdline).contains(&*pid_file.to_string_lossy());
+            if ours {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let _ = std::fs::remove_file(pid_file);
     }
 
     /// The hook log's lines ("REASON IP HOSTNAME").
@@ -125,22 +146,8 @@ fn udhcpc_reserved_dynamic_and_restart_after_kill_9() {
     assert!(pserv.leases(net).contains(&dynamic));
     // Its hostname ("probe", option 12) is published in DNS (the subnet enables it), forward
     // and reverse; the known node's name is the table's.
-    let dig = |args: &[&str]| {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.srv,
-                "dig",
-                &format!("@{}.0.1", net.prefix),
-                "+short",
-            ])
-            .args(["+time=2", "+tries=1"])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let server = format!("{}.0.1:53", net.prefix).parse().unwrap();
+    let dig = |args: &[&str]| Dig::new(server).in_netns(&net.srv).short(args);
     assert_eq!(dig(&["probe.lab", "A"]), dynamic);
     assert_eq!(dig(&["-x", &dynamic]), "probe.lab.");
     assert_eq!(dig(&["node1.lab", "A"]), format!("{}.0.10", net.prefix));
@@ -186,7 +193,7 @@ fn dhclient_bind_renew_release_and_nak_after_the_reservation_moves() {
     // The controller moves the reservation; SIGHUP reloads. The client's next request for
     // the old address is NAKed, and it gets the new one.
     lab.reserve(2, "0.20");
-    run(&["kill", "-HUP", &pserv.child.id().to_string()]);
+    pserv.process.signal(Signal::SIGHUP);
     std::thread::sleep(Duration::from_millis(500));
     let out = client.run(net, false);
     assert!(out.status.success(), "{out:?}");
@@ -271,25 +278,16 @@ fn udhcpc_renews_and_releases() {
     )
     .unwrap();
     run(&["chmod", "+x", script.to_str().unwrap()]);
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let client = Command::new("ip")
-        .args([
-            "netns", "exec", &net.cli, "udhcpc", "-i", "vcli", "-f", "-t", "5", "-T", "1",
-        ])
-        .args(["-s", script.to_str().unwrap()])
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::File::options().append(true).open(&log).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let client = Kill(client);
+    let client = Process::spawn(
+        net.cli
+            .exec("udhcpc")
+            .args(["-i", "vcli", "-f", "-t", "5", "-T", "1"])
+            .args(["-s", script.to_str().unwrap()])
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).unwrap(),
+            )),
+    );
     let wait_for = |needle: &str, count: usize| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -304,17 +302,11 @@ fn udhcpc_renews_and_releases() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let signal = |sig: &str| run(&["kill", &format!("-{sig}"), &client.0.id().to_string()]);
     let text = wait_for("obtained", 1);
-    let ip = text
-        .lines()
-        .find_map(|l| l.split("lease of ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let ip = pserv_tests::netns::leased(&text).unwrap();
     assert!(pserv.leases(net).contains(&ip));
     // Renew: a unicast REQUEST with ciaddr, ACKed with the same address.
-    signal("USR1");
+    client.signal(Signal::SIGUSR1);
     let text = wait_for("obtained", 2);
     assert_eq!(
         text.matches(&format!("lease of {ip} obtained")).count(),
@@ -322,7 +314,7 @@ fn udhcpc_renews_and_releases() {
         "{text}"
     );
     // Release: the lease is gone on the server.
-    signal("USR2");
+    client.signal(Signal::SIGUSR2);
     wait_for("released", 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while pserv.leases(net).contains(&ip) {

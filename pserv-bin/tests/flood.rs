@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::MessageType;
+use pserv_tests::dhcp::Packet;
 
 mod local;
 use local::Server;
@@ -27,7 +28,7 @@ fn discover(n: u32) -> Vec<u8> {
     // Distinct, scattered MACs (a multiplicative hash of n).
     let h = n.wrapping_mul(0x9E37_79B9).to_be_bytes();
     let mac = [0x02, 0x5a, h[0], h[1], h[2], h[3]];
-    pserv_tests::relayed_dhcp(MessageType::Discover, mac, RELAY, vec![])
+    Packet::new(MessageType::Discover, mac).relay(RELAY).bytes()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -59,7 +60,7 @@ fn a_discover_flood_ends_on_time_and_memory_returns() {
         "--snapshot",
         snap.to_str().unwrap(),
     ]);
-    let pid = s.child.id();
+    let pid = s.process.id();
 
     // Listen to the event stream before the flood: ends must show up on it.
     let control = s.control.trim_start_matches("http://").to_owned();

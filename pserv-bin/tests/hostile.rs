@@ -13,7 +13,9 @@ use std::time::Duration;
 use dhcproto::v4::{DhcpOption, MessageType};
 
 mod local;
-use local::{PSERV, Server, a_answer, a_query};
+use local::{PSERV, Server};
+use pserv_tests::dhcp::Packet;
+use pserv_tests::dns::{Recursion, a_answer, a_query, framed, resolve_a};
 
 const RELAY: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
 
@@ -40,23 +42,14 @@ fn udp() -> UdpSocket {
     s
 }
 
-/// A DNS query for `name` A; the answer's address.
-fn resolve(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
-    let s = udp();
-    s.send_to(&a_query(0x7777, name), server).unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.recv(&mut buf).ok()?;
-    a_answer(&buf[..n]).ok()
-}
-
 /// A relayed DHCP message from `mac`.
 fn dhcp(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Vec<u8> {
-    pserv_tests::relayed_dhcp(kind, mac, RELAY, opts)
+    Packet::new(kind, mac).relay(RELAY).options(opts).bytes()
 }
 
 /// DISCOVER + REQUEST for `mac`; the ACKed address, if any.
 fn dora(server: SocketAddr, mac: [u8; 6]) -> Option<Ipv4Addr> {
-    pserv_tests::relayed_dora(&udp(), server, mac, RELAY, vec![])
+    pserv_tests::dhcp::relayed_dora(&udp(), server, mac, RELAY, vec![])
 }
 
 const RESERVED: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]; // aaa: 10.20.0.10
@@ -65,7 +58,7 @@ const RESERVED: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]; // aaa: 10.20.0.
 fn hostile_traffic_never_takes_the_service_down() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(dir.path());
-    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert_eq!(resolve_a(s.dns, "aaa.maas"), Ok([10, 20, 0, 10]));
     assert_eq!(dora(s.dhcp, RESERVED), Some(Ipv4Addr::new(10, 20, 0, 10)));
 
     // DNS: garbage, truncation, a response sent to us, a compression loop, a pointer chain,
@@ -92,7 +85,7 @@ fn hostile_traffic_never_takes_the_service_down() {
     chain.extend_from_slice(&[0, 0, 1, 0, 1]);
     junk.push(chain);
     // A valid query padded past the 4,096-byte receive buffer: cut short, dropped, counted.
-    let mut big = a_query(0x1237, "aaa.maas");
+    let mut big = a_query(0x1237, "aaa.maas", Recursion::NotDesired);
     big.resize(5000, 0);
     junk.push(big);
     for _ in 0..20 {
@@ -101,13 +94,13 @@ fn hostile_traffic_never_takes_the_service_down() {
         }
     }
     assert_eq!(
-        resolve(s.dns, "aaa.maas"),
-        Some([10, 20, 0, 10]),
+        resolve_a(s.dns, "aaa.maas"),
+        Ok([10, 20, 0, 10]),
         "DNS still answers"
     );
 
     // DHCP: every kind of malformed datagram, 20 times.
-    let malformed = pserv_tests::malformed_dhcp(|mac| dhcp(MessageType::Discover, mac, vec![]));
+    let malformed = pserv_tests::dhcp::malformed(|mac| dhcp(MessageType::Discover, mac, vec![]));
     for _ in 0..20 {
         for (p, _) in &malformed {
             attacker.send_to(p, s.dhcp).unwrap();
@@ -141,7 +134,7 @@ fn hostile_traffic_never_takes_the_service_down() {
     // The reserved node still gets its address; DNS still answers; the pool ran dry and the
     // malformed packets were counted by reason.
     assert_eq!(dora(s.dhcp, RESERVED), Some(Ipv4Addr::new(10, 20, 0, 10)));
-    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert_eq!(resolve_a(s.dns, "aaa.maas"), Ok([10, 20, 0, 10]));
     assert!(s.metric("pserv_dhcp_dropped_total{reason=\"PoolExhausted\"}") > 0);
     for (_, reason) in &malformed {
         let sent = 20 * malformed.iter().filter(|(_, r)| r == reason).count() as u64;
@@ -192,7 +185,7 @@ fn hostile_traffic_never_takes_the_service_down() {
     let mut body = String::new();
     r.body_mut().as_reader().read_to_string(&mut body).unwrap();
     assert!(body.contains("\"generation\":1"), "{body}");
-    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert_eq!(resolve_a(s.dns, "aaa.maas"), Ok([10, 20, 0, 10]));
 }
 
 /// A flood of stalled DNS-over-TCP connections (each promising a 65,535-byte query and sending
@@ -222,7 +215,7 @@ fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
     }
     let dir = tempfile::tempdir().unwrap();
     let s = start_with_soft_nofile(dir.path(), 1024);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.process.id())).unwrap();
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -247,7 +240,7 @@ fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
         "all held open"
     );
     // Everything still works while they are held open.
-    assert_eq!(resolve(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
+    assert_eq!(resolve_a(s.dns, "aaa.maas"), Ok([10, 20, 0, 10]));
     assert_eq!(resolve_tcp(s.dns, "aaa.maas"), Some([10, 20, 0, 10]));
     let ip = dora(s.dhcp, [2, 0, 0, 0x7c, 0, 1]).expect("a dynamic lease, journaled");
     assert!(ip.octets()[..2] == [10, 20], "{ip}");
@@ -268,14 +261,13 @@ fn an_idle_tcp_connection_flood_does_not_exhaust_descriptors() {
     let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
 }
 
-/// [`resolve`] over TCP.
+/// [`resolve_a`] over TCP.
 fn resolve_tcp(server: SocketAddr, name: &str) -> Option<[u8; 4]> {
     use std::io::Write;
-    let q = a_query(0x7778, name);
+    let q = framed(&a_query(0x7778, name, Recursion::NotDesired));
     // Promptly: a server out of descriptors answers only after idle connections time out.
     let mut c = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2)).ok()?;
     c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    c.write_all(&(q.len() as u16).to_be_bytes()).ok()?;
     c.write_all(&q).ok()?;
     let mut len = [0u8; 2];
     c.read_exact(&mut len).ok()?;

@@ -11,16 +11,19 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Decodable;
+use dhcproto::v4::{DhcpOption, Message, MessageType};
+use pserv_tests::dhcp::Packet;
+use pserv_tests::dns::Dig;
+use pserv_tests::process::Process;
 use pserv_tests::{have_root, have_tool, metric};
 use socket2::{Domain, Protocol, Socket, Type};
 
 mod netns;
-use netns::{Lab, Pserv, RESERVED_MAC, run, udhcpc};
+use netns::{Lab, Pserv, RESERVED_MAC, udhcpc};
 
 /// The dynamic pool of `netns::snapshot`: .200.1 to .200.50.
 const POOL: usize = 50;
@@ -51,40 +54,24 @@ fn hostile_dhcp_on_a_real_link_loses_nothing_acknowledged() {
     // The attacker shares the client's link (it forges chaddr; the link's MAC is the
     // reserved node's, for udhcpc).
     net.set_client_mac(RESERVED_MAC);
-    run(&[
-        "ip",
-        "-n",
-        &net.cli,
-        "addr",
-        "add",
-        &format!("{p}.0.5/16"),
-        "dev",
-        "vcli",
-    ]);
-    let attacker = Command::new("ip")
-        .args(["netns", "exec", &net.cli])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "attacker_inside_the_client_namespace",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(ATTACKER_ENV, p)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    net.cli.addr("vcli", &format!("{p}.0.5/16"));
+    let attacker = Process::spawn(
+        net.cli
+            .exec(std::env::current_exe().unwrap())
+            .args([
+                "attacker_inside_the_client_namespace",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(ATTACKER_ENV, p)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
 
     // Meanwhile the reserved node keeps getting its address and DNS keeps answering.
-    let dig = |name: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &net.cli, "dig", &format!("@{p}.0.1")])
-            .args(["+short", "+time=2", "+tries=1", name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let server = format!("{p}.0.1:53").parse().unwrap();
+    let dig = |name: &str| Dig::new(server).in_netns(&net.cli).short(&[name]);
     for _ in 0..3 {
         assert_eq!(
             udhcpc(net).as_deref(),
@@ -93,7 +80,7 @@ fn hostile_dhcp_on_a_real_link_loses_nothing_acknowledged() {
         );
         assert_eq!(dig("node1.lab"), format!("{p}.0.10"));
     }
-    let out = attacker.wait_with_output().unwrap();
+    let out = attacker.output();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "attacker failed:\n{text}");
     // "ACKED <mac> <ip>" per exchange the attacker completed.
@@ -124,7 +111,7 @@ fn hostile_dhcp_on_a_real_link_loses_nothing_acknowledged() {
 
     // Every drop was counted by reason, on the real interface path too.
     let metrics = pserv.metrics(net);
-    let malformed = pserv_tests::malformed_dhcp(|mac| dhcp(MessageType::Discover, mac, 1, &[]));
+    let malformed = pserv_tests::dhcp::malformed(|mac| dhcp(MessageType::Discover, mac, 1, &[]));
     let sent =
         |reason: &str| ROUNDS * malformed.iter().filter(|(_, r)| *r == reason).count() as u64;
     for (reason, at_least) in [
@@ -197,7 +184,7 @@ fn attacker_inside_the_client_namespace() {
     let bcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
     // Every kind of malformed datagram, ROUNDS times.
-    let malformed = pserv_tests::malformed_dhcp(|mac| dhcp(MessageType::Discover, mac, 1, &[]));
+    let malformed = pserv_tests::dhcp::malformed(|mac| dhcp(MessageType::Discover, mac, 1, &[]));
     for _ in 0..ROUNDS {
         for (pkt, _) in &malformed {
             sock.send_to(pkt, bcast).unwrap();
@@ -247,21 +234,11 @@ fn attacker_inside_the_client_namespace() {
 
 /// A client message from `mac` asking for a broadcast reply.
 fn dhcp(kind: MessageType, mac: [u8; 6], xid: u32, opts: &[DhcpOption]) -> Vec<u8> {
-    let mut m = Message::new_with_id(
-        xid,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac,
-    );
-    m.set_opcode(Opcode::BootRequest);
-    m.set_flags(Flags::default().set_broadcast());
-    m.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        m.opts_mut().insert(o.clone());
-    }
-    m.to_vec().unwrap()
+    Packet::new(kind, mac)
+        .xid(xid)
+        .broadcast()
+        .options(opts.iter().cloned())
+        .bytes()
 }
 
 /// The reply of type `kind` to `xid`, within half a second.

@@ -20,9 +20,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pserv_tests::netns::Netns;
+use pserv_tests::process::{Process, run};
 use pserv_tests::{have_root, have_tool, in_ci};
 
 const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
@@ -65,74 +67,12 @@ fn ready() -> bool {
     true
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {out:?}");
-}
-
-/// Stops a process by its PID: SIGTERM (`timeout` passes it on to QEMU), then waits.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// The namespace with a bridge holding the server address; removed on drop.
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new() -> Self {
-        let name = format!("psnb{}", std::process::id() % 100_000);
-        run(&["ip", "netns", "add", &name]);
-        let ns = Self { name };
-        let n = ns.name.as_str();
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", n, "link", "add", "br0", "type", "bridge"]);
-        run(&[
-            "ip",
-            "-n",
-            n,
-            "addr",
-            "add",
-            &format!("{SERVER}/16"),
-            "dev",
-            "br0",
-        ]);
-        run(&["ip", "-n", n, "link", "set", "br0", "up"]);
-        ns
-    }
-
-    fn tap(&self, name: &str) {
-        let n = self.name.as_str();
-        run(&["ip", "-n", n, "tuntap", "add", "dev", name, "mode", "tap"]);
-        run(&["ip", "-n", n, "link", "set", name, "master", "br0"]);
-        run(&["ip", "-n", n, "link", "set", name, "up"]);
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// The namespace: a bridge `br0` holding the server address, the machines' taps on it.
+fn lab_netns() -> Netns {
+    let ns = Netns::new("nb");
+    ns.bridge("br0");
+    ns.addr("br0", &format!("{SERVER}/16"));
+    ns
 }
 
 /// The machines: (name, MAC, reserved host part, boot settings as JSON).
@@ -248,18 +188,19 @@ enum Firmware {
     Ovmf,
 }
 
-/// One QEMU machine on its own tap; stopped on drop.
+/// One QEMU machine on its own tap, run by `timeout` (which passes SIGTERM on to QEMU);
+/// stopped by PID on drop.
 struct Vm {
-    child: Child,
+    process: Process,
     serial: PathBuf,
 }
 
 impl Vm {
-    fn start(ns: &Ns, dir: &Path, tag: &str, mac: &str, fw: Firmware) -> Self {
+    fn start(ns: &Netns, dir: &Path, tag: &str, mac: &str, fw: Firmware) -> Self {
         let tap = format!("tap{tag}");
-        ns.tap(&tap);
+        ns.tap(&tap, "br0");
         let serial = dir.join(format!("{tag}.serial"));
-        let mut c = ns.cmd("timeout");
+        let mut c = ns.exec("timeout");
         c.args([
             "300",
             "qemu-system-x86_64",
@@ -297,13 +238,12 @@ impl Vm {
                     ]);
             }
         }
-        let child = c
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self { child, serial }
+        let process = Process::spawn(
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        Self { process, serial }
     }
 
     /// The serial console so far, ANSI escapes removed.
@@ -339,7 +279,7 @@ impl Vm {
             if self.console().contains(what) {
                 return true;
             }
-            let exited = matches!(self.child.try_wait(), Ok(Some(_)));
+            let exited = self.process.exited().is_some();
             if exited || t0.elapsed() > limit {
                 return self.console().contains(what);
             }
@@ -348,51 +288,44 @@ impl Vm {
     }
 }
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        stop(&mut self.child);
-    }
-}
-
-/// pserv in the namespace plus a /v1/events listener writing to a file.
+/// pserv in the namespace plus a /v1/events listener writing to a file; both stopped by PID
+/// on drop, the listener first (held only for that).
 struct Server {
-    pserv: Child,
-    events: Child,
+    _events: Process,
+    _pserv: Process,
     events_log: PathBuf,
     control: String,
 }
 
 impl Server {
-    fn start(ns: &Ns, dir: &Path, snap: &Path, boot: &Path) -> Self {
-        let mut pserv = ns
-            .cmd(PSERV)
-            .arg("serve")
-            .args(["--snapshot", snap.to_str().unwrap()])
-            .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "br0"])
-            .args(["--dns-listen", &format!("{SERVER}:53")])
-            .args(["--tftp-listen", "0.0.0.0:69"])
-            .args(["--boot-http-listen", "0.0.0.0:5248"])
-            .args(["--boot-dir", boot.to_str().unwrap()])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--state-dir", dir.join("state").to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let banner = pserv_tests::read_banner(&mut pserv);
+    fn start(ns: &Netns, dir: &Path, snap: &Path, boot: &Path) -> Self {
+        let mut pserv = Process::spawn(
+            ns.exec(PSERV)
+                .arg("serve")
+                .args(["--snapshot", snap.to_str().unwrap()])
+                .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "br0"])
+                .args(["--dns-listen", &format!("{SERVER}:53")])
+                .args(["--tftp-listen", "0.0.0.0:69"])
+                .args(["--boot-http-listen", "0.0.0.0:5248"])
+                .args(["--boot-dir", boot.to_str().unwrap()])
+                .args(["--control-listen", "127.0.0.1:0"])
+                .args(["--state-dir", dir.join("state").to_str().unwrap()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        );
+        let banner = pserv_tests::read_banner(pserv.child());
         assert!(banner.tftp.is_some() && banner.boot_http.is_some());
         let events_log = dir.join("events.log");
-        let events = ns
-            .cmd("curl")
-            .args(["-sN", &format!("{}/v1/events", banner.control)])
-            .args(["-o", events_log.to_str().unwrap()])
-            .spawn()
-            .unwrap();
+        let events = Process::spawn(
+            ns.exec("curl")
+                .args(["-sN", &format!("{}/v1/events", banner.control)])
+                .args(["-o", events_log.to_str().unwrap()]),
+        );
         std::thread::sleep(Duration::from_millis(300));
         Self {
-            pserv,
-            events,
+            _events: events,
+            _pserv: pserv,
             events_log,
             control: banner.control,
         }
@@ -447,13 +380,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        stop(&mut self.events);
-        stop(&mut self.pserv);
-    }
-}
-
 /// Boots `vm` and asserts the initramfs reported `host`.
 fn assert_booted(vm: &mut Vm, host: &str, limit: Duration) {
     let marker = format!("PSERV-BOOTED host={host}");
@@ -481,7 +407,7 @@ fn firmware_netboots_linux_from_pserv_alone() {
     let boot = boot_dir(dir.path());
     let snap = dir.path().join("snap.json");
     std::fs::write(&snap, snapshot(1, false)).unwrap();
-    let ns = Ns::new();
+    let ns = lab_netns();
     let server = Server::start(&ns, dir.path(), &snap, &boot);
     let mac = |name: &str| NODES.iter().find(|n| n.0 == name).unwrap().1;
     let limit = Duration::from_secs(200);
@@ -573,7 +499,7 @@ fn firmware_netboots_linux_from_pserv_alone() {
     // push, gets its local script at its next boot.
     std::fs::write(&snap, snapshot(2, true)).unwrap();
     let out = ns
-        .cmd(PSERV)
+        .exec(PSERV)
         .args(["push", snap.to_str().unwrap(), "--to", &server.control])
         .output()
         .unwrap();

@@ -9,23 +9,20 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use pserv_storm::dhcp::{self, Report};
+use pserv_tests::netns::Netns;
+use pserv_tests::process::Process;
 use pserv_tests::{have_root, have_tool};
 
 mod netns;
-use netns::{Lab, run};
+use netns::Lab;
 
 /// Runs a storm from inside namespace `ns` (on a thread that enters it: the rest of the test
 /// process stays where it was).
-fn storm_from(ns: &str, server: SocketAddrV4, cfg: dhcp::Config) -> Report {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+fn storm_from(ns: &Netns, server: SocketAddrV4, cfg: dhcp::Config) -> Report {
+    ns.enter(move || {
         let sock = dhcp::run::socket(SocketAddr::from((cfg.giaddr, 67))).unwrap();
         dhcp::run::run(&sock, &[server], cfg, false)
     })
-    .join()
-    .unwrap()
 }
 
 #[test]
@@ -45,16 +42,7 @@ fn storm_of_relayed_doras_every_exchange_answered_and_checked() {
         ),
     )
     .unwrap();
-    run(&[
-        "ip",
-        "-n",
-        &lab.net.cli,
-        "addr",
-        "add",
-        &format!("{p}.0.2/16"),
-        "dev",
-        "vcli",
-    ]);
+    lab.net.cli.addr("vcli", &format!("{p}.0.2/16"));
     let pserv = lab.serve();
     let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
     let relay: Ipv4Addr = format!("{p}.0.2").parse().unwrap();
@@ -151,21 +139,9 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
     )
     .unwrap();
     let cli = &lab.net.cli;
-    run(&[
-        "ip",
-        "-n",
-        cli,
-        "addr",
-        "add",
-        &format!("{p}.0.2/16"),
-        "dev",
-        "vcli",
-    ]);
+    cli.addr("vcli", &format!("{p}.0.2/16"));
     // The machines' addresses are the generator's namespace's own.
-    run(&[
-        "ip",
-        "-n",
-        cli,
+    cli.ip(&[
         "route",
         "add",
         "local",
@@ -173,30 +149,23 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         "dev",
         "lo",
     ]);
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.net.srv, netns::PSERV, "serve"])
-        .args(["--snapshot", lab.snap.to_str().unwrap()])
-        .args(["--boot-dir", root.to_str().unwrap()])
-        .args(["--dhcp-listen", &format!("{p}.0.1:67")])
-        .args(["--tftp-listen", &format!("{p}.0.1:69")])
-        .args(["--boot-http-listen", &format!("{p}.0.1:5248")])
-        .args(["--dns-listen", &format!("{p}.0.1:53")])
-        .args(["--control-listen", "127.0.0.1:0"])
-        .args(["--state-dir", lab.state.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _banner = pserv_tests::read_banner(&mut child);
-    let _pserv = Kill(child);
-    let ns = cli.clone();
+    let mut pserv = Process::spawn(
+        lab.net
+            .srv
+            .exec(netns::PSERV)
+            .arg("serve")
+            .args(["--snapshot", lab.snap.to_str().unwrap()])
+            .args(["--boot-dir", root.to_str().unwrap()])
+            .args(["--dhcp-listen", &format!("{p}.0.1:67")])
+            .args(["--tftp-listen", &format!("{p}.0.1:69")])
+            .args(["--boot-http-listen", &format!("{p}.0.1:5248")])
+            .args(["--dns-listen", &format!("{p}.0.1:53")])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--state-dir", lab.state.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped()),
+    );
+    let _banner = pserv_tests::read_banner(pserv.child());
     let relay: Ipv4Addr = format!("{p}.0.2").parse().unwrap();
     let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
     let cfg = pserv_storm::boot::Config {
@@ -213,9 +182,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         dhcp_tries: 4,
         deadline: Duration::from_secs(120),
     };
-    let report = std::thread::spawn(move || {
-        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let report = cli.enter(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -225,9 +192,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
             let sock = tokio::net::UdpSocket::from_std(std_sock).unwrap();
             pserv_storm::boot::run(cfg, sock, false).await
         })
-    })
-    .join()
-    .unwrap();
+    });
     eprintln!("{report:#?}");
     assert_eq!(
         (report.booted, report.failed, report.local),

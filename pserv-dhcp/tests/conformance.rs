@@ -5,16 +5,14 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::Encodable;
-use dhcproto::v4::{
-    DhcpOption, Message, MessageType, Opcode, OptionCode,
-    relay::{RelayAgentInformation, RelayInfo},
-};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, relay::RelayInfo};
 use pserv_core::lease::{Change, Leases};
 use pserv_core::snapshot::Snapshot;
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
 use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Standalone};
+// Client messages from the shared builder (each xid made from its MAC).
+use pserv_tests::dhcp::Packet as Msg;
 
 const T0: u64 = 1_800_000_000;
 const US: Ipv4Addr = Ipv4Addr::new(192, 168, 50, 2);
@@ -55,56 +53,14 @@ fn table() -> Table {
     Table::compile(&Snapshot::from_json(SNAPSHOT.as_bytes()).unwrap(), None).unwrap()
 }
 
-/// A client message under construction.
-struct Msg(Message);
+/// Sending a client message (the shared builder) to the server under test.
+trait Exchange {
+    fn send(&self, s: &mut Standalone, t: &Table, now: u64) -> Outcome;
+}
 
-impl Msg {
-    fn new(kind: MessageType, chaddr: [u8; 6]) -> Self {
-        let mut m = Message::new_with_id(
-            0xfeed_0001,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &chaddr,
-        );
-        m.set_opcode(Opcode::BootRequest);
-        m.opts_mut().insert(DhcpOption::MessageType(kind));
-        Self(m)
-    }
-    fn id(mut self, id: &[u8]) -> Self {
-        self.0
-            .opts_mut()
-            .insert(DhcpOption::ClientIdentifier(id.to_vec()));
-        self
-    }
-    fn requested(mut self, ip: Ipv4Addr) -> Self {
-        self.0.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));
-        self
-    }
-    fn server(mut self, ip: Ipv4Addr) -> Self {
-        self.0.opts_mut().insert(DhcpOption::ServerIdentifier(ip));
-        self
-    }
-    fn ciaddr(mut self, ip: Ipv4Addr) -> Self {
-        self.0.set_ciaddr(ip);
-        self
-    }
-    fn relayed(mut self, giaddr: Ipv4Addr, info: Vec<RelayInfo>) -> Self {
-        self.0.set_giaddr(giaddr);
-        if !info.is_empty() {
-            let mut rai = RelayAgentInformation::default();
-            for i in info {
-                rai.insert(i);
-            }
-            self.0
-                .opts_mut()
-                .insert(DhcpOption::RelayAgentInformation(rai));
-        }
-        self
-    }
+impl Exchange for Msg {
     fn send(&self, s: &mut Standalone, t: &Table, now: u64) -> Outcome {
-        s.handle(t, now, &ON_LINK, &self.0.to_vec().unwrap())
+        s.handle(t, now, &ON_LINK, &self.bytes())
     }
 }
 
@@ -123,7 +79,7 @@ fn option(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
 /// DISCOVER then REQUEST (SELECTING) for a client; returns the ACKed address.
 fn bind(s: &mut Standalone, t: &Table, chaddr: [u8; 6], id: Option<&[u8]>, now: u64) -> Ipv4Addr {
     let with_id = |m: Msg| match id {
-        Some(id) => m.id(id),
+        Some(id) => m.client_id(id),
         None => m,
     };
     let (kind, offer, ..) =
@@ -143,7 +99,7 @@ fn rfc6842_s3_client_identifier_is_returned_unmodified_in_offer_ack_and_nak() {
     let mut s = Standalone::default();
     let (kind, offer, ..) = answered(
         Msg::new(MessageType::Discover, A)
-            .id(ID1)
+            .client_id(ID1)
             .send(&mut s, &t, T0),
     );
     assert_eq!(kind, MessageType::Offer);
@@ -152,7 +108,7 @@ fn rfc6842_s3_client_identifier_is_returned_unmodified_in_offer_ack_and_nak() {
         Some(&DhcpOption::ClientIdentifier(ID1.to_vec()))
     );
     let req = Msg::new(MessageType::Request, A)
-        .id(ID1)
+        .client_id(ID1)
         .requested(offer.yiaddr())
         .server(US);
     let (kind, ack, ..) = answered(req.send(&mut s, &t, T0));
@@ -163,7 +119,7 @@ fn rfc6842_s3_client_identifier_is_returned_unmodified_in_offer_ack_and_nak() {
     );
     // A REQUEST for an address outside the subnet is NAKed, with the identifier too.
     let bad = Msg::new(MessageType::Request, A)
-        .id(ID1)
+        .client_id(ID1)
         .requested(Ipv4Addr::new(10, 1, 1, 1));
     let (kind, nak, ..) = answered(bad.send(&mut s, &t, T0));
     assert_eq!(kind, MessageType::Nak);
@@ -184,7 +140,7 @@ fn rfc2131_s4_2_same_chaddr_with_another_client_identifier_is_another_client() {
     // The pool's one address is held by (A, ID1): (A, ID2) is someone else, and gets nothing.
     assert_eq!(
         Msg::new(MessageType::Discover, A)
-            .id(ID2)
+            .client_id(ID2)
             .send(&mut s, &t, T0 + 1),
         Outcome::Drop(DropReason::PoolExhausted)
     );
@@ -194,14 +150,16 @@ fn rfc2131_s4_2_same_chaddr_with_another_client_identifier_is_another_client() {
         Outcome::Drop(DropReason::PoolExhausted)
     );
     // The same identifier from another chaddr is the same client: it keeps its address.
-    let (kind, offer, ..) = answered(Msg::new(MessageType::Discover, B).id(ID1).send(
+    let (kind, offer, ..) = answered(Msg::new(MessageType::Discover, B).client_id(ID1).send(
         &mut s,
         &t,
         T0 + 2,
     ));
     assert_eq!((kind, offer.yiaddr()), (MessageType::Offer, POOL));
     // A renewal under another identifier is another client's: NAK, the lease is not taken.
-    let renew = Msg::new(MessageType::Request, A).id(ID2).ciaddr(POOL);
+    let renew = Msg::new(MessageType::Request, A)
+        .client_id(ID2)
+        .ciaddr(POOL);
     assert_eq!(answered(renew.send(&mut s, &t, T0 + 3)).0, MessageType::Nak);
     assert_eq!(
         s.leases()
@@ -233,14 +191,18 @@ fn rfc2131_s4_2_release_is_matched_by_client_identifier() {
     let mut s = Standalone::default();
     assert_eq!(bind(&mut s, &t, A, Some(ID1), T0), POOL);
     // The lease's chaddr with another identifier: not this client's lease to release.
-    let stranger = Msg::new(MessageType::Release, A).id(ID2).ciaddr(POOL);
+    let stranger = Msg::new(MessageType::Release, A)
+        .client_id(ID2)
+        .ciaddr(POOL);
     assert_eq!(
         stranger.send(&mut s, &t, T0 + 1),
         Outcome::Drop(DropReason::NoSuchLease)
     );
     assert!(s.leases().holder(POOL, T0 + 1).is_some(), "the lease stays");
     // The lease's identifier from another chaddr: the same client, released.
-    let owner = Msg::new(MessageType::Release, B).id(ID1).ciaddr(POOL);
+    let owner = Msg::new(MessageType::Release, B)
+        .client_id(ID1)
+        .ciaddr(POOL);
     match owner.send(&mut s, &t, T0 + 2) {
         Outcome::Change(Change::Released { ip, client_id, .. }) => {
             assert_eq!(ip, POOL);
@@ -257,7 +219,7 @@ fn rfc2131_s4_2_decline_from_the_chaddr_with_another_identifier_is_ignored() {
     let mut s = Standalone::default();
     assert_eq!(bind(&mut s, &t, A, Some(ID1), T0), POOL);
     let other = Msg::new(MessageType::Decline, A)
-        .id(ID2)
+        .client_id(ID2)
         .requested(POOL)
         .server(US);
     assert_eq!(
@@ -266,7 +228,7 @@ fn rfc2131_s4_2_decline_from_the_chaddr_with_another_identifier_is_ignored() {
     );
     assert!(s.leases().declined().next().is_none(), "no quarantine");
     let own = Msg::new(MessageType::Decline, A)
-        .id(ID1)
+        .client_id(ID1)
         .requested(POOL)
         .server(US);
     assert!(matches!(
@@ -279,11 +241,11 @@ fn rfc2131_s4_2_decline_from_the_chaddr_with_another_identifier_is_ignored() {
 fn rfc2131_s4_2_leases_by_client_identifier_survive_replay() {
     let t = table();
     let mut s = Standalone::default();
-    let req = |chaddr, id: &[u8]| Msg::new(MessageType::Discover, chaddr).id(id);
+    let req = |chaddr, id: &[u8]| Msg::new(MessageType::Discover, chaddr).client_id(id);
     let (_, offer, ..) = answered(req(A, ID1).send(&mut s, &t, T0));
     let (kind, _, _, change) = answered(
         Msg::new(MessageType::Request, A)
-            .id(ID1)
+            .client_id(ID1)
             .requested(offer.yiaddr())
             .server(US)
             .send(&mut s, &t, T0),
@@ -366,7 +328,7 @@ fn rfc2131_table_3_siaddr_is_the_next_server_even_without_a_boot_file() {
     );
     assert_eq!(option(&offer, OptionCode::BootfileName), None);
     // A subnet with no next_server: siaddr 0, no option 66.
-    let relayed = Msg::new(MessageType::Discover, A).relayed(Ipv4Addr::new(10, 7, 0, 1), vec![]);
+    let relayed = Msg::new(MessageType::Discover, A).relay(Ipv4Addr::new(10, 7, 0, 1));
     let (_, offer, ..) = answered(relayed.send(&mut s, &t, T0));
     assert_eq!(offer.siaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(option(&offer, OptionCode::TFTPServerName), None);
@@ -408,7 +370,8 @@ fn rfc5107_s4_server_identifier_override_is_ours_and_is_echoed() {
     let info = || vec![RelayInfo::ServerIdentifierOverride(over)];
     let (kind, offer, dest, _) = answered(
         Msg::new(MessageType::Discover, A)
-            .relayed(relay, info())
+            .relay(relay)
+            .relay_info(info())
             .send(&mut s, &t, T0),
     );
     assert_eq!(
@@ -424,7 +387,8 @@ fn rfc5107_s4_server_identifier_override_is_ours_and_is_echoed() {
     let req = Msg::new(MessageType::Request, A)
         .requested(offer.yiaddr())
         .server(over)
-        .relayed(relay, info());
+        .relay(relay)
+        .relay_info(info());
     let (kind, ack, ..) = answered(req.send(&mut s, &t, T0));
     assert_eq!(kind, MessageType::Ack);
     assert_eq!(
@@ -435,7 +399,7 @@ fn rfc5107_s4_server_identifier_override_is_ours_and_is_echoed() {
     let plain = Msg::new(MessageType::Request, B)
         .requested(Ipv4Addr::new(10, 7, 0, 101))
         .server(over)
-        .relayed(relay, vec![]);
+        .relay(relay);
     assert_eq!(
         plain.send(&mut s, &t, T0),
         Outcome::Drop(DropReason::NotForUs)
@@ -450,7 +414,7 @@ fn rfc2131_s4_3_2_request_selecting_us_from_a_link_without_subnet_is_naked() {
     let req = Msg::new(MessageType::Request, A)
         .requested(Ipv4Addr::new(172, 31, 0, 50))
         .server(US)
-        .relayed(nowhere, vec![]);
+        .relay(nowhere);
     let (kind, nak, dest, _) = answered(req.send(&mut s, &t, T0));
     assert_eq!(
         (kind, dest),
@@ -461,12 +425,12 @@ fn rfc2131_s4_3_2_request_selecting_us_from_a_link_without_subnet_is_naked() {
         Some(&DhcpOption::ServerIdentifier(US))
     );
     // A DISCOVER from there, or a REQUEST selecting someone else: no answer.
-    let d = Msg::new(MessageType::Discover, A).relayed(nowhere, vec![]);
+    let d = Msg::new(MessageType::Discover, A).relay(nowhere);
     assert_eq!(d.send(&mut s, &t, T0), Outcome::Drop(DropReason::NoSubnet));
     let other = Msg::new(MessageType::Request, A)
         .requested(Ipv4Addr::new(172, 31, 0, 50))
         .server(Ipv4Addr::new(172, 31, 0, 9))
-        .relayed(nowhere, vec![]);
+        .relay(nowhere);
     assert_eq!(
         other.send(&mut s, &t, T0),
         Outcome::Drop(DropReason::NoSubnet)
@@ -485,7 +449,7 @@ fn rfc2132_s3_5_several_routers_in_order_and_one_off_the_subnet() {
             Ipv4Addr::new(192, 168, 50, 254)
         ]))
     );
-    let relayed = Msg::new(MessageType::Discover, A).relayed(Ipv4Addr::new(10, 9, 0, 1), vec![]);
+    let relayed = Msg::new(MessageType::Discover, A).relay(Ipv4Addr::new(10, 9, 0, 1));
     let (_, offer, ..) = answered(relayed.send(&mut s, &t, T0));
     assert_eq!(
         option(&offer, OptionCode::Router),
@@ -521,10 +485,11 @@ fn rfc3527_link_selection_is_ignored_from_relays_on_a_subnet_that_says_so() {
     let t = table();
     let mut s = Standalone::default();
     let select = |relay| {
-        Msg::new(MessageType::Discover, A).relayed(
-            relay,
-            vec![RelayInfo::LinkSelection(Ipv4Addr::new(192, 168, 50, 0))],
-        )
+        Msg::new(MessageType::Discover, A)
+            .relay(relay)
+            .relay_info(vec![RelayInfo::LinkSelection(Ipv4Addr::new(
+                192, 168, 50, 0,
+            ))])
     };
     // A relay on 10.7.0.0/24 may pick the link: the client is placed on 192.168.50.0/24.
     let (_, offer, ..) = answered(select(Ipv4Addr::new(10, 7, 0, 1)).send(&mut s, &t, T0));
@@ -559,7 +524,7 @@ fn rfc3074_each_client_answered_by_the_instance_owning_its_bucket() {
         }
         let m = Msg::new(MessageType::Discover, chaddr);
         let m = match id {
-            Some(id) => m.id(id),
+            Some(id) => m.client_id(id),
             None => m,
         };
         assert_eq!(

@@ -15,6 +15,7 @@ use pserv_core::snapshot::{EXAMPLE_JSON, Snapshot};
 use pserv_core::{MacAddr, Table};
 use pserv_dhcp::server::decode;
 use pserv_dhcp::{Destination, DropReason, Meta, Outcome, Reply, Standalone};
+use pserv_tests::dhcp::Packet;
 
 const T0: u64 = 1_800_000_000;
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
@@ -41,20 +42,10 @@ fn mac(s: &str) -> MacAddr {
 
 /// A client message.
 fn client(kind: MessageType, m: &str, opts: Vec<DhcpOption>) -> Message {
-    let mut msg = Message::new_with_id(
-        0x1234_5678,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        &mac(m).0,
-    );
-    msg.set_opcode(Opcode::BootRequest);
-    msg.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        msg.opts_mut().insert(o);
-    }
-    msg
+    Packet::new(kind, mac(m).0)
+        .xid(0x1234_5678)
+        .options(opts)
+        .message()
 }
 
 fn send(s: &mut Standalone, t: &Table, now: u64, msg: &Message) -> Outcome {
@@ -76,13 +67,7 @@ fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
 }
 
 /// DISCOVER, then REQUEST (selecting) of the offered address.
-fn dora(
-    s: &mut Standalone,
-    t: &Table,
-    now: u64,
-    m: &str,
-    extra: Vec<DhcpOption>,
-) -> (Reply, Message) {
+fn dora(s: &mut Standalone, t: &Table, now: u64, m: &str, extra: Vec<DhcpOption>) -> (Reply, Message) {
     let (offer, om) = reply(send(
         s,
         t,
@@ -787,13 +772,7 @@ const CHAIN_JSON: &str = r#"{ "generation": 1,
 
 const CHAIN: pserv_dhcp::BootChain = pserv_dhcp::BootChain { http_port: 5248 };
 
-fn chain_offer(
-    s: &mut Standalone,
-    t: &Table,
-    meta: &Meta,
-    m: &str,
-    opts: Vec<DhcpOption>,
-) -> Message {
+fn chain_offer(s: &mut Standalone, t: &Table, meta: &Meta, m: &str, opts: Vec<DhcpOption>) -> Message {
     let msg = client(MessageType::Discover, m, opts);
     reply(s.handle(t, T0, meta, &msg.to_vec().unwrap())).1
 }

@@ -13,19 +13,13 @@ use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_dns::forward::TIMEOUT;
 use pserv_dns::server::Service;
+use pserv_tests::dns::{Recursion, a_query};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-/// An A query for host.example with `id`.
+/// An A query for host.example with `id` (RD set).
 fn query(id: u16) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in ["host", "example"] {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
+    a_query(id, "host.example", Recursion::Desired)
 }
 
 /// pserv forwarding to `upstreams`, in that order.

@@ -14,6 +14,7 @@ use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_dns::respond::Counters;
 use pserv_dns::server::Service;
 use pserv_dns::tcp::Limits;
+use pserv_tests::dns::{Recursion, a_query, framed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,18 +34,9 @@ async fn service() -> (Service, SocketAddr) {
     (s, local)
 }
 
-/// A framed A query for `name` with id `id`.
+/// A framed A query for `name` with id `id` (RD set).
 fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&q);
-    framed
+    framed(&a_query(id, name, Recursion::Desired))
 }
 
 /// One framed answer: (id, the last four bytes: an A record's address).

@@ -37,27 +37,15 @@ fn udp() -> UdpSocket {
 /// DISCOVER + REQUEST with a hostname; the ACKed address.
 fn dora(server: SocketAddr, mac: [u8; 6], hostname: &str) -> Ipv4Addr {
     let name = DhcpOption::Hostname(hostname.into());
-    pserv_tests::relayed_dora(&udp(), server, mac, RELAY, vec![name])
+    pserv_tests::dhcp::relayed_dora(&udp(), server, mac, RELAY, vec![name])
         .expect("an OFFER, then an ACK")
 }
 
 /// A DNS A query; the address of a one-answer NOERROR reply.
 fn resolve(server: SocketAddr, name: &str) -> Option<Ipv4Addr> {
-    let mut q = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let s = udp();
-    s.send_to(&q, server).unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.recv(&mut buf).ok()?;
-    let answers = u16::from_be_bytes([buf[6], buf[7]]);
-    (buf[3] & 0x0f == 0 && answers == 1).then(|| {
-        let a: [u8; 4] = buf[n - 4..n].try_into().unwrap();
-        a.into()
-    })
+    pserv_tests::dns::resolve_a(server, name)
+        .ok()
+        .map(Ipv4Addr::from)
 }
 
 fn get(control: SocketAddr, path: &str) -> String {

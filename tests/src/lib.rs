@@ -1,5 +1,19 @@
 //! Helpers for pserv's end-to-end tests: finding real peers, deciding whether a test that
-//! needs one may skip, and reading what the binary prints and reports.
+//! needs one may skip, and reading what the binary prints and reports; and, in modules, the
+//! one set every test builds on:
+//!
+//! - [`process`]: processes a test starts, stopped by their PID when their guard drops;
+//! - [`netns`]: network namespaces and the links between them, deleted when dropped, so every
+//!   packet stays on loopback or inside namespaces the test made;
+//! - [`dhcp`]: the builder of DHCP client messages, malformed variants, a relayed DORA;
+//! - [`dns`]: raw DNS queries and answers.
+//!
+//! This crate depends on no pserv crate, so any pserv crate's tests may use it.
+
+pub mod dhcp;
+pub mod dns;
+pub mod netns;
+pub mod process;
 
 use std::process::Command;
 
@@ -109,105 +123,4 @@ pub fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
-}
-
-/// Malformed DHCP datagrams, each with the reason pserv counts its drop under
-/// (`pserv_dhcp_dropped_total{reason="..."}`), made from valid DISCOVERs that `discover`
-/// builds for a MAC: garbage, all-ones, a bare header, a BOOTREPLY, a hardware type other than
-/// Ethernet, an option overflowing the packet, an option length dhcproto would assert on, a
-/// hardware length over 16, and a DISCOVER padded past the 1,500-byte receive buffer.
-pub fn malformed_dhcp(discover: impl Fn([u8; 6]) -> Vec<u8>) -> Vec<(Vec<u8>, &'static str)> {
-    let end = |p: &[u8]| {
-        p.iter()
-            .rposition(|b| *b == 255)
-            .expect("a DISCOVER ends with option 255")
-    };
-    let mut reply = discover([2, 0, 0, 0, 0, 8]);
-    reply[0] = 2;
-    let mut htype = discover([2, 0, 0, 0, 0, 9]);
-    htype[1] = 6;
-    let mut overflow = discover([2, 0, 0, 0, 0, 7]);
-    overflow.truncate(end(&overflow));
-    overflow.extend_from_slice(&[61, 200, 1, 2, 3]);
-    let mut opt94 = discover([2, 0, 0, 0, 0, 6]);
-    let at = end(&opt94);
-    opt94.splice(at..at, [94, 2, 1, 2]);
-    let mut hlen = discover([2, 0, 0, 0, 0, 5]);
-    hlen[2] = 200;
-    let mut oversized = discover([2, 0, 0, 0, 0, 4]);
-    oversized.resize(4000, 0);
-    vec![
-        (vec![0u8; 10], "Malformed"),
-        (vec![0xffu8; 600], "Malformed"),
-        (vec![0x01u8; 240], "Malformed"),
-        (overflow, "Malformed"),
-        (hlen, "Malformed"),
-        (reply, "NotAClientRequest"),
-        (htype, "NotAClientRequest"),
-        (opt94, "BadOptionLength"),
-        (oversized, "Oversized"),
-    ]
-}
-
-/// A DHCP client message from `mac` as a relay at `relay` (giaddr) forwards it, with `opts`
-/// after the message type; its xid is made from the MAC.
-pub fn relayed_dhcp(
-    kind: dhcproto::v4::MessageType,
-    mac: [u8; 6],
-    relay: std::net::Ipv4Addr,
-    opts: Vec<dhcproto::v4::DhcpOption>,
-) -> Vec<u8> {
-    use dhcproto::Encodable;
-    use dhcproto::v4::{DhcpOption, Message, Opcode};
-    use std::net::Ipv4Addr;
-    let mut m = Message::new_with_id(
-        u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]),
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        relay,
-        &mac,
-    );
-    m.set_opcode(Opcode::BootRequest);
-    m.opts_mut().insert(DhcpOption::MessageType(kind));
-    for o in opts {
-        m.opts_mut().insert(o);
-    }
-    m.to_vec().expect("a DHCP message encodes")
-}
-
-/// DISCOVER then REQUEST of the offered address for `mac`, relayed from `relay` over `sock`
-/// to `server` (whose identifier is 127.0.0.1 on loopback), with `extra` options in both; the
-/// ACKed address, or `None` when a reply is missing, is not an OFFER then an ACK, or does not
-/// decode.
-pub fn relayed_dora(
-    sock: &std::net::UdpSocket,
-    server: std::net::SocketAddr,
-    mac: [u8; 6],
-    relay: std::net::Ipv4Addr,
-    extra: Vec<dhcproto::v4::DhcpOption>,
-) -> Option<std::net::Ipv4Addr> {
-    use dhcproto::Decodable;
-    use dhcproto::v4::{DhcpOption, Message, MessageType};
-    let discover = relayed_dhcp(MessageType::Discover, mac, relay, extra.clone());
-    sock.send_to(&discover, server).ok()?;
-    let mut buf = [0u8; 1500];
-    let n = sock.recv(&mut buf).ok()?;
-    let offer = Message::from_bytes(&buf[..n]).ok()?;
-    if offer.opts().msg_type() != Some(MessageType::Offer) {
-        return None;
-    }
-    let mut opts = vec![
-        DhcpOption::RequestedIpAddress(offer.yiaddr()),
-        DhcpOption::ServerIdentifier(std::net::Ipv4Addr::new(127, 0, 0, 1)),
-    ];
-    opts.extend(extra);
-    sock.send_to(
-        &relayed_dhcp(MessageType::Request, mac, relay, opts),
-        server,
-    )
-    .ok()?;
-    let n = sock.recv(&mut buf).ok()?;
-    let ack = Message::from_bytes(&buf[..n]).ok()?;
-    (ack.opts().msg_type() == Some(MessageType::Ack)).then(|| ack.yiaddr())
 }

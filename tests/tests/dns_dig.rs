@@ -2,53 +2,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pserv_core::Store;
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_dns::server::Service;
+use pserv_tests::dns::Dig;
 use pserv_tests::have_tool;
-
-struct Dig {
-    addr: SocketAddr,
-}
-
-impl Dig {
-    /// Runs dig and returns its full output.
-    fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("dig")
-            .arg(format!("@{}", self.addr.ip()))
-            .args([
-                "-p",
-                &self.addr.port().to_string(),
-                "+norec",
-                "+time=2",
-                "+tries=1",
-            ])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "dig {args:?} failed: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The answer section's records as "name type data" lines (TTL and class dropped).
-    fn answers(&self, args: &[&str]) -> Vec<String> {
-        let mut a = vec!["+noall", "+answer"];
-        a.extend_from_slice(args);
-        self.run(&a)
-            .lines()
-            .filter(|l| !l.is_empty() && !l.starts_with(';'))
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                format!("{} {} {}", f[0], f[3], f[4..].join(" "))
-            })
-            .collect()
-    }
-}
 
 fn status(out: &str) -> &str {
     let at = out.find("status: ").expect("dig prints a status") + 8;
@@ -79,7 +41,7 @@ async fn dig_sees_every_rule() {
     let store = Arc::new(Store::new());
     store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
     let svc = start(store.clone()).await;
-    let dig = Dig { addr: svc.local[0] };
+    let dig = Dig::new(svc.local[0]);
     let counters = svc.counters();
 
     tokio::task::spawn_blocking(move || {
@@ -206,7 +168,7 @@ async fn swap_is_seen_by_the_next_query() {
     let store = Arc::new(Store::new());
     store.publish_json(EXAMPLE_JSON.as_bytes()).unwrap();
     let svc = start(store.clone()).await;
-    let dig = Dig { addr: svc.local[0] };
+    let dig = Dig::new(svc.local[0]);
     let s2 = store.clone();
     tokio::task::spawn_blocking(move || {
         assert_eq!(dig.answers(&["aaa.maas"]), ["aaa.maas. A 10.20.0.10"]);
@@ -251,7 +213,7 @@ async fn forwards_to_upstreams() {
     );
     store.publish_json(with_upstream.as_bytes()).unwrap();
     let svc = start(store).await;
-    let dig = Dig { addr: svc.local[0] };
+    let dig = Dig::new(svc.local[0]);
     tokio::task::spawn_blocking(move || {
         for transport in ["+notcp", "+tcp"] {
             let out = dig.run(&[transport, "aaa.uptest", "A"]);

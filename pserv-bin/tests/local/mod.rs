@@ -1,17 +1,19 @@
 //! Shared by the tests that run the binary on loopback: `pserv serve` on ports the kernel
-//! picks, and raw DNS queries and answers.
+//! picks, stopped by its PID when dropped.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pserv_tests::process::{Process, Signal};
 
 pub(crate) const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
 
-/// A running `pserv serve`, killed on drop.
+/// A running `pserv serve`, stopped by its PID on drop.
 pub(crate) struct Server {
-    pub(crate) child: Child,
+    pub(crate) process: Process,
     /// The control API's base URL.
     pub(crate) control: String,
     pub(crate) dns: SocketAddr,
@@ -32,20 +34,19 @@ impl Server {
     /// [`Server::start`] run through `cmd`: the binary itself, or a command that executes it
     /// with the arguments that follow (a shell that sets a limit first).
     pub(crate) fn start_in(mut cmd: Command, args: &[&str]) -> Self {
-        let mut child = cmd
-            .arg("serve")
-            .args(["--dns-listen", "127.0.0.1:0"])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--dhcp-listen", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let banner = pserv_tests::read_banner(&mut child);
+        let mut process = Process::spawn(
+            cmd.arg("serve")
+                .args(["--dns-listen", "127.0.0.1:0"])
+                .args(["--control-listen", "127.0.0.1:0"])
+                .args(["--dhcp-listen", "127.0.0.1:0"])
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null()),
+        );
+        let banner = pserv_tests::read_banner(process.child());
         Self {
-            child,
+            process,
             control: banner.control,
             dns: banner.dns,
             dhcp: banner.dhcp,
@@ -65,56 +66,14 @@ impl Server {
         pserv_tests::metric(&r.body_mut().read_to_string().unwrap(), name)
     }
 
-    pub(crate) fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+    pub(crate) fn signal(&self, sig: Signal) {
+        self.process.signal(sig);
     }
 
     /// SIGTERM, then the exit status (bounded wait).
     pub(crate) fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "pserv did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process
+            .terminate(Duration::from_secs(10))
+            .expect("pserv did not stop on SIGTERM")
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A DNS query (no flags) for `name` A, with `id`.
-pub(crate) fn a_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        q.push(l.len() as u8);
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// The address in a NOERROR reply with exactly one answer (an A record, last in the message);
-/// otherwise the rcode.
-pub(crate) fn a_answer(reply: &[u8]) -> Result<[u8; 4], u8> {
-    let rcode = reply[3] & 0x0f;
-    let answers = u16::from_be_bytes([reply[6], reply[7]]);
-    if rcode != 0 || answers != 1 {
-        return Err(rcode);
-    }
-    let n = reply.len();
-    Ok(reply[n - 4..n].try_into().unwrap())
 }
