@@ -67,7 +67,13 @@ fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
 }
 
 /// DISCOVER, then REQUEST (selecting) of the offered address.
-fn dora(s: &mut Standalone, t: &Table, now: u64, m: &str, extra: Vec<DhcpOption>) -> (Reply, Message) {
+fn dora(
+    s: &mut Standalone,
+    t: &Table,
+    now: u64,
+    m: &str,
+    extra: Vec<DhcpOption>,
+) -> (Reply, Message) {
     let (offer, om) = reply(send(
         s,
         t,
@@ -772,7 +778,13 @@ const CHAIN_JSON: &str = r#"{ "generation": 1,
 
 const CHAIN: pserv_dhcp::BootChain = pserv_dhcp::BootChain { http_port: 5248 };
 
-fn chain_offer(s: &mut Standalone, t: &Table, meta: &Meta, m: &str, opts: Vec<DhcpOption>) -> Message {
+fn chain_offer(
+    s: &mut Standalone,
+    t: &Table,
+    meta: &Meta,
+    m: &str,
+    opts: Vec<DhcpOption>,
+) -> Message {
     let msg = client(MessageType::Discover, m, opts);
     reply(s.handle(t, T0, meta, &msg.to_vec().unwrap())).1
 }
