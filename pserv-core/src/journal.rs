@@ -5,8 +5,8 @@
 //! `fdatasync`, writes them with one `write` and makes them durable with one `fdatasync` (group
 //! commit): many leases share one disk flush, so durability costs latency, not throughput.
 //! [`Journal::append`] returns a sequence number; the record is durable once
-//! [`Journal::durable`] reaches it ([`Journal::wait_durable`] blocks for that, and the
-//! `on_durable` callback tells an event loop without blocking).
+//! [`Journal::durable`] reaches it ([`Journal::wait_durable`] blocks for that;
+//! [`Journal::wait_durable_for`] blocks at most a while, so an event loop can wait in slices).
 //!
 //! Recovery ([`Journal::open`]) replays records up to the first torn or corrupt one (a crash
 //! mid-write leaves at most the unacknowledged tail damaged) into the one [`Leases`] it returns,
@@ -95,7 +95,6 @@ pub struct Recovery {
 #[error("lease journal failed: {0}")]
 pub struct JournalError(pub Arc<str>);
 
-type Listener = Box<dyn Fn(Seq) + Send + Sync>;
 
 struct Queue {
     buf: Vec<u8>,
@@ -125,7 +124,6 @@ struct Shared {
     failed: Mutex<Option<JournalError>>,
     /// Set with `failed`, so the hot path and readers check it without the lock.
     has_failed: AtomicBool,
-    listener: Mutex<Option<Listener>>,
     stats: Stats,
     /// Bytes queued for the writer, not yet in the file (for the compaction trigger).
     queued_bytes: AtomicU64,
@@ -223,7 +221,6 @@ impl Journal {
             durable_cv: Condvar::new(),
             failed: Mutex::new(None),
             has_failed: AtomicBool::new(false),
-            listener: Mutex::new(None),
             stats: Stats::default(),
             queued_bytes: AtomicU64::new(0),
             compacting: AtomicBool::new(false),
@@ -337,12 +334,6 @@ impl Journal {
                 }
             }
         }
-    }
-
-    /// Registers a callback run on the writer thread after each group commit, with the new
-    /// durable sequence (for an event loop that holds ACKs until then). Keep it short.
-    pub fn on_durable(&self, f: impl Fn(Seq) + Send + Sync + 'static) {
-        *self.shared.listener.lock() = Some(Box::new(f));
     }
 
     /// Whether the journal has failed (then nothing more will be acknowledged).
@@ -505,15 +496,11 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes `seq` visible as durable, then tells the listener (which may read
-    /// [`Journal::durable`] and sees `seq`), then wakes blocked waiters.
+    /// Makes `seq` visible as durable, then wakes blocked waiters.
     fn publish(&self, seq: Seq) {
         {
             let _g = self.shared.durable_lock.lock();
             self.shared.durable.store(seq, Ordering::Release);
-        }
-        if let Some(f) = &*self.shared.listener.lock() {
-            f(seq);
         }
         self.shared.durable_cv.notify_all();
     }
