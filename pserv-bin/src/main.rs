@@ -26,7 +26,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "pserv",
     version,
-    about = "DHCP and authoritative DNS for provisioning networks"
+    about = "DHCP, authoritative DNS and network boot (TFTP, HTTP boot, per-node boot files) for provisioning networks"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,8 +35,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DHCP and DNS from a snapshot, with the control API. With no arguments: the bundled
-    /// example snapshot on loopback and unprivileged ports.
+    /// Serve DHCP, DNS and network boot from a snapshot, with the control API. With no
+    /// arguments: the bundled example snapshot on loopback and unprivileged ports.
     Serve {
         /// TOML configuration file; flags override it.
         #[arg(long)]

@@ -290,7 +290,7 @@ impl Loop {
                         &meta,
                         batch.payload(d),
                     );
-                    self.decide(outcome, from, meta.ifindex, now.mono);
+                    self.queue(outcome, from, meta.ifindex, now.mono);
                 }
                 self.counters
                     .received
@@ -344,8 +344,9 @@ impl Loop {
         }
     }
 
-    /// Addresses a decision's reply and hands the decision to the owner.
-    fn decide(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32, arrived: Instant) {
+    /// Addresses an outcome's reply and queues the outcome with the owner (which releases
+    /// the reply once its change is durable); a drop is counted.
+    fn queue(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32, arrived: Instant) {
         match outcome {
             Outcome::Reply(r) => {
                 let mut to = address(r.dest, from, self.port);
@@ -439,7 +440,7 @@ fn address(dest: Destination, from: SocketAddrV4, port: u16) -> SocketAddrV4 {
         Destination::Relay(g) => SocketAddrV4::new(g, SERVER_PORT),
         Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
         // The caller unicasts to a client without an address only if it could make the ARP
-        // entry (see `Loop::decide`); this is the broadcast it falls back to.
+        // entry (see `Loop::queue`); this is the broadcast it falls back to.
         Destination::Hardware { .. } | Destination::Broadcast => {
             SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
         }

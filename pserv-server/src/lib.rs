@@ -1,5 +1,6 @@
-//! pserv as a library: the whole server — DHCPv4, authoritative DNS and the control API — from
-//! one [`Config`], inside the embedder's own tokio runtime.
+//! pserv as a library: the whole server — DHCPv4, authoritative DNS, network boot (TFTP, HTTP
+//! boot, per-node boot files) and the control API — from one [`Config`], inside the
+//! embedder's own tokio runtime.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), pserv_server::Error> {
@@ -11,9 +12,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Ownership: the DHCP service owns the dynamic leases and their journal; DNS and the control
-//! API read the lease view it publishes ([`pserv_core::lease::LeaseBoard`]) and the table the
-//! store publishes. Every service starts from sockets [`serve`] has already bound and stops on
+//! Ownership: the DHCP service's lease owner ([`pserv_core::lease::Owner`]) holds the dynamic
+//! leases and their log (the journal, or etcd in cluster mode); DNS, boot and the control API
+//! read the lease view it publishes ([`pserv_core::lease::LeaseBoard`]) and the table the store
+//! publishes. Every service starts from sockets [`serve`] has already bound and stops on
 //! one shutdown signal ([`Handle::shutdown_token`]). The `pserv` binary is a thin CLI over this.
 //!
 //! - [`config`]: the TOML file and the flags, resolved into a validated [`Config`].
