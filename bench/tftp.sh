@@ -13,6 +13,8 @@
 # transfers, p99 transfer time, and the server's CPU per MB (busy time of core 0, where the
 # server runs alone: tftpd-hpa's per-transfer children included). Then wrk fetches the same file over HTTP from
 # pserv and nginx ($HTTP_CONNS connections). Every step is bounded in time.
+# With BASELINE=/path/to/an/older/pserv, that binary runs the same TFTP and HTTP steps in the
+# same run (on its own address), and the summary gives the ratios against it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERIOD=${PERIOD:-8}
@@ -21,6 +23,8 @@ WINDOWS=${WINDOWS:-"1 16"}
 SIZE_MB=${SIZE_MB:-4}
 HTTP_CONNS=${HTTP_CONNS:-50}
 SERVERS=${SERVERS:-"pserv tftpd-hpa dnsmasq"}
+BASELINE=${BASELINE:-}
+[ -n "$BASELINE" ] && SERVERS="$SERVERS baseline"
 NS=pbtftp$$
 . bench/common.sh
 bench_init tftp
@@ -37,7 +41,7 @@ cargo build --release -q -p pserv-boot --example tftp_load
 LOAD=$bin/examples/tftp_load
 
 add_ns "$NS"
-for h in 1 2 3 4; do ip -n "$NS" addr add "127.0.1.$h/32" dev lo; done
+for h in 1 2 3 4 5; do ip -n "$NS" addr add "127.0.1.$h/32" dev lo; done
 inns() { ip netns exec "$NS" "$@"; }
 
 root="$work/boot"; mkdir -p "$root/images"
@@ -59,6 +63,12 @@ start() { # NAME -> server pid in $spid, address in $saddr
         --dns-listen 127.0.1.1:5353 --dhcp-listen 127.0.1.1:6767 --control-listen 127.0.0.1:0 \
         --state-dir "$work/state" >"$work/pserv.log" 2>&1 &
       saddr=127.0.1.1 ;;
+    baseline)
+      ip netns exec "$NS" taskset -c 0 "$BASELINE" serve --snapshot "$work/snap.json" \
+        --boot-dir "$root" --tftp-listen 127.0.1.5:69 --boot-http-listen 127.0.1.5:5248 \
+        --dns-listen 127.0.1.5:5353 --dhcp-listen 127.0.1.5:6767 --control-listen 127.0.0.1:0 \
+        --state-dir "$work/state-baseline" >"$work/baseline.log" 2>&1 &
+      saddr=127.0.1.5 ;;
     tftpd-hpa)
       ip netns exec "$NS" taskset -c 0 in.tftpd -L -a 127.0.1.2:69 -u root -s "$root" >"$work/tftpd.log" 2>&1 &
       saddr=127.0.1.2 ;;
@@ -102,8 +112,23 @@ if [[ " $SERVERS " == *" pserv "* && " $SERVERS " == *" tftpd-hpa "* ]]; then
   done; done
 fi
 
+if [ -n "$BASELINE" ]; then
+  echo "== pserv / baseline (${BASELINE}) =="
+  for w in $WINDOWS; do for c in $CLIENTS; do
+    awk -v a="${mbps[pserv,$c,$w]}" -v b="${mbps[baseline,$c,$w]}" -v ca="${cpumb[pserv,$c,$w]}" -v cb="${cpumb[baseline,$c,$w]}" \
+      -v c="$c" -v w="$w" 'BEGIN{printf "clients %4s window %2s: throughput %.2fx, CPU/MB %.2fx\n", c, w, a/b, ca/cb}'
+  done; done
+fi
+
 echo "== HTTP boot file: wrk, $HTTP_CONNS connections, ${PERIOD}s =="
 start pserv
+http_targets="pserv 127.0.1.1:5248 $spid"
+if [ -n "$BASELINE" ]; then
+  pserv_pid=$spid
+  start baseline
+  http_targets="$http_targets|baseline 127.0.1.5:5248 $spid"
+  spid=$pserv_pid
+fi
 cat >"$work/nginx.conf" <<NGINX
 user root;
 worker_processes 1;
@@ -120,7 +145,8 @@ NGINX
 ip netns exec "$NS" taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" &
 npid=$!; started "$npid"; sleep 1
 declare -A hmb
-for t in "pserv 127.0.1.1:5248 $spid" "nginx 127.0.1.4:8080 $npid"; do
+IFS='|' read -r -a targets <<<"$http_targets|nginx 127.0.1.4:8080 $npid"
+for t in "${targets[@]}"; do
   set -- $t
   t0=$(ticks)
   out=$(inns taskset -c 1 wrk -t1 -c"$HTTP_CONNS" -d"${PERIOD}s" "http://$2/images/vmlinuz")
@@ -133,3 +159,6 @@ for t in "pserv 127.0.1.1:5248 $spid" "nginx 127.0.1.4:8080 $npid"; do
   printf "%-6s %8s MB/s  CPU %s ms/MB  %s\n" "$1" "$mbs" "$cms" "${errs:-no errors}"
 done
 awk -v a="${hmb[pserv]}" -v b="${hmb[nginx]}" 'BEGIN{printf "pserv / nginx HTTP throughput: %.2fx\n", a/b}'
+if [ -n "$BASELINE" ]; then
+  awk -v a="${hmb[pserv]}" -v b="${hmb[baseline]}" 'BEGIN{printf "pserv / baseline HTTP throughput: %.2fx\n", a/b}'
+fi
