@@ -118,7 +118,6 @@ impl Collector for Scrape {
         )?;
 
         dns(&mut e, &app.dns.0, &app.dns.1)?;
-        tftp(&mut e, &app.tftp)?;
         let b = &app.boot_http;
         family(
             &mut e,
@@ -289,20 +288,4 @@ fn dns(e: &mut DescriptorEncoder<'_>, c: &Counters, fwd: &[Arc<ForwardCounters>]
         ("dropped", sum(|c| &c.dropped)),
     ])?;
     histogram(e, "pserv_dns_answer_seconds", "Time from a DNS query's arrival to its answer leaving", &c.answer_seconds)
-}
-
-#[rustfmt::skip]
-fn tftp(e: &mut DescriptorEncoder<'_>, c: &pserv_boot::tftp::service::Counters) -> Result {
-    use MetricType::{Counter, Gauge};
-    family(e, "pserv_tftp_transfers", "TFTP transfers by outcome", Counter, "outcome", &[
-        ("started", load(&c.started)),
-        ("completed", load(&c.completed)),
-        ("aborted", load(&c.aborted)),
-        ("failed", load(&c.failed)),
-    ])?;
-    single(e, "pserv_tftp_active", "TFTP transfers running", Gauge, load(&c.active))?;
-    single(e, "pserv_tftp_bytes", "Bytes TFTP clients acknowledged", Counter, load(&c.bytes))?;
-    let drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
-    family(e, "pserv_tftp_dropped", "TFTP requests refused and packets dropped, by reason", Counter, "reason", &drops)?;
-    histogram(e, "pserv_tftp_transfer_seconds", "Duration of completed TFTP transfers", &c.duration_seconds)
 }

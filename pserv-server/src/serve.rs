@@ -102,7 +102,8 @@ pub struct Handle {
     pub tftp: Option<SocketAddr>,
     /// The HTTP boot address, when a boot directory is served.
     pub boot_http: Option<SocketAddr>,
-    boot_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// TFTP's and HTTP boot's joins.
+    boot_joins: Vec<pserv_net::service::Join>,
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
@@ -296,32 +297,54 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         what: "DHCP",
         source,
     })?;
+    let mut service_metrics = vec![Arc::from(dhcp_service.metrics)];
+    let boot = match boot {
+        None => None,
+        Some((sock, http, tree, http_port)) => {
+            let tree = Arc::new(pserv_boot::vtree::Tree::new(
+                tree,
+                store.clone(),
+                leases.clone(),
+                http_port,
+                {
+                    let events = publisher.events.clone();
+                    Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
+                        events.emit("boot_config", c);
+                    })
+                },
+            ));
+            let tftp = pserv_boot::tftp::service::start(
+                sock,
+                tree.clone(),
+                pserv_boot::tftp::service::Config::default(),
+                {
+                    let events = publisher.events.clone();
+                    Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
+                },
+                shutdown.clone(),
+            )
+            .map_err(|source| Error::Start {
+                what: "TFTP",
+                source,
+            })?;
+            service_metrics.push(Arc::from(tftp.metrics));
+            Some((tftp.addrs.first().copied(), tftp.join, http, tree))
+        }
+    };
     let app = Arc::new(App {
         publisher: publisher.clone(),
         leases: leases.clone(),
         dns: (responder.counters().clone(), responder.forward_counters()),
-        service_metrics: vec![Arc::from(dhcp_service.metrics)],
+        service_metrics,
         lease_log: lease_monitor,
         connections: Arc::default(),
-        tftp: Arc::default(),
         boot_http: Arc::default(),
         boot_http_connections: Arc::default(),
         token: config.token.clone(),
         started: Instant::now(),
     });
-    let boot = boot.map(|(sock, http, tree, http_port)| {
-        let addr = sock.local_addr().ok();
+    let boot = boot.map(|(addr, tftp_join, http, tree)| {
         let http_addr = http.local_addr().ok();
-        let tree = Arc::new(pserv_boot::vtree::Tree::new(
-            tree,
-            store.clone(),
-            leases.clone(),
-            http_port,
-            {
-                let events = publisher.events.clone();
-                Arc::new(move |c: &pserv_boot::vtree::ConfigServed| events.emit("boot_config", c))
-            },
-        ));
         let http_task = tokio::spawn(pserv_net::http::serve(
             http,
             crate::boot_http::router(
@@ -336,18 +359,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             },
             shutdown.clone().cancelled_owned(),
         ));
-        let task = tokio::spawn(pserv_boot::tftp::service::serve(
-            sock,
-            tree,
-            pserv_boot::tftp::service::Config::default(),
-            app.tftp.clone(),
-            {
-                let events = publisher.events.clone();
-                Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
-            },
-            shutdown.clone(),
-        ));
-        (addr, task, http_addr, http_task)
+        (addr, tftp_join, http_addr, http_task)
     });
     let router = app.router(config.max_body_bytes);
     let control_task = tokio::spawn(pserv_net::http::serve(
@@ -361,8 +373,15 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
-    let (tftp, boot_http, boot_tasks) = match boot {
-        Some((addr, task, http_addr, http_task)) => (addr, http_addr, vec![task, http_task]),
+    let (tftp, boot_http, boot_joins) = match boot {
+        Some((addr, tftp_join, http_addr, http_task)) => {
+            let http_join: pserv_net::service::Join = Box::pin(async move {
+                http_task
+                    .await
+                    .map_err(|e| Box::new(e) as pserv_net::service::StopError)
+            });
+            (addr, http_addr, vec![tftp_join, http_join])
+        }
         None => (None, None, Vec::new()),
     };
     Ok(Handle {
@@ -371,7 +390,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         control,
         tftp,
         boot_http,
-        boot_tasks,
+        boot_joins,
         publisher,
         leases,
         shutdown,
@@ -435,8 +454,8 @@ impl Handle {
     pub async fn stopped(self) -> Result<(), Error> {
         self.shutdown.cancelled().await;
         let _ = self.control_task.await;
-        for t in self.boot_tasks {
-            let _ = t.await;
+        for j in self.boot_joins {
+            let _ = j.await;
         }
         self.dns_service.stopped().await;
         self.dhcp_join
