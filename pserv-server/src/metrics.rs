@@ -118,50 +118,6 @@ impl Collector for Scrape {
         )?;
 
         dns(&mut e, &app.dns.0, &app.dns.1)?;
-        let b = &app.boot_http;
-        family(
-            &mut e,
-            "pserv_boot_http_responses",
-            "HTTP boot responses by kind",
-            Counter,
-            "kind",
-            &[
-                ("ok", load(&b.ok)),
-                ("partial", load(&b.partial)),
-                ("not_found", load(&b.not_found)),
-                ("refused", load(&b.refused)),
-            ],
-        )?;
-        single(
-            &mut e,
-            "pserv_boot_http_bytes",
-            "HTTP boot body bytes sent or being sent",
-            Counter,
-            load(&b.bytes),
-        )?;
-        family(
-            &mut e,
-            "pserv_boot_http_cache",
-            "HTTP boot files answered from memory (hit) and files read into memory (load)",
-            Counter,
-            "result",
-            &[("hit", load(&b.cache_hits)), ("load", load(&b.cache_loads))],
-        )?;
-        family(
-            &mut e,
-            "pserv_boot_http_connections_dropped",
-            "HTTP boot connections closed at accept, by reason",
-            Counter,
-            "reason",
-            &[
-                ("over_limit", load(&app.boot_http_connections.over_limit)),
-                (
-                    "accept_error",
-                    load(&app.boot_http_connections.accept_errors),
-                ),
-            ],
-        )?;
-
         let c = &app.connections;
         family(
             &mut e,

@@ -242,17 +242,9 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 }
                 None => None,
             };
-            let sock = std::net::UdpSocket::bind(config.tftp_listen)
-                .and_then(|s| {
-                    s.set_nonblocking(true)?;
-                    tokio::net::UdpSocket::from_std(s)
-                })
+            let sock = pserv_net::udp::bind_tokio(config.tftp_listen, &Default::default())
                 .map_err(bind("TFTP", config.tftp_listen.to_string()))?;
-            let http = std::net::TcpListener::bind(config.boot_http_listen)
-                .and_then(|l| {
-                    l.set_nonblocking(true)?;
-                    tokio::net::TcpListener::from_std(l)
-                })
+            let http = pserv_net::tcp::bind(config.boot_http_listen)
                 .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?;
             let http_port = http
                 .local_addr()
@@ -298,39 +290,53 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         source,
     })?;
     let mut service_metrics = vec![Arc::from(dhcp_service.metrics)];
-    let boot = match boot {
-        None => None,
-        Some((sock, http, tree, http_port)) => {
-            let tree = Arc::new(pserv_boot::vtree::Tree::new(
-                tree,
-                store.clone(),
-                leases.clone(),
-                http_port,
-                {
-                    let events = publisher.events.clone();
-                    Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
-                        events.emit("boot_config", c);
-                    })
-                },
-            ));
-            let tftp = pserv_boot::tftp::service::start(
-                sock,
-                tree.clone(),
-                pserv_boot::tftp::service::Config::default(),
-                {
-                    let events = publisher.events.clone();
-                    Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
-                },
-                shutdown.clone(),
-            )
+    // Boot serving: TFTP and HTTP boot over one virtual tree.
+    let (mut tftp, mut boot_http, mut boot_joins) = (None, None, Vec::new());
+    if let Some((sock, http, dir, http_port)) = boot {
+        let events = &publisher.events;
+        let tree = Arc::new(pserv_boot::vtree::Tree::new(
+            dir,
+            store.clone(),
+            leases.clone(),
+            http_port,
+            {
+                let events = events.clone();
+                Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
+                    events.emit("boot_config", c);
+                })
+            },
+        ));
+        let on_fetched = {
+            let events = events.clone();
+            Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
+        };
+        let on_served = {
+            let events = events.clone();
+            Arc::new(move |s: &pserv_boot::http::Served| events.emit("http", s))
+        };
+        let tftp_service = pserv_boot::tftp::service::start(
+            sock,
+            tree.clone(),
+            pserv_boot::tftp::service::Config::default(),
+            on_fetched,
+            shutdown.clone(),
+        )
+        .map_err(|source| Error::Start {
+            what: "TFTP",
+            source,
+        })?;
+        let http_service = pserv_boot::http::start(http, tree, on_served, shutdown.clone())
             .map_err(|source| Error::Start {
-                what: "TFTP",
+                what: "HTTP boot",
                 source,
             })?;
-            service_metrics.push(Arc::from(tftp.metrics));
-            Some((tftp.addrs.first().copied(), tftp.join, http, tree))
+        tftp = tftp_service.addrs.first().copied();
+        boot_http = http_service.addrs.first().copied();
+        for service in [tftp_service, http_service] {
+            service_metrics.push(Arc::from(service.metrics));
+            boot_joins.push(service.join);
         }
-    };
+    }
     let app = Arc::new(App {
         publisher: publisher.clone(),
         leases: leases.clone(),
@@ -338,28 +344,8 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         service_metrics,
         lease_log: lease_monitor,
         connections: Arc::default(),
-        boot_http: Arc::default(),
-        boot_http_connections: Arc::default(),
         token: config.token.clone(),
         started: Instant::now(),
-    });
-    let boot = boot.map(|(addr, tftp_join, http, tree)| {
-        let http_addr = http.local_addr().ok();
-        let http_task = tokio::spawn(pserv_net::http::serve(
-            http,
-            crate::boot_http::router(
-                tree.clone(),
-                app.boot_http.clone(),
-                publisher.events.clone(),
-            ),
-            app.boot_http_connections.clone(),
-            pserv_net::http::Limits {
-                what: "HTTP boot",
-                max_connections: crate::boot_http::MAX_CONNECTIONS,
-            },
-            shutdown.clone().cancelled_owned(),
-        ));
-        (addr, tftp_join, http_addr, http_task)
     });
     let router = app.router(config.max_body_bytes);
     let control_task = tokio::spawn(pserv_net::http::serve(
@@ -373,17 +359,6 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
-    let (tftp, boot_http, boot_joins) = match boot {
-        Some((addr, tftp_join, http_addr, http_task)) => {
-            let http_join: pserv_net::service::Join = Box::pin(async move {
-                http_task
-                    .await
-                    .map_err(|e| Box::new(e) as pserv_net::service::StopError)
-            });
-            (addr, http_addr, vec![tftp_join, http_join])
-        }
-        None => (None, None, Vec::new()),
-    };
     Ok(Handle {
         dns: dns_service.local.clone(),
         dhcp: dhcp_service.addrs[0],
