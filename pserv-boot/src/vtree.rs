@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use pserv_core::lease::LeaseBoard;
 use pserv_core::snapshot::BootMode;
-use pserv_core::table::{Endpoint, Loader, RenderError, names};
+use pserv_core::table::{Endpoint, Intent, Loader, RenderError, names};
 use pserv_core::{MacAddr, Store};
 
 use crate::tree::{BootDir, Opened, TreeError};
@@ -178,7 +178,10 @@ impl Tree {
             IpAddr::V4(ip) => Some(ip),
             IpAddr::V6(ip) => ip.to_ipv4_mapped(),
         };
-        let reserved = table.by_mac(mac).and_then(|i| i.ipv4());
+        // The one lookup of the MAC in the table: the address check, the intent and the
+        // rendering all read this interface.
+        let iface = table.by_mac(mac);
+        let reserved = iface.and_then(|i| i.ipv4());
         let leased = self.board.address_of(mac);
         // The machine's own address, if the request came from it (or from this host).
         let from = match client4 {
@@ -200,13 +203,13 @@ impl Tree {
             .or(leased)
             .or(client4)
             .and_then(|ip| table.subnet_for(ip));
-        if !table.boot_intent(mac, subnet).renders() {
+        if !Intent::of(iface, subnet).renders() {
             return Err(TreeError::NotFound);
         }
         let Some(from) = from else {
             return Err(TreeError::NotYours);
         };
-        match table.render_boot(loader, mac, Some(from), at) {
+        match table.render_boot_for(loader, mac, iface, Some(from), at) {
             Ok(r) => {
                 let bytes: Arc<[u8]> = r.text.into_bytes().into();
                 (self.on_config)(&ConfigServed {

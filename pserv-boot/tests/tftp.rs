@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pserv_boot::tftp::packet::{self, Packet};
-use pserv_boot::tftp::service::{Config, Counters, DropReason, Fetched, Outcome, serve};
+use pserv_boot::tftp::service::{self, Config, Counters, DropReason, Fetched, Outcome, serve};
 use pserv_boot::tree::BootDir;
 use pserv_boot::vtree::Tree;
 use tokio::net::UdpSocket;
@@ -32,7 +32,8 @@ async fn start(config: Config) -> Running {
     start_on("127.0.0.1:0", config).await
 }
 
-async fn start_on(listen: &str, config: Config) -> Running {
+/// A boot directory with `ipxe.efi` (200,003 bytes) and `pxelinux.cfg/default`, as a tree.
+fn boot_tree() -> (tempfile::TempDir, Arc<Tree>) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ipxe.efi"), content(200_003)).unwrap();
     std::fs::create_dir(dir.path().join("pxelinux.cfg")).unwrap();
@@ -44,6 +45,11 @@ async fn start_on(listen: &str, config: Config) -> Running {
         5248,
         Arc::new(|_: &pserv_boot::vtree::ConfigServed| {}),
     ));
+    (dir, tree)
+}
+
+async fn start_on(listen: &str, config: Config) -> Running {
+    let (dir, tree) = boot_tree();
     let sock = UdpSocket::bind(listen).await.unwrap();
     let addr = sock.local_addr().unwrap();
     let counters = Arc::new(Counters::default());
@@ -154,6 +160,43 @@ async fn files_arrive_whole_with_negotiated_options() {
         ]
     );
     s.stop.cancel();
+}
+
+#[tokio::test]
+async fn the_started_service_counts_into_its_metrics_and_stops_on_its_token() {
+    let (_dir, tree) = boot_tree();
+    let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let running = service::start(
+        sock,
+        tree,
+        Config::default(),
+        Arc::new(|_: &Fetched| {}),
+        stop.clone(),
+    )
+    .unwrap();
+    let at = running.addrs[0];
+    assert_eq!(fetch(at, "ipxe.efi", &[], 1).await, content(200_003));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(running.metrics);
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "pserv_tftp_transfers_total{outcome=\"started\"} 1",
+        "pserv_tftp_transfers_total{outcome=\"completed\"} 1",
+        "pserv_tftp_active 0",
+        "pserv_tftp_bytes_total 200003",
+        "pserv_tftp_dropped_total{reason=\"not_found\"} 0",
+        "pserv_tftp_transfer_seconds_count 1",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), running.join)
+        .await
+        .expect("the join resolves at shutdown")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,3 +306,33 @@ fn a_snapshot_without_boot_settings_means_what_it_meant() {
     let back = Snapshot::from_json(&snap.to_json()).unwrap();
     assert_eq!(back, snap, "the new fields are left out when empty");
 }
+
+#[test]
+fn rendering_for_an_interface_looked_up_already_is_rendering_by_mac() {
+    let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
+    let other = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
+    let (known, unknown) = (mac("52:54:00:aa:00:01"), mac("52:54:00:bb:00:01"));
+    let client = Some(Ipv4Addr::new(10, 99, 1, 7));
+    for (m, client) in [(known, None), (known, client), (unknown, client)] {
+        let by_mac = t.render_boot(Loader::Ipxe, m, client, AT);
+        assert_eq!(
+            t.render_boot_for(Loader::Ipxe, m, t.by_mac(m), client, AT),
+            by_mac
+        );
+        // An interface of another table, or of another MAC, is not trusted: looked up again.
+        assert_eq!(
+            t.render_boot_for(Loader::Ipxe, m, other.by_mac(m), client, AT),
+            by_mac
+        );
+        assert_eq!(
+            t.render_boot_for(
+                Loader::Ipxe,
+                m,
+                t.by_mac(mac("52:54:00:aa:00:04")),
+                client,
+                AT
+            ),
+            by_mac
+        );
+    }
+}

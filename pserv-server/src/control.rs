@@ -145,11 +145,6 @@ pub(crate) struct App {
     pub(crate) service_metrics: Vec<Arc<dyn prometheus_client::collector::Collector>>,
     pub(crate) lease_log: LeaseMonitor,
     pub(crate) connections: Arc<pserv_net::http::ConnCounters>,
-    /// The TFTP service's counters (all zero without a boot directory).
-    pub(crate) tftp: Arc<pserv_boot::tftp::service::Counters>,
-    /// HTTP boot's responses and its listener's connections.
-    pub(crate) boot_http: Arc<crate::boot_http::Counters>,
-    pub(crate) boot_http_connections: Arc<pserv_net::http::ConnCounters>,
     pub(crate) token: Option<String>,
     pub(crate) started: Instant,
 }

@@ -24,7 +24,6 @@
 
 #![warn(missing_docs)]
 
-mod boot_http;
 pub mod config;
 mod control;
 mod metrics;

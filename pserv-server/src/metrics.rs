@@ -118,51 +118,6 @@ impl Collector for Scrape {
         )?;
 
         dns(&mut e, &app.dns.0, &app.dns.1)?;
-        tftp(&mut e, &app.tftp)?;
-        let b = &app.boot_http;
-        family(
-            &mut e,
-            "pserv_boot_http_responses",
-            "HTTP boot responses by kind",
-            Counter,
-            "kind",
-            &[
-                ("ok", load(&b.ok)),
-                ("partial", load(&b.partial)),
-                ("not_found", load(&b.not_found)),
-                ("refused", load(&b.refused)),
-            ],
-        )?;
-        single(
-            &mut e,
-            "pserv_boot_http_bytes",
-            "HTTP boot body bytes sent or being sent",
-            Counter,
-            load(&b.bytes),
-        )?;
-        family(
-            &mut e,
-            "pserv_boot_http_cache",
-            "HTTP boot files answered from memory (hit) and files read into memory (load)",
-            Counter,
-            "result",
-            &[("hit", load(&b.cache_hits)), ("load", load(&b.cache_loads))],
-        )?;
-        family(
-            &mut e,
-            "pserv_boot_http_connections_dropped",
-            "HTTP boot connections closed at accept, by reason",
-            Counter,
-            "reason",
-            &[
-                ("over_limit", load(&app.boot_http_connections.over_limit)),
-                (
-                    "accept_error",
-                    load(&app.boot_http_connections.accept_errors),
-                ),
-            ],
-        )?;
-
         let c = &app.connections;
         family(
             &mut e,
@@ -289,20 +244,4 @@ fn dns(e: &mut DescriptorEncoder<'_>, c: &Counters, fwd: &[Arc<ForwardCounters>]
         ("dropped", sum(|c| &c.dropped)),
     ])?;
     histogram(e, "pserv_dns_answer_seconds", "Time from a DNS query's arrival to its answer leaving", &c.answer_seconds)
-}
-
-#[rustfmt::skip]
-fn tftp(e: &mut DescriptorEncoder<'_>, c: &pserv_boot::tftp::service::Counters) -> Result {
-    use MetricType::{Counter, Gauge};
-    family(e, "pserv_tftp_transfers", "TFTP transfers by outcome", Counter, "outcome", &[
-        ("started", load(&c.started)),
-        ("completed", load(&c.completed)),
-        ("aborted", load(&c.aborted)),
-        ("failed", load(&c.failed)),
-    ])?;
-    single(e, "pserv_tftp_active", "TFTP transfers running", Gauge, load(&c.active))?;
-    single(e, "pserv_tftp_bytes", "Bytes TFTP clients acknowledged", Counter, load(&c.bytes))?;
-    let drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
-    family(e, "pserv_tftp_dropped", "TFTP requests refused and packets dropped, by reason", Counter, "reason", &drops)?;
-    histogram(e, "pserv_tftp_transfer_seconds", "Duration of completed TFTP transfers", &c.duration_seconds)
 }

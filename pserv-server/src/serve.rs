@@ -102,7 +102,8 @@ pub struct Handle {
     pub tftp: Option<SocketAddr>,
     /// The HTTP boot address, when a boot directory is served.
     pub boot_http: Option<SocketAddr>,
-    boot_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// TFTP's and HTTP boot's joins.
+    boot_joins: Vec<pserv_net::service::Join>,
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
@@ -241,17 +242,9 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 }
                 None => None,
             };
-            let sock = std::net::UdpSocket::bind(config.tftp_listen)
-                .and_then(|s| {
-                    s.set_nonblocking(true)?;
-                    tokio::net::UdpSocket::from_std(s)
-                })
+            let sock = pserv_net::udp::bind_tokio(config.tftp_listen, &Default::default())
                 .map_err(bind("TFTP", config.tftp_listen.to_string()))?;
-            let http = std::net::TcpListener::bind(config.boot_http_listen)
-                .and_then(|l| {
-                    l.set_nonblocking(true)?;
-                    tokio::net::TcpListener::from_std(l)
-                })
+            let http = pserv_net::tcp::bind(config.boot_http_listen)
                 .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?;
             let http_port = http
                 .local_addr()
@@ -296,58 +289,63 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         what: "DHCP",
         source,
     })?;
-    let app = Arc::new(App {
-        publisher: publisher.clone(),
-        leases: leases.clone(),
-        dns: (responder.counters().clone(), responder.forward_counters()),
-        service_metrics: vec![Arc::from(dhcp_service.metrics)],
-        lease_log: lease_monitor,
-        connections: Arc::default(),
-        tftp: Arc::default(),
-        boot_http: Arc::default(),
-        boot_http_connections: Arc::default(),
-        token: config.token.clone(),
-        started: Instant::now(),
-    });
-    let boot = boot.map(|(sock, http, tree, http_port)| {
-        let addr = sock.local_addr().ok();
-        let http_addr = http.local_addr().ok();
+    let mut service_metrics = vec![Arc::from(dhcp_service.metrics)];
+    // Boot serving: TFTP and HTTP boot over one virtual tree.
+    let (mut tftp, mut boot_http, mut boot_joins) = (None, None, Vec::new());
+    if let Some((sock, http, dir, http_port)) = boot {
+        let events = &publisher.events;
         let tree = Arc::new(pserv_boot::vtree::Tree::new(
-            tree,
+            dir,
             store.clone(),
             leases.clone(),
             http_port,
             {
-                let events = publisher.events.clone();
-                Arc::new(move |c: &pserv_boot::vtree::ConfigServed| events.emit("boot_config", c))
+                let events = events.clone();
+                Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
+                    events.emit("boot_config", c);
+                })
             },
         ));
-        let http_task = tokio::spawn(pserv_net::http::serve(
-            http,
-            crate::boot_http::router(
-                tree.clone(),
-                app.boot_http.clone(),
-                publisher.events.clone(),
-            ),
-            app.boot_http_connections.clone(),
-            pserv_net::http::Limits {
-                what: "HTTP boot",
-                max_connections: crate::boot_http::MAX_CONNECTIONS,
-            },
-            shutdown.clone().cancelled_owned(),
-        ));
-        let task = tokio::spawn(pserv_boot::tftp::service::serve(
+        let on_fetched = {
+            let events = events.clone();
+            Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
+        };
+        let on_served = {
+            let events = events.clone();
+            Arc::new(move |s: &pserv_boot::http::Served| events.emit("http", s))
+        };
+        let tftp_service = pserv_boot::tftp::service::start(
             sock,
-            tree,
+            tree.clone(),
             pserv_boot::tftp::service::Config::default(),
-            app.tftp.clone(),
-            {
-                let events = publisher.events.clone();
-                Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
-            },
+            on_fetched,
             shutdown.clone(),
-        ));
-        (addr, task, http_addr, http_task)
+        )
+        .map_err(|source| Error::Start {
+            what: "TFTP",
+            source,
+        })?;
+        let http_service = pserv_boot::http::start(http, tree, on_served, shutdown.clone())
+            .map_err(|source| Error::Start {
+                what: "HTTP boot",
+                source,
+            })?;
+        tftp = tftp_service.addrs.first().copied();
+        boot_http = http_service.addrs.first().copied();
+        for service in [tftp_service, http_service] {
+            service_metrics.push(Arc::from(service.metrics));
+            boot_joins.push(service.join);
+        }
+    }
+    let app = Arc::new(App {
+        publisher: publisher.clone(),
+        leases: leases.clone(),
+        dns: (responder.counters().clone(), responder.forward_counters()),
+        service_metrics,
+        lease_log: lease_monitor,
+        connections: Arc::default(),
+        token: config.token.clone(),
+        started: Instant::now(),
     });
     let router = app.router(config.max_body_bytes);
     let control_task = tokio::spawn(pserv_net::http::serve(
@@ -361,17 +359,13 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         shutdown.clone().cancelled_owned(),
     ));
     started.disarm();
-    let (tftp, boot_http, boot_tasks) = match boot {
-        Some((addr, task, http_addr, http_task)) => (addr, http_addr, vec![task, http_task]),
-        None => (None, None, Vec::new()),
-    };
     Ok(Handle {
         dns: dns_service.local.clone(),
         dhcp: dhcp_service.addrs[0],
         control,
         tftp,
         boot_http,
-        boot_tasks,
+        boot_joins,
         publisher,
         leases,
         shutdown,
@@ -435,8 +429,8 @@ impl Handle {
     pub async fn stopped(self) -> Result<(), Error> {
         self.shutdown.cancelled().await;
         let _ = self.control_task.await;
-        for t in self.boot_tasks {
-            let _ = t.await;
+        for j in self.boot_joins {
+            let _ = j.await;
         }
         self.dns_service.stopped().await;
         self.dhcp_join

@@ -20,11 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
-};
+use nix::sys::socket::{MsgFlags, SockaddrStorage, recvmsg};
 use parking_lot::Mutex;
 use pserv_core::histogram::Histogram;
+use pserv_net::Running;
+use pserv_net::metrics::{
+    Collector, DescriptorEncoder, MetricType, family, histogram, load, single,
+};
+use pserv_net::service::StopError;
+use pserv_net::udp::{enable_packet_info, grow_buffers, packet_info, socket_addr};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -197,8 +201,62 @@ struct Admission {
     per_ip: HashMap<IpAddr, usize>,
 }
 
-/// Serves read requests arriving on `sock` from `tree` until `shutdown`; running transfers
-/// are abandoned then.
+/// Starts serving read requests arriving on `sock` from `tree` until `shutdown` (call inside
+/// a tokio runtime). The service owns its counters; [`Running::metrics`] encodes them as the
+/// `pserv_tftp_*` metrics, and [`Running::join`] resolves once the request loop has stopped
+/// (running transfers are abandoned then).
+pub fn start(
+    sock: UdpSocket,
+    tree: Arc<Tree>,
+    config: Config,
+    on_fetched: OnFetched,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let local = sock.local_addr()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let counters = Arc::new(Counters::default());
+    let task = runtime.spawn(serve(
+        sock,
+        tree,
+        config,
+        counters.clone(),
+        on_fetched,
+        shutdown,
+    ));
+    Ok(Running {
+        name: "TFTP",
+        addrs: vec![local],
+        metrics: Box::new(Metrics(counters)),
+        join: Box::pin(async move { task.await.map_err(|e| Box::new(e) as StopError) }),
+    })
+}
+
+/// The TFTP service's `/metrics`.
+#[derive(Debug)]
+struct Metrics(Arc<Counters>);
+
+impl Collector for Metrics {
+    #[rustfmt::skip]
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> pserv_net::metrics::Result {
+        use MetricType::{Counter, Gauge};
+        let (c, e) = (&*self.0, &mut e);
+        family(e, "pserv_tftp_transfers", "TFTP transfers by outcome", Counter, "outcome", &[
+            ("started", load(&c.started)),
+            ("completed", load(&c.completed)),
+            ("aborted", load(&c.aborted)),
+            ("failed", load(&c.failed)),
+        ])?;
+        single(e, "pserv_tftp_active", "TFTP transfers running", Gauge, load(&c.active))?;
+        single(e, "pserv_tftp_bytes", "Bytes TFTP clients acknowledged", Counter, load(&c.bytes))?;
+        let drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
+        family(e, "pserv_tftp_dropped", "TFTP requests refused and packets dropped, by reason", Counter, "reason", &drops)?;
+        histogram(e, "pserv_tftp_transfer_seconds", "Duration of completed TFTP transfers", &c.duration_seconds)
+    }
+}
+
+/// Serves read requests arriving on `sock` from `tree` until `shutdown`, counting into
+/// `counters`; running transfers are abandoned then. [`start`] runs this as a service; this is
+/// the loop itself, for a caller that keeps the counters (tests).
 pub async fn serve(
     sock: UdpSocket,
     tree: Arc<Tree>,
@@ -210,43 +268,226 @@ pub async fn serve(
     let local_ip = sock
         .local_addr()
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    // A rack powering on sends its RRQs in one burst: queue them rather than drop them.
+    grow_buffers(&sock, REQUEST_BUFFER);
     // On a wildcard address, learn which address each request was sent to (IP_PKTINFO), so
     // its transfer answers from that address: a client on a host with several addresses
     // drops DATA that comes from another one.
-    // A rack powering on sends its RRQs in one burst: queue them rather than drop them (the
-    // FORCE option where allowed, as for the DHCP and DNS sockets).
-    if setsockopt(&sock, sockopt::RcvBufForce, &REQUEST_BUFFER).is_err() {
-        let _ = setsockopt(&sock, sockopt::RcvBuf, &REQUEST_BUFFER);
-    }
     if local_ip.is_ipv4()
-        && let Err(e) = setsockopt(&sock, sockopt::Ipv4PacketInfo, &true)
+        && let Err(e) = enable_packet_info(&sock)
     {
         tracing::debug!(error = %e, "TFTP: no IP_PKTINFO; transfers answer from the routed address");
     }
-    let admission = Arc::new(Mutex::new(Admission::default()));
+    let front = Front {
+        sock,
+        local_ip,
+        tree,
+        config,
+        counters,
+        on_fetched,
+        shutdown,
+        admission: Arc::default(),
+    };
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(128);
     loop {
         let (n, from, to) = tokio::select! {
-            r = recv_with_destination(&sock, &mut buf) => match r {
+            r = recv_with_destination(&front.sock, &mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
                     tracing::debug!(error = %e, "TFTP receive");
                     continue;
                 }
             },
-            () = shutdown.cancelled() => break,
+            () = front.shutdown.cancelled() => break,
         };
+        front.handle(&buf[..n], from, to, &mut out).await;
+    }
+}
+
+/// The request port: admits read requests and starts their transfers.
+struct Front {
+    sock: UdpSocket,
+    /// The address `sock` is bound to (unspecified for a wildcard).
+    local_ip: IpAddr,
+    tree: Arc<Tree>,
+    config: Config,
+    counters: Arc<Counters>,
+    on_fetched: OnFetched,
+    shutdown: CancellationToken,
+    admission: Arc<Mutex<Admission>>,
+}
+
+/// A read request, as read off the request port.
+struct ReadRequest {
+    name: String,
+    options: Vec<(String, String)>,
+}
+
+/// A request turned away with an ERROR packet.
+struct Refusal {
+    reason: DropReason,
+    code: ErrorCode,
+    message: &'static str,
+    /// The boot-progress event's outcome, when the refusal is one.
+    outcome: Option<Outcome>,
+}
+
+impl Refusal {
+    /// No room: too many transfers, or no socket for one.
+    const BUSY: Self = Self {
+        reason: DropReason::Busy,
+        code: ErrorCode::Undefined,
+        message: "server busy, try again",
+        outcome: Some(Outcome::Refused),
+    };
+
+    /// Why the tree did not give a name.
+    fn of(e: &TreeError) -> Self {
+        let (reason, code, message) = match e {
+            TreeError::NotYours => (
+                DropReason::NotYours,
+                ErrorCode::AccessViolation,
+                "access violation",
+            ),
+            TreeError::BadName | TreeError::Outside => (
+                DropReason::BadName,
+                ErrorCode::AccessViolation,
+                "access violation",
+            ),
+            TreeError::NotFound => (
+                DropReason::NotFound,
+                ErrorCode::FileNotFound,
+                "file not found",
+            ),
+            _ => (
+                DropReason::Unreadable,
+                ErrorCode::Undefined,
+                "cannot read the file",
+            ),
+        };
+        let outcome = if reason == DropReason::NotFound {
+            Outcome::NotFound
+        } else {
+            Outcome::Refused
+        };
+        Self {
+            reason,
+            code,
+            message,
+            outcome: Some(outcome),
+        }
+    }
+}
+
+impl Front {
+    /// One datagram on the request port, sent by `from` to the local address `to` (when the
+    /// socket reports it).
+    async fn handle(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        to: Option<Ipv4Addr>,
+        out: &mut Vec<u8>,
+    ) {
         let reply_from = match to {
-            Some(ip) if local_ip.is_unspecified() && !ip.is_unspecified() => IpAddr::V4(ip),
-            _ => local_ip,
+            Some(ip) if self.local_ip.is_unspecified() && !ip.is_unspecified() => IpAddr::V4(ip),
+            _ => self.local_ip,
         };
-        let refuse = |d: DropReason, code: ErrorCode, msg: &str, out: &mut Vec<u8>| {
-            counters.count_drop(d);
-            packet::error(code, msg, out);
+        let Some(request) = self.read_request(datagram, from, out).await else {
+            return;
         };
-        let refused = |file: &str, outcome: Outcome| {
-            on_fetched(&Fetched {
+        let release = match self.admit(from) {
+            Ok(r) => r,
+            // Its first OACK or DATA was late, not lost: the running transfer answers.
+            Err(DropReason::Repeated) => {
+                self.counters.count_drop(DropReason::Repeated);
+                return;
+            }
+            Err(reason) => {
+                let busy = Refusal {
+                    reason,
+                    ..Refusal::BUSY
+                };
+                return self.refuse(&busy, &request.name, from, out).await;
+            }
+        };
+        let opened = match self
+            .tree
+            .open(&request.name, Via::Tftp, from.ip(), reply_from)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                drop(release);
+                return self
+                    .refuse(&Refusal::of(&e), &request.name, from, out)
+                    .await;
+            }
+        };
+        self.start_transfer(request, opened, from, reply_from, release, out)
+            .await;
+    }
+
+    /// Reads a read request; anything else is counted and, for a write request, refused.
+    async fn read_request(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+        out: &mut Vec<u8>,
+    ) -> Option<ReadRequest> {
+        match packet::parse(datagram) {
+            Ok(Packet::Rrq {
+                filename, options, ..
+            }) => Some(ReadRequest {
+                name: filename.to_owned(),
+                options: options_owned(&options),
+            }),
+            Ok(Packet::Wrq { filename }) => {
+                let read_only = Refusal {
+                    reason: DropReason::WriteRefused,
+                    code: ErrorCode::AccessViolation,
+                    message: "read only",
+                    outcome: Some(Outcome::Refused),
+                };
+                self.refuse(&read_only, filename, from, out).await;
+                None
+            }
+            Ok(_) => {
+                self.counters.count_drop(DropReason::NotARequest);
+                None
+            }
+            Err(_) => {
+                self.counters.count_drop(DropReason::Malformed);
+                None
+            }
+        }
+    }
+
+    /// Takes a transfer slot for `from`, all in one lock (held for a few map operations).
+    fn admit(&self, from: SocketAddr) -> Result<Release, DropReason> {
+        let mut a = self.admission.lock();
+        if a.clients.contains_key(&from) {
+            return Err(DropReason::Repeated);
+        }
+        if a.clients.len() >= self.config.max_transfers {
+            return Err(DropReason::Busy);
+        }
+        if a.per_ip.get(&from.ip()).copied().unwrap_or(0) >= self.config.max_per_client {
+            return Err(DropReason::ClientBusy);
+        }
+        a.clients.insert(from, ());
+        *a.per_ip.entry(from.ip()).or_default() += 1;
+        Ok(Release {
+            admission: self.admission.clone(),
+            client: from,
+        })
+    }
+
+    /// Turns a request for `file` away: the event (if the refusal is one), the count, the
+    /// ERROR packet.
+    async fn refuse(&self, r: &Refusal, file: &str, from: SocketAddr, out: &mut Vec<u8>) {
+        if let Some(outcome) = r.outcome {
+            (self.on_fetched)(&Fetched {
                 client: from,
                 file: file.to_owned(),
                 size: 0,
@@ -254,157 +495,115 @@ pub async fn serve(
                 outcome,
                 seconds: 0.0,
             });
-        };
-        let (name, options) = match packet::parse(&buf[..n]) {
-            Ok(Packet::Rrq {
-                filename, options, ..
-            }) => (filename.to_owned(), options_owned(&options)),
-            Ok(Packet::Wrq { filename }) => {
-                refused(filename, Outcome::Refused);
-                refuse(
-                    DropReason::WriteRefused,
-                    ErrorCode::AccessViolation,
-                    "read only",
-                    &mut out,
-                );
-                let _ = sock.send_to(&out, from).await;
-                continue;
-            }
-            Ok(_) => {
-                counters.count_drop(DropReason::NotARequest);
-                continue;
-            }
-            Err(_) => {
-                counters.count_drop(DropReason::Malformed);
-                continue;
-            }
-        };
-        // Admission, all in one lock: it is held for a few map operations only.
-        let admitted = {
-            let mut a = admission.lock();
-            if a.clients.contains_key(&from) {
-                Err(DropReason::Repeated)
-            } else if a.clients.len() >= config.max_transfers {
-                Err(DropReason::Busy)
-            } else if a.per_ip.get(&from.ip()).copied().unwrap_or(0) >= config.max_per_client {
-                Err(DropReason::ClientBusy)
-            } else {
-                a.clients.insert(from, ());
-                *a.per_ip.entry(from.ip()).or_default() += 1;
-                Ok(())
-            }
-        };
-        match admitted {
-            Err(DropReason::Repeated) => {
-                counters.count_drop(DropReason::Repeated);
-                continue;
-            }
-            Err(d) => {
-                refused(&name, Outcome::Refused);
-                refuse(d, ErrorCode::Undefined, "server busy, try again", &mut out);
-                let _ = sock.send_to(&out, from).await;
-                continue;
-            }
-            Ok(()) => {}
         }
-        let release = Release {
-            admission: admission.clone(),
-            client: from,
-        };
-        let opened = match tree.open(&name, Via::Tftp, from.ip(), reply_from) {
-            Ok(o) => o,
-            Err(e) => {
-                drop(release);
-                let (d, code, msg) = match e {
-                    TreeError::NotYours => (
-                        DropReason::NotYours,
-                        ErrorCode::AccessViolation,
-                        "access violation",
-                    ),
-                    TreeError::BadName | TreeError::Outside => (
-                        DropReason::BadName,
-                        ErrorCode::AccessViolation,
-                        "access violation",
-                    ),
-                    TreeError::NotFound => (
-                        DropReason::NotFound,
-                        ErrorCode::FileNotFound,
-                        "file not found",
-                    ),
-                    _ => (
-                        DropReason::Unreadable,
-                        ErrorCode::Undefined,
-                        "cannot read the file",
-                    ),
-                };
-                refused(
-                    &name,
-                    if d == DropReason::NotFound {
-                        Outcome::NotFound
-                    } else {
-                        Outcome::Refused
-                    },
-                );
-                refuse(d, code, msg, &mut out);
-                let _ = sock.send_to(&out, from).await;
-                continue;
-            }
-        };
+        self.counters.count_drop(r.reason);
+        packet::error(r.code, r.message, out);
+        let _ = self.sock.send_to(out, from).await;
+    }
+
+    /// Gives an admitted request its own socket (its transfer ID) on the address it reached,
+    /// and a task that runs its transfer.
+    async fn start_transfer(
+        &self,
+        request: ReadRequest,
+        opened: Content,
+        from: SocketAddr,
+        reply_from: IpAddr,
+        release: Release,
+        out: &mut Vec<u8>,
+    ) {
         let tid = match UdpSocket::bind(SocketAddr::new(reply_from, 0)).await {
             Ok(s) => s,
             Err(e) => {
                 drop(release);
                 tracing::warn!(error = %e, "TFTP: no socket for a transfer");
-                refuse(
-                    DropReason::Busy,
-                    ErrorCode::Undefined,
-                    "server busy, try again",
-                    &mut out,
-                );
-                let _ = sock.send_to(&out, from).await;
-                continue;
+                // Counted, but no event: the file was found and may be asked for again.
+                let busy = Refusal {
+                    outcome: None,
+                    ..Refusal::BUSY
+                };
+                return self.refuse(&busy, &request.name, from, out).await;
             }
         };
-        counters.started.fetch_add(1, Ordering::Relaxed);
-        counters.active.fetch_add(1, Ordering::Relaxed);
-        let (counters, shutdown, limits) = (counters.clone(), shutdown.clone(), config.limits);
-        let on_fetched = on_fetched.clone();
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            let opts: Vec<(&str, &str)> = options
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let t = Transfer::new(&opts, opened.size(), limits, t0);
-            let result = run(&tid, from, t, &opened, &counters, &shutdown).await;
-            let (outcome, bytes) = match result {
-                Ok(bytes) => {
-                    counters.completed.fetch_add(1, Ordering::Relaxed);
-                    counters.duration_seconds.observe(t0.elapsed());
-                    (Outcome::Completed, bytes)
-                }
-                Err((TransferError::Aborted(_), bytes)) => {
-                    counters.aborted.fetch_add(1, Ordering::Relaxed);
-                    (Outcome::Aborted, bytes)
-                }
-                Err((_, bytes)) => {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    (Outcome::Failed, bytes)
-                }
-            };
-            counters.bytes.fetch_add(bytes, Ordering::Relaxed);
-            counters.active.fetch_sub(1, Ordering::Relaxed);
-            on_fetched(&Fetched {
-                client: from,
-                file: name,
-                size: opened.size(),
-                bytes,
-                outcome,
-                seconds: t0.elapsed().as_secs_f64(),
-            });
-            drop(release);
-        });
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        self.counters.active.fetch_add(1, Ordering::Relaxed);
+        let admitted = Admitted {
+            tid,
+            client: from,
+            request,
+            opened,
+            release,
+        };
+        tokio::spawn(transfer(
+            admitted,
+            self.config.limits,
+            self.counters.clone(),
+            self.on_fetched.clone(),
+            self.shutdown.clone(),
+        ));
     }
+}
+
+/// What a transfer's task owns.
+struct Admitted {
+    /// Its own socket: its transfer ID.
+    tid: UdpSocket,
+    client: SocketAddr,
+    request: ReadRequest,
+    opened: Content,
+    /// Its admission slot, freed when the task ends.
+    release: Release,
+}
+
+/// One admitted transfer, from its first packet to its event.
+async fn transfer(
+    admitted: Admitted,
+    limits: Limits,
+    counters: Arc<Counters>,
+    on_fetched: OnFetched,
+    shutdown: CancellationToken,
+) {
+    let Admitted {
+        tid,
+        client,
+        request,
+        opened,
+        release,
+    } = admitted;
+    let t0 = Instant::now();
+    let opts: Vec<(&str, &str)> = request
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let t = Transfer::new(&opts, opened.size(), limits, t0);
+    let result = run(&tid, client, t, &opened, &counters, &shutdown).await;
+    let (outcome, bytes) = match result {
+        Ok(bytes) => {
+            counters.completed.fetch_add(1, Ordering::Relaxed);
+            counters.duration_seconds.observe(t0.elapsed());
+            (Outcome::Completed, bytes)
+        }
+        Err((TransferError::Aborted(_), bytes)) => {
+            counters.aborted.fetch_add(1, Ordering::Relaxed);
+            (Outcome::Aborted, bytes)
+        }
+        Err((_, bytes)) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            (Outcome::Failed, bytes)
+        }
+    };
+    counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+    counters.active.fetch_sub(1, Ordering::Relaxed);
+    on_fetched(&Fetched {
+        client,
+        file: request.name,
+        size: opened.size(),
+        bytes,
+        outcome,
+        seconds: t0.elapsed().as_secs_f64(),
+    });
+    drop(release);
 }
 
 /// One datagram: its length, sender, and the local address it was sent to (IP_PKTINFO's
@@ -421,23 +620,12 @@ async fn recv_with_destination(
             let mut space = nix::cmsg_space!(nix::libc::in_pktinfo);
             let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut space), MsgFlags::empty())
                 .map_err(std::io::Error::from)?;
-            let to = msg.cmsgs().ok().and_then(|mut c| {
-                c.find_map(|m| match m {
-                    ControlMessageOwned::Ipv4PacketInfo(i) => {
-                        Some(Ipv4Addr::from(u32::from_be(i.ipi_spec_dst.s_addr)))
-                    }
-                    _ => None,
-                })
-            });
-            let from = msg.address.and_then(|a| {
-                a.as_sockaddr_in()
-                    .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
-                    .or_else(|| {
-                        a.as_sockaddr_in6()
-                            .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
-                    })
-            });
-            let from = from.ok_or_else(|| std::io::Error::other("a datagram without a sender"))?;
+            let to = msg.cmsgs().ok().and_then(packet_info).map(|i| i.local);
+            let from = msg
+                .address
+                .as_ref()
+                .and_then(socket_addr)
+                .ok_or_else(|| std::io::Error::other("a datagram without a sender"))?;
             Ok((msg.bytes, from, to))
         });
         match got {

@@ -545,7 +545,25 @@ impl Table {
         client: Option<Ipv4Addr>,
         at: Endpoint,
     ) -> Result<Rendered, RenderError> {
-        let iface = self.by_mac(mac);
+        self.render_boot_for(loader, mac, self.by_mac(mac), client, at)
+    }
+
+    /// [`Table::render_boot`] for a caller that has looked the MAC up already: `iface` is
+    /// `self.by_mac(mac)` (`None`: the snapshot does not know the MAC), so serving one
+    /// configuration looks the MAC up once. An interface of another table, or of another MAC,
+    /// is looked up again rather than trusted.
+    pub fn render_boot_for(
+        &self,
+        loader: Loader,
+        mac: MacAddr,
+        iface: Option<IfaceView<'_>>,
+        client: Option<Ipv4Addr>,
+        at: Endpoint,
+    ) -> Result<Rendered, RenderError> {
+        let iface = match iface {
+            Some(i) if !std::ptr::eq(i.table, self) || i.mac() != mac => self.by_mac(mac),
+            given => given,
+        };
         let ipv4 = iface.and_then(|i| i.ipv4()).or(client);
         let subnet = ipv4.and_then(|ip| self.subnet_for(ip));
         let intent = Intent::of(iface, subnet);

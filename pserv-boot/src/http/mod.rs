@@ -1,11 +1,21 @@
-//! HTTP boot file responses as a pure decision: (method, Range header, file size) -> what to
-//! send. The listener (to come) only opens the file, writes the headers this gives and copies
-//! the byte range. Never a redirect: UEFI HTTP boot clients do not follow them.
+//! HTTP boot: the boot tree over HTTP, on its own listener (read only, no token, apart from
+//! the control API).
+//!
+//! [`plan`] decides a file response as a pure function: (method, Range header, file size) ->
+//! what to send. [`service`] is the thin listener around it: it opens the name in the virtual
+//! tree, writes the headers [`plan`] gives and sends the byte range, from memory for boot files
+//! a rack fetches together (`cache`) or streamed from disk. Never a redirect: UEFI HTTP boot
+//! clients do not follow them (a directory is 404, not a 301 to its slash).
 //!
 //! Ranges (RFC 9110 §14): one `bytes=` range in any of its three forms (`a-b`, `a-`, `-n`);
 //! a range that starts past the end is 416 with `Content-Range: bytes */size`; a header that is
 //! not one valid byte range (several ranges, another unit, garbage) is ignored and the whole
 //! file is sent, as RFC 9110 permits.
+
+mod cache;
+pub mod service;
+
+pub use service::{OnServed, Served, start};
 
 /// What to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

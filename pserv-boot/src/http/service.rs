@@ -1,7 +1,5 @@
-//! HTTP boot: the boot directory over HTTP, on its own listener (read only, no token, apart
-//! from the control API). The answer is [`pserv_boot::http::plan`]'s; this module opens the
-//! file, writes the headers and streams the byte range. Never a redirect: UEFI HTTP boot
-//! clients do not follow them (a directory is 404, not a 301 to its slash).
+//! The HTTP boot listener: every path is a name of the virtual tree, answered as [`plan`]
+//! decides, on pserv's capped accept loop ([`pserv_net::http::serve`]).
 
 use std::io::SeekFrom;
 use std::net::SocketAddr;
@@ -9,20 +7,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use pserv_boot::http::{Plan, plan};
-use pserv_boot::tree::TreeError;
-use pserv_boot::vtree::{Content, Tree, Via};
+use pserv_net::Running;
+use pserv_net::http::{ConnCounters, Limits};
+use pserv_net::metrics::{Collector, DescriptorEncoder, MetricType, family, load, single};
+use pserv_net::service::StopError;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::net::TcpListener;
 use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
 
-use crate::control::Events;
+use super::cache::FileCache;
+use super::{Plan, plan};
+use crate::tree::TreeError;
+use crate::vtree::{Content, Tree, Via};
 
 /// Connections HTTP boot serves at once (a rack powering on fetches kernels together).
-pub(crate) const MAX_CONNECTIONS: usize = 2048;
+const MAX_CONNECTIONS: usize = 2048;
+
+/// Boot files kept in memory at most (bytes): kernels, initrds, iPXE, shims.
+const CACHE_BUDGET: u64 = 1 << 30;
+
+/// The largest file kept in memory; bigger ones (installer ISOs) stream from disk.
+const CACHE_MAX_FILE: u64 = 256 << 20;
 
 /// What HTTP boot counts.
 #[derive(Debug, Default)]
@@ -39,137 +49,103 @@ pub(crate) struct Counters {
     pub(crate) cache_loads: AtomicU64,
 }
 
-/// Boot files kept in memory, so that a rack fetching the same kernel and initrd is answered
-/// without a file read (and a blocking-pool hop) per chunk: the profile of 50 clients
-/// fetching one 12 MB file through `tokio::fs` spent ~60% of the CPU in the page-cache copy,
-/// the copy between buffers and the thread hops. An entry is one file's inode, size and mtime,
-/// so a file rewritten or replaced is read again; concurrent first fetches read it once.
-pub(crate) struct FileCache {
-    entries: parking_lot::Mutex<CacheState>,
-    /// Bytes kept at most, and the largest file kept (bigger ones stream from disk).
-    budget: u64,
-    max_file: u64,
+/// One request answered: the boot-progress event a controller follows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename = "http")]
+pub struct Served {
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// The request's method.
+    pub method: String,
+    /// The path asked for, as sent (not decoded).
+    pub path: String,
+    /// The response's status.
+    pub status: u16,
+    /// The body's length for a GET (0 for anything else).
+    pub bytes: u64,
 }
 
-type CacheKey = (u64, u64, u64, i64, i64);
+/// Called with every request answered (on the runtime: keep it short).
+pub type OnServed = Arc<dyn Fn(&Served) + Send + Sync>;
 
-#[derive(Default)]
-struct CacheState {
-    map: std::collections::HashMap<CacheKey, (Arc<tokio::sync::OnceCell<Bytes>>, u64)>,
-    /// Bytes in loaded entries.
-    total: u64,
-    tick: u64,
+/// Starts serving `tree` on `listener` until `shutdown` (call inside a tokio runtime), at most
+/// 2048 connections at once. [`Running::metrics`] encodes the `pserv_boot_http_*` metrics;
+/// [`Running::join`] resolves once the accept loop has stopped and the connections have
+/// drained ([`pserv_net::http::DRAIN`] at most).
+pub fn start(
+    listener: TcpListener,
+    tree: Arc<Tree>,
+    on_served: OnServed,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let local = listener.local_addr()?;
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let counters = Arc::new(Counters::default());
+    let connections = Arc::new(ConnCounters::default());
+    let router = Router::new().fallback(fetch).with_state(Boot {
+        tree,
+        counters: counters.clone(),
+        cache: Arc::new(FileCache::new(CACHE_BUDGET, CACHE_MAX_FILE)),
+        on_served,
+    });
+    let task = runtime.spawn(pserv_net::http::serve(
+        listener,
+        router,
+        connections.clone(),
+        Limits {
+            what: "HTTP boot",
+            max_connections: MAX_CONNECTIONS,
+        },
+        shutdown.cancelled_owned(),
+    ));
+    Ok(Running {
+        name: "HTTP boot",
+        addrs: vec![local],
+        metrics: Box::new(Metrics {
+            counters,
+            connections,
+        }),
+        join: Box::pin(async move { task.await.map_err(|e| Box::new(e) as StopError) }),
+    })
 }
 
-impl FileCache {
-    /// A cache of at most `budget` bytes, of files up to `max_file` bytes.
-    pub(crate) fn new(budget: u64, max_file: u64) -> Self {
-        Self {
-            entries: parking_lot::Mutex::default(),
-            budget,
-            max_file,
-        }
-    }
+/// HTTP boot's `/metrics`: its responses and its listener's connections.
+#[derive(Debug)]
+struct Metrics {
+    counters: Arc<Counters>,
+    connections: Arc<ConnCounters>,
+}
 
-    /// The whole content of `file` (of `size` bytes), from memory; `None` when it is not to be
-    /// cached (too big) or cannot be read (the caller streams it instead).
-    async fn get(&self, file: &std::fs::File, size: u64, c: &Counters) -> Option<Bytes> {
-        use std::os::unix::fs::MetadataExt;
-        if size > self.max_file || size > self.budget {
-            return None;
-        }
-        let m = file.metadata().ok()?;
-        let key = (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec());
-        let cell = {
-            let mut st = self.entries.lock();
-            st.tick += 1;
-            let tick = st.tick;
-            let e = st
-                .map
-                .entry(key)
-                .or_insert_with(|| (Arc::new(tokio::sync::OnceCell::new()), tick));
-            e.1 = tick;
-            e.0.clone()
-        };
-        if let Some(b) = cell.get() {
-            c.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(b.clone());
-        }
-        let file = file.try_clone().ok()?;
-        let bytes = cell
-            .get_or_try_init(|| async move {
-                let r = tokio::task::spawn_blocking(move || {
-                    let mut buf = Vec::with_capacity(size as usize);
-                    std::io::Read::read_to_end(&mut std::io::Read::take(&file, size), &mut buf)
-                        .map(|_| Bytes::from(buf))
-                })
-                .await;
-                match r {
-                    Ok(Ok(b)) if b.len() as u64 == size => {
-                        c.cache_loads.fetch_add(1, Ordering::Relaxed);
-                        self.admit(key, size);
-                        Ok(b)
-                    }
-                    _ => Err(()),
-                }
-            })
-            .await;
-        match bytes {
-            Ok(b) => Some(b.clone()),
-            Err(()) => {
-                self.entries.lock().map.remove(&key);
-                None
-            }
-        }
-    }
-
-    /// Counts a loaded entry in, evicting the least recently used ones past the budget.
-    fn admit(&self, key: CacheKey, size: u64) {
-        let mut st = self.entries.lock();
-        st.total += size;
-        while st.total > self.budget {
-            let victim = st
-                .map
-                .iter()
-                .filter(|(k, (cell, _))| **k != key && cell.initialized())
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, (cell, _))| (*k, cell.get().map_or(0, |b| b.len() as u64)));
-            let Some((k, len)) = victim else { break };
-            st.map.remove(&k);
-            st.total -= len;
-        }
+impl Collector for Metrics {
+    #[rustfmt::skip]
+    fn encode(&self, mut e: DescriptorEncoder<'_>) -> pserv_net::metrics::Result {
+        use MetricType::Counter;
+        let (b, c, e) = (&*self.counters, &*self.connections, &mut e);
+        family(e, "pserv_boot_http_responses", "HTTP boot responses by kind", Counter, "kind", &[
+            ("ok", load(&b.ok)),
+            ("partial", load(&b.partial)),
+            ("not_found", load(&b.not_found)),
+            ("refused", load(&b.refused)),
+        ])?;
+        single(e, "pserv_boot_http_bytes", "HTTP boot body bytes sent or being sent", Counter, load(&b.bytes))?;
+        family(e, "pserv_boot_http_cache", "HTTP boot files answered from memory (hit) and files read into memory (load)", Counter, "result", &[
+            ("hit", load(&b.cache_hits)),
+            ("load", load(&b.cache_loads)),
+        ])?;
+        family(e, "pserv_boot_http_connections_dropped", "HTTP boot connections closed at accept, by reason", Counter, "reason", &[
+            ("over_limit", load(&c.over_limit)),
+            ("accept_error", load(&c.accept_errors)),
+        ])
     }
 }
 
+/// What the handler holds.
 #[derive(Clone)]
 struct Boot {
     tree: Arc<Tree>,
     counters: Arc<Counters>,
     cache: Arc<FileCache>,
-    events: Events,
-}
-
-/// One fetch, as a boot-progress event.
-#[derive(serde::Serialize)]
-#[serde(tag = "event", rename = "http")]
-struct Fetched<'a> {
-    client: SocketAddr,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    bytes: u64,
-}
-
-/// The router: every path is a file of the boot directory.
-pub(crate) fn router(tree: Arc<Tree>, counters: Arc<Counters>, events: Events) -> Router {
-    Router::new().fallback(fetch).with_state(Boot {
-        tree,
-        counters,
-        // Up to 1 GiB of boot files, each up to 256 MiB (kernels, initrds, iPXE, shims;
-        // installer ISOs stream from disk).
-        cache: Arc::new(FileCache::new(1 << 30, 256 << 20)),
-        events,
-    })
+    on_served: OnServed,
 }
 
 fn status(code: StatusCode, c: &Counters) -> Response {
@@ -214,16 +190,13 @@ async fn fetch(
     } else {
         0
     };
-    boot.events.emit(
-        "http",
-        &Fetched {
-            client,
-            method: &method,
-            path: &path,
-            status: response.status().as_u16(),
-            bytes,
-        },
-    );
+    (boot.on_served)(&Served {
+        client,
+        method,
+        path,
+        status: response.status().as_u16(),
+        bytes,
+    });
     response
 }
 
@@ -354,48 +327,5 @@ mod tests {
         assert_eq!(percent_decode("/%zz"), None);
         assert_eq!(percent_decode("/%4"), None);
         assert_eq!(percent_decode("/%ff"), None);
-    }
-}
-
-#[cfg(test)]
-mod cache_tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[tokio::test]
-    async fn files_are_read_once_again_when_changed_and_evicted_past_the_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Counters::default();
-        let cache = FileCache::new(3000, 2000);
-        let write = |name: &str, fill: u8, len: usize| {
-            let p = dir.path().join(name);
-            std::fs::write(&p, vec![fill; len]).unwrap();
-            std::fs::File::open(p).unwrap()
-        };
-        let a = write("a", 1, 1000);
-        assert_eq!(
-            &cache.get(&a, 1000, &c).await.unwrap()[..],
-            &[1u8; 1000][..]
-        );
-        assert_eq!(cache.get(&a, 1000, &c).await.unwrap().len(), 1000);
-        assert_eq!((load(&c.cache_loads), load(&c.cache_hits)), (1, 1));
-        // Replaced (a new inode): read again, the new content.
-        let a2 = write("a.new", 2, 1000);
-        std::fs::rename(dir.path().join("a.new"), dir.path().join("a")).unwrap();
-        assert_eq!(cache.get(&a2, 1000, &c).await.unwrap()[0], 2);
-        assert_eq!(load(&c.cache_loads), 2);
-        // Too big for one entry: streamed, not cached.
-        let big = write("big", 3, 2500);
-        assert!(cache.get(&big, 2500, &c).await.is_none());
-        // Past the budget (3000): the least recently used entry goes.
-        let b = write("b", 4, 1500);
-        assert!(cache.get(&b, 1500, &c).await.is_some());
-        let st = cache.entries.lock();
-        assert!(st.total <= 3000, "{}", st.total);
-        assert_eq!(st.map.len(), 2, "the oldest entry was evicted");
-    }
-
-    fn load(a: &AtomicU64) -> u64 {
-        a.load(Ordering::Relaxed)
     }
 }
