@@ -95,7 +95,6 @@ pub struct Recovery {
 #[error("lease journal failed: {0}")]
 pub struct JournalError(pub Arc<str>);
 
-
 struct Queue {
     buf: Vec<u8>,
     /// Records in `buf`.

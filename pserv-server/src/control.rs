@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use futures_util::Stream;
@@ -35,10 +35,10 @@ use pserv_core::lease::LeaseBoard;
 use pserv_core::{PublishError, Published, Snapshot, Store};
 use pserv_dns::forward::ForwardCounters;
 use pserv_dns::respond::Counters;
-use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast;
 use tokio_stream::StreamExt as _;
+
+use crate::events::{Event, Events};
 use tokio_stream::wrappers::BroadcastStream;
 
 /// Connections the control API serves at once.
@@ -54,28 +54,6 @@ pub(crate) struct PushStats {
     /// Parse+validate+compile+swap time of accepted snapshots.
     pub(crate) publish_seconds: Histogram,
     pub(crate) last_publish_us: AtomicU64,
-}
-
-/// The `/v1/events` stream: every listener gets every event; one too slow to keep up misses
-/// some (the channel counts them), never blocks the sender.
-#[derive(Debug, Clone)]
-pub(crate) struct Events(broadcast::Sender<Arc<str>>);
-
-impl Events {
-    pub(crate) fn new() -> Self {
-        Self(broadcast::channel(4096).0)
-    }
-
-    /// Sends an event; with nobody listening it is not even encoded.
-    pub(crate) fn emit(&self, kind: &str, body: &impl Serialize) {
-        if self.0.receiver_count() == 0 {
-            return;
-        }
-        let Ok(body) = serde_json::to_string(body) else {
-            return;
-        };
-        let _ = self.0.send(format!("{kind}\n{body}").into());
-    }
 }
 
 /// Publishes snapshots: counts each outcome, times it, announces it.
@@ -111,11 +89,7 @@ impl Publisher {
                 p.publish_seconds.observe(took);
                 p.last_publish_us
                     .store(took.as_micros() as u64, Ordering::Relaxed);
-                self.events.emit(
-                    "snapshot",
-                    &json!({"event": "snapshot", "generation": published.generation,
-                            "nodes": published.nodes}),
-                );
+                self.events.emit(|| Event::from(published));
             }
             Err(PublishError::Invalid(_)) => {
                 p.invalid.fetch_add(1, Ordering::Relaxed);
@@ -321,13 +295,15 @@ async fn leases(State(app): State<Arc<App>>) -> Response {
     axum::Json(Value::Array(all)).into_response()
 }
 
-async fn events(State(app): State<Arc<App>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let stream = BroadcastStream::new(app.publisher.events.0.subscribe()).filter_map(|line| {
+async fn events(
+    State(app): State<Arc<App>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let stream = BroadcastStream::new(app.publisher.events.subscribe()).filter_map(|event| {
         // A listener too slow to keep up misses events (counted by the channel), never
         // blocks the server.
-        let line = line.ok()?;
-        let (kind, data) = line.split_once('\n')?;
-        Some(Ok(Event::default().event(kind).data(data)))
+        let event = event.ok()?;
+        let data = serde_json::to_string(&*event).ok()?;
+        Some(Ok(SseEvent::default().event(event.kind()).data(data)))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -26,6 +26,7 @@
 
 pub mod config;
 mod control;
+mod events;
 mod metrics;
 mod serve;
 

@@ -22,7 +22,8 @@ use pserv_dns::respond::Responder;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::control::{App, Events, Publisher, PushStats};
+use crate::control::{App, Publisher, PushStats};
+use crate::events::{Event, Events};
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -281,7 +282,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             leases: leases_recovered,
             log,
             board: leases.clone(),
-            on_event: Arc::new(move |e: &LeaseEvent| events.emit(e.kind(), e)),
+            on_event: Arc::new(move |e: &LeaseEvent| events.emit(|| Event::Lease(e.clone()))),
         },
         shutdown.clone(),
     )
@@ -302,17 +303,19 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             {
                 let events = events.clone();
                 Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
-                    events.emit("boot_config", c);
+                    events.emit(|| Event::BootConfig(c.clone()));
                 })
             },
         ));
         let on_fetched = {
             let events = events.clone();
-            Arc::new(move |f: &pserv_boot::tftp::service::Fetched| events.emit("tftp", f))
+            Arc::new(move |f: &pserv_boot::tftp::service::Fetched| {
+                events.emit(|| Event::Tftp(f.clone()));
+            })
         };
         let on_served = {
             let events = events.clone();
-            Arc::new(move |s: &pserv_boot::http::Served| events.emit("http", s))
+            Arc::new(move |s: &pserv_boot::http::Served| events.emit(|| Event::Http(s.clone())))
         };
         let tftp_service = pserv_boot::tftp::service::start(
             sock,
