@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, ForwardCounters};
 
 /// 64 unpredictable bits: std's `RandomState` keys come from the operating system's random
 /// source (each `new()` after the first per thread steps its key), hashed with the clock.
@@ -51,25 +51,6 @@ struct Pending {
     upstreams: Arc<[SocketAddr]>,
     tried: usize,
     sent: Instant,
-}
-
-/// Counters of forwarding.
-#[derive(Debug, Default)]
-pub struct ForwardCounters {
-    /// Queries sent upstream.
-    pub sent: AtomicU64,
-    /// Replies relayed to clients.
-    pub relayed: AtomicU64,
-    /// Queries that got no reply in time.
-    pub timeouts: AtomicU64,
-    /// Replies that matched nothing pending (late, or not from the upstream asked).
-    pub unmatched: AtomicU64,
-    /// Queries dropped because 32,768 were already in flight or no id was free.
-    pub dropped: AtomicU64,
-    /// Queries sent on to the next upstream after one failed to answer in time.
-    pub retried: AtomicU64,
-    /// Queries answered SERVFAIL: no upstream answered.
-    pub failed: AtomicU64,
 }
 
 /// The forwarder of one server socket.

@@ -10,7 +10,8 @@ use pserv_core::Store;
 use pserv_core::lease::LeaseBoard;
 use tokio_util::sync::CancellationToken;
 
-use crate::respond::{Counters, Responder};
+use crate::counters::{Counters, ForwardCounters};
+use crate::respond::Responder;
 use crate::tcp::Limits;
 
 /// The DNS sockets: UDP and TCP on one port per address, bound and not yet served.
@@ -63,6 +64,8 @@ pub struct Service {
     /// The addresses actually bound (port 0 resolved).
     pub local: Vec<SocketAddr>,
     responder: Arc<Responder>,
+    /// Forwarding: TCP's, then one set per UDP socket.
+    forward: Vec<Arc<ForwardCounters>>,
 }
 
 impl Service {
@@ -75,6 +78,9 @@ impl Service {
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
         let local = sockets.local_addrs();
+        // Queries that came over TCP share one set of forwarding counters, whatever the socket.
+        let tcp_forward = Arc::new(ForwardCounters::default());
+        let mut forward = vec![tcp_forward.clone()];
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
         for (sock, listener) in sockets.pairs {
@@ -83,14 +89,13 @@ impl Service {
             tcp.push(tokio::spawn(crate::tcp::serve(
                 listener,
                 responder.clone(),
+                tcp_forward.clone(),
                 limits,
                 shutdown.clone(),
             )));
-            udp.extend(crate::udp::spawn(
-                sock,
-                responder.clone(),
-                shutdown.clone(),
-            )?);
+            let threads = crate::udp::spawn(sock, responder.clone(), shutdown.clone())?;
+            udp.extend(threads.threads);
+            forward.push(threads.forward);
         }
         Ok(Self {
             tcp,
@@ -98,6 +103,7 @@ impl Service {
             shutdown,
             local,
             responder,
+            forward,
         })
     }
 
@@ -129,9 +135,9 @@ impl Service {
         self.responder.counters().clone()
     }
 
-    /// Forwarding counters, one set per UDP socket.
-    pub fn forward_counters(&self) -> Vec<Arc<crate::forward::ForwardCounters>> {
-        self.responder.forward_counters()
+    /// Forwarding counters: TCP's, then one set per UDP socket.
+    pub fn forward_counters(&self) -> Vec<Arc<ForwardCounters>> {
+        self.forward.clone()
     }
 
     /// Waits until the shutdown signal has stopped everything: the UDP threads finish their

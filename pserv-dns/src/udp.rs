@@ -17,6 +17,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio_util::sync::CancellationToken;
 
+use crate::counters::ForwardCounters;
 use crate::forward::Forwarder;
 use crate::respond::{Action, Responder};
 
@@ -35,13 +36,22 @@ const MAX_QUERY: usize = 4096;
 /// How often a blocked receive wakes to check for shutdown.
 const WAKE: Duration = Duration::from_millis(200);
 
+/// One socket's running threads.
+#[derive(Debug)]
+pub struct Threads {
+    /// The UDP loop and its forwarder's receiver; both end at the shutdown signal.
+    pub threads: [JoinHandle<()>; 2],
+    /// The forwarder's counters.
+    pub forward: Arc<ForwardCounters>,
+}
+
 /// Starts the loop for `sock` (and its forwarder) on their own threads; they stop at
 /// `shutdown`.
 pub fn spawn(
     sock: UdpSocket,
     responder: Arc<Responder>,
     shutdown: CancellationToken,
-) -> std::io::Result<[JoinHandle<()>; 2]> {
+) -> std::io::Result<Threads> {
     sock.set_read_timeout(Some(WAKE))?;
     grow_buffers(&sock);
     let (forwarder, fwd) = Forwarder::spawn(
@@ -49,11 +59,14 @@ pub fn spawn(
         responder.counters().clone(),
         shutdown.clone(),
     )?;
-    responder.add_forward_counters(forwarder.counters().clone());
+    let forward = forwarder.counters().clone();
     let udp = std::thread::Builder::new()
         .name("pserv-dns-udp".into())
         .spawn(move || run(&sock, &responder, &forwarder, &shutdown))?;
-    Ok([udp, fwd])
+    Ok(Threads {
+        threads: [udp, fwd],
+        forward,
+    })
 }
 
 /// Socket buffer size asked for: room for a few thousand queries in flight, so a burst from

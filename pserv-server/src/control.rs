@@ -33,7 +33,7 @@ pub(crate) enum LeaseMonitor {
 }
 use pserv_core::lease::LeaseBoard;
 use pserv_core::{PublishError, Published, Snapshot, Store};
-use pserv_dns::forward::ForwardCounters;
+use pserv_dns::counters::ForwardCounters;
 use pserv_dns::respond::Counters;
 use serde::Serialize;
 use serde_json::{Value, json};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::registry::Registry;
-use pserv_dns::forward::ForwardCounters;
+use pserv_dns::counters::ForwardCounters;
 use pserv_dns::respond::Counters;
 use pserv_net::metrics::{
     Collector, DescriptorEncoder, MetricType, Result, family, histogram, load, single,

@@ -299,7 +299,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let app = Arc::new(App {
         publisher: publisher.clone(),
         leases: leases.clone(),
-        dns: (responder.counters().clone(), responder.forward_counters()),
+        dns: (dns_service.counters(), dns_service.forward_counters()),
         service_metrics: vec![Arc::from(dhcp_service.metrics)],
         lease_log: lease_monitor,
         connections: Arc::default(),
