@@ -7,7 +7,8 @@
 //! Only when the snapshot lists upstreams; otherwise such names are REFUSED and pserv is never
 //! an open resolver. The UDP loop hands a query over and moves on: [`Forwarder`] sends it from
 //! its own socket, and a receiver thread matches replies (id *and* upstream address, so a
-//! spoofed reply from elsewhere is ignored) and moves timed-out queries to the next upstream.
+//! spoofed reply from elsewhere is ignored) and moves timed-out queries to the next upstream
+//! (its read timeout paces that sweep; the shutdown signal wakes it at once).
 //! TCP connections await [`ask_in_turn`] instead.
 
 use std::collections::HashMap;
@@ -42,6 +43,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries in flight at most per UDP socket; more are dropped (counted).
 const MAX_PENDING: usize = 1 << 15;
 
+/// The upstream socket's buffers: room for the replies to a burst of forwarded queries.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 struct Pending {
     client: SocketAddr,
     client_id: u16,
@@ -74,8 +78,10 @@ impl Forwarder {
         // Dual-stack where the host has IPv6 (upstreams of either family, v4 ones as mapped
         // addresses), IPv4 only otherwise.
         let upstream_sock = UdpSocket::bind("[::]:0").or_else(|_| UdpSocket::bind("0.0.0.0:0"))?;
-        upstream_sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-        crate::udp::grow_buffers(&upstream_sock);
+        // The read timeout is the sweep's clock only: shutdown wakes the receiver at once.
+        upstream_sock.set_read_timeout(Some(SWEEP_WAKE))?;
+        pserv_net::udp::grow_buffers(&upstream_sock, SOCKET_BUFFER);
+        pserv_net::wake_on_cancel(&shutdown, &upstream_sock)?;
         let seed = random_u64();
         let f = Arc::new(Self {
             upstream_sock,
@@ -203,6 +209,10 @@ impl Forwarder {
             let Ok((n, from)) = self.upstream_sock.recv_from(&mut buf) else {
                 continue;
             };
+            if n == 0 && shutdown.is_cancelled() {
+                // The wake-up of a receive shut for shutdown, not a datagram.
+                break;
+            }
             if n < 12 || buf[2] & 0x80 == 0 {
                 self.counters.unmatched.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -229,6 +239,9 @@ impl Forwarder {
 
 /// How often the receiver looks for queries that timed out.
 const SWEEP: Duration = Duration::from_millis(100);
+/// How long the receiver waits for a reply before it looks at the clock: the sweep runs every
+/// [`SWEEP`] under traffic and at least this often without.
+const SWEEP_WAKE: Duration = Duration::from_millis(200);
 
 /// An upstream's reply made the client's: its id back, AA cleared.
 fn relayed(reply: &mut [u8], client_id: u16) {
