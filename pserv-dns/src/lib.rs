@@ -11,13 +11,14 @@
 //! compiled once per table generation; [`counters`] is what all of them count. None of these
 //! touches a socket. [`udp`] is the batched UDP loop, [`tcp`] the TCP one (connections
 //! capped), [`forward`] relays names outside the zones to the snapshot's upstreams, and
-//! [`server`] runs them on each address.
+//! [`server`] runs them on each address as one service with its own `/metrics` collector.
 
 #![warn(missing_docs)]
 
 pub mod answer;
 pub mod counters;
 pub mod forward;
+mod metrics;
 pub mod respond;
 pub mod server;
 pub mod tcp;

@@ -106,7 +106,7 @@ pub struct Handle {
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
-    dns_service: pserv_dns::server::Service,
+    dns_join: pserv_net::service::Join,
     dhcp_join: pserv_net::service::Join,
     control_task: tokio::task::JoinHandle<()>,
     /// What the first publish did, and where its snapshot came from.
@@ -265,16 +265,12 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     // A service that cannot start stops the ones already started.
     let started = shutdown.clone().drop_guard();
     let responder = Arc::new(Responder::new(store.clone(), leases.clone()));
-    let dns_service = pserv_dns::server::Service::spawn(
-        dns_sockets,
-        responder.clone(),
-        config.dns_tcp,
-        shutdown.clone(),
-    )
-    .map_err(|source| Error::Start {
-        what: "DNS",
-        source,
-    })?;
+    let dns_service =
+        pserv_dns::server::start(dns_sockets, responder, config.dns_tcp, shutdown.clone())
+            .map_err(|source| Error::Start {
+                what: "DNS",
+                source,
+            })?;
     let events = publisher.events.clone();
     let chain = boot
         .as_ref()
@@ -299,8 +295,10 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let app = Arc::new(App {
         publisher: publisher.clone(),
         leases: leases.clone(),
-        dns: (dns_service.counters(), dns_service.forward_counters()),
-        service_metrics: vec![Arc::from(dhcp_service.metrics)],
+        service_metrics: vec![
+            Arc::from(dns_service.metrics),
+            Arc::from(dhcp_service.metrics),
+        ],
         lease_log: lease_monitor,
         connections: Arc::default(),
         tftp: Arc::default(),
@@ -366,7 +364,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         None => (None, None, Vec::new()),
     };
     Ok(Handle {
-        dns: dns_service.local.clone(),
+        dns: dns_service.addrs,
         dhcp: dhcp_service.addrs[0],
         control,
         tftp,
@@ -375,7 +373,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         publisher,
         leases,
         shutdown,
-        dns_service,
+        dns_join: dns_service.join,
         dhcp_join: dhcp_service.join,
         control_task,
         published: (published, source_name),
@@ -438,7 +436,9 @@ impl Handle {
         for t in self.boot_tasks {
             let _ = t.await;
         }
-        self.dns_service.stopped().await;
+        if let Err(e) = self.dns_join.await {
+            tracing::warn!(error = %e, "DNS service stopped");
+        }
         self.dhcp_join
             .await
             .map_err(|e| JournalError(e.to_string().into()))?;
