@@ -1,5 +1,7 @@
-//! What the DNS service counts: responses by code, packets, drops, TCP connections, and the
-//! time each answer took. Kept apart from the protocol logic, which only reports outcomes.
+//! What the DNS service counts: responses by code, packets, drops, TCP connections, the time
+//! each answer took ([`Counters`]), and forwarding ([`ForwardCounters`]). Plain atomics with no
+//! I/O: the responder and the I/O loops ([`crate::udp`], [`crate::tcp`], [`crate::forward`])
+//! all count here, and none of them imports another to do so.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,4 +72,23 @@ impl Counters {
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Counters of forwarding: one set per UDP socket's forwarder, one for TCP.
+#[derive(Debug, Default)]
+pub struct ForwardCounters {
+    /// Queries sent upstream.
+    pub sent: AtomicU64,
+    /// Replies relayed to clients.
+    pub relayed: AtomicU64,
+    /// Queries that got no reply in time.
+    pub timeouts: AtomicU64,
+    /// Replies that matched nothing pending (late, or not from the upstream asked).
+    pub unmatched: AtomicU64,
+    /// Queries dropped because 32,768 were already in flight or no id was free.
+    pub dropped: AtomicU64,
+    /// Queries sent on to the next upstream after one failed to answer in time.
+    pub retried: AtomicU64,
+    /// Queries answered SERVFAIL: no upstream answered.
+    pub failed: AtomicU64,
 }

@@ -7,13 +7,14 @@
 //! Only when the snapshot lists upstreams; otherwise such names are REFUSED and pserv is never
 //! an open resolver. The UDP loop hands a query over and moves on: [`Forwarder`] sends it from
 //! its own socket, and a receiver thread matches replies (id *and* upstream address, so a
-//! spoofed reply from elsewhere is ignored) and moves timed-out queries to the next upstream.
+//! spoofed reply from elsewhere is ignored) and moves timed-out queries to the next upstream
+//! (its read timeout paces that sweep; the shutdown signal wakes it at once).
 //! TCP connections await [`ask_in_turn`] instead.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::Counters;
+use crate::counters::{Counters, ForwardCounters};
 
 /// 64 unpredictable bits: std's `RandomState` keys come from the operating system's random
 /// source (each `new()` after the first per thread steps its key), hashed with the clock.
@@ -42,6 +43,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries in flight at most per UDP socket; more are dropped (counted).
 const MAX_PENDING: usize = 1 << 15;
 
+/// The upstream socket's buffers: room for the replies to a burst of forwarded queries.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 struct Pending {
     client: SocketAddr,
     client_id: u16,
@@ -51,25 +55,6 @@ struct Pending {
     upstreams: Arc<[SocketAddr]>,
     tried: usize,
     sent: Instant,
-}
-
-/// Counters of forwarding.
-#[derive(Debug, Default)]
-pub struct ForwardCounters {
-    /// Queries sent upstream.
-    pub sent: AtomicU64,
-    /// Replies relayed to clients.
-    pub relayed: AtomicU64,
-    /// Queries that got no reply in time.
-    pub timeouts: AtomicU64,
-    /// Replies that matched nothing pending (late, or not from the upstream asked).
-    pub unmatched: AtomicU64,
-    /// Queries dropped because 32,768 were already in flight or no id was free.
-    pub dropped: AtomicU64,
-    /// Queries sent on to the next upstream after one failed to answer in time.
-    pub retried: AtomicU64,
-    /// Queries answered SERVFAIL: no upstream answered.
-    pub failed: AtomicU64,
 }
 
 /// The forwarder of one server socket.
@@ -93,8 +78,10 @@ impl Forwarder {
         // Dual-stack where the host has IPv6 (upstreams of either family, v4 ones as mapped
         // addresses), IPv4 only otherwise.
         let upstream_sock = UdpSocket::bind("[::]:0").or_else(|_| UdpSocket::bind("0.0.0.0:0"))?;
-        upstream_sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-        crate::udp::grow_buffers(&upstream_sock);
+        // The read timeout is the sweep's clock only: shutdown wakes the receiver at once.
+        upstream_sock.set_read_timeout(Some(SWEEP_WAKE))?;
+        pserv_net::udp::grow_buffers(&upstream_sock, SOCKET_BUFFER);
+        pserv_net::wake_on_cancel(&shutdown, &upstream_sock)?;
         let seed = random_u64();
         let f = Arc::new(Self {
             upstream_sock,
@@ -222,6 +209,10 @@ impl Forwarder {
             let Ok((n, from)) = self.upstream_sock.recv_from(&mut buf) else {
                 continue;
             };
+            if n == 0 && shutdown.is_cancelled() {
+                // The wake-up of a receive shut for shutdown, not a datagram.
+                break;
+            }
             if n < 12 || buf[2] & 0x80 == 0 {
                 self.counters.unmatched.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -248,6 +239,9 @@ impl Forwarder {
 
 /// How often the receiver looks for queries that timed out.
 const SWEEP: Duration = Duration::from_millis(100);
+/// How long the receiver waits for a reply before it looks at the clock: the sweep runs every
+/// [`SWEEP`] under traffic and at least this often without.
+const SWEEP_WAKE: Duration = Duration::from_millis(200);
 
 /// An upstream's reply made the client's: its id back, AA cleared.
 fn relayed(reply: &mut [u8], client_id: u16) {

@@ -8,14 +8,17 @@
 //! Layers: [`answer::resolve`] is the pure decision (table, zones, leases, labels, type);
 //! [`answer()`] encodes it as hickory records and [`respond`] straight into wire bytes (the UDP
 //! fast path, with hickory decoding and encoding for everything unusual); [`Zones`] is
-//! compiled once per table generation; [`udp`] is the batched UDP loop, [`tcp`] the TCP one
-//! (connections capped), and [`server`] runs both on each address.
+//! compiled once per table generation; [`counters`] is what all of them count. None of these
+//! touches a socket. [`udp`] is the batched UDP loop, [`tcp`] the TCP one (connections
+//! capped), [`forward`] relays names outside the zones to the snapshot's upstreams, and
+//! [`server`] runs them on each address as one service with its own `/metrics` collector.
 
 #![warn(missing_docs)]
 
 pub mod answer;
 pub mod counters;
 pub mod forward;
+mod metrics;
 pub mod respond;
 pub mod server;
 pub mod tcp;

@@ -8,6 +8,10 @@
 //! would not fit) goes to the slow path, which decodes with hickory-proto, answers with
 //! [`crate::answer::answer`] and encodes with hickory, truncating (TC) when the answer exceeds
 //! the client's UDP size.
+//!
+//! No I/O: this module imports no socket loop. The loops ([`crate::udp`], [`crate::tcp`]) call
+//! it and act on the [`Action`] it returns (send, drop, or forward upstream); it reports
+//! outcomes to [`Counters`] only.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,7 +24,6 @@ use pserv_core::{Store, Table};
 
 use crate::answer::{Data, MAX_LABELS, Resolution, answer, resolve};
 pub use crate::counters::Counters;
-use crate::forward::ForwardCounters;
 use crate::zones::Zones;
 
 /// The checks every query passes before any lookup; `Err` is the response code to send.
@@ -52,39 +55,18 @@ pub struct Responder {
     leases: Arc<LeaseBoard>,
     zones: ArcSwap<Zones>,
     counters: Arc<Counters>,
-    forwarding: parking_lot::Mutex<Vec<Arc<ForwardCounters>>>,
-    /// Forwarding of queries that came over TCP (all connections share it).
-    tcp_forward: Arc<ForwardCounters>,
 }
 
 impl Responder {
     /// A responder over `store`, with `leases` for dynamic names.
     pub fn new(store: Arc<Store>, leases: Arc<LeaseBoard>) -> Self {
         let zones = Zones::new(&store.load());
-        let tcp_forward = Arc::new(ForwardCounters::default());
         Self {
             store,
             leases,
             zones: ArcSwap::from_pointee(zones),
             counters: Arc::default(),
-            forwarding: parking_lot::Mutex::new(vec![tcp_forward.clone()]),
-            tcp_forward,
         }
-    }
-
-    /// Registers a UDP socket's forwarding counters (for metrics).
-    pub fn add_forward_counters(&self, c: Arc<ForwardCounters>) {
-        self.forwarding.lock().push(c);
-    }
-
-    /// Forwarding counters of queries that came over TCP.
-    pub fn tcp_forward_counters(&self) -> &ForwardCounters {
-        &self.tcp_forward
-    }
-
-    /// Forwarding counters: TCP's, then one set per UDP socket.
-    pub fn forward_counters(&self) -> Vec<Arc<ForwardCounters>> {
-        self.forwarding.lock().clone()
     }
 
     /// The store answers come from.

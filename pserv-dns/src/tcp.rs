@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use pserv_net::tcp::accept_or_pause;
 
+use crate::counters::ForwardCounters;
 use crate::respond::{Action, Responder};
 
 /// Bounds on the TCP service.
@@ -56,9 +57,11 @@ impl Default for Limits {
 pub const SLOT_WAIT: Duration = Duration::from_millis(200);
 
 /// Accepts and serves connections on `listener` until `shutdown`; then closes them all.
+/// Queries forwarded upstream are counted in `forward`.
 pub(crate) async fn serve(
     listener: TcpListener,
     responder: Arc<Responder>,
+    forward: Arc<ForwardCounters>,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
@@ -93,9 +96,9 @@ pub(crate) async fn serve(
         };
         counters.tcp_accepted.fetch_add(1, Ordering::Relaxed);
         counters.tcp_open.fetch_add(1, Ordering::Relaxed);
-        let (responder, pressure) = (responder.clone(), pressure.clone());
+        let (responder, forward, pressure) = (responder.clone(), forward.clone(), pressure.clone());
         conns.spawn(async move {
-            if let Err(e) = connection(stream, &responder, limits.idle, &pressure).await {
+            if let Err(e) = connection(stream, &responder, &forward, limits.idle, &pressure).await {
                 tracing::debug!(%peer, error = %e, "DNS TCP connection closed");
             }
             responder
@@ -119,6 +122,7 @@ const FLUSH_AT: usize = 16 << 10;
 async fn connection(
     mut s: TcpStream,
     responder: &Responder,
+    forward: &ForwardCounters,
     idle: Duration,
     pressure: &Notify,
 ) -> io::Result<()> {
@@ -160,13 +164,7 @@ async fn connection(
                 }
             };
             if let Some(upstreams) = upstreams {
-                out = crate::forward::ask_in_turn(
-                    query,
-                    &upstreams,
-                    responder.tcp_forward_counters(),
-                    counters,
-                )
-                .await;
+                out = crate::forward::ask_in_turn(query, &upstreams, forward, counters).await;
             }
             match u16::try_from(out.len()) {
                 Ok(n) if n > 0 => {

@@ -217,6 +217,9 @@ impl<const N: usize> RecvBatch<N> {
 /// Headers for sending up to `N` datagrams with one `sendmmsg`.
 pub struct SendBatch<const N: usize> {
     headers: MultiHeaders<SockaddrStorage>,
+    /// The destinations of one call, reused: only as many are written as there are datagrams
+    /// (a batch of one does not fill `N` addresses of 128 bytes each).
+    addrs: Vec<Option<SockaddrStorage>>,
 }
 
 impl<const N: usize> std::fmt::Debug for SendBatch<N> {
@@ -236,6 +239,7 @@ impl<const N: usize> SendBatch<N> {
     pub fn new() -> Self {
         Self {
             headers: MultiHeaders::preallocate(N, None),
+            addrs: Vec::with_capacity(N),
         }
     }
 
@@ -259,13 +263,17 @@ impl<const N: usize> SendBatch<N> {
                     chunk.get(i).map_or(&[][..], |t| datagram(t).0),
                 )]
             });
-            let addrs: [Option<SockaddrStorage>; N] =
-                std::array::from_fn(|i| chunk.get(i).map(|t| SockaddrStorage::from(datagram(t).1)));
+            self.addrs.clear();
+            self.addrs.extend(
+                chunk
+                    .iter()
+                    .map(|t| Some(SockaddrStorage::from(datagram(t).1))),
+            );
             match sendmmsg(
                 sock.as_raw_fd(),
                 &mut self.headers,
                 &iovs[..chunk.len()],
-                &addrs[..chunk.len()],
+                &self.addrs,
                 [],
                 MsgFlags::empty(),
             ) {

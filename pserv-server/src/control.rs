@@ -33,8 +33,6 @@ pub(crate) enum LeaseMonitor {
 }
 use pserv_core::lease::LeaseBoard;
 use pserv_core::{PublishError, Published, Snapshot, Store};
-use pserv_dns::forward::ForwardCounters;
-use pserv_dns::respond::Counters;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt as _;
 
@@ -105,16 +103,12 @@ impl Publisher {
     }
 }
 
-/// One DNS service's counters: its responses, and its forwarding.
-pub(crate) type DnsCounters = (Arc<Counters>, Vec<Arc<ForwardCounters>>);
-
 /// Everything the control plane reads and changes, given whole at construction.
 #[derive(Debug)]
 pub(crate) struct App {
     pub(crate) publisher: Arc<Publisher>,
     /// The published lease view (the DHCP service owns the leases).
     pub(crate) leases: Arc<LeaseBoard>,
-    pub(crate) dns: DnsCounters,
     /// Each service's own metrics.
     pub(crate) service_metrics: Vec<Arc<dyn prometheus_client::collector::Collector>>,
     pub(crate) lease_log: LeaseMonitor,

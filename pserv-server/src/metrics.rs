@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::registry::Registry;
-use pserv_dns::forward::ForwardCounters;
-use pserv_dns::respond::Counters;
 use pserv_net::metrics::{
     Collector, DescriptorEncoder, MetricType, Result, family, histogram, load, single,
 };
@@ -117,7 +115,6 @@ impl Collector for Scrape {
             load(&p.last_publish_us) as f64 / 1e6,
         )?;
 
-        dns(&mut e, &app.dns.0, &app.dns.1)?;
         let c = &app.connections;
         family(
             &mut e,
@@ -200,48 +197,4 @@ fn cluster(e: &mut DescriptorEncoder<'_>, c: &pserv_cluster::ClusterMonitor) -> 
     single(e, "pserv_cluster_heartbeat_failures", "Heartbeats that failed", Counter, load(&s.heartbeat_failures))?;
     single(e, "pserv_cluster_bad_records", "Lease records in etcd that could not be read (skipped)", Counter, load(&s.bad_records))?;
     Ok(())
-}
-
-#[rustfmt::skip]
-fn dns(e: &mut DescriptorEncoder<'_>, c: &Counters, fwd: &[Arc<ForwardCounters>]) -> Result {
-    use MetricType::{Counter, Gauge};
-    family(e, "pserv_dns_responses", "DNS responses by rcode", Counter, "rcode", &[
-        ("noerror", load(&c.noerror)),
-        ("nxdomain", load(&c.nxdomain)),
-        ("refused", load(&c.refused)),
-        ("formerr", load(&c.formerr)),
-        ("notimp", load(&c.notimp)),
-        ("badvers", load(&c.badvers)),
-        ("servfail", load(&c.servfail)),
-    ])?;
-    family(e, "pserv_dns_packets", "DNS packets by direction", Counter, "direction", &[
-        ("in", load(&c.udp_in)),
-        ("out", load(&c.udp_out)),
-    ])?;
-    family(e, "pserv_dns_dropped", "DNS packets dropped by reason", Counter, "reason", &[
-        ("unanswerable", load(&c.dropped)),
-        ("send_error", load(&c.send_errors)),
-        ("oversized", load(&c.oversized)),
-    ])?;
-    single(e, "pserv_dns_fast_path", "Queries answered by the UDP fast path", Counter, load(&c.fast))?;
-    single(e, "pserv_dns_truncated", "UDP answers sent truncated", Counter, load(&c.truncated))?;
-    family(e, "pserv_dns_tcp_connections", "DNS TCP connections: accepted, and closed by the server by reason", Counter, "outcome", &[
-        ("accepted", load(&c.tcp_accepted)),
-        ("over_limit", load(&c.tcp_over_limit)),
-        ("evicted", load(&c.tcp_evicted)),
-        ("timed_out", load(&c.tcp_timeouts)),
-    ])?;
-    single(e, "pserv_dns_tcp_accept_errors", "Failed TCP accepts (descriptors, memory)", Counter, load(&c.tcp_accept_errors))?;
-    single(e, "pserv_dns_tcp_open", "DNS TCP connections open", Gauge, load(&c.tcp_open))?;
-    let sum = |f: fn(&ForwardCounters) -> &AtomicU64| fwd.iter().map(|c| load(f(c))).sum::<u64>();
-    family(e, "pserv_dns_forwarded", "Queries forwarded to upstreams, by outcome", Counter, "outcome", &[
-        ("sent", sum(|c| &c.sent)),
-        ("relayed", sum(|c| &c.relayed)),
-        ("timeout", sum(|c| &c.timeouts)),
-        ("retried", sum(|c| &c.retried)),
-        ("failed", sum(|c| &c.failed)),
-        ("unmatched", sum(|c| &c.unmatched)),
-        ("dropped", sum(|c| &c.dropped)),
-    ])?;
-    histogram(e, "pserv_dns_answer_seconds", "Time from a DNS query's arrival to its answer leaving", &c.answer_seconds)
 }

@@ -108,7 +108,7 @@ pub struct Handle {
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
-    dns_service: pserv_dns::server::Service,
+    dns_join: pserv_net::service::Join,
     dhcp_join: pserv_net::service::Join,
     control_task: tokio::task::JoinHandle<()>,
     /// What the first publish did, and where its snapshot came from.
@@ -259,16 +259,12 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     // A service that cannot start stops the ones already started.
     let started = shutdown.clone().drop_guard();
     let responder = Arc::new(Responder::new(store.clone(), leases.clone()));
-    let dns_service = pserv_dns::server::Service::spawn(
-        dns_sockets,
-        responder.clone(),
-        config.dns_tcp,
-        shutdown.clone(),
-    )
-    .map_err(|source| Error::Start {
-        what: "DNS",
-        source,
-    })?;
+    let dns_service =
+        pserv_dns::server::start(dns_sockets, responder, config.dns_tcp, shutdown.clone())
+            .map_err(|source| Error::Start {
+                what: "DNS",
+                source,
+            })?;
     let events = publisher.events.clone();
     let chain = boot
         .as_ref()
@@ -290,7 +286,10 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         what: "DHCP",
         source,
     })?;
-    let mut service_metrics = vec![Arc::from(dhcp_service.metrics)];
+    let mut service_metrics = vec![
+        Arc::from(dns_service.metrics),
+        Arc::from(dhcp_service.metrics),
+    ];
     // Boot serving: TFTP and HTTP boot over one virtual tree.
     let (mut tftp, mut boot_http, mut boot_joins) = (None, None, Vec::new());
     if let Some((sock, http, dir, http_port)) = boot {
@@ -343,7 +342,6 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let app = Arc::new(App {
         publisher: publisher.clone(),
         leases: leases.clone(),
-        dns: (responder.counters().clone(), responder.forward_counters()),
         service_metrics,
         lease_log: lease_monitor,
         connections: Arc::default(),
@@ -363,7 +361,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     ));
     started.disarm();
     Ok(Handle {
-        dns: dns_service.local.clone(),
+        dns: dns_service.addrs,
         dhcp: dhcp_service.addrs[0],
         control,
         tftp,
@@ -372,7 +370,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         publisher,
         leases,
         shutdown,
-        dns_service,
+        dns_join: dns_service.join,
         dhcp_join: dhcp_service.join,
         control_task,
         published: (published, source_name),
@@ -435,7 +433,9 @@ impl Handle {
         for j in self.boot_joins {
             let _ = j.await;
         }
-        self.dns_service.stopped().await;
+        if let Err(e) = self.dns_join.await {
+            tracing::warn!(error = %e, "DNS service stopped");
+        }
         self.dhcp_join
             .await
             .map_err(|e| JournalError(e.to_string().into()))?;
