@@ -19,6 +19,8 @@ use pserv_core::lease::{LeaseBoard, LeaseEvent};
 use pserv_core::snapshot::EXAMPLE_JSON;
 use pserv_core::{PublishError, Published, Snapshot, Store};
 use pserv_dns::respond::Responder;
+use pserv_net::Running;
+use pserv_net::service::{Join, StopError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -103,14 +105,11 @@ pub struct Handle {
     pub tftp: Option<SocketAddr>,
     /// The HTTP boot address, when a boot directory is served.
     pub boot_http: Option<SocketAddr>,
-    /// TFTP's and HTTP boot's joins.
-    boot_joins: Vec<pserv_net::service::Join>,
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
-    dns_join: pserv_net::service::Join,
-    dhcp_join: pserv_net::service::Join,
-    control_task: tokio::task::JoinHandle<()>,
+    /// Every service's join, by name, in the order they started.
+    services: Vec<(&'static str, Join)>,
     /// What the first publish did, and where its snapshot came from.
     published: (Published, String),
 }
@@ -207,32 +206,113 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         error,
     })?;
 
-    // Every socket, before any service starts.
-    let bind = |what, addr: String| move |source| Error::Bind { what, addr, source };
-    let dns_sockets = pserv_dns::server::Sockets::bind(&config.dns_listen)
-        .map_err(bind("DNS", format!("{:?}", config.dns_listen)))?;
-    let dhcp_config = pserv_dhcp::io::Config {
-        listen: config.dhcp_listen,
-        interface: config.dhcp_interface.clone(),
-        server_id: None,
+    // Every socket, before any service starts: a port in use fails the start with nothing
+    // running.
+    let bound = Bound::bind(&config, &store)?;
+    let control = bound.control_addr;
+    let shared = Shared {
+        store,
+        board: leases,
+        events: publisher.events.clone(),
     };
-    let dhcp_sock =
-        pserv_dhcp::io::bind(&dhcp_config).map_err(bind("DHCP", config.dhcp_listen.to_string()))?;
-    let control_listener = std::net::TcpListener::bind(config.control_listen)
-        .and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
-        })
-        .map_err(bind("the control API", config.control_listen.to_string()))?;
-    let control = control_listener
-        .local_addr()
-        .map_err(bind("the control API", config.control_listen.to_string()))?;
-    // Boot serving: with a boot directory, or a snapshot that renders boot files.
-    let renders = store.load().renders_boot();
-    let boot = match (&config.boot_dir, renders) {
-        (None, false) => None,
-        (dir, _) => {
-            let tree = match dir {
+
+    let shutdown = CancellationToken::new();
+    // A service that cannot start stops the ones already started.
+    let started = shutdown.clone().drop_guard();
+    // The services, in the order they start; adding one is one more entry here.
+    let chain = bound.boot.as_ref().map(|b| pserv_dhcp::BootChain {
+        http_port: b.http_port,
+    });
+    let mut services = vec![
+        start_dns(bound.dns, &shared, &config, &shutdown)?,
+        start_dhcp(
+            bound.dhcp,
+            (leases_recovered, log),
+            chain,
+            &shared,
+            &shutdown,
+        )?,
+    ];
+    if let Some(boot) = bound.boot {
+        services.extend(start_boot(boot, &shared, &shutdown)?);
+    }
+    // The control API last: it reports every other service's metrics.
+    let app = Arc::new(App {
+        publisher: publisher.clone(),
+        leases: shared.board.clone(),
+        service_metrics: services
+            .iter_mut()
+            .map(|s| Arc::from(std::mem::replace(&mut s.metrics, Box::new(NoMetrics))))
+            .collect(),
+        lease_log: lease_monitor,
+        connections: Arc::default(),
+        token: config.token.clone(),
+        started: Instant::now(),
+    });
+    services.push(start_control(bound.control, app, &config, &shutdown));
+    started.disarm();
+    let addrs = |name: &str| {
+        services
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.addrs.clone())
+            .unwrap_or_default()
+    };
+    Ok(Handle {
+        dns: addrs("DNS"),
+        dhcp: addrs("DHCP")[0],
+        control,
+        tftp: addrs("TFTP").first().copied(),
+        boot_http: addrs("HTTP boot").first().copied(),
+        publisher,
+        leases: shared.board,
+        shutdown,
+        services: services.into_iter().map(|s| (s.name, s.join)).collect(),
+        published: (published, source_name),
+    })
+}
+
+/// What the services share: the served table, the published lease view, the event stream.
+struct Shared {
+    store: Arc<Store>,
+    board: Arc<LeaseBoard>,
+    events: Events,
+}
+
+/// Every socket the server serves on, bound before any service starts.
+struct Bound {
+    dns: pserv_dns::server::Sockets,
+    dhcp: (std::net::UdpSocket, pserv_dhcp::io::Config),
+    control: tokio::net::TcpListener,
+    control_addr: SocketAddr,
+    /// With a boot directory, or a snapshot that renders boot files.
+    boot: Option<BootSockets>,
+}
+
+struct BootSockets {
+    tftp: tokio::net::UdpSocket,
+    http: tokio::net::TcpListener,
+    http_port: u16,
+    dir: Option<pserv_boot::tree::BootDir>,
+}
+
+impl Bound {
+    fn bind(config: &Config, store: &Store) -> Result<Self, Error> {
+        let bind = |what, addr: String| move |source| Error::Bind { what, addr, source };
+        let dns = pserv_dns::server::Sockets::bind(&config.dns_listen)
+            .map_err(bind("DNS", format!("{:?}", config.dns_listen)))?;
+        let dhcp_config = pserv_dhcp::io::Config {
+            listen: config.dhcp_listen,
+            interface: config.dhcp_interface.clone(),
+            server_id: None,
+        };
+        let dhcp = pserv_dhcp::io::bind(&dhcp_config)
+            .map_err(bind("DHCP", config.dhcp_listen.to_string()))?;
+        let control_err = || bind("the control API", config.control_listen.to_string());
+        let control = pserv_net::tcp::bind(config.control_listen).map_err(control_err())?;
+        let control_addr = control.local_addr().map_err(control_err())?;
+        let boot = if config.boot_dir.is_some() || store.load().renders_boot() {
+            let dir = match &config.boot_dir {
                 Some(dir) => {
                     Some(
                         pserv_boot::tree::BootDir::new(dir).map_err(|source| Error::Read {
@@ -243,114 +323,119 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
                 }
                 None => None,
             };
-            let sock = pserv_net::udp::bind_tokio(config.tftp_listen, &Default::default())
+            let tftp = pserv_net::udp::bind_tokio(config.tftp_listen, &Default::default())
                 .map_err(bind("TFTP", config.tftp_listen.to_string()))?;
-            let http = pserv_net::tcp::bind(config.boot_http_listen)
-                .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?;
-            let http_port = http
-                .local_addr()
-                .map_err(bind("HTTP boot", config.boot_http_listen.to_string()))?
-                .port();
-            Some((sock, http, tree, http_port))
-        }
-    };
+            let http_err = || bind("HTTP boot", config.boot_http_listen.to_string());
+            let http = pserv_net::tcp::bind(config.boot_http_listen).map_err(http_err())?;
+            let http_port = http.local_addr().map_err(http_err())?.port();
+            Some(BootSockets {
+                tftp,
+                http,
+                http_port,
+                dir,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            dns,
+            dhcp: (dhcp, dhcp_config),
+            control,
+            control_addr,
+            boot,
+        })
+    }
+}
 
-    let shutdown = CancellationToken::new();
-    // A service that cannot start stops the ones already started.
-    let started = shutdown.clone().drop_guard();
-    let responder = Arc::new(Responder::new(store.clone(), leases.clone()));
-    let dns_service =
-        pserv_dns::server::start(dns_sockets, responder, config.dns_tcp, shutdown.clone())
-            .map_err(|source| Error::Start {
-                what: "DNS",
-                source,
-            })?;
-    let events = publisher.events.clone();
-    let chain = boot
-        .as_ref()
-        .map(|b| pserv_dhcp::BootChain { http_port: b.3 });
-    let dhcp_service = pserv_dhcp::io::start(
-        dhcp_sock,
-        pserv_dhcp::io::Setup {
-            config: dhcp_config,
-            store: store.clone(),
-            server: pserv_dhcp::Server::new().with_boot_chain(chain),
-            leases: leases_recovered,
-            log,
-            board: leases.clone(),
-            on_event: Arc::new(move |e: &LeaseEvent| events.emit(|| Event::Lease(e.clone()))),
-        },
+/// Why a service did not start.
+fn start_error(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Start { what, source }
+}
+
+fn start_dns(
+    sockets: pserv_dns::server::Sockets,
+    shared: &Shared,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Running, Error> {
+    let responder = Arc::new(Responder::new(shared.store.clone(), shared.board.clone()));
+    pserv_dns::server::start(sockets, responder, config.dns_tcp, shutdown.clone())
+        .map_err(start_error("DNS"))
+}
+
+fn start_dhcp(
+    (sock, config): (std::net::UdpSocket, pserv_dhcp::io::Config),
+    (leases, log): (Leases, Box<dyn LeaseLog>),
+    chain: Option<pserv_dhcp::BootChain>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<Running, Error> {
+    let events = shared.events.clone();
+    let setup = pserv_dhcp::io::Setup {
+        config,
+        store: shared.store.clone(),
+        server: pserv_dhcp::Server::new().with_boot_chain(chain),
+        leases,
+        log,
+        board: shared.board.clone(),
+        on_event: Arc::new(move |e: &LeaseEvent| events.emit(|| Event::Lease(e.clone()))),
+    };
+    pserv_dhcp::io::start(sock, setup, shutdown.clone()).map_err(start_error("DHCP"))
+}
+
+/// TFTP and HTTP boot, over one virtual tree.
+fn start_boot(
+    sockets: BootSockets,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<[Running; 2], Error> {
+    let on_config = {
+        let events = shared.events.clone();
+        Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
+            events.emit(|| Event::BootConfig(c.clone()));
+        })
+    };
+    let tree = Arc::new(pserv_boot::vtree::Tree::new(
+        sockets.dir,
+        shared.store.clone(),
+        shared.board.clone(),
+        sockets.http_port,
+        on_config,
+    ));
+    let on_fetched = {
+        let events = shared.events.clone();
+        Arc::new(move |f: &pserv_boot::tftp::service::Fetched| {
+            events.emit(|| Event::Tftp(f.clone()));
+        })
+    };
+    let on_served = {
+        let events = shared.events.clone();
+        Arc::new(move |s: &pserv_boot::http::Served| events.emit(|| Event::Http(s.clone())))
+    };
+    let tftp = pserv_boot::tftp::service::start(
+        sockets.tftp,
+        tree.clone(),
+        pserv_boot::tftp::service::Config::default(),
+        on_fetched,
         shutdown.clone(),
     )
-    .map_err(|source| Error::Start {
-        what: "DHCP",
-        source,
-    })?;
-    let mut service_metrics = vec![
-        Arc::from(dns_service.metrics),
-        Arc::from(dhcp_service.metrics),
-    ];
-    // Boot serving: TFTP and HTTP boot over one virtual tree.
-    let (mut tftp, mut boot_http, mut boot_joins) = (None, None, Vec::new());
-    if let Some((sock, http, dir, http_port)) = boot {
-        let events = &publisher.events;
-        let tree = Arc::new(pserv_boot::vtree::Tree::new(
-            dir,
-            store.clone(),
-            leases.clone(),
-            http_port,
-            {
-                let events = events.clone();
-                Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
-                    events.emit(|| Event::BootConfig(c.clone()));
-                })
-            },
-        ));
-        let on_fetched = {
-            let events = events.clone();
-            Arc::new(move |f: &pserv_boot::tftp::service::Fetched| {
-                events.emit(|| Event::Tftp(f.clone()));
-            })
-        };
-        let on_served = {
-            let events = events.clone();
-            Arc::new(move |s: &pserv_boot::http::Served| events.emit(|| Event::Http(s.clone())))
-        };
-        let tftp_service = pserv_boot::tftp::service::start(
-            sock,
-            tree.clone(),
-            pserv_boot::tftp::service::Config::default(),
-            on_fetched,
-            shutdown.clone(),
-        )
-        .map_err(|source| Error::Start {
-            what: "TFTP",
-            source,
-        })?;
-        let http_service = pserv_boot::http::start(http, tree, on_served, shutdown.clone())
-            .map_err(|source| Error::Start {
-                what: "HTTP boot",
-                source,
-            })?;
-        tftp = tftp_service.addrs.first().copied();
-        boot_http = http_service.addrs.first().copied();
-        for service in [tftp_service, http_service] {
-            service_metrics.push(Arc::from(service.metrics));
-            boot_joins.push(service.join);
-        }
-    }
-    let app = Arc::new(App {
-        publisher: publisher.clone(),
-        leases: leases.clone(),
-        service_metrics,
-        lease_log: lease_monitor,
-        connections: Arc::default(),
-        token: config.token.clone(),
-        started: Instant::now(),
-    });
+    .map_err(start_error("TFTP"))?;
+    let http = pserv_boot::http::start(sockets.http, tree, on_served, shutdown.clone())
+        .map_err(start_error("HTTP boot"))?;
+    Ok([tftp, http])
+}
+
+/// The control API: pushes, status, leases, events, and every service's metrics.
+fn start_control(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Running {
+    let addrs = listener.local_addr().into_iter().collect();
     let router = app.router(config.max_body_bytes);
-    let control_task = tokio::spawn(pserv_net::http::serve(
-        control_listener,
+    let task = tokio::spawn(pserv_net::http::serve(
+        listener,
         router,
         app.connections.clone(),
         pserv_net::http::Limits {
@@ -359,22 +444,23 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         },
         shutdown.clone().cancelled_owned(),
     ));
-    started.disarm();
-    Ok(Handle {
-        dns: dns_service.addrs,
-        dhcp: dhcp_service.addrs[0],
-        control,
-        tftp,
-        boot_http,
-        boot_joins,
-        publisher,
-        leases,
-        shutdown,
-        dns_join: dns_service.join,
-        dhcp_join: dhcp_service.join,
-        control_task,
-        published: (published, source_name),
-    })
+    Running {
+        name: "control API",
+        addrs,
+        // Its own counters are part of the server's collector (crate::metrics).
+        metrics: Box::new(NoMetrics),
+        join: Box::pin(async move { task.await.map_err(|e| Box::new(e) as StopError) }),
+    }
+}
+
+/// A collector with nothing to report.
+#[derive(Debug)]
+struct NoMetrics;
+
+impl pserv_net::metrics::Collector for NoMetrics {
+    fn encode(&self, _: pserv_net::metrics::DescriptorEncoder<'_>) -> pserv_net::metrics::Result {
+        Ok(())
+    }
 }
 
 impl Handle {
@@ -429,17 +515,24 @@ impl Handle {
     /// result as for [`Handle::shutdown`].
     pub async fn stopped(self) -> Result<(), Error> {
         self.shutdown.cancelled().await;
-        let _ = self.control_task.await;
-        for j in self.boot_joins {
-            let _ = j.await;
+        let mut result = Ok(());
+        // The control API first (it drains), then the rest; every one is waited for.
+        for (name, join) in self.services.into_iter().rev() {
+            match join.await {
+                Ok(()) => {}
+                // The lease log's failure is the server's: leases may not be durable.
+                Err(e) if name == "DHCP" => {
+                    result = Err(Error::JournalFailed(match e.downcast::<JournalError>() {
+                        Ok(j) => *j,
+                        Err(e) => JournalError(e.to_string().into()),
+                    }));
+                }
+                Err(e) => {
+                    tracing::warn!(service = name, error = %e, "service did not stop cleanly")
+                }
+            }
         }
-        if let Err(e) = self.dns_join.await {
-            tracing::warn!(error = %e, "DNS service stopped");
-        }
-        self.dhcp_join
-            .await
-            .map_err(|e| JournalError(e.to_string().into()))?;
-        Ok(())
+        result
     }
 }
 
