@@ -528,7 +528,7 @@ impl Handle {
                     }));
                 }
                 Err(e) => {
-                    tracing::warn!(service = name, error = %e, "service did not stop cleanly")
+                    tracing::warn!(service = name, error = %e, "service did not stop cleanly");
                 }
             }
         }
