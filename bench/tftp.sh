@@ -57,18 +57,14 @@ ticks() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 
 start() { # NAME -> server pid in $spid, address in $saddr
   case $1 in
-    pserv)
-      ip netns exec "$NS" taskset -c 0 "$bin/pserv" serve --snapshot "$work/snap.json" \
-        --boot-dir "$root" --tftp-listen 127.0.1.1:69 --boot-http-listen 127.0.1.1:5248 \
-        --dns-listen 127.0.1.1:5353 --dhcp-listen 127.0.1.1:6767 --control-listen 127.0.0.1:0 \
-        --state-dir "$work/state" >"$work/pserv.log" 2>&1 &
-      saddr=127.0.1.1 ;;
-    baseline)
-      ip netns exec "$NS" taskset -c 0 "$BASELINE" serve --snapshot "$work/snap.json" \
-        --boot-dir "$root" --tftp-listen 127.0.1.5:69 --boot-http-listen 127.0.1.5:5248 \
-        --dns-listen 127.0.1.5:5353 --dhcp-listen 127.0.1.5:6767 --control-listen 127.0.0.1:0 \
-        --state-dir "$work/state-baseline" >"$work/baseline.log" 2>&1 &
-      saddr=127.0.1.5 ;;
+    pserv|baseline)
+      local exe="$bin/pserv" a=127.0.1.1
+      [ "$1" = baseline ] && { exe=$BASELINE; a=127.0.1.5; }
+      ip netns exec "$NS" taskset -c 0 "$exe" serve --snapshot "$work/snap.json" \
+        --boot-dir "$root" --tftp-listen "$a:69" --boot-http-listen "$a:5248" \
+        --dns-listen "$a:5353" --dhcp-listen "$a:6767" --control-listen 127.0.0.1:0 \
+        --state-dir "$work/state-$1" >"$work/$1.log" 2>&1 &
+      saddr=$a ;;
     tftpd-hpa)
       ip netns exec "$NS" taskset -c 0 in.tftpd -L -a 127.0.1.2:69 -u root -s "$root" >"$work/tftpd.log" 2>&1 &
       saddr=127.0.1.2 ;;
