@@ -84,13 +84,13 @@ impl FileCache {
             return None;
         }
         let key = Key::of(&file.metadata().ok()?);
-        if let Some(b) = self.files.get(&key) {
-            c.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return Some(b);
-        }
-        // A miss: read it, or wait for the fetch reading it already.
+        // One lookup: the file in memory (or the one fetch reading it already, waited for),
+        // else the guard that makes this fetch the one to read it.
         let guard = match self.files.get_value_or_guard_async(&key).await {
-            Ok(b) => return Some(b),
+            Ok(b) => {
+                c.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Some(b);
+            }
             Err(guard) => guard,
         };
         let bytes = read_whole(file.try_clone().ok()?, size).await?;
