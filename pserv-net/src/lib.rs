@@ -1,5 +1,5 @@
-//! pserv's edge: everything that touches a socket or reads the clock, written once for every
-//! service (DHCP, DNS, TFTP, HTTP boot, the control API).
+//! pserv's edge: everything that touches a socket, written once for every service (DHCP, DNS,
+//! TFTP, HTTP boot, the control API).
 //!
 //! - [`udp`]: binding with the options a server socket needs (broadcast, IP_PKTINFO, a device,
 //!   large buffers), batched receive (`recvmmsg`, with each datagram's arrival interface and
@@ -12,7 +12,6 @@
 //!   service notices it at once rather than at its next read timeout.
 //! - [`service`]: the shape every service returns once started ([`service::Running`]), and
 //!   [`metrics`]: the helpers each service's own `/metrics` collector is written with.
-//! - [`unix_now`]: the wall clock, read here and passed to protocol logic as `now`.
 //!
 //! Protocol decisions never live here: this crate moves bytes and reports where they came from.
 
@@ -28,10 +27,3 @@ pub mod udp;
 
 pub use service::Running;
 pub use shutdown::wake_on_cancel;
-
-/// The wall clock in Unix seconds (0 before 1970): read at the edges, passed in as `now`.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}

@@ -73,21 +73,3 @@ pub fn histogram(e: &mut DescriptorEncoder<'_>, name: &str, help: &str, h: &Hist
     let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
     m.encode_histogram::<NoLabelSet>(s.sum, s.count, &own, None)
 }
-
-/// A collector made of a closure (for a service whose metrics are a few lines).
-pub struct FnCollector<F>(pub F);
-
-impl<F> std::fmt::Debug for FnCollector<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FnCollector")
-    }
-}
-
-impl<F> Collector for FnCollector<F>
-where
-    F: Fn(&mut DescriptorEncoder<'_>) -> Result + Send + Sync + 'static,
-{
-    fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result {
-        (self.0)(&mut e)
-    }
-}

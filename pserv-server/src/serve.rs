@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pserv_core::journal::{Journal, JournalError, Options};
+use pserv_core::lease::owner::unix_now;
 use pserv_core::lease::{LeaseLog, Leases};
 
 use crate::control::LeaseMonitor;
@@ -236,21 +237,6 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     if let Some(boot) = bound.boot {
         services.extend(start_boot(boot, &shared, &shutdown)?);
     }
-    // The control API last: it reports every other service's metrics.
-    let app = Arc::new(App {
-        publisher: publisher.clone(),
-        leases: shared.board.clone(),
-        service_metrics: services
-            .iter_mut()
-            .map(|s| Arc::from(std::mem::replace(&mut s.metrics, Box::new(NoMetrics))))
-            .collect(),
-        lease_log: lease_monitor,
-        connections: Arc::default(),
-        token: config.token.clone(),
-        started: Instant::now(),
-    });
-    services.push(start_control(bound.control, app, &config, &shutdown));
-    started.disarm();
     let addrs = |name: &str| {
         services
             .iter()
@@ -258,16 +244,42 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             .map(|s| s.addrs.clone())
             .unwrap_or_default()
     };
+    let (dns, dhcp) = (addrs("DNS"), addrs("DHCP")[0]);
+    let (tftp, boot_http) = (
+        addrs("TFTP").first().copied(),
+        addrs("HTTP boot").first().copied(),
+    );
+    let mut service_metrics = Vec::with_capacity(services.len());
+    let mut joins = Vec::with_capacity(services.len() + 1);
+    for s in services {
+        service_metrics.push(Arc::from(s.metrics));
+        joins.push((s.name, s.join));
+    }
+    // The control API last: it reports every other service's metrics.
+    let app = Arc::new(App {
+        publisher: publisher.clone(),
+        leases: shared.board.clone(),
+        service_metrics,
+        lease_log: lease_monitor,
+        connections: Arc::default(),
+        token: config.token.clone(),
+        started: Instant::now(),
+    });
+    joins.push((
+        "control API",
+        start_control(bound.control, app, &config, &shutdown),
+    ));
+    started.disarm();
     Ok(Handle {
-        dns: addrs("DNS"),
-        dhcp: addrs("DHCP")[0],
+        dns,
+        dhcp,
         control,
-        tftp: addrs("TFTP").first().copied(),
-        boot_http: addrs("HTTP boot").first().copied(),
+        tftp,
+        boot_http,
         publisher,
         leases: shared.board,
         shutdown,
-        services: services.into_iter().map(|s| (s.name, s.join)).collect(),
+        services: joins,
         published: (published, source_name),
     })
 }
@@ -425,14 +437,14 @@ fn start_boot(
     Ok([tftp, http])
 }
 
-/// The control API: pushes, status, leases, events, and every service's metrics.
+/// The control API: pushes, status, leases, events, and every service's metrics (its own
+/// counters are part of the server's collector, `crate::metrics`). Resolves once drained.
 fn start_control(
     listener: tokio::net::TcpListener,
     app: Arc<App>,
     config: &Config,
     shutdown: &CancellationToken,
-) -> Running {
-    let addrs = listener.local_addr().into_iter().collect();
+) -> Join {
     let router = app.router(config.max_body_bytes);
     let task = tokio::spawn(pserv_net::http::serve(
         listener,
@@ -444,23 +456,7 @@ fn start_control(
         },
         shutdown.clone().cancelled_owned(),
     ));
-    Running {
-        name: "control API",
-        addrs,
-        // Its own counters are part of the server's collector (crate::metrics).
-        metrics: Box::new(NoMetrics),
-        join: Box::pin(async move { task.await.map_err(|e| Box::new(e) as StopError) }),
-    }
-}
-
-/// A collector with nothing to report.
-#[derive(Debug)]
-struct NoMetrics;
-
-impl pserv_net::metrics::Collector for NoMetrics {
-    fn encode(&self, _: pserv_net::metrics::DescriptorEncoder<'_>) -> pserv_net::metrics::Result {
-        Ok(())
-    }
+    Box::pin(async move { task.await.map_err(|e| Box::new(e) as StopError) })
 }
 
 impl Handle {
@@ -546,11 +542,4 @@ pub enum ReloadError {
     /// The snapshot is refused; the previous one keeps serving.
     #[error(transparent)]
     Publish(PublishError),
-}
-
-/// The clock, read at the edge: the journal and the leases take `now` as an argument.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -13,7 +13,9 @@ use std::sync::atomic::Ordering;
 use pserv_core::journal::Seq;
 use pserv_core::lease::Change;
 
-use super::{Seen, Shared, State, decode, unix_now};
+use pserv_core::lease::owner::unix_now;
+
+use super::{Seen, Shared, State, decode};
 use crate::etcd::{self, KeyRevision, Op};
 use crate::record::Record;
 

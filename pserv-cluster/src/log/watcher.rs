@@ -9,7 +9,9 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Seen, Shared, State, decode, unix_now};
+use pserv_core::lease::owner::unix_now;
+
+use super::{Seen, Shared, State, decode};
 use crate::etcd::{self, Event, KeyRevision, WatchMessage};
 use crate::record::{KeyKind, Record};
 

@@ -60,12 +60,18 @@ impl Now {
     /// Reads both clocks (for the I/O loops; protocol logic takes `Now` as an argument).
     pub fn read() -> Self {
         Self {
-            unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            unix: unix_now(),
             mono: Instant::now(),
         }
     }
+}
+
+/// The wall clock in Unix seconds (0 before 1970), for the edges that pass it in as `now`
+/// (the service loops, recovery at start-up, the cluster's threads).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// What the owner counts: atomics, so a metrics scrape takes no lock the owner's thread takes.
