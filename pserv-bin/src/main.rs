@@ -167,6 +167,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(h) = server.boot_http {
         println!("HTTP boot on http://{h}/ (read only)");
     }
+    if let Some(s) = server.syslog {
+        println!("syslog on {s} (UDP): each message a `log` event on /v1/events");
+    }
     let control = server.control;
     println!("control API on http://{control}: push with  pserv push FILE --to http://{control}");
     notify::notify("READY=1");

@@ -461,3 +461,87 @@ fn serve_with_a_boot_dir_answers_http_boot() {
         2
     );
 }
+
+/// The syslog receiver with a real sender: util-linux `logger` over UDP, RFC 5424 (its default,
+/// with structured data holding an escaped `]`) and RFC 3164; each line arrives as a `log`
+/// event on `/v1/events` and is counted. Without boot serving there is no receiver.
+#[test]
+fn serve_with_a_boot_dir_receives_syslog_from_logger() {
+    if !pserv_tests::have_tool("logger") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&[
+        "--boot-dir",
+        dir.path().to_str().unwrap(),
+        "--tftp-listen",
+        "127.0.0.1:0",
+        "--boot-http-listen",
+        "127.0.0.1:0",
+    ]);
+    let syslog = s.syslog.expect("pserv printed its syslog address");
+    let addr = s.control.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let port = syslog.port().to_string();
+    let logger = |args: &[&str]| {
+        let ok = Command::new("logger")
+            .args(["-n", "127.0.0.1", "-P", &port, "-d", "-t", "pserv-test"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "logger {args:?}");
+    };
+    logger(&[
+        "--sd-id",
+        "x@1",
+        "--sd-param",
+        r#"v="a\]b""#,
+        "hello in 5424",
+    ]);
+    logger(&["--rfc3164", "-p", "local3.warning", "hello in 3164"]);
+    let text = |seen: &[u8]| String::from_utf8_lossy(seen).into_owned();
+    while !(text(&seen).contains("hello in 5424") && text(&seen).contains("hello in 3164")) {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = text(&seen);
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .filter(|v: &serde_json::Value| v["event"] == "log")
+        .collect();
+    let by = |m: &str| events.iter().find(|e| e["message"] == m).unwrap().clone();
+    let (a, b) = (by("hello in 5424"), by("hello in 3164"));
+    assert_eq!(
+        (&a["app"], &a["severity"]),
+        (&"pserv-test".into(), &"notice".into())
+    );
+    assert_eq!(
+        (&b["app"], &b["facility"], &b["severity"]),
+        (&"pserv-test".into(), &"local3".into(), &"warning".into())
+    );
+    assert_eq!(a["client"], "127.0.0.1");
+    assert!(a["hostname"].is_string() && a["node"].is_null());
+    assert!(text.contains("event: log"));
+    assert_eq!(s.metric("pserv_syslog_events_total"), 2);
+    assert_eq!(s.metric("pserv_syslog_malformed_total"), 0);
+    drop(s);
+    assert!(Server::start(&[]).syslog.is_none());
+}

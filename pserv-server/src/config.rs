@@ -48,6 +48,9 @@ pub const DEFAULT_TFTP: &str = "127.0.0.1:6969";
 /// Default HTTP boot address (served only with a boot directory): loopback. On a network, a
 /// port of the operator's choosing (MAAS uses 5248).
 pub const DEFAULT_BOOT_HTTP: &str = "127.0.0.1:5248";
+/// Default syslog receiver address (served only with boot serving): loopback, an unprivileged
+/// port. On a provisioning network: `0.0.0.0:514`.
+pub const DEFAULT_SYSLOG: &str = "127.0.0.1:5514";
 /// Default snapshot body limit: a million-node snapshot fits.
 pub const DEFAULT_MAX_BODY: usize = 256 << 20;
 
@@ -74,6 +77,12 @@ pub struct File {
     pub tftp_listen: Option<SocketAddr>,
     /// HTTP boot address (with a boot directory).
     pub boot_http_listen: Option<SocketAddr>,
+    /// Syslog receiver address (with boot serving).
+    pub syslog_listen: Option<SocketAddr>,
+    /// Syslog messages per second each sender may send, sustained (default 200).
+    pub syslog_rate: Option<u32>,
+    /// Syslog messages each sender may send at once (default 2,000).
+    pub syslog_burst: Option<u32>,
     /// Bearer token the control API requires (required off loopback).
     pub token: Option<String>,
     /// Largest snapshot body accepted, in bytes.
@@ -153,6 +162,10 @@ pub struct Config {
     pub tftp_listen: SocketAddr,
     /// HTTP boot address (with a boot directory).
     pub boot_http_listen: SocketAddr,
+    /// Syslog receiver address (with boot serving).
+    pub syslog_listen: SocketAddr,
+    /// The syslog receiver's per-sender rate limit.
+    pub syslog_limits: pserv_syslog::Limits,
     /// Control API token.
     pub token: Option<String>,
     /// Snapshot body limit.
@@ -193,6 +206,10 @@ pub struct Overrides {
     /// HTTP boot address, read only, no token [default: 127.0.0.1:5248].
     #[arg(long)]
     pub boot_http_listen: Option<SocketAddr>,
+    /// Syslog receiver address, UDP (with boot serving) [default: 127.0.0.1:5514; on a network:
+    /// 0.0.0.0:514].
+    #[arg(long)]
+    pub syslog_listen: Option<SocketAddr>,
     /// Bearer token the control API requires (required off loopback).
     #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -238,6 +255,18 @@ impl Config {
                 .boot_http_listen
                 .or(file.boot_http_listen)
                 .unwrap_or_else(|| parse(DEFAULT_BOOT_HTTP)),
+            syslog_listen: flags
+                .syslog_listen
+                .or(file.syslog_listen)
+                .unwrap_or_else(|| parse(DEFAULT_SYSLOG)),
+            syslog_limits: {
+                let d = pserv_syslog::Limits::default();
+                pserv_syslog::Limits {
+                    rate: file.syslog_rate.map_or(d.rate, f64::from),
+                    burst: file.syslog_burst.unwrap_or(d.burst),
+                    ..d
+                }
+            },
             token: flags.token.or(file.token).filter(|t| !t.is_empty()),
             max_body_bytes: file.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY),
             dns_tcp: {
@@ -259,6 +288,9 @@ impl Config {
             );
         }
         Self::check_cluster(s.cluster.as_ref())?;
+        if s.syslog_limits.rate < 1.0 || s.syslog_limits.burst == 0 {
+            bail!("syslog_rate and syslog_burst must be at least 1 (0 would drop every message)");
+        }
         if s.dns_listen.is_empty() {
             bail!("no DNS address to listen on");
         }
@@ -394,6 +426,32 @@ mod tests {
             let file: File = toml::from_str(bad).unwrap();
             let e = Config::resolve(file, Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(&bad[..bad.len() - 4]), "{e}");
+        }
+    }
+
+    #[test]
+    fn syslog_address_and_limits_from_the_file_and_refused_when_zero() {
+        let d = Config::resolve(File::default(), Overrides::default()).unwrap();
+        assert_eq!(d.syslog_listen, DEFAULT_SYSLOG.parse().unwrap());
+        assert_eq!(d.syslog_limits, pserv_syslog::Limits::default());
+        let file: File = toml::from_str(
+            "syslog_listen = \"0.0.0.0:514\"\nsyslog_rate = 50\nsyslog_burst = 500\n",
+        )
+        .unwrap();
+        let s = Config::resolve(
+            file,
+            Overrides {
+                syslog_listen: Some("10.0.0.1:1514".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(s.syslog_listen, "10.0.0.1:1514".parse().unwrap());
+        assert_eq!((s.syslog_limits.rate, s.syslog_limits.burst), (50.0, 500));
+        for bad in ["syslog_rate = 0", "syslog_burst = 0"] {
+            let file: File = toml::from_str(bad).unwrap();
+            let e = Config::resolve(file, Overrides::default()).unwrap_err();
+            assert!(e.to_string().contains("at least 1"), "{e}");
         }
     }
 

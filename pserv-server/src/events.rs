@@ -1,5 +1,5 @@
 //! `/v1/events`: what pserv announces (snapshots published, lease changes and ends, boot
-//! configs, TFTP and HTTP boot fetches), typed until an event is written to a listener's
+//! configs, TFTP and HTTP boot fetches, syslog messages), typed until an event is written to a listener's
 //! stream.
 //!
 //! Every listener gets every event. A listener too slow to keep up misses some (the channel
@@ -13,6 +13,7 @@ use pserv_boot::tftp::service::Fetched;
 use pserv_boot::vtree::ConfigServed;
 use pserv_core::Published;
 use pserv_core::lease::LeaseEvent;
+use pserv_syslog::LogLine;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -30,6 +31,8 @@ pub(crate) enum Event {
     Tftp(Fetched),
     /// HTTP boot answered a request.
     Http(Served),
+    /// A syslog message arrived.
+    Log(LogLine),
 }
 
 /// The snapshot event's body.
@@ -58,6 +61,7 @@ impl Event {
             Self::BootConfig(_) => "boot_config",
             Self::Tftp(_) => "tftp",
             Self::Http(_) => "http",
+            Self::Log(_) => "log",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! must know every acknowledged lease), and every socket is bound before any service starts
 //! (a port in use fails the start, with nothing half-running).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +18,7 @@ use pserv_core::lease::{LeaseLog, Leases};
 use crate::control::LeaseMonitor;
 use pserv_core::lease::{LeaseBoard, LeaseEvent};
 use pserv_core::snapshot::EXAMPLE_JSON;
-use pserv_core::{PublishError, Published, Snapshot, Store};
+use pserv_core::{MacAddr, PublishError, Published, Snapshot, Store, Table};
 use pserv_dns::respond::Responder;
 use pserv_net::Running;
 use pserv_net::service::{Join, StopError};
@@ -106,6 +106,8 @@ pub struct Handle {
     pub tftp: Option<SocketAddr>,
     /// The HTTP boot address, when a boot directory is served.
     pub boot_http: Option<SocketAddr>,
+    /// The syslog receiver's address (UDP), with boot serving.
+    pub syslog: Option<SocketAddr>,
     publisher: Arc<Publisher>,
     leases: Arc<LeaseBoard>,
     shutdown: CancellationToken,
@@ -211,6 +213,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     // running.
     let bound = Bound::bind(&config, &store)?;
     let control = bound.control_addr;
+    let syslog = bound.syslog_addr();
     let shared = Shared {
         store,
         board: leases,
@@ -236,6 +239,9 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     ];
     if let Some(boot) = bound.boot {
         services.extend(start_boot(boot, &shared, &shutdown)?);
+    }
+    if let Some(syslog) = bound.syslog {
+        services.push(start_syslog(syslog, &shared, &config, &shutdown)?);
     }
     let addrs = |name: &str| {
         services
@@ -276,6 +282,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         control,
         tftp,
         boot_http,
+        syslog,
         publisher,
         leases: shared.board,
         shutdown,
@@ -299,6 +306,23 @@ struct Bound {
     control_addr: SocketAddr,
     /// With a boot directory, or a snapshot that renders boot files.
     boot: Option<BootSockets>,
+    /// The syslog receiver's, with boot serving.
+    syslog: Option<SyslogSocket>,
+}
+
+/// The syslog receiver's socket.
+struct SyslogSocket {
+    sock: std::net::UdpSocket,
+    /// Where it is bound (port 0 resolved): what machines are told to log to.
+    addr: SocketAddr,
+}
+
+impl Bound {
+    /// The syslog receiver's address, when it runs (the `syslog_host` and `syslog_port`
+    /// machines are given).
+    fn syslog_addr(&self) -> Option<SocketAddr> {
+        self.syslog.as_ref().map(|s| s.addr)
+    }
 }
 
 struct BootSockets {
@@ -349,12 +373,23 @@ impl Bound {
         } else {
             None
         };
+        // Installers log where boot serving sends them: the receiver runs with it.
+        let syslog = if boot.is_some() {
+            let err = || bind("syslog", config.syslog_listen.to_string());
+            let sock =
+                pserv_net::udp::bind(config.syslog_listen, &Default::default()).map_err(err())?;
+            let addr = sock.local_addr().map_err(err())?;
+            Some(SyslogSocket { sock, addr })
+        } else {
+            None
+        };
         Ok(Self {
             dns,
             dhcp: (dhcp, dhcp_config),
             control,
             control_addr,
             boot,
+            syslog,
         })
     }
 }
@@ -435,6 +470,52 @@ fn start_boot(
     let http = pserv_boot::http::start(sockets.http, tree, on_served, shutdown.clone())
         .map_err(start_error("HTTP boot"))?;
     Ok([tftp, http])
+}
+
+/// The syslog receiver: each message a `log` event, its sender resolved to a node.
+fn start_syslog(
+    socket: SyslogSocket,
+    shared: &Shared,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Running, Error> {
+    let resolve = {
+        let (store, board) = (shared.store.clone(), shared.board.clone());
+        Arc::new(move |ip: IpAddr| sender(&store.load(), &board, ip))
+    };
+    let on_log = {
+        let events = shared.events.clone();
+        Arc::new(move |l: &pserv_syslog::LogLine| events.emit(|| Event::Log(l.clone())))
+    };
+    let setup = pserv_syslog::Setup {
+        limits: config.syslog_limits,
+        resolve,
+        on_log,
+    };
+    pserv_syslog::start(socket.sock, setup, shutdown.clone()).map_err(start_error("syslog"))
+}
+
+/// Who sent from `ip`: the node and MAC of the interface that reserves it, else the MAC of
+/// the live lease on it (and its node, for a known node's interface without a reservation).
+fn sender(table: &Table, board: &LeaseBoard, ip: IpAddr) -> (Option<String>, Option<MacAddr>) {
+    let reserved = match ip {
+        IpAddr::V4(v4) => table.by_ipv4(v4),
+        IpAddr::V6(v6) => table.by_ipv6(v6),
+    };
+    if let Some(i) = reserved {
+        return (Some(i.node().id().to_owned()), Some(i.mac()));
+    }
+    let lease = match ip {
+        IpAddr::V4(v4) => board.holder(v4),
+        IpAddr::V6(_) => None,
+    };
+    match lease {
+        Some(l) => (
+            table.by_mac(l.mac).map(|i| i.node().id().to_owned()),
+            Some(l.mac),
+        ),
+        None => (None, None),
+    }
 }
 
 /// The control API: pushes, status, leases, events, and every service's metrics (its own

@@ -72,6 +72,8 @@ pub struct Banner {
     pub tftp: Option<std::net::SocketAddr>,
     /// The HTTP boot address, when it serves a boot directory.
     pub boot_http: Option<std::net::SocketAddr>,
+    /// The syslog receiver's address, with boot serving.
+    pub syslog: Option<std::net::SocketAddr>,
 }
 
 /// Reads a starting `pserv serve`'s stdout up to its control-API line (printed last), then keeps
@@ -81,7 +83,7 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
     use std::io::{BufRead, BufReader, Read};
     let mut stderr = child.stderr.take();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout is piped")).lines();
-    let (mut dns, mut dhcp, mut tftp, mut boot_http) = (None, None, None, None);
+    let (mut dns, mut dhcp, mut tftp, mut boot_http, mut syslog) = (None, None, None, None, None);
     let control = loop {
         let Some(Ok(line)) = lines.next() else {
             let mut err = String::new();
@@ -101,6 +103,8 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
             tftp = addr(rest);
         } else if let Some(rest) = line.strip_prefix("HTTP boot on http://") {
             boot_http = addr(&rest.replace('/', " "));
+        } else if let Some(rest) = line.strip_prefix("syslog on ") {
+            syslog = addr(rest);
         }
     };
     std::thread::spawn(move || lines.for_each(drop));
@@ -113,6 +117,7 @@ pub fn read_banner(child: &mut std::process::Child) -> Banner {
         dhcp: dhcp.expect("pserv printed its DHCP address"),
         tftp,
         boot_http,
+        syslog,
     }
 }
 

@@ -22,10 +22,12 @@ pub(crate) struct Server {
     pub(crate) tftp: Option<SocketAddr>,
     /// HTTP boot, likewise.
     pub(crate) boot_http: Option<SocketAddr>,
+    /// The syslog receiver, likewise.
+    pub(crate) syslog: Option<SocketAddr>,
 }
 
 impl Server {
-    /// `pserv serve` on loopback (DNS, DHCP and the control API on ports the kernel picks)
+    /// `pserv serve` on loopback (DNS, DHCP, the control API and syslog on ports the kernel picks)
     /// with `args` added; returns once it printed where it listens.
     pub(crate) fn start(args: &[&str]) -> Self {
         Self::start_in(Command::new(PSERV), args)
@@ -39,6 +41,7 @@ impl Server {
                 .args(["--dns-listen", "127.0.0.1:0"])
                 .args(["--control-listen", "127.0.0.1:0"])
                 .args(["--dhcp-listen", "127.0.0.1:0"])
+                .args(["--syslog-listen", "127.0.0.1:0"])
                 .args(args)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
@@ -52,6 +55,7 @@ impl Server {
             dhcp: banner.dhcp,
             tftp: banner.tftp,
             boot_http: banner.boot_http,
+            syslog: banner.syslog,
         }
     }
 
