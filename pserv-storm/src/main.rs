@@ -104,6 +104,40 @@ enum Mode {
         #[arg(long)]
         quiet: bool,
     },
+    /// Syslog messages at a fixed rate from many source addresses to any receiver; with
+    /// --events, one /v1/events listener on a pserv counts the `log` events they became.
+    Syslog {
+        /// The syslog receiver, ADDR:PORT.
+        #[arg(long)]
+        server: SocketAddrV4,
+        /// pserv's control API, ADDR:PORT: listen to /v1/events and count what arrives.
+        #[arg(long)]
+        events: Option<SocketAddr>,
+        /// The control API's bearer token.
+        #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Messages to send.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Messages per second.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u32,
+        /// Distinct source addresses (each batch from the next one; they must be local).
+        #[arg(long, default_value_t = 4096)]
+        sources: u32,
+        /// The first source address.
+        #[arg(long, default_value = "127.1.0.1")]
+        first_source: Ipv4Addr,
+        /// Bytes per datagram.
+        #[arg(long, default_value_t = 120)]
+        size: usize,
+        /// After the last send, wait this long (ms) past the last event for more.
+        #[arg(long, default_value_t = 2000)]
+        linger_ms: u64,
+        /// Print the report as JSON on stdout instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
     /// A stateless do-nothing DHCP responder (the ceiling of this machine's path).
     Responder {
         /// Where to listen, ADDR:PORT.
@@ -171,6 +205,29 @@ fn boot_table(r: &pserv_storm::boot::Report) {
         println!(
             "  not checked: {} machines got no hostname (config name check and DNS skipped), {} no DNS server",
             r.unnamed, r.no_dns
+        );
+    }
+}
+
+fn syslog_table(r: &pserv_storm::syslog::Report) {
+    println!(
+        "Syslog load (run {}): sent {} in {:.2} s ({:.0}/s), {} send errors",
+        r.run, r.sent, r.send_seconds, r.send_rate, r.send_errors
+    );
+    if let Some(e) = &r.events {
+        println!(
+            "  log events: received {}, distinct {}, duplicates {}, lost {} ({:.3}%), other {}; delivered {:.0}/s",
+            e.received,
+            e.distinct,
+            e.duplicates,
+            e.lost,
+            e.loss_ratio * 100.0,
+            e.other,
+            e.delivered_rate
+        );
+        println!(
+            "  send to event ms: p50 {:.2}  p99 {:.2}  max {:.2}",
+            e.latency.p50_ms, e.latency.p99_ms, e.latency.max_ms
         );
     }
 }
@@ -379,6 +436,49 @@ fn main() -> ExitCode {
                 boot_table(&report);
             }
             if report.failed > 0 {
+                return ExitCode::from(3);
+            }
+            ExitCode::SUCCESS
+        }
+        Mode::Syslog {
+            server,
+            events,
+            token,
+            count,
+            rate,
+            sources,
+            first_source,
+            size,
+            linger_ms,
+            json,
+        } => {
+            let cfg = pserv_storm::syslog::Config {
+                server,
+                events,
+                token,
+                count,
+                rate,
+                sources,
+                first_source,
+                size,
+                linger: Duration::from_millis(linger_ms),
+            };
+            let report = match pserv_storm::syslog::run(&cfg) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("pserv-storm: {e:#}");
+                    return ExitCode::from(1);
+                }
+            };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                syslog_table(&report);
+            }
+            if report.events.as_ref().is_some_and(|e| e.duplicates > 0) {
                 return ExitCode::from(3);
             }
             ExitCode::SUCCESS
