@@ -10,7 +10,7 @@
 use std::net::{IpAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pserv_core::MacAddr;
 use pserv_net::Running;
@@ -25,6 +25,11 @@ use crate::receiver::{Counters, DropReason, Receiver};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
+/// The pause after a batch that was not full. A receive woken by the first datagram of a burst
+/// takes one or two; pausing lets the rest queue, so at high rates each wake-up (of this thread,
+/// and of the event stream it feeds) carries tens of messages. Logs are not in a hurry: this is
+/// the most a message waits for it. The socket buffer holds a few seconds' worth meanwhile.
+const COALESCE: Duration = Duration::from_millis(1);
 /// Socket receive buffer asked for: a rack's worth of installers starting together queue
 /// rather than drop while a batch is handed out.
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -135,11 +140,14 @@ fn run(sock: &UdpSocket, mut receiver: Receiver, setup: &Setup, shutdown: &Cance
     // One byte over the limit: a longer datagram is seen as one (and cut by the parser).
     let mut batch = RecvBatch::<BATCH>::new(MAX_MESSAGE + 1);
     while !shutdown.is_cancelled() {
-        if let Err(e) = batch.recv(sock, Wait::ForOne) {
-            // Per-datagram errors are reported on the next call: log and carry on.
-            tracing::debug!(error = %e, "syslog receive");
-            continue;
-        }
+        let got = match batch.recv(sock, Wait::ForOne) {
+            Ok(n) => n,
+            Err(e) => {
+                // Per-datagram errors are reported on the next call: log and carry on.
+                tracing::debug!(error = %e, "syslog receive");
+                continue;
+            }
+        };
         // One clock read per batch: the rate limit's time.
         let now = Instant::now();
         for d in batch.datagrams() {
@@ -148,6 +156,9 @@ fn run(sock: &UdpSocket, mut receiver: Receiver, setup: &Setup, shutdown: &Cance
                 let (node, mac) = (setup.resolve)(client);
                 (setup.on_log)(&LogLine::new(&m, client, node, mac));
             }
+        }
+        if got < BATCH && !shutdown.is_cancelled() {
+            std::thread::sleep(COALESCE);
         }
     }
 }
