@@ -24,7 +24,7 @@ COUNT=${COUNT:-500000}
 RATE=${RATE:-50000}
 SOURCES=${SOURCES:-4096}
 SIZE=${SIZE:-120}
-RAMP=${RAMP:-"50000 75000 100000 125000 150000 200000"}
+RAMP=${RAMP:-"50000 100000 150000 200000 250000 300000"}
 RAMP_SECONDS=${RAMP_SECONDS:-5}
 PSERV_PORT=${PSERV_PORT:-15514}
 CONTROL_PORT=${CONTROL_PORT:-15380}
@@ -43,9 +43,13 @@ udp_drops() {
   local port; port=$(printf '%04X' "$1")
   awk -v p="0100007F:$port" '$2 == p {print $NF; found=1} END {if (!found) print 0}' /proc/net/udp
 }
+# wait_udp PORT PID: PID (still running: not a stale server's port) listens on UDP PORT.
 wait_udp() {
   local port; port=$(printf '%04X' "$1")
   for _ in $(seq 100); do
+    case "$(sed 's/.*) //' "/proc/$2/stat" 2>/dev/null | cut -d' ' -f1)" in
+      '' | Z) echo "the server for port $1 exited (port in use?)" >&2; exit 1 ;;
+    esac
     awk -v p="0100007F:$port" '$2 == p {found=1} END {exit !found}' /proc/net/udp && return
     sleep 0.1
   done
@@ -78,7 +82,8 @@ RUST_LOG=warn taskset -c 0 "$bin/pserv" serve --boot-dir "$work/boot" --state-di
   --boot-http-listen 127.0.0.1:0 --control-listen "127.0.0.1:$CONTROL_PORT" \
   --syslog-listen "127.0.0.1:$PSERV_PORT" >"$work/pserv.out" 2>&1 &
 pserv_pid=$!; started "$pserv_pid"
-wait_udp "$PSERV_PORT"
+sleep 0.5
+wait_udp "$PSERV_PORT" "$pserv_pid"
 events=(--events "127.0.0.1:$CONTROL_PORT")
 # Warm-up (page faults, the event channel's first listener).
 storm --server "127.0.0.1:$PSERV_PORT" --count 20000 --rate 20000 "${events[@]}" >/dev/null
@@ -93,11 +98,13 @@ echo "pserv: $COUNT sent at ${rate}/s, $delivered delivered as log events to one
 best=0
 for r in $RAMP; do
   n=$((r * RAMP_SECONDS))
+  d0=$(udp_drops "$PSERV_PORT")
   timeout $((RAMP_SECONDS + 60)) taskset -c 1 "$bin/pserv-storm" syslog --sources "$SOURCES" \
     --size "$SIZE" --json --server "127.0.0.1:$PSERV_PORT" --count "$n" --rate "$r" \
     "${events[@]}" >"$work/ramp.json"
   read -r sent_rate ramp_lost < <(json "$work/ramp.json" "f\"{round(d['send_rate'])} {d['events']['lost']}\"")
-  echo "pserv at $r/s offered ($sent_rate/s sent, $n messages): lost $ramp_lost"
+  echo "pserv at $r/s offered ($sent_rate/s sent, $n messages): lost $ramp_lost" \
+    "($(( $(udp_drops "$PSERV_PORT") - d0 )) of them dropped by the socket)"
   [ "$ramp_lost" = 0 ] || break
   best=$sent_rate
 done
@@ -128,7 +135,8 @@ for variant in discard json; do
   taskset -c 0 rsyslogd -n -f "$work/rsyslog-$variant.conf" -i "$work/rsyslog.pid" \
     >"$work/rsyslog-$variant.out" 2>&1 &
   rs_pid=$!; started "$rs_pid"
-  wait_udp "$RSYSLOG_PORT"
+  sleep 0.5
+  wait_udp "$RSYSLOG_PORT" "$rs_pid"
   storm --server "127.0.0.1:$RSYSLOG_PORT" --count 20000 --rate 20000 >/dev/null
   measure "rsyslog-$variant" "$rs_pid" "$RSYSLOG_PORT"
   echo "rsyslog ($variant): $COUNT sent, ${RECV[rsyslog-$variant]} received" \

@@ -180,14 +180,23 @@ fn send(cfg: &Config, run: &str, t0: Instant) -> anyhow::Result<(u64, u64, Durat
         .collect();
     let (mut sent, mut errors, mut source) = (0u64, 0u64, 0u32);
     let per_message = 1.0 / f64::from(cfg.rate);
-    let started = Instant::now();
+    // The schedule: `base_sent` messages were due at `base`, one more every `per_message`.
+    let (started, mut base, mut base_sent) = (Instant::now(), Instant::now(), 0u64);
+    // A generator that fell behind (this core taken by something else) does not catch up in one
+    // burst faster than any receiver reads: past 10 ms behind, the schedule starts again from
+    // now, and the run's send rate shows what was really offered.
+    let max_behind = (u64::from(cfg.rate) / 100).max(BATCH as u64);
     while sent < cfg.count {
         // Messages due by now, at the rate; sleep until the next one is due.
-        let elapsed = started.elapsed().as_secs_f64();
-        let due = ((elapsed / per_message) as u64 + 1).min(cfg.count);
+        let elapsed = base.elapsed().as_secs_f64();
+        let due = (base_sent + (elapsed / per_message) as u64 + 1).min(cfg.count);
         if due <= sent {
-            let wait = (sent as f64 + 1.0) * per_message - elapsed;
+            let wait = (sent + 1 - base_sent) as f64 * per_message - elapsed;
             std::thread::sleep(Duration::from_secs_f64(wait.max(0.0)));
+            continue;
+        }
+        if due - sent > max_behind {
+            (base, base_sent) = (Instant::now(), sent);
             continue;
         }
         let n = ((due - sent) as usize).min(BATCH);
