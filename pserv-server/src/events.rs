@@ -1,5 +1,5 @@
 //! `/v1/events`: what pserv announces (snapshots published, lease changes and ends, boot
-//! configs, TFTP and HTTP boot fetches), typed until an event is written to a listener's
+//! configs, node files, boot progress, TFTP and HTTP boot fetches), typed until an event is written to a listener's
 //! stream.
 //!
 //! Every listener gets every event. A listener too slow to keep up misses some (the channel
@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use pserv_boot::http::Served;
+use pserv_boot::http::{Progress, Served};
 use pserv_boot::tftp::service::Fetched;
-use pserv_boot::vtree::ConfigServed;
+use pserv_boot::vtree::{ConfigServed, FileServed};
 use pserv_core::Published;
 use pserv_core::lease::LeaseEvent;
 use serde::Serialize;
@@ -30,6 +30,10 @@ pub(crate) enum Event {
     Tftp(Fetched),
     /// HTTP boot answered a request.
     Http(Served),
+    /// A machine fetched one of its node files (issue 21).
+    NodeFile(FileServed),
+    /// A machine reported its installation's progress (issue 21).
+    Progress(Progress),
 }
 
 /// The snapshot event's body.
@@ -58,6 +62,8 @@ impl Event {
             Self::BootConfig(_) => "boot_config",
             Self::Tftp(_) => "tftp",
             Self::Http(_) => "http",
+            Self::NodeFile(_) => "node_file",
+            Self::Progress(_) => "progress",
         }
     }
 }

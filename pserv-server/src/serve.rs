@@ -305,6 +305,8 @@ struct BootSockets {
     tftp: tokio::net::UdpSocket,
     http: tokio::net::TcpListener,
     http_port: u16,
+    /// The syslog receiver's address, named to machines as `syslog_host`/`syslog_port`.
+    syslog: Option<SocketAddr>,
     dir: Option<pserv_boot::tree::BootDir>,
 }
 
@@ -344,6 +346,7 @@ impl Bound {
                 tftp,
                 http,
                 http_port,
+                syslog: None,
                 dir,
             })
         } else {
@@ -401,18 +404,24 @@ fn start_boot(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<[Running; 2], Error> {
-    let on_config = {
+    let on_tree = {
         let events = shared.events.clone();
-        Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
-            events.emit(|| Event::BootConfig(c.clone()));
+        Arc::new(move |s: pserv_boot::vtree::Served| {
+            events.emit(|| match s {
+                pserv_boot::vtree::Served::Config(c) => Event::BootConfig(c),
+                pserv_boot::vtree::Served::File(f) => Event::NodeFile(f),
+            });
         })
     };
     let tree = Arc::new(pserv_boot::vtree::Tree::new(
         sockets.dir,
         shared.store.clone(),
         shared.board.clone(),
-        sockets.http_port,
-        on_config,
+        pserv_boot::vtree::Urls {
+            http_port: sockets.http_port,
+            syslog: sockets.syslog,
+        },
+        on_tree,
     ));
     let on_fetched = {
         let events = shared.events.clone();
@@ -432,8 +441,15 @@ fn start_boot(
         shutdown.clone(),
     )
     .map_err(start_error("TFTP"))?;
-    let http = pserv_boot::http::start(sockets.http, tree, on_served, shutdown.clone())
-        .map_err(start_error("HTTP boot"))?;
+    let on_progress = {
+        let events = shared.events.clone();
+        Arc::new(move |p: &pserv_boot::http::Progress| {
+            events.emit(|| Event::Progress(p.clone()));
+        })
+    };
+    let http =
+        pserv_boot::http::start(sockets.http, tree, on_served, on_progress, shutdown.clone())
+            .map_err(start_error("HTTP boot"))?;
     Ok([tftp, http])
 }
 
