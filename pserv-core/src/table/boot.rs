@@ -95,6 +95,9 @@ pub(crate) struct Profile {
 pub struct BootPlan {
     env: Environment<'static>,
     pub(crate) profiles: Vec<Profile>,
+    /// Which loaders' netboot templates the snapshot overrides (indexed like
+    /// [`Loader::ALL`]); the others are pserv's own.
+    overridden: [bool; 3],
 }
 
 /// Where the client reached pserv: the address and HTTP port its URLs name, and the syslog
@@ -397,7 +400,19 @@ impl BootPlan {
                 files,
             });
         }
-        (Self { env, profiles: out }, found)
+        let overridden = [
+            templates.ipxe.is_some(),
+            templates.grub.is_some(),
+            templates.pxelinux.is_some(),
+        ];
+        (
+            Self {
+                env,
+                profiles: out,
+                overridden,
+            },
+            found,
+        )
     }
 
     /// The index of the profile called `name`.
@@ -463,14 +478,22 @@ impl BootPlan {
     }
 
     /// Everything that fails for `who`, whose boot is `intent` and whose node files come from
-    /// `files` (what validation runs for every node): each loader's file when `intent`
-    /// renders, each node file, rendered and format-checked. Builds the context once.
+    /// `files` (what validation runs for every node): the command line, each loader's file
+    /// when `intent` renders, each node file, rendered and format-checked. Builds the context
+    /// once.
+    ///
+    /// pserv's own loader templates are rendered only when `first` (the first node of its
+    /// profile and mode): they read only variables every node has, and the work they do (their
+    /// fuel) depends on the profile's initrd list, never on a node's values, so they fail for
+    /// every node of a profile or for none. A snapshot's own templates, the command line and
+    /// the node files may use anything, and are rendered for every node.
     pub(crate) fn check(
         &self,
         intent: Intent,
         files: Option<u32>,
         who: &Subject<'_>,
         at: Endpoint,
+        first: bool,
     ) -> Vec<Failure> {
         let ctx = match self.prepare(intent, files, who, at) {
             Ok(c) => c,
@@ -486,7 +509,11 @@ impl BootPlan {
         };
         let mut out = Vec::new();
         if intent.renders() {
-            for loader in Loader::ALL {
+            for (k, loader) in Loader::ALL.into_iter().enumerate() {
+                let own = self.overridden[k] && ctx.mode == BootMode::Netboot;
+                if !(own || first) {
+                    continue;
+                }
                 if let Err((template, message)) = self.render_loader(loader, &ctx, who) {
                     out.push(Failure {
                         template,

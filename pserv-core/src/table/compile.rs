@@ -57,9 +57,10 @@ pub(super) struct Compiler<'s> {
     snap: &'s Snapshot,
     problems: Vec<Problem>,
     boot: BootPlan,
-    /// Nodes whose templates validation renders, once every node is read: (node index, its
-    /// boot intent, the profile whose node files it gets).
-    renders: Vec<(u32, Intent, Option<u32>)>,
+    /// Nodes whose templates validation renders, once every node is read.
+    renders: Vec<RenderJob>,
+    /// The (profile, mode) pairs a job is already marked first for (see [`BootPlan::check`]).
+    firsts: hashbrown::HashSet<(Option<u32>, u8)>,
     hasher: DefaultHashBuilder,
     name_seed: u64,
 }
@@ -88,6 +89,7 @@ impl<'s> Compiler<'s> {
             problems: Vec::new(),
             boot: BootPlan::empty(),
             renders: Vec::new(),
+            firsts: hashbrown::HashSet::new(),
             name_seed: hasher.hash_one(0x7073_6572_7600_u64),
             hasher,
         }
@@ -211,6 +213,7 @@ impl<'s> Compiler<'s> {
                 Some(p),
                 &who,
                 validation_endpoint(b.next_server),
+                true,
             );
             self.report(failures, p, &at);
         }
@@ -234,12 +237,11 @@ impl<'s> Compiler<'s> {
             return;
         }
         let (plan, snap) = (&self.boot, self.snap);
-        let run = |jobs: &[(u32, Intent, Option<u32>)]| -> Vec<(u32, Vec<boot::Failure>)> {
+        let run = |jobs: &[RenderJob]| -> Vec<(u32, Vec<boot::Failure>)> {
             jobs.iter()
-                .filter_map(|&(ni, intent, files)| {
-                    let failures =
-                        check_node(plan, &snap.nodes[ni as usize], intent, files, subnets);
-                    (!failures.is_empty()).then_some((ni, failures))
+                .filter_map(|j| {
+                    let failures = check_node(plan, &snap.nodes[j.node as usize], j, subnets);
+                    (!failures.is_empty()).then_some((j.node, failures))
                 })
                 .collect()
         };
@@ -1003,7 +1005,18 @@ impl<'s> Compiler<'s> {
         };
         let files = profile.filter(|&p| !self.boot.node_files(p).is_empty());
         if render && (matches!(intent, Intent::Netboot(_)) || files.is_some()) {
-            self.renders.push((ni as u32, intent, files));
+            let key = match intent {
+                Intent::Netboot(p) => (Some(p), 0),
+                Intent::Local => (None, 1),
+                _ => (None, 2),
+            };
+            let first = self.firsts.insert(key);
+            self.renders.push(RenderJob {
+                node: ni as u32,
+                intent,
+                files,
+                first,
+            });
         }
         (intent, profile)
     }
@@ -1019,12 +1032,24 @@ fn validation_endpoint(next_server: Option<Ipv4Addr>) -> Endpoint {
     }
 }
 
+/// A node whose templates validation renders.
+struct RenderJob {
+    /// Its index in the snapshot.
+    node: u32,
+    /// Its boot intent.
+    intent: Intent,
+    /// The profile whose node files it gets.
+    files: Option<u32>,
+    /// The first node of its profile and mode: pserv's own loader templates are rendered for
+    /// it (see [`BootPlan::check`]).
+    first: bool,
+}
+
 /// Every template of `node` that fails (see [`BootPlan::check`]).
 fn check_node(
     plan: &BootPlan,
     node: &Node,
-    intent: Intent,
-    files: Option<u32>,
+    job: &RenderJob,
     subnets: &[SubnetInfo],
 ) -> Vec<boot::Failure> {
     let primary = node
@@ -1050,7 +1075,13 @@ fn check_node(
     let next_server = subnet
         .and_then(|s| s.boot.as_ref())
         .and_then(|b| b.next_server);
-    plan.check(intent, files, &who, validation_endpoint(next_server))
+    plan.check(
+        job.intent,
+        job.files,
+        &who,
+        validation_endpoint(next_server),
+        job.first,
+    )
 }
 
 /// The problem a failed template is, at `at`.
