@@ -1,6 +1,7 @@
 //! `/v1/events`: what pserv announces (snapshots published, lease changes and ends, boot
-//! configs, node files, boot progress, TFTP and HTTP boot fetches), typed until an event is written to a listener's
-//! stream, and kept for a while so a listener that reconnects resumes where it stopped.
+//! configs, node files, boot progress, TFTP and HTTP boot fetches), typed until an event is
+//! written to a listener's stream, and kept for a while so a listener that reconnects resumes
+//! where it stopped.
 //!
 //! - Every event gets an [`EventId`], `<boot>-<seq>`: `seq` counts from 1 in each run of the
 //!   server and `boot` names the run (its start time in microseconds, unique per run), so an
@@ -64,9 +65,8 @@ impl From<&Published> for Event {
     }
 }
 
-/// Every name [`Event::kind`] gives, the ones a `?kind=` filter accepts. `log`, `progress` and
-/// `node_file` are the design's names for the provisioning events (issue 21): a filter may ask
-/// for them before they are emitted.
+/// Every name [`Event::kind`] gives, the ones a `?kind=` filter accepts. `log` is the design's
+/// name for the syslog receiver's events (issue 21): a filter may ask for it before it lands.
 pub(crate) const KINDS: &[&str] = &[
     "snapshot",
     "bound",
