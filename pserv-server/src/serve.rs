@@ -7,6 +7,7 @@
 //! (a port in use fails the start, with nothing half-running).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::control::{App, Publisher, PushStats};
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, Retention};
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +178,11 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let publisher = Arc::new(Publisher {
         store: store.clone(),
         pushes: PushStats::default(),
-        events: Events::new(),
+        events: Events::new(Retention {
+            // `Config::resolve` refuses 0; a config built by hand keeps at least one.
+            events: NonZeroUsize::new(config.events_buffer).unwrap_or(NonZeroUsize::MIN),
+            bytes: config.events_buffer_bytes,
+        }),
     });
     let (bytes, source_name) = match &config.snapshot {
         Some(p) => (
