@@ -25,6 +25,12 @@
 #            (TFTP) -> DNS A and PTR (dnsmasq's DNS)
 #   Kea:     DORA -> undionly.kpxe (tftpd-hpa) -> iPXE DORA -> script (nginx) -> kernel and
 #            initrd (nginx); Kea serves no DNS, so no lookups
+# With INSTALLER=1 each machine then runs the installer's step (issue 21): it fetches its
+# preseed from the URL on its command line and reports a progress stage beside it. pserv
+# renders each machine's preseed from the profile's node_files and serves it only to that
+# machine; Kea's stack serves hand-written per-MAC files from nginx, which answers the
+# progress URL 204 (what cobbler's web server does); dnsmasq has no HTTP, so its machines
+# skip the step.
 # Every file fetched is compared with the boot directory's, byte for byte; every configuration
 # must name the machine. Printed: machines booted, failures by phase, time to all booted, and
 # pserv's time against the others'.
@@ -35,6 +41,7 @@ KERNEL_MB=${KERNEL_MB:-4}
 INITRD_MB=${INITRD_MB:-8}
 DEADLINE=${DEADLINE:-300}
 SERVERS=${SERVERS:-"pserv dnsmasq kea"}
+INSTALLER=${INSTALLER:-0}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbbs$$; C=pbbc$$
 . bench/common.sh
@@ -67,9 +74,12 @@ head -c $((KERNEL_MB << 20)) /dev/urandom >"$root/images/vmlinuz"
 head -c $((INITRD_MB << 20)) /dev/urandom >"$root/images/initrd.img"
 
 # The controller's facts, in each server's form.
-python3 - "$work" "$root" "$MACHINES" <<'PY'
-import json, sys
-work, root, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+python3 - "$work" "$root" "$MACHINES" "$INSTALLER" <<'PY'
+import json, os, sys
+work, root, n, installer = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+PRESEED = ("d-i debian-installer/locale string en_US.UTF-8\nd-i netcfg/get_hostname string %s\n"
+           "d-i netcfg/get_domain string lab\nd-i mirror/http/hostname string deb.debian.org\n"
+           "d-i preseed/early_command string wget -q -O /dev/null '%s?stage=early'\n")
 def mac(i): return "02:b0:%02x:%02x:%02x:%02x" % ((i >> 24) & 255, (i >> 16) & 255, (i >> 8) & 255, i & 255)
 def ip(i): return "10.89.%d.%d" % (1 + (i + 1) // 256, (i + 1) % 256)
 nodes, hosts, kea = [], [], []
@@ -81,13 +91,26 @@ for i in range(n):
     hosts.append("%s,%s,%s" % (mac(i), ip(i), h))  # dhcp-hostsfile lines: dhcp-host= left out
     kea.append({"hw-address": mac(i), "ip-address": ip(i), "hostname": h})
     cmd = "console=ttyS0 pserv.host=%s" % h
+    if installer:
+        d = "nodes/%s" % mac(i).replace(":", "-")
+        # Kea's stack serves them from its own directory: pserv renders its own.
+        os.makedirs("%s/kea-www/%s" % (work, d), exist_ok=True)
+        open("%s/kea-www/%s/preseed.cfg" % (work, d), "w").write(
+            PRESEED % (h, "http://10.88.0.1:8080/%s/progress" % d))
+        kea_cmd = cmd + " url=http://10.88.0.1:8080/%s/preseed.cfg" % d
+    else:
+        kea_cmd = cmd
     with open("%s/pxelinux.cfg/01-%s" % (root, mac(i).replace(":", "-")), "w") as f:
         f.write("DEFAULT install\nLABEL install\n  KERNEL images/vmlinuz\n  APPEND initrd=images/initrd.img %s\n" % cmd)
     with open("%s/ipxe/%s" % (root, ip(i)), "w") as f:
-        f.write("#!ipxe\nkernel http://10.88.0.1:8080/images/vmlinuz %s\ninitrd http://10.88.0.1:8080/images/initrd.img\nboot\n" % cmd)
+        f.write("#!ipxe\nkernel http://10.88.0.1:8080/images/vmlinuz %s\ninitrd http://10.88.0.1:8080/images/initrd.img\nboot\n" % kea_cmd)
+profile = {"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+           "cmdline": "console=ttyS0 pserv.host={{ node.hostname }}"}
+if installer:
+    profile["cmdline"] += " url={{ node_files_url }}preseed.cfg"
+    profile["node_files"] = {"preseed.cfg": PRESEED % ("{{ node.hostname }}", "{{ progress_url }}")}
 snap = {"generation": 1,
-        "boot_profiles": {"install": {"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
-                                      "cmdline": "console=ttyS0 pserv.host={{ node.hostname }}"}},
+        "boot_profiles": {"install": profile},
         "subnets": [{"cidr": "10.89.0.0/16", "router": "10.89.0.1", "dns_servers": ["10.88.0.1"],
                      "domain": "lab", "lease_seconds": 3600, "unknown_clients": "ignore", "boot": {}}],
         "nodes": nodes}
@@ -189,7 +212,9 @@ http {
   access_log off;
   sendfile on;
   server { listen 10.88.0.1:8080; root $root;
-    location = /boot.ipxe { rewrite ^ /ipxe/\$remote_addr break; default_type text/plain; } }
+    location = /boot.ipxe { rewrite ^ /ipxe/\$remote_addr break; default_type text/plain; }
+    location /nodes/ { root $work/kea-www; default_type text/plain; }
+    location ~ ^/nodes/[^/]+/progress\$ { return 204; } }
 }
 NGINX
   KEA_LOCKFILE_DIR="$work/kea" KEA_PIDFILE_DIR="$work/kea" ip netns exec "$S" taskset -c 0 \

@@ -1,4 +1,5 @@
-//! The client commands: `check` (no server), `push` and `leases` (over the control API).
+//! The client commands: `check` and `render` (no server), `push` and `leases` (over the
+//! control API).
 //!
 //! Exit codes: 0 success; 1 the snapshot is invalid (every problem is printed, one per line);
 //! 2 usage or I/O error; 3 stale generation; 4 unauthorized; 5 the server could not be reached
@@ -8,22 +9,25 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pserv_core::{Snapshot, Table};
+use pserv_core::table::{Endpoint, Intent, Loader, RenderError};
+use pserv_core::{MacAddr, Snapshot, Table};
+
+/// A snapshot file read and parsed, or the exit code saying why not (the reason printed).
+fn read_snapshot(file: &Path) -> Result<Snapshot, ExitCode> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        eprintln!("{}: {e}", file.display());
+        ExitCode::from(2)
+    })?;
+    Snapshot::from_json(&bytes).map_err(|e| {
+        println!("{e}");
+        ExitCode::FAILURE
+    })
+}
 
 pub(crate) fn check(file: &Path) -> ExitCode {
-    let bytes = match std::fs::read(file) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return ExitCode::from(2);
-        }
-    };
-    let snap = match Snapshot::from_json(&bytes) {
+    let snap = match read_snapshot(file) {
         Ok(s) => s,
-        Err(e) => {
-            println!("{e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match Table::compile(&snap, None) {
         Ok(t) => {
@@ -44,6 +48,118 @@ pub(crate) fn check(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `pserv render`'s arguments.
+pub(crate) struct RenderArgs<'a> {
+    pub(crate) snapshot: &'a Path,
+    pub(crate) node: &'a str,
+    pub(crate) file: Option<&'a str>,
+    pub(crate) loader: Option<&'a str>,
+    pub(crate) address: Option<std::net::Ipv4Addr>,
+    pub(crate) server: Option<std::net::Ipv4Addr>,
+    pub(crate) http_port: u16,
+    pub(crate) syslog: Option<std::net::SocketAddr>,
+}
+
+/// Prints what a machine would be served. Exit 1 when the snapshot is invalid or the file
+/// cannot be rendered for it, 2 for a machine the snapshot does not name.
+pub(crate) fn render(a: &RenderArgs<'_>) -> ExitCode {
+    let snap = match read_snapshot(a.snapshot) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let table = match Table::compile(&snap, None) {
+        Ok(t) => t,
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    // A node id first, then a MAC.
+    let by_id = snap.nodes.iter().find(|n| n.id == a.node).and_then(|n| {
+        n.interfaces
+            .iter()
+            .find(|i| i.primary)
+            .or(n.interfaces.first())
+            .map(|i| i.mac)
+    });
+    let Some(mac) = by_id.or_else(|| a.node.parse::<MacAddr>().ok()) else {
+        eprintln!("{}: no node with that id, and not a MAC", a.node);
+        return ExitCode::from(2);
+    };
+    let iface = table.by_mac(mac);
+    if iface.is_none() && a.address.is_none() {
+        eprintln!("{mac} is no node's: give the unknown client's address with --address");
+        return ExitCode::from(2);
+    }
+    let client = a.address.or(iface.and_then(|i| i.ipv4()));
+    let subnet = client.and_then(|ip| table.subnet_for(ip));
+    let at = Endpoint {
+        server: a
+            .server
+            .or(subnet
+                .and_then(|s| s.boot.as_ref())
+                .and_then(|b| b.next_server))
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+        http_port: a.http_port,
+        syslog: a.syslog,
+    };
+    let shown = |r: Result<String, RenderError>| match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("{mac}: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    if let Some(name) = a.file {
+        return shown(
+            table
+                .render_file(name, mac, client, at)
+                .map(|f| f.text)
+                .map_err(|e| match e {
+                    RenderError::NoIntent => {
+                        RenderError::Failed(format!("no node file {name:?} for this machine"))
+                    }
+                    e => e,
+                }),
+        );
+    }
+    if let Some(loader) = a.loader {
+        let loader = Loader::ALL
+            .into_iter()
+            .find(|l| l.name() == loader)
+            .unwrap_or(Loader::Ipxe);
+        return shown(table.render_boot(loader, mac, client, at).map(|r| r.text));
+    }
+    // Neither: what the machine has.
+    let intent = Intent::of(iface, subnet);
+    let plan = table.boot_plan();
+    let node = iface.map(|i| i.node().id().to_owned());
+    println!(
+        "{mac}: node {}, boot {}",
+        node.as_deref().unwrap_or("(unknown client)"),
+        match intent {
+            Intent::Netboot(p) => format!("netboot {}", plan.profile_name(p).unwrap_or("?")),
+            Intent::Local => "local".to_owned(),
+            Intent::Ignore => "ignore".to_owned(),
+            Intent::Legacy => "(no profile: the subnet's boot files only)".to_owned(),
+        }
+    );
+    if intent.renders() {
+        println!("  --loader ipxe | grub | pxelinux");
+    }
+    if let Some(p) = table.files_profile(mac, iface, client) {
+        for f in plan.node_files(p) {
+            println!("  --file {f}");
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn agent() -> ureq::Agent {

@@ -60,6 +60,35 @@ enum Command {
         #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Print what a machine would be served: one of its node files, or a loader's
+    /// configuration (as cobbler's `system getks`); with neither, what it has. Exit 1 with
+    /// the problem when it cannot be rendered.
+    Render {
+        /// The snapshot file.
+        snapshot: PathBuf,
+        /// The machine: a node id or a MAC (a MAC the snapshot does not know is an unknown
+        /// client, given its address with --address).
+        #[arg(long)]
+        node: String,
+        /// A node file's name (`preseed.cfg`, `user-data`...).
+        #[arg(long, conflicts_with = "loader")]
+        file: Option<String>,
+        /// A loader's configuration.
+        #[arg(long, value_parser = ["ipxe", "grub", "pxelinux"])]
+        loader: Option<String>,
+        /// The machine's address (its reservation by default).
+        #[arg(long)]
+        address: Option<std::net::Ipv4Addr>,
+        /// The server address URLs name [default: the subnet's next_server, else 127.0.0.1].
+        #[arg(long)]
+        server: Option<std::net::Ipv4Addr>,
+        /// The HTTP boot port URLs name.
+        #[arg(long, default_value_t = 5248)]
+        http_port: u16,
+        /// The syslog receiver `syslog_host`/`syslog_port` name.
+        #[arg(long)]
+        syslog: Option<std::net::SocketAddr>,
+    },
     /// List the leases of a running pserv (dynamic and reserved).
     Leases {
         /// The control API.
@@ -83,6 +112,25 @@ fn main() -> ExitCode {
         Command::Check { file } => client::check(&file),
         Command::Push { file, to, token } => client::push(&file, &to, token.as_deref()),
         Command::Leases { from, token } => client::leases(&from, token.as_deref()),
+        Command::Render {
+            snapshot,
+            node,
+            file,
+            loader,
+            address,
+            server,
+            http_port,
+            syslog,
+        } => client::render(&client::RenderArgs {
+            snapshot: &snapshot,
+            node: &node,
+            file: file.as_deref(),
+            loader: loader.as_deref(),
+            address,
+            server,
+            http_port,
+            syslog,
+        }),
         Command::Serve { config, flags } => {
             tracing_subscriber::fmt()
                 .with_env_filter(

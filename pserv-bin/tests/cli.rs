@@ -462,6 +462,189 @@ fn serve_with_a_boot_dir_answers_http_boot() {
     );
 }
 
+/// A snapshot whose profile has node files (issue 21): n1 netboots it, n2 is `local` and keeps
+/// its files, n3 has none.
+const FILES_SNAPSHOT: &str = r##"{ "generation": 1,
+  "boot_profiles": { "bookworm": { "kernel": "debian/linux", "initrd": ["debian/initrd.gz"],
+      "cmdline": "auto=true url={{ node_files_url }}preseed.cfg log_host={{ syslog_host }} log_port={{ syslog_port }}",
+      "node_files": {
+        "preseed.cfg": "d-i preseed/early_command string wget -q -O /dev/null '{{ progress_url }}?stage=early'\n",
+        "user-data": "#cloud-config\nhostname: {{ node.hostname }}\n",
+        "meta-data": "instance-id: {{ node.id }}\nlocal-hostname: {{ node.hostname }}\n" } } },
+  "subnets": [ { "cidr": "127.0.0.0/8", "boot": { "next_server": "127.0.0.1" } } ],
+  "nodes": [
+    { "id": "n1", "hostname": "node1", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:aa:00:01", "ipv4": "127.0.0.11" } ], "boot": { "profile": "bookworm" } },
+    { "id": "n2", "hostname": "node2", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:aa:00:02", "ipv4": "127.0.0.12" } ], "boot": { "profile": "bookworm", "mode": "local" } },
+    { "id": "n3", "hostname": "node3", "domain": "lab",
+      "interfaces": [ { "mac": "52:54:00:aa:00:03", "ipv4": "127.0.0.13" } ] } ] }"##;
+
+#[test]
+fn render_prints_what_a_machine_would_be_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = write(dir.path(), "s.json", FILES_SNAPSHOT);
+    let render = |args: &[&str]| {
+        let out = Command::new(PSERV)
+            .args(["render", snap.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = render(&["--node", "n1", "--file", "preseed.cfg"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        text,
+        "d-i preseed/early_command string wget -q -O /dev/null 'http://127.0.0.1:5248/nodes/52-54-00-aa-00-01/progress?stage=early'\n"
+    );
+    let (code, text) = render(&[
+        "--node",
+        "52:54:00:aa:00:01",
+        "--loader",
+        "ipxe",
+        "--server",
+        "10.0.0.2",
+        "--syslog",
+        "10.0.0.2:514",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("url=http://10.0.0.2:5248/nodes/52-54-00-aa-00-01/preseed.cfg log_host=10.0.0.2 log_port=514"),
+        "{text}"
+    );
+    let (code, text) = render(&["--node", "n2", "--file", "user-data"]);
+    assert_eq!(
+        (code, text.as_str()),
+        (Some(0), "#cloud-config\nhostname: node2\n")
+    );
+    let (code, text) = render(&["--node", "n1"]);
+    assert_eq!(code, Some(0));
+    assert!(text.contains("node n1, boot netboot bookworm"), "{text}");
+    assert!(
+        text.contains("--file meta-data\n  --file preseed.cfg\n  --file user-data"),
+        "{text}"
+    );
+    let (code, text) = render(&["--node", "n3", "--file", "user-data"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no node file \"user-data\""), "{text}");
+    let (code, _) = render(&["--node", "nobody"]);
+    assert_eq!(code, Some(2));
+    // An invalid snapshot: every problem, exit 1.
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        &FILES_SNAPSHOT.replace("local-hostname: {{", "local-hostname: [{{"),
+    );
+    let out = Command::new(PSERV)
+        .args(["render", bad.to_str().unwrap(), "--node", "n1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 2, "n1 and n2: {text}");
+    assert!(
+        text.contains("node file \"meta-data\", line 3: not valid YAML"),
+        "{text}"
+    );
+}
+
+/// Node files over HTTP boot and TFTP, and progress reports, end to end: each one an event on
+/// `/v1/events` and counted in `/metrics`.
+#[test]
+fn serve_answers_node_files_and_progress_as_events() {
+    if !pserv_tests::have_tool("curl") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = write(dir.path(), "s.json", FILES_SNAPSHOT);
+    let s = Server::start(&[
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--tftp-listen",
+        "127.0.0.1:0",
+        "--boot-http-listen",
+        "127.0.0.1:0",
+    ]);
+    let base = format!("http://{}", s.boot_http.expect("HTTP boot runs"));
+    let addr = s.control.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "20"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ud = curl(&[&format!("{base}/nodes/52-54-00-aa-00-01/user-data")]);
+    assert_eq!(ud, "#cloud-config\nhostname: node1\n");
+    let md = curl(&[&format!(
+        "tftp://{}/nodes/52-54-00-aa-00-02/meta-data",
+        s.tftp.unwrap()
+    )]);
+    assert_eq!(md, "instance-id: n2\nlocal-hostname: node2\n");
+    let missing = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{base}/nodes/52-54-00-aa-00-01/vendor-data"),
+    ]);
+    assert_eq!(missing, "404");
+    let code = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data",
+        "stage=early&message=hello",
+        &format!("{base}/nodes/52-54-00-aa-00-01/progress"),
+    ]);
+    assert_eq!(code, "204");
+    while !String::from_utf8_lossy(&seen).contains("\"event\":\"progress\"") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert!(text.contains("event: node_file"), "{text}");
+    assert!(
+        text.contains(r#""node":"n1","mac":"52:54:00:aa:00:01","client":"127.0.0.1","file":"user-data","via":"http""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""file":"meta-data","via":"tftp""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""stage":"early","message":"hello","generation":1"#),
+        "{text}"
+    );
+    assert_eq!(
+        s.metric("pserv_boot_progress_requests_total{result=\"accepted\"}"),
+        1
+    );
+    assert!(s.stop().success());
+}
+
 /// The syslog receiver with a real sender: util-linux `logger` over UDP, RFC 5424 (its default,
 /// with structured data holding an escaped `]`) and RFC 3164; each line arrives as a `log`
 /// event on `/v1/events` and is counted. Without boot serving there is no receiver.

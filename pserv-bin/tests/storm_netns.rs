@@ -96,7 +96,8 @@ fn storm_of_relayed_doras_every_exchange_answered_and_checked() {
 /// `boot` mode against the binary: 60 machines (BIOS and UEFI alternating) power on at once
 /// and each does its firmware's whole path from pserv alone: DORA, the iPXE binary over TFTP
 /// from its own address, iPXE's DORA, its per-node script over HTTP (which must name it), the
-/// kernel and initrd over HTTP, A and PTR lookups of itself. Every byte is compared with the
+/// kernel and initrd over HTTP, the installer's step (its preseed, rendered for it, and a
+/// progress report from its own address), A and PTR lookups of itself. Every byte is compared with the
 /// boot directory; every machine must boot.
 #[test]
 fn boot_storm_every_machine_boots_from_pserv_alone() {
@@ -130,7 +131,8 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         format!(
             r#"{{"generation": 1,
   "boot_profiles": {{"install": {{"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
-      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}}"}}}},
+      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}} url={{{{ node_files_url }}}}preseed.cfg",
+      "node_files": {{"preseed.cfg": "d-i netcfg/get_hostname string {{{{ node.hostname }}}}\nd-i preseed/early_command string wget -q -O /dev/null '{{{{ progress_url }}}}?stage=early'\n"}}}}}},
   "subnets": [{{"cidr": "{p}.0.0/16", "router": "{p}.0.1", "dns_servers": ["{p}.0.1"],
     "domain": "lab", "unknown_clients": "ignore", "boot": {{}}}}],
   "nodes": [{}]}}"#,
@@ -206,6 +208,8 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         "config",
         "kernel",
         "initrd",
+        "node_file",
+        "progress",
         "dns",
     ] {
         assert_eq!(

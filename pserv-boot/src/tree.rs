@@ -29,6 +29,11 @@ pub enum TreeError {
     /// A machine's configuration, asked for from an address that is not that machine's.
     #[error("not this client's configuration")]
     NotYours,
+    /// A machine's node file, asked for from an address that is not that machine's: answered
+    /// as if it did not exist (the file may hold secrets; its existence says which MACs are
+    /// nodes), and counted as a refusal.
+    #[error("not this client's file")]
+    Hidden,
     /// A configuration failed to render.
     #[error("rendering failed: {0}")]
     Render(String),

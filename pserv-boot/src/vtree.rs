@@ -7,14 +7,17 @@
 //! - `grub/grub.cfg-01-<mac-hyphen>` and `grub/grub.cfg-<mac>` (GRUB netboot images; GRUB
 //!   2 asks for the first, MAAS-style images for the second),
 //! - `ipxe/<mac>` (the per-node iPXE script pserv's DHCP points iPXE at), with the MAC in
-//!   colon or hyphen form.
+//!   colon or hyphen form,
+//! - `nodes/<mac>/<name>`: the machine's node files (preseed, kickstart, cloud-init), from
+//!   the profile it names (issue 21).
 //!
 //! A configuration is served only to the machine it is for: the client's address must be
 //! the MAC's reservation or its live lease (a loopback client, the operator on the host, is
-//! trusted). A MAC with nothing to render (no profile, not `local`, or `ignore`) falls back
+//! trusted); another address is refused (a node file: answered as not found, see
+//! [`TreeError::Hidden`]). A MAC with nothing to render (no profile, not `local`, or `ignore`) falls back
 //! to the boot directory, so static files an operator keeps there still work.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Component;
 use std::sync::Arc;
 
@@ -90,56 +93,137 @@ pub struct ConfigServed {
     pub generation: u64,
 }
 
-/// Called with every configuration served (keep it short).
-pub type OnConfig = Arc<dyn Fn(&ConfigServed) + Send + Sync>;
+/// A node file served (issue 21): the `node_file` event a controller follows.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename = "node_file")]
+pub struct FileServed {
+    /// Its node id (`None` for an unknown machine served its subnet's profile's files).
+    pub node: Option<String>,
+    /// The machine.
+    pub mac: MacAddr,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The file's served name.
+    pub file: String,
+    /// How it was fetched.
+    pub via: Via,
+    /// The file's size.
+    pub bytes: u64,
+    /// The snapshot generation it was rendered from.
+    pub generation: u64,
+}
+
+/// What the tree announces: a configuration or a node file served.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Served {
+    /// A loader's configuration.
+    Config(ConfigServed),
+    /// A node file.
+    File(FileServed),
+}
+
+/// Called with every configuration and node file served (keep it short).
+pub type OnServed = Arc<dyn Fn(Served) + Send + Sync>;
+
+/// The URLs the tree's templates name, beside the address a request reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Urls {
+    /// The HTTP boot port.
+    pub http_port: u16,
+    /// The syslog receiver, when one runs (an unspecified address: the address the machine
+    /// reached pserv at).
+    pub syslog: Option<SocketAddr>,
+}
+
+/// A machine that asked from its own address: who it is to the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Machine {
+    /// Its node id (`None` for a machine on a dynamic lease the snapshot does not know).
+    pub node: Option<String>,
+    /// Its MAC.
+    pub mac: MacAddr,
+    /// The generation the answer was read from.
+    pub generation: u64,
+}
 
 /// The virtual tree. See the module docs.
 pub struct Tree {
     dir: Option<BootDir>,
     store: Arc<Store>,
     board: Arc<LeaseBoard>,
-    http_port: u16,
-    on_config: OnConfig,
+    urls: Urls,
+    on_served: OnServed,
 }
 
 impl std::fmt::Debug for Tree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tree")
             .field("dir", &self.dir)
-            .field("http_port", &self.http_port)
+            .field("urls", &self.urls)
             .finish_non_exhaustive()
     }
 }
 
+/// A name's path components, cleaned (`None` for a name that climbs out).
+fn components(name: &str) -> Option<Vec<String>> {
+    let rel = BootDir::clean(name).ok()?;
+    Some(
+        rel.components()
+            .filter_map(|c| match c {
+                Component::Normal(p) => p.to_str().map(str::to_owned),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
 /// Which configuration a name asks for, if it names one.
 pub fn config_name(name: &str) -> Option<(Loader, MacAddr)> {
-    let rel = BootDir::clean(name).ok()?;
-    let parts: Vec<&str> = rel
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(p) => p.to_str(),
-            _ => None,
-        })
-        .collect();
+    let parts = components(name)?;
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     names::parse_config(&parts)
 }
 
+/// Which node file a name asks for (`nodes/<mac>/<name>`), if it names one.
+pub fn node_file_name(name: &str) -> Option<(MacAddr, String)> {
+    let parts = components(name)?;
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    names::parse_node_file(&parts).map(|(m, f)| (m, f.to_owned()))
+}
+
+/// The address a machine asked from, as IPv4 (an IPv4-mapped IPv6 peer included).
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    }
+}
+
+/// The server address a request reached, for the URLs rendered for it.
+fn server_address(local: IpAddr) -> Ipv4Addr {
+    match local {
+        IpAddr::V4(ip) if !ip.is_unspecified() => ip,
+        IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST),
+        _ => Ipv4Addr::LOCALHOST,
+    }
+}
+
 impl Tree {
-    /// A tree over `dir` (if any) and the configurations of the table `store` serves, whose
-    /// URLs name `http_port`; `board` holds the live leases the address check reads.
+    /// A tree over `dir` (if any) and the configurations and node files of the table `store`
+    /// serves, whose URLs name `urls`; `board` holds the live leases the address check reads.
     pub fn new(
         dir: Option<BootDir>,
         store: Arc<Store>,
         board: Arc<LeaseBoard>,
-        http_port: u16,
-        on_config: OnConfig,
+        urls: Urls,
+        on_served: OnServed,
     ) -> Self {
         Self {
             dir,
             store,
             board,
-            http_port,
-            on_config,
+            urls,
+            on_served,
         }
     }
 
@@ -159,9 +243,110 @@ impl Tree {
                 Err(e) => return Err(e),
             }
         }
+        if let Some((mac, file)) = node_file_name(name) {
+            match self.node_file(mac, &file, via, client, local) {
+                Ok(c) => return Ok(c),
+                Err(TreeError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
         match &self.dir {
             Some(d) => d.open(name).map(Content::File),
             None => Err(TreeError::NotFound),
+        }
+    }
+
+    /// The machine with `mac`, if `client` is its own address: the MAC's reservation or its
+    /// live lease (a loopback client, the operator on this host, is trusted). For the
+    /// progress endpoint: [`TreeError::Hidden`] from any other address, and
+    /// [`TreeError::NotFound`] for a MAC that is neither a node's nor a lease's.
+    pub fn machine(&self, mac: MacAddr, client: IpAddr) -> Result<Machine, TreeError> {
+        let table = self.store.load();
+        let iface = table.by_mac(mac);
+        let reserved = iface.and_then(|i| i.ipv4());
+        let leased = self.board.address_of(mac);
+        if iface.is_none() && leased.is_none() {
+            return Err(TreeError::NotFound);
+        }
+        let own = match v4(client) {
+            Some(ip) if ip.is_loopback() => true,
+            Some(ip) => Some(ip) == reserved || Some(ip) == leased,
+            None => false,
+        };
+        if !own {
+            return Err(TreeError::Hidden);
+        }
+        Ok(Machine {
+            node: iface.map(|i| i.node().id().to_owned()),
+            mac,
+            generation: table.generation(),
+        })
+    }
+
+    /// The machine's own address, if `client` is it (or this host): its reservation, else
+    /// its lease, else the loopback address it asked from.
+    fn own_address(
+        client: Option<Ipv4Addr>,
+        reserved: Option<Ipv4Addr>,
+        leased: Option<Ipv4Addr>,
+    ) -> Option<Ipv4Addr> {
+        match client {
+            Some(ip) if ip.is_loopback() => reserved.or(leased).or(Some(ip)),
+            Some(ip) if Some(ip) == reserved || Some(ip) == leased => Some(ip),
+            _ => None,
+        }
+    }
+
+    fn endpoint(&self, local: IpAddr) -> Endpoint {
+        Endpoint {
+            server: server_address(local),
+            http_port: self.urls.http_port,
+            syslog: self.urls.syslog,
+        }
+    }
+
+    fn node_file(
+        &self,
+        mac: MacAddr,
+        file: &str,
+        via: Via,
+        client: IpAddr,
+        local: IpAddr,
+    ) -> Result<Content, TreeError> {
+        let table = self.store.load();
+        let client4 = v4(client);
+        let iface = table.by_mac(mac);
+        let reserved = iface.and_then(|i| i.ipv4());
+        let leased = self.board.address_of(mac);
+        // Whether the machine has such a file at all, before judging the address.
+        let Some(profile) = table.files_profile(mac, iface, reserved.or(leased).or(client4)) else {
+            return Err(TreeError::NotFound);
+        };
+        if !table.boot_plan().has_node_file(profile, file) {
+            return Err(TreeError::NotFound);
+        }
+        let Some(from) = Self::own_address(client4, reserved, leased) else {
+            return Err(TreeError::Hidden);
+        };
+        match table.render_file_for(file, mac, iface, Some(from), self.endpoint(local)) {
+            Ok(r) => {
+                let bytes: Arc<[u8]> = r.text.into_bytes().into();
+                (self.on_served)(Served::File(FileServed {
+                    node: r.node,
+                    mac,
+                    client,
+                    file: file.to_owned(),
+                    via,
+                    bytes: bytes.len() as u64,
+                    generation: table.generation(),
+                }));
+                Ok(Content::Config(bytes))
+            }
+            Err(RenderError::NoIntent) => Err(TreeError::NotFound),
+            Err(RenderError::Failed(e)) => {
+                tracing::warn!(%mac, file, error = %e, "node file");
+                Err(TreeError::Render(e))
+            }
         }
     }
 
@@ -174,30 +359,12 @@ impl Tree {
         local: IpAddr,
     ) -> Result<Content, TreeError> {
         let table = self.store.load();
-        let client4 = match client {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(ip) => ip.to_ipv4_mapped(),
-        };
+        let client4 = v4(client);
         // The one lookup of the MAC in the table: the address check, the intent and the
         // rendering all read this interface.
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
         let leased = self.board.address_of(mac);
-        // The machine's own address, if the request came from it (or from this host).
-        let from = match client4 {
-            Some(ip) if ip.is_loopback() => reserved.or(leased).or(Some(ip)),
-            Some(ip) if Some(ip) == reserved || Some(ip) == leased => Some(ip),
-            _ => None,
-        };
-        let server = match local {
-            IpAddr::V4(ip) if !ip.is_unspecified() => ip,
-            IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST),
-            _ => Ipv4Addr::LOCALHOST,
-        };
-        let at = Endpoint {
-            server,
-            http_port: self.http_port,
-        };
         // Whether there is anything to render at all, before judging the address.
         let subnet = reserved
             .or(leased)
@@ -206,13 +373,13 @@ impl Tree {
         if !Intent::of(iface, subnet).renders() {
             return Err(TreeError::NotFound);
         }
-        let Some(from) = from else {
+        let Some(from) = Self::own_address(client4, reserved, leased) else {
             return Err(TreeError::NotYours);
         };
-        match table.render_boot_for(loader, mac, iface, Some(from), at) {
+        match table.render_boot_for(loader, mac, iface, Some(from), self.endpoint(local)) {
             Ok(r) => {
                 let bytes: Arc<[u8]> = r.text.into_bytes().into();
-                (self.on_config)(&ConfigServed {
+                (self.on_served)(Served::Config(ConfigServed {
                     loader: loader.name(),
                     via,
                     mac,
@@ -225,7 +392,7 @@ impl Tree {
                     client,
                     bytes: bytes.len() as u64,
                     generation: table.generation(),
-                });
+                }));
                 Ok(Content::Config(bytes))
             }
             Err(RenderError::NoIntent) => Err(TreeError::NotFound),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::registry::Registry;
-use pserv_boot::http::{Served, start};
+use pserv_boot::http::{Progress, Served, start};
 use pserv_boot::tree::BootDir;
 use pserv_boot::vtree::Tree;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,8 +50,11 @@ async fn files_ranges_and_refusals_are_answered_counted_and_announced() {
         Some(BootDir::new(dir.path()).unwrap()),
         Arc::new(pserv_core::Store::new()),
         Arc::new(pserv_core::lease::LeaseBoard::new()),
-        0,
-        Arc::new(|_: &pserv_boot::vtree::ConfigServed| {}),
+        pserv_boot::vtree::Urls {
+            http_port: 0,
+            syslog: None,
+        },
+        Arc::new(|_: pserv_boot::vtree::Served| {}),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -61,6 +64,7 @@ async fn files_ranges_and_refusals_are_answered_counted_and_announced() {
         listener,
         tree,
         Arc::new(move |s: &Served| seen.lock().unwrap().push(s.clone())),
+        Arc::new(|_: &pserv_boot::http::Progress| {}),
         stop.clone(),
     )
     .unwrap();
@@ -152,4 +156,141 @@ async fn files_ranges_and_refusals_are_answered_counted_and_announced() {
         tokio::net::TcpStream::connect(at).await.is_err(),
         "the listener is closed"
     );
+}
+
+/// A request with a body on its own connection: the status line and the body.
+async fn send(to: SocketAddr, head: &str, content_type: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let mut s = tokio::net::TcpStream::connect(to).await.unwrap();
+    let mut req = format!(
+        "{head}\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    s.write_all(&req).await.unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).await.unwrap();
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let text = String::from_utf8(all[..end].to_vec()).unwrap();
+    (
+        text.lines().next().unwrap().to_owned(),
+        all[end + 4..].to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn progress_reports_become_events_checked_limited_and_counted() {
+    let store = Arc::new(pserv_core::Store::new());
+    store
+        .publish_json(
+            br#"{ "generation": 3,
+              "subnets": [ { "cidr": "127.0.0.0/8" } ],
+              "nodes": [ { "id": "n1", "hostname": "node1", "domain": "lab",
+                           "interfaces": [ { "mac": "52:54:00:aa:00:01", "ipv4": "127.0.0.11" } ] } ] }"#,
+        )
+        .unwrap();
+    let tree = Arc::new(Tree::new(
+        None,
+        store,
+        Arc::new(pserv_core::lease::LeaseBoard::new()),
+        pserv_boot::vtree::Urls::default(),
+        Arc::new(|_: pserv_boot::vtree::Served| {}),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let stop = CancellationToken::new();
+    let running = start(
+        listener,
+        tree,
+        Arc::new(|_: &Served| {}),
+        Arc::new(move |p: &Progress| seen.lock().unwrap().push(p.clone())),
+        stop.clone(),
+    )
+    .unwrap();
+    let at = running.addrs[0];
+    let path = "/nodes/52-54-00-aa-00-01/progress";
+
+    let (status, _, _) = request(
+        at,
+        &format!("GET {path}?stage=early&message=hi+there HTTP/1.1"),
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 204 No Content");
+    let (status, _) = send(
+        at,
+        &format!("POST {path} HTTP/1.1"),
+        "application/json",
+        br#"{"stage": "late", "message": "done"}"#,
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 204 No Content");
+    let (status, _) = send(
+        at,
+        "POST /nodes/52:54:00:AA:00:01/progress HTTP/1.1",
+        "application/x-www-form-urlencoded",
+        b"stage=partman",
+    )
+    .await;
+    assert_eq!(status, "HTTP/1.1 204 No Content");
+    {
+        let r = reports.lock().unwrap();
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            serde_json::to_value(&r[0]).unwrap(),
+            serde_json::json!({"event": "progress", "node": "n1", "mac": "52:54:00:aa:00:01",
+                               "client": "127.0.0.1", "stage": "early", "message": "hi there",
+                               "generation": 3})
+        );
+        assert_eq!(
+            (r[1].stage.as_str(), r[1].message.as_deref()),
+            ("late", Some("done"))
+        );
+        assert_eq!(r[2].stage, "partman");
+    }
+
+    // Refusals, each with its status and its counter; none becomes an event.
+    let (s, _, _) = request(at, &format!("GET {path} HTTP/1.1")).await;
+    assert_eq!(s, "HTTP/1.1 400 Bad Request");
+    let (s, _, _) = request(at, "GET /nodes/02-00-00-00-00-09/progress?stage=x HTTP/1.1").await;
+    assert_eq!(
+        s, "HTTP/1.1 404 Not Found",
+        "a MAC that is no node's and no lease's"
+    );
+    let (s, _, _) = request(at, &format!("DELETE {path}?stage=x HTTP/1.1")).await;
+    assert_eq!(s, "HTTP/1.1 405 Method Not Allowed");
+    let (s, _) = send(
+        at,
+        &format!("POST {path} HTTP/1.1"),
+        "text/plain",
+        &[b'a'; 5000],
+    )
+    .await;
+    assert_eq!(s, "HTTP/1.1 413 Payload Too Large");
+    // The machine's rate: the burst passes, then 429.
+    let mut limited = 0;
+    for _ in 0..60 {
+        let (s, _, _) = request(at, &format!("GET {path}?stage=loop HTTP/1.1")).await;
+        if s == "HTTP/1.1 429 Too Many Requests" {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 10, "{limited} of 60 limited");
+    let accepted = reports.lock().unwrap().len();
+    assert_eq!(accepted, 3 + 60 - limited);
+
+    let mut registry = Registry::default();
+    registry.register_collector(running.metrics);
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+    for line in [
+        format!("pserv_boot_progress_requests_total{{result=\"accepted\"}} {accepted}"),
+        format!("pserv_boot_progress_requests_total{{result=\"rate_limited\"}} {limited}"),
+        "pserv_boot_progress_requests_total{result=\"bad_request\"} 2".to_owned(),
+        "pserv_boot_progress_requests_total{result=\"unknown\"} 1".to_owned(),
+        "pserv_boot_progress_requests_total{result=\"too_large\"} 1".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    stop.cancel();
 }

@@ -42,8 +42,11 @@ fn boot_tree() -> (tempfile::TempDir, Arc<Tree>) {
         Some(BootDir::new(dir.path()).unwrap()),
         Arc::new(pserv_core::Store::new()),
         Arc::new(pserv_core::lease::LeaseBoard::new()),
-        5248,
-        Arc::new(|_: &pserv_boot::vtree::ConfigServed| {}),
+        pserv_boot::vtree::Urls {
+            http_port: 5248,
+            syslog: None,
+        },
+        Arc::new(|_: pserv_boot::vtree::Served| {}),
     ));
     (dir, tree)
 }

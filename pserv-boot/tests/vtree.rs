@@ -6,13 +6,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use pserv_boot::tree::{BootDir, TreeError};
-use pserv_boot::vtree::{ConfigServed, Content, Tree, Via};
+use pserv_boot::vtree::{ConfigServed, Content, FileServed, Served, Tree, Urls, Via};
 use pserv_core::lease::{LeaseBoard, Leases};
 use pserv_core::{MacAddr, Store};
 
-const SNAP: &str = r#"{ "generation": 7,
+const SNAP: &str = r##"{ "generation": 7,
   "boot_profiles": { "live": { "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
-                               "cmdline": "console=ttyS0 pserv.host={{ node.hostname }}" } },
+                               "cmdline": "console=ttyS0 pserv.host={{ node.hostname }}",
+                               "node_files": { "user-data": "#cloud-config\nhostname: {{ node.hostname or 'new' }}\nphone_home: {url: '{{ progress_url }}'}\n",
+                                               "preseed.cfg": "d-i passwd/root-password password {{ vars.secret | default('s3cret') }}\n" } } },
   "subnets": [ { "cidr": "10.99.0.0/16", "dynamic": [ { "start": "10.99.1.1", "end": "10.99.1.9" } ],
                  "boot": { "unknown_profile": "live" } } ],
   "nodes": [
@@ -21,7 +23,7 @@ const SNAP: &str = r#"{ "generation": 7,
     { "id": "n2", "hostname": "node2", "domain": "lab",
       "interfaces": [ { "mac": "52:54:00:aa:00:02", "ipv4": "10.99.0.12" } ], "boot": { "mode": "local" } },
     { "id": "n3", "hostname": "node3", "domain": "lab",
-      "interfaces": [ { "mac": "52:54:00:aa:00:03", "ipv4": "10.99.0.13" } ] } ] }"#;
+      "interfaces": [ { "mac": "52:54:00:aa:00:03", "ipv4": "10.99.0.13" } ] } ] }"##;
 
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2));
 
@@ -31,7 +33,7 @@ fn ip(s: &str) -> IpAddr {
 
 struct Fixture {
     tree: Tree,
-    events: Arc<Mutex<Vec<ConfigServed>>>,
+    events: Arc<Mutex<(Vec<ConfigServed>, Vec<FileServed>)>>,
     store: Arc<Store>,
     board: Arc<LeaseBoard>,
     _dir: tempfile::TempDir,
@@ -49,14 +51,23 @@ fn fixture() -> Fixture {
     let store = Arc::new(Store::new());
     store.publish_json(SNAP.as_bytes()).unwrap();
     let board = Arc::new(LeaseBoard::new());
-    let events = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::new(Mutex::new((Vec::new(), Vec::new())));
     let seen = events.clone();
     let tree = Tree::new(
         Some(BootDir::new(dir.path()).unwrap()),
         store.clone(),
         board.clone(),
-        5248,
-        Arc::new(move |c: &ConfigServed| seen.lock().unwrap().push(c.clone())),
+        Urls {
+            http_port: 5248,
+            syslog: None,
+        },
+        Arc::new(move |s: Served| {
+            let mut seen = seen.lock().unwrap();
+            match s {
+                Served::Config(c) => seen.0.push(c),
+                Served::File(f) => seen.1.push(f),
+            }
+        }),
     );
     Fixture {
         tree,
@@ -109,7 +120,7 @@ fn each_loader_gets_its_rendered_file_from_the_machines_own_address() {
         ipxe.contains("kernel http://10.99.0.2:5248/images/vmlinuz"),
         "URLs name the address the request reached: {ipxe}"
     );
-    let ev = f.events.lock().unwrap();
+    let ev = f.events.lock().unwrap().0.clone();
     assert_eq!(ev.len(), 3);
     assert_eq!(ev[2].loader, "ipxe");
     assert_eq!(ev[2].via, Via::Http);
@@ -129,7 +140,7 @@ fn another_machine_cannot_read_a_configuration() {
             .open("ipxe/52-54-00-aa-00-01", Via::Http, ip(from), SERVER);
         assert!(matches!(r, Err(TreeError::NotYours)), "{from}: {r:?}");
     }
-    assert!(f.events.lock().unwrap().is_empty(), "nothing was served");
+    assert!(f.events.lock().unwrap().0.is_empty(), "nothing was served");
     // The host itself (an operator with curl) is trusted.
     let ok = f
         .tree
@@ -165,7 +176,7 @@ fn an_unknown_machine_is_served_at_its_leased_address() {
             .unwrap(),
     );
     assert!(script.contains("netboots profile live"), "{script}");
-    let ev = f.events.lock().unwrap();
+    let ev = f.events.lock().unwrap().0.clone();
     assert_eq!(ev[0].node, None);
 }
 
@@ -183,7 +194,7 @@ fn local_renders_the_disk_form_and_no_intent_falls_back_to_the_directory() {
             .unwrap(),
     );
     assert!(local.contains("LOCALBOOT 0"), "{local}");
-    assert_eq!(f.events.lock().unwrap()[0].mode, "local");
+    assert_eq!(f.events.lock().unwrap().0[0].mode, "local");
     // n3 has no boot intent: the operator's own file in the boot directory.
     let own = text(
         f.tree
@@ -228,4 +239,121 @@ fn a_push_switching_netboot_to_local_takes_effect_at_the_next_fetch() {
     f.store.publish_json(switched.as_bytes()).unwrap();
     let now = text(f.tree.open(name, Via::Http, from, SERVER).unwrap());
     assert!(now.contains("sanboot") && !now.contains("kernel "), "{now}");
+}
+
+#[test]
+fn node_files_go_to_their_own_machine_only_and_are_announced() {
+    let f = fixture();
+    let ud = text(
+        f.tree
+            .open(
+                "/nodes/52-54-00-aa-00-01/user-data",
+                Via::Http,
+                ip("10.99.0.11"),
+                SERVER,
+            )
+            .unwrap(),
+    );
+    assert_eq!(
+        ud,
+        "#cloud-config\nhostname: node1\nphone_home: {url: 'http://10.99.0.2:5248/nodes/52-54-00-aa-00-01/progress'}\n"
+    );
+    // Over TFTP too, the MAC in colon form.
+    let preseed = text(
+        f.tree
+            .open(
+                "nodes/52:54:00:aa:00:01/preseed.cfg",
+                Via::Tftp,
+                ip("10.99.0.11"),
+                SERVER,
+            )
+            .unwrap(),
+    );
+    assert!(preseed.contains("s3cret"), "{preseed}");
+    let files = f.events.lock().unwrap().1.clone();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].file, "user-data");
+    assert_eq!(files[0].node.as_deref(), Some("n1"));
+    assert_eq!(files[0].via, Via::Http);
+    assert_eq!(files[0].bytes, ud.len() as u64);
+    assert_eq!(files[0].generation, 7);
+    assert_eq!(files[1].via, Via::Tftp);
+    assert_eq!(
+        serde_json::to_value(&files[0]).unwrap()["event"],
+        serde_json::json!("node_file")
+    );
+
+    // From any other address: as if it did not exist (the secret stays), and nothing is
+    // announced.
+    for from in ["10.99.0.12", "10.99.1.1", "192.0.2.9"] {
+        let r = f.tree.open(
+            "nodes/52-54-00-aa-00-01/preseed.cfg",
+            Via::Http,
+            ip(from),
+            SERVER,
+        );
+        assert!(matches!(r, Err(TreeError::Hidden)), "{from}: {r:?}");
+    }
+    assert_eq!(f.events.lock().unwrap().1.len(), 2);
+    // A name the profile lacks (cloud-init asks for vendor-data), and a node with no profile.
+    for name in [
+        "nodes/52-54-00-aa-00-01/vendor-data",
+        "nodes/52-54-00-aa-00-03/user-data",
+        "nodes/52-54-00-aa-00-01/progress",
+    ] {
+        let r = f.tree.open(name, Via::Http, ip("10.99.0.11"), SERVER);
+        assert!(matches!(r, Err(TreeError::NotFound)), "{name}: {r:?}");
+    }
+}
+
+#[test]
+fn an_unknown_machine_gets_its_subnets_profile_files_at_its_leased_address() {
+    let f = fixture();
+    let stranger: MacAddr = "02:00:00:00:00:09".parse().unwrap();
+    let name = "nodes/02-00-00-00-00-09/user-data";
+    assert!(matches!(
+        f.tree.open(name, Via::Http, ip("10.99.1.3"), SERVER),
+        Err(TreeError::Hidden)
+    ));
+    let table = f.store.load_full();
+    let mut leases = Leases::new();
+    leases
+        .commit(
+            &table,
+            &table.subnets()[0],
+            stranger,
+            Ipv4Addr::new(10, 99, 1, 3),
+            None,
+            1_800_000_000,
+        )
+        .unwrap();
+    leases.publish(&f.board);
+    let ud = text(
+        f.tree
+            .open(name, Via::Http, ip("10.99.1.3"), SERVER)
+            .unwrap(),
+    );
+    assert!(ud.starts_with("#cloud-config\nhostname: new\n"), "{ud}");
+    assert_eq!(f.events.lock().unwrap().1[0].node, None);
+    // The progress endpoint's view of it: its lease's address is its own.
+    let m = f.tree.machine(stranger, ip("10.99.1.3")).unwrap();
+    assert_eq!((m.node, m.generation), (None, 7));
+    assert!(matches!(
+        f.tree.machine(stranger, ip("10.99.1.4")),
+        Err(TreeError::Hidden)
+    ));
+    let nobody: MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+    assert!(matches!(
+        f.tree.machine(nobody, ip("10.99.1.4")),
+        Err(TreeError::NotFound)
+    ));
+    let n1: MacAddr = "52:54:00:aa:00:01".parse().unwrap();
+    assert_eq!(
+        f.tree
+            .machine(n1, ip("10.99.0.11"))
+            .unwrap()
+            .node
+            .as_deref(),
+        Some("n1")
+    );
 }

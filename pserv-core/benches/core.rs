@@ -5,12 +5,16 @@
 //! - publish: JSON bytes -> parsed -> validated + compiled -> swapped, for 1k, 10k, 100k and 1M
 //!   generated nodes (two interfaces each, one reserved), with retained table bytes per node and
 //!   peak RSS growth per node;
+//! - provision: the same publish for 100k netbooting nodes (issue 21's target: at most 2 s),
+//!   each with a profile whose three loader configurations and three node files (a preseed,
+//!   cloud-init `user-data` and `meta-data`, the two YAML ones format-checked) are all rendered
+//!   for every node at validation;
 //! - lookup: ns per lookup by MAC, by name (mixed case, trailing dot), by address, and misses,
 //!   on the 1M-node table, keys in random order;
 //! - journal: durable (fdatasync before acknowledge) lease commits per second, group-committed,
 //!   with the full offer + commit + append path.
 //!
-//! `-- publish|lookup|journal` runs one part; `-- --sizes 1000,10000` picks sizes.
+//! `-- publish|provision|lookup|journal` runs one part; `-- --sizes 1000,10000` picks sizes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -25,6 +29,11 @@ use pserv_core::journal::{Journal, Options};
 use pserv_core::lease::Leases;
 use pserv_core::snapshot::Snapshot;
 use pserv_core::{MacAddr, Store, Table};
+
+/// The binary's allocator (pserv-bin's default `jemalloc` feature): a publish allocates per
+/// node, and is measured as the server runs it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn mac(i: u32, nic: u8) -> MacAddr {
     let b = i.to_be_bytes();
@@ -50,11 +59,30 @@ fn node_id(i: u32) -> String {
         + &format!("{i:x}")
 }
 
+/// A Debian-installer profile with three node files, as an operator would write it.
+const PROVISION_PROFILES: &str = r##""boot_profiles": {"bookworm": {"kernel": "debian/linux", "initrd": ["debian/initrd.gz"],
+  "cmdline": "auto=true priority=critical url={{ node_files_url }}preseed.cfg hostname={{ node.hostname }} domain={{ node.domain }} log_host={{ syslog_host }} log_port={{ syslog_port }} console=ttyS0,115200",
+  "vars": {"mirror": "deb.debian.org", "tz": "UTC"},
+  "node_files": {
+    "preseed.cfg": "d-i debian-installer/locale string en_US.UTF-8\nd-i keyboard-configuration/xkb-keymap select us\nd-i netcfg/choose_interface select auto\nd-i netcfg/get_hostname string {{ node.hostname }}\nd-i netcfg/get_domain string {{ node.domain }}\nd-i mirror/http/hostname string {{ vars.mirror }}\nd-i mirror/http/directory string /debian\nd-i time/zone string {{ vars.tz }}\nd-i preseed/early_command string wget -q -O /dev/null '{{ progress_url }}?stage=early'\nd-i preseed/late_command string wget -q -O /dev/null '{{ progress_url }}?stage=late'\n",
+    "user-data": "#cloud-config\nhostname: {{ node.hostname }}\nfqdn: {{ node.fqdn }}\nusers:\n  - name: ops\n    ssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOps ops@site\"]\nphone_home:\n  url: {{ progress_url }}?stage=cloud-init\n  post: [instance_id]\n",
+    "meta-data": "instance-id: {{ node.id }}\nlocal-hostname: {{ node.hostname }}\n"}}},
+"##;
+
 fn generate(n: u32) -> Vec<u8> {
+    generate_with(n, false)
+}
+
+/// `n` nodes; with `netboot`, each netboots [`PROVISION_PROFILES`].
+fn generate_with(n: u32, netboot: bool) -> Vec<u8> {
     use std::fmt::Write;
-    let mut s = String::with_capacity(n as usize * 230 + 1024);
+    let mut s = String::with_capacity(n as usize * 230 + 4096);
+    s.push_str(r#"{"generation": 7, "#);
+    if netboot {
+        s.push_str(PROVISION_PROFILES);
+    }
     s.push_str(
-        r#"{"generation": 7, "dns": {"ttl": 30, "soa_mname": "pserv.maas.", "soa_rname": "admin.maas."},
+        r#""dns": {"ttl": 30, "soa_mname": "pserv.maas.", "soa_rname": "admin.maas."},
 "subnets": [{"cidr": "10.0.0.0/8", "router": "10.0.0.1", "dns_servers": ["10.0.0.2"], "domain": "maas",
   "lease_seconds": 3600, "dynamic": [{"start": "10.200.0.1", "end": "10.200.255.254"}],
   "boot": {"next_server": "10.0.0.2", "files": {"x86_64-bios": "lpxelinux.0", "x86_64-uefi": "bootx64.efi"},
@@ -67,11 +95,16 @@ fn generate(n: u32) -> Vec<u8> {
         }
         write!(
             s,
-            r#"{{"id": "{}", "hostname": "node-{i:07}", "domain": "maas", "interfaces": [{{"mac": "{}", "ipv4": "{}", "primary": true}}, {{"mac": "{}"}}], "boot": {{"file": null}}, "options": []}}"#,
+            r#"{{"id": "{}", "hostname": "node-{i:07}", "domain": "maas", "interfaces": [{{"mac": "{}", "ipv4": "{}", "primary": true}}, {{"mac": "{}"}}], "boot": {}, "options": []}}"#,
             node_id(i),
             mac(i, 0),
             host_ip(i + 10),
-            mac(i, 1)
+            mac(i, 1),
+            if netboot {
+                r#"{"profile": "bookworm"}"#
+            } else {
+                r#"{"file": null}"#
+            }
         )
         .unwrap();
         s.push('\n');
@@ -91,8 +124,8 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 /// One size, in this (fresh) process: prints one result line.
-fn publish_one(n: u32) {
-    let json = generate(n);
+fn publish_one(n: u32, netboot: bool) {
+    let json = generate_with(n, netboot);
     // Baseline: the JSON body is already in memory, as it is when a push arrives.
     let base = rss_kib("VmRSS:");
     let store = Store::new();
@@ -106,7 +139,12 @@ fn publish_one(n: u32) {
     let table = store.load_full();
     assert_eq!(table.node_count(), n as usize);
     println!(
-        "publish {n:>8} nodes | JSON {:>7.1} MB | parse {:>8.1} ms | compile {:>8.1} ms | swap {:>6} ns | total {:>8.1} ms | table {:>4} B/node | peak RSS +{:>4} B/node",
+        "publish {n:>8} {} | JSON {:>7.1} MB | parse {:>8.1} ms | compile {:>8.1} ms | swap {:>6} ns | total {:>8.1} ms | table {:>4} B/node | peak RSS +{:>4} B/node",
+        if netboot {
+            "netbooting nodes (3 configs + 3 files each)"
+        } else {
+            "nodes"
+        },
         json.len() as f64 / 1e6,
         ms(parse),
         ms(p.compile),
@@ -121,12 +159,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn publish(sizes: &[u32]) {
+fn publish(sizes: &[u32], netboot: bool) {
     let exe = std::env::current_exe().unwrap();
     for &n in sizes {
         // A fresh process per size, so VmHWM is this size's peak alone.
         let out = Command::new(&exe)
-            .args(["--publish-one", &n.to_string()])
+            .args([
+                if netboot {
+                    "--provision-one"
+                } else {
+                    "--publish-one"
+                },
+                &n.to_string(),
+            ])
             .output()
             .unwrap();
         print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -265,7 +310,11 @@ fn journal() {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(pos) = args.iter().position(|a| a == "--publish-one") {
-        publish_one(args[pos + 1].parse().unwrap());
+        publish_one(args[pos + 1].parse().unwrap(), false);
+        return;
+    }
+    if let Some(pos) = args.iter().position(|a| a == "--provision-one") {
+        publish_one(args[pos + 1].parse().unwrap(), true);
         return;
     }
     let sizes: Vec<u32> = args
@@ -276,11 +325,14 @@ fn main() {
     let parts: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| ["publish", "lookup", "journal"].contains(a))
+        .filter(|a| ["publish", "provision", "lookup", "journal"].contains(a))
         .collect();
     let want = |p: &str| parts.is_empty() || parts.contains(&p);
     if want("publish") {
-        publish(&sizes);
+        publish(&sizes, false);
+    }
+    if want("provision") {
+        publish(&[100_000], true);
     }
     if want("lookup") {
         lookup(*sizes.iter().max().unwrap());

@@ -194,6 +194,22 @@ pub enum Problem {
         /// The template engine's error.
         message: String,
     },
+    /// A node file (issue 21) whose name is not servable, whose template does not compile, or
+    /// that fails to render for a node it applies to or renders into an invalid format (a
+    /// cloud-init file that is not YAML, an Ignition file that is not JSON).
+    #[error("{at}: boot profile {profile:?}, node file {file:?}{}: {message}", line_suffix(*.line))]
+    NodeFile {
+        /// The profile holding the file.
+        profile: String,
+        /// The file's served name.
+        file: String,
+        /// Where: the node it failed for, or the file's own field.
+        at: Site,
+        /// The line (1-based) in the template, or in the rendered file for a format error.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
     /// A value longer than the field (BOOTP file/sname, an option) it must fit in.
     #[error("{at}: {len} bytes is too long, at most {max} fit")]
     TooLong {
@@ -204,6 +220,10 @@ pub enum Problem {
         /// The most that fits.
         max: usize,
     },
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map_or_else(String::new, |l| format!(", line {l}"))
 }
 
 fn first_index(site: &Site) -> usize {
@@ -229,6 +249,7 @@ impl Problem {
             | Self::Invalid { at, .. }
             | Self::InvalidName { at, .. }
             | Self::Template { at, .. }
+            | Self::NodeFile { at, .. }
             | Self::TooLong { at, .. } => vec![at],
         }
     }

@@ -60,6 +60,11 @@ pub struct BootProfile {
     /// Defaults for `vars`; a node's own `vars` win.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// The machine's installer or first-boot files (preseed, kickstart, cloud-init's
+    /// `user-data`/`meta-data`/`network-config`, Ignition), by served name: templates with
+    /// the same variables, rendered per node and served at `/nodes/<mac-hyphen>/<name>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_files: BTreeMap<String, String>,
 }
 
 /// Template overrides of the netboot form, per loader (the local-boot forms are fixed).

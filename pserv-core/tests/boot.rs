@@ -10,6 +10,7 @@ use pserv_core::{MacAddr, Problem, Snapshot, Table};
 const AT: Endpoint = Endpoint {
     server: Ipv4Addr::new(10, 99, 0, 2),
     http_port: 5248,
+    syslog: None,
 };
 
 fn snapshot(extra: serde_json::Value) -> Snapshot {
@@ -335,4 +336,183 @@ fn rendering_for_an_interface_looked_up_already_is_rendering_by_mac() {
             by_mac
         );
     }
+}
+
+/// Issue 21: node files, their variables, where they apply, and their validation.
+fn with_files(files: serde_json::Value) -> Snapshot {
+    snapshot(serde_json::json!({
+        "boot_profiles": { "live": {
+            "cmdline": "url={{ node_files_url }}preseed.cfg log_host={{ syslog_host }} log_port={{ syslog_port }}",
+            "node_files": files } }
+    }))
+}
+
+const AT_SYSLOG: Endpoint = Endpoint {
+    server: Ipv4Addr::new(10, 99, 0, 2),
+    http_port: 5248,
+    syslog: Some(std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        514,
+    ))),
+};
+
+#[test]
+fn node_files_render_per_node_with_their_urls_in_every_mode() {
+    let snap = with_files(serde_json::json!({
+        "preseed.cfg": "d-i preseed/early_command string wget -q -O /dev/null '{{ progress_url }}?stage=early'\n# {{ node.fqdn }} {{ mode }}\n",
+        "user-data": "#cloud-config\nhostname: {{ node.hostname }}\n",
+        "meta-data": "instance-id: {{ node.id }}\nlocal-hostname: {{ node.hostname }}\n"
+    }));
+    let t = Table::compile(&snap, None).unwrap();
+    let m = mac("52:54:00:aa:00:01");
+    let f = t.render_file("preseed.cfg", m, None, AT_SYSLOG).unwrap();
+    assert_eq!(
+        f.text,
+        "d-i preseed/early_command string wget -q -O /dev/null 'http://10.99.0.2:5248/nodes/52-54-00-aa-00-01/progress?stage=early'\n# node1.lab netboot\n"
+    );
+    assert_eq!(
+        (f.node.as_deref(), f.profile.as_str()),
+        (Some("n1"), "live")
+    );
+    // The command line names the files' URL and the syslog receiver as the machine reaches it.
+    let ipxe = t
+        .render_boot(Loader::Ipxe, m, None, AT_SYSLOG)
+        .unwrap()
+        .text;
+    assert!(
+        ipxe.contains(
+            "url=http://10.99.0.2:5248/nodes/52-54-00-aa-00-01/preseed.cfg log_host=10.99.0.2 log_port=514"
+        ),
+        "{ipxe}"
+    );
+    // A node in `local` (or `ignore`) mode still gets its profile's files: an installed
+    // machine reads its cloud-init files at first boot from disk.
+    for (m, mode) in [
+        ("52:54:00:aa:00:02", "local"),
+        ("52:54:00:aa:00:03", "ignore"),
+    ] {
+        let f = t.render_file("preseed.cfg", mac(m), None, AT).unwrap();
+        assert!(f.text.ends_with(&format!(" {mode}\n")), "{}", f.text);
+    }
+    // No syslog receiver: empty strings, not an error.
+    let ipxe = t.render_boot(Loader::Ipxe, m, None, AT).unwrap().text;
+    assert!(ipxe.contains("log_host= log_port="), "{ipxe}");
+    // A name the profile does not have, and a node with no profile: nothing to render.
+    assert_eq!(
+        t.render_file("vendor-data", m, None, AT),
+        Err(RenderError::NoIntent)
+    );
+    assert_eq!(
+        t.render_file("preseed.cfg", mac("52:54:00:aa:00:04"), None, AT),
+        Err(RenderError::NoIntent)
+    );
+    assert_eq!(
+        t.boot_plan()
+            .node_files(t.boot_plan().profile_index("live").unwrap()),
+        &["meta-data".into(), "preseed.cfg".into(), "user-data".into()] as &[Box<str>]
+    );
+}
+
+#[test]
+fn unknown_clients_get_their_subnets_profile_files_at_request_time() {
+    let snap = snapshot(serde_json::json!({
+        "boot_profiles": { "enlist": { "node_files": {
+            "user-data": "#cloud-config\nhostname: enlist-{{ node.mac_hyphen }}\n" } } }
+    }));
+    let t = Table::compile(&snap, None).unwrap();
+    let unknown = mac("52:54:00:bb:00:09");
+    let f = t
+        .render_file("user-data", unknown, Some(Ipv4Addr::new(10, 99, 1, 7)), AT)
+        .unwrap();
+    assert_eq!(
+        f.text,
+        "#cloud-config\nhostname: enlist-52-54-00-bb-00-09\n"
+    );
+    assert_eq!(f.node, None);
+    // Outside every subnet: no profile applies.
+    assert_eq!(
+        t.render_file("user-data", unknown, Some(Ipv4Addr::new(192, 0, 2, 7)), AT),
+        Err(RenderError::NoIntent)
+    );
+}
+
+#[test]
+fn every_node_file_problem_is_reported_at_once_with_profile_node_file_and_line() {
+    let snap = with_files(serde_json::json!({
+        "progress": "x",
+        "bad/name": "x",
+        "broken.cfg": "line one\n{% if %}\n",
+        "meta-data": "instance-id: {{ node.id }}\nlocal-hostname: [{{ node.hostname }}\n",
+        "user-data": "#cloud-config\nhostname: {{ vars.missing }}\n",
+        "config.ign": "{\"ignition\": {{ node.hostname }}}",
+        "free.txt": "anything: [ goes { here\n"
+    }));
+    let found = problems(&snap);
+    let text: Vec<String> = found.iter().map(|p| p.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(
+        has("node file \"progress\": the name \"progress\" is the progress endpoint's"),
+        "{text:#?}"
+    );
+    assert!(
+        has("node file \"bad/name\": the name \"bad/name\" may hold only"),
+        "{text:#?}"
+    );
+    assert!(has("node file \"broken.cfg\", line 2:"), "{text:#?}");
+    // Rendered per node, each of the three nodes naming the profile, each named.
+    for id in ["n1", "n2", "n3"] {
+        assert!(
+            text.iter().any(|t| t.contains(&format!("node {id:?}"))
+                && t.contains("node file \"meta-data\", line 3: not valid YAML")),
+            "{id}: {text:#?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains(&format!("node {id:?}"))
+                && t.contains("node file \"user-data\"")
+                && t.contains("undefined")),
+            "{id}: {text:#?}"
+        );
+        assert!(
+            text.iter().any(|t| t.contains(&format!("node {id:?}"))
+                && t.contains("node file \"config.ign\", line 1: not valid JSON")),
+            "{id}: {text:#?}"
+        );
+    }
+    assert!(!has("free.txt"), "free text is not checked: {text:#?}");
+    // The control API's form names the nodes.
+    let v = serde_json::to_value(&found).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["nodes"] == serde_json::json!(["n2"]))
+    );
+}
+
+#[test]
+fn a_large_snapshot_validates_every_node_on_every_core_and_reports_in_document_order() {
+    // Enough nodes to split the rendering across threads; two of them fail.
+    let mut nodes = Vec::new();
+    for i in 0..3000u32 {
+        let mut node = serde_json::json!({
+            "id": format!("n{i}"), "hostname": format!("h{i}"), "domain": "lab",
+            "interfaces": [ { "mac": format!("52:54:00:00:{:02x}:{:02x}", i >> 8, i & 0xff),
+                              "ipv4": format!("10.99.{}.{}", 2 + i / 250, 1 + i % 250) } ],
+            "boot": { "profile": "live" } });
+        if i == 17 || i == 2900 {
+            node["boot"]["vars"] = serde_json::json!({ "bad": "yes" });
+        }
+        nodes.push(node);
+    }
+    let snap: Snapshot = serde_json::from_value(serde_json::json!({
+        "generation": 1,
+        "boot_profiles": { "live": { "kernel": "k", "cmdline": "x",
+            "node_files": { "meta-data": "instance-id: {{ node.id }}\n{% if vars.bad is defined %}: [\n{% endif %}" } } },
+        "subnets": [ { "cidr": "10.99.0.0/16", "domain": "lab" } ],
+        "nodes": nodes
+    }))
+    .unwrap();
+    let found = problems(&snap);
+    let ids: Vec<Vec<&str>> = found.iter().map(|p| p.node_ids()).collect();
+    assert_eq!(ids, vec![vec!["n17"], vec!["n2900"]], "{found:#?}");
 }

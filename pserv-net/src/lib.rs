@@ -10,6 +10,8 @@
 //!   run on (connection cap, header timeout, bounded graceful shutdown).
 //! - [`shutdown`]: one shutdown signal that also wakes threads blocked in a receive, so a
 //!   service notices it at once rather than at its next read timeout.
+//! - [`rate`]: per-client rate limits (token buckets by key, bounded), for the endpoints
+//!   machines report to (boot progress, syslog).
 //! - [`service`]: the shape every service returns once started ([`service::Running`]), and
 //!   [`metrics`]: the helpers each service's own `/metrics` collector is written with.
 //!
@@ -20,6 +22,7 @@
 #[cfg(feature = "http")]
 pub mod http;
 pub mod metrics;
+pub mod rate;
 pub mod service;
 pub mod shutdown;
 pub mod tcp;

@@ -53,6 +53,12 @@ pub const DEFAULT_BOOT_HTTP: &str = "127.0.0.1:5248";
 pub const DEFAULT_SYSLOG: &str = "127.0.0.1:5514";
 /// Default snapshot body limit: a million-node snapshot fits.
 pub const DEFAULT_MAX_BODY: usize = 256 << 20;
+/// Default bound of the `/v1/events` replay buffer, in events: what a listener that reconnects
+/// can still resume (about 2 MB of boot and lease events).
+pub const DEFAULT_EVENTS_BUFFER: usize = 10_000;
+/// Default bound of the `/v1/events` replay buffer, in bytes: it holds this much at most, even
+/// of large events (syslog lines), whatever `events_buffer` allows.
+pub const DEFAULT_EVENTS_BUFFER_BYTES: usize = 16 << 20;
 
 /// The configuration file (`pserv serve --config FILE`). Every field is optional; unknown
 /// fields are errors.
@@ -92,6 +98,11 @@ pub struct File {
     /// Seconds a DNS-over-TCP client gets to send a query (from its first byte) or to read an
     /// answer.
     pub dns_tcp_idle_seconds: Option<u64>,
+    /// Events the `/v1/events` replay buffer keeps at most (what a reconnecting listener can
+    /// resume).
+    pub events_buffer: Option<usize>,
+    /// Bytes the `/v1/events` replay buffer keeps at most.
+    pub events_buffer_bytes: Option<usize>,
     /// Cluster mode (`[cluster]`): dynamic leases shared with other instances on etcd.
     pub cluster: Option<ClusterFile>,
 }
@@ -172,6 +183,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// DNS-over-TCP limits.
     pub dns_tcp: pserv_dns::tcp::Limits,
+    /// Events the `/v1/events` replay buffer keeps at most.
+    pub events_buffer: usize,
+    /// Bytes the `/v1/events` replay buffer keeps at most.
+    pub events_buffer_bytes: usize,
     /// Cluster mode; `None`: leases in the local journal (the default).
     pub cluster: Option<Cluster>,
 }
@@ -278,6 +293,10 @@ impl Config {
                         .map_or(d.idle, std::time::Duration::from_secs),
                 }
             },
+            events_buffer: file.events_buffer.unwrap_or(DEFAULT_EVENTS_BUFFER),
+            events_buffer_bytes: file
+                .events_buffer_bytes
+                .unwrap_or(DEFAULT_EVENTS_BUFFER_BYTES),
             cluster,
         };
         if !s.control_listen.ip().is_loopback() && s.token.is_none() {
@@ -299,6 +318,12 @@ impl Config {
         }
         if s.dns_tcp.idle.is_zero() {
             bail!("dns_tcp_idle_seconds = 0 would close every DNS-over-TCP connection at once");
+        }
+        if s.events_buffer == 0 {
+            bail!(
+                "events_buffer = 0 would keep no event: /v1/events delivers through its buffer \
+                 (keep at least 1)"
+            );
         }
         Ok(s)
     }
@@ -453,6 +478,22 @@ mod tests {
             let e = Config::resolve(file, Overrides::default()).unwrap_err();
             assert!(e.to_string().contains("at least 1"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_event_buffer_bounds_from_the_file_and_refused_when_zero() {
+        let d = Config::resolve(File::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            (d.events_buffer, d.events_buffer_bytes),
+            (DEFAULT_EVENTS_BUFFER, DEFAULT_EVENTS_BUFFER_BYTES)
+        );
+        let file: File =
+            toml::from_str("events_buffer = 500\nevents_buffer_bytes = 1048576\n").unwrap();
+        let s = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!((s.events_buffer, s.events_buffer_bytes), (500, 1 << 20));
+        let file: File = toml::from_str("events_buffer = 0").unwrap();
+        let e = Config::resolve(file, Overrides::default()).unwrap_err();
+        assert!(e.to_string().contains("events_buffer = 0"), "{e}");
     }
 
     #[test]

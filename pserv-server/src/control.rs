@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
-use futures_util::Stream;
 use pserv_core::histogram::Histogram;
 use pserv_core::journal::JournalMonitor;
 
@@ -34,10 +34,8 @@ pub(crate) enum LeaseMonitor {
 use pserv_core::lease::LeaseBoard;
 use pserv_core::{PublishError, Published, Snapshot, Store};
 use serde_json::{Value, json};
-use tokio_stream::StreamExt as _;
 
-use crate::events::{Event, Events};
-use tokio_stream::wrappers::BroadcastStream;
+use crate::events::{Event, Events, Kinds, Since};
 
 /// Connections the control API serves at once.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
@@ -289,17 +287,67 @@ async fn leases(State(app): State<Arc<App>>) -> Response {
     axum::Json(Value::Array(all)).into_response()
 }
 
+/// `GET /v1/events`'s query.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// Resume after this id; `0`: from the oldest event kept.
+    since: Option<String>,
+    /// Only these kinds, comma-separated.
+    kind: Option<String>,
+}
+
+/// The event stream: live, or resumed after an id (`Last-Event-ID`, else `?since=`), each
+/// event with its `id:`; a `gap` event where events were missed (see `crate::events`).
 async fn events(
     State(app): State<Arc<App>>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = BroadcastStream::new(app.publisher.events.subscribe()).filter_map(|event| {
-        // A listener too slow to keep up misses events (counted by the channel), never
-        // blocks the server.
-        let event = event.ok()?;
-        let data = serde_json::to_string(&*event).ok()?;
-        Some(Ok(SseEvent::default().event(event.kind()).data(data)))
+    headers: HeaderMap,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Response {
+    let bad = |error: String| {
+        (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error}))).into_response()
+    };
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return bad(e.body_text()),
+    };
+    // On reconnecting, an EventSource sends the last id it got while its URL still holds the
+    // `since` it was opened with: the header is the newer of the two.
+    let last_id = match headers.get("last-event-id").map(|v| v.to_str()) {
+        Some(Ok(id)) if !id.is_empty() => Some(id),
+        Some(Err(_)) => return bad("Last-Event-ID is not text".to_owned()),
+        _ => None,
+    };
+    let since = match last_id.or(query.since.as_deref()).map(str::parse) {
+        None => Since::Now,
+        Some(Ok(since)) => since,
+        Some(Err(e)) => return bad(format!("{e}")),
+    };
+    let kinds = match query.kind.as_deref().map(Kinds::parse) {
+        None => Kinds::all(),
+        Some(Ok(kinds)) => kinds,
+        Some(Err(e)) => return bad(e),
+    };
+    let listener = app.publisher.events.listen(since, kinds);
+    let stream = futures_util::stream::unfold(listener, |mut listener| async move {
+        loop {
+            let item = listener.next().await;
+            match item.to_json() {
+                Ok(data) => {
+                    let sse = SseEvent::default()
+                        .id(item.id().to_string())
+                        .event(item.kind())
+                        .data(data);
+                    return Some((Ok::<_, Infallible>(sse), listener));
+                }
+                // Not for the types streamed (no map has a non-string key); skipped if it were.
+                Err(e) => tracing::warn!(kind = item.kind(), error = %e, "encoding an event"),
+            }
+        }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>, _h: HeaderMap) -> Response {

@@ -11,6 +11,7 @@ use pserv_net::metrics::{
 };
 
 use crate::control::{App, LeaseMonitor};
+use crate::events::GapReason;
 
 /// The whole exposition for one scrape.
 pub(crate) fn render(app: &Arc<App>) -> String {
@@ -113,6 +114,46 @@ impl Collector for Scrape {
             "The last accepted snapshot's publish time",
             Gauge,
             load(&p.last_publish_us) as f64 / 1e6,
+        )?;
+
+        let ev = app.publisher.events.stats();
+        single(
+            &mut e,
+            "pserv_events",
+            "Events emitted on /v1/events (each numbered, kept in the replay buffer)",
+            Counter,
+            ev.emitted,
+        )?;
+        single(
+            &mut e,
+            "pserv_events_buffered",
+            "Events the replay buffer keeps for listeners that resume",
+            Gauge,
+            ev.buffered as u64,
+        )?;
+        single(
+            &mut e,
+            "pserv_events_buffered_bytes",
+            "About the memory those events hold",
+            Gauge,
+            ev.bytes as u64,
+        )?;
+        single(
+            &mut e,
+            "pserv_events_listeners",
+            "Listeners connected to /v1/events",
+            Gauge,
+            ev.listeners as u64,
+        )?;
+        let gaps = GapReason::ALL.map(|r| (r.name(), ev.gaps[r as usize]));
+        family(
+            &mut e,
+            "pserv_events_gaps",
+            "Gap notices sent on /v1/events: a resume older than the buffer (expired), an id of \
+             another run (restart), a listener that fell behind (lagged)",
+            Counter,
+            "reason",
+            &gaps,
         )?;
 
         let c = &app.connections;

@@ -7,6 +7,7 @@
 //! (a port in use fails the start, with nothing half-running).
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::control::{App, Publisher, PushStats};
-use crate::events::{Event, Events};
+use crate::events::{Event, Events, Retention};
 
 /// Why the server could not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +180,11 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let publisher = Arc::new(Publisher {
         store: store.clone(),
         pushes: PushStats::default(),
-        events: Events::new(),
+        events: Events::new(Retention {
+            // `Config::resolve` refuses 0; a config built by hand keeps at least one.
+            events: NonZeroUsize::new(config.events_buffer).unwrap_or(NonZeroUsize::MIN),
+            bytes: config.events_buffer_bytes,
+        }),
     });
     let (bytes, source_name) = match &config.snapshot {
         Some(p) => (
@@ -329,6 +334,8 @@ struct BootSockets {
     tftp: tokio::net::UdpSocket,
     http: tokio::net::TcpListener,
     http_port: u16,
+    /// The syslog receiver's address, named to machines as `syslog_host`/`syslog_port`.
+    syslog: Option<SocketAddr>,
     dir: Option<pserv_boot::tree::BootDir>,
 }
 
@@ -364,25 +371,25 @@ impl Bound {
             let http_err = || bind("HTTP boot", config.boot_http_listen.to_string());
             let http = pserv_net::tcp::bind(config.boot_http_listen).map_err(http_err())?;
             let http_port = http.local_addr().map_err(http_err())?.port();
-            Some(BootSockets {
-                tftp,
-                http,
-                http_port,
-                dir,
-            })
+            // Installers log where boot serving sends them: the receiver runs with it.
+            let syslog_err = || bind("syslog", config.syslog_listen.to_string());
+            let sock = pserv_net::udp::bind(config.syslog_listen, &Default::default())
+                .map_err(syslog_err())?;
+            let addr = sock.local_addr().map_err(syslog_err())?;
+            Some((
+                BootSockets {
+                    tftp,
+                    http,
+                    http_port,
+                    syslog: Some(addr),
+                    dir,
+                },
+                SyslogSocket { sock, addr },
+            ))
         } else {
             None
         };
-        // Installers log where boot serving sends them: the receiver runs with it.
-        let syslog = if boot.is_some() {
-            let err = || bind("syslog", config.syslog_listen.to_string());
-            let sock =
-                pserv_net::udp::bind(config.syslog_listen, &Default::default()).map_err(err())?;
-            let addr = sock.local_addr().map_err(err())?;
-            Some(SyslogSocket { sock, addr })
-        } else {
-            None
-        };
+        let (boot, syslog) = boot.unzip();
         Ok(Self {
             dns,
             dhcp: (dhcp, dhcp_config),
@@ -436,18 +443,24 @@ fn start_boot(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<[Running; 2], Error> {
-    let on_config = {
+    let on_tree = {
         let events = shared.events.clone();
-        Arc::new(move |c: &pserv_boot::vtree::ConfigServed| {
-            events.emit(|| Event::BootConfig(c.clone()));
+        Arc::new(move |s: pserv_boot::vtree::Served| {
+            events.emit(|| match s {
+                pserv_boot::vtree::Served::Config(c) => Event::BootConfig(c),
+                pserv_boot::vtree::Served::File(f) => Event::NodeFile(f),
+            });
         })
     };
     let tree = Arc::new(pserv_boot::vtree::Tree::new(
         sockets.dir,
         shared.store.clone(),
         shared.board.clone(),
-        sockets.http_port,
-        on_config,
+        pserv_boot::vtree::Urls {
+            http_port: sockets.http_port,
+            syslog: sockets.syslog,
+        },
+        on_tree,
     ));
     let on_fetched = {
         let events = shared.events.clone();
@@ -467,8 +480,15 @@ fn start_boot(
         shutdown.clone(),
     )
     .map_err(start_error("TFTP"))?;
-    let http = pserv_boot::http::start(sockets.http, tree, on_served, shutdown.clone())
-        .map_err(start_error("HTTP boot"))?;
+    let on_progress = {
+        let events = shared.events.clone();
+        Arc::new(move |p: &pserv_boot::http::Progress| {
+            events.emit(|| Event::Progress(p.clone()));
+        })
+    };
+    let http =
+        pserv_boot::http::start(sockets.http, tree, on_served, on_progress, shutdown.clone())
+            .map_err(start_error("HTTP boot"))?;
     Ok([tftp, http])
 }
 

@@ -13,9 +13,10 @@
 //! file is sent, as RFC 9110 permits.
 
 mod cache;
+pub mod progress;
 pub mod service;
 
-pub use service::{OnServed, Served, start};
+pub use service::{OnProgress, OnServed, Progress, Served, start};
 
 /// What to answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,19 +1,26 @@
 //! The HTTP boot listener: every path is a name of the virtual tree, answered as [`plan`]
-//! decides, on pserv's capped accept loop ([`pserv_net::http::serve`]).
+//! decides, on pserv's capped accept loop ([`pserv_net::http::serve`]), except
+//! `/nodes/<mac>/progress`, where machines report their installation's progress
+//! ([`progress`]): from the machine's own address only (404 from any other, as its node
+//! files), at most [`PROGRESS_LIMIT`] per machine (429 over it), every result counted.
 
 use std::io::SeekFrom;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use parking_lot::Mutex;
+use pserv_core::MacAddr;
 use pserv_net::Running;
 use pserv_net::http::{ConnCounters, Limits};
 use pserv_net::metrics::{Collector, DescriptorEncoder, MetricType, family, load, single};
+use pserv_net::rate::{Limit, RateLimiter};
 use pserv_net::service::StopError;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
@@ -21,6 +28,7 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 
 use super::cache::FileCache;
+use super::progress::{self, MAX_BODY};
 use super::{Plan, plan};
 use crate::tree::TreeError;
 use crate::vtree::{Content, Tree, Via};
@@ -47,7 +55,57 @@ pub(crate) struct Counters {
     /// Files answered from the content cache, and files read into it.
     pub(crate) cache_hits: AtomicU64,
     pub(crate) cache_loads: AtomicU64,
+    /// Progress reports by result (issue 21).
+    pub(crate) progress: ProgressCounters,
 }
+
+/// What the progress endpoint counts.
+#[derive(Debug, Default)]
+pub(crate) struct ProgressCounters {
+    /// Reports that became events.
+    pub(crate) accepted: AtomicU64,
+    /// From an address that is not the machine's (answered 404).
+    pub(crate) not_yours: AtomicU64,
+    /// For a MAC that is neither a node's nor a lease's (404).
+    pub(crate) unknown: AtomicU64,
+    /// Over the machine's rate (429).
+    pub(crate) rate_limited: AtomicU64,
+    /// No stage, a bad stage, an unreadable body, a method other than GET or POST.
+    pub(crate) bad_request: AtomicU64,
+    /// A body over 4 KiB (413).
+    pub(crate) too_large: AtomicU64,
+}
+
+/// A progress report accepted: the `progress` event a controller follows (issue 21).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename = "progress")]
+pub struct Progress {
+    /// The node (`None` for a machine on a dynamic lease the snapshot does not know).
+    pub node: Option<String>,
+    /// The machine.
+    pub mac: MacAddr,
+    /// The address it reported from.
+    pub client: IpAddr,
+    /// The stage it reported.
+    pub stage: String,
+    /// Its message, if any.
+    pub message: Option<String>,
+    /// The snapshot generation the machine was looked up in.
+    pub generation: u64,
+}
+
+/// Called with every progress report accepted (on the runtime: keep it short).
+pub type OnProgress = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// What a machine may report, per machine and address: an installer reports a few stages a
+/// minute; a burst covers a script that reports every step at once.
+pub const PROGRESS_LIMIT: Limit = Limit {
+    per_second: 5,
+    burst: 50,
+};
+
+/// Machines whose report rate is tracked at once (the limiter's bound).
+const PROGRESS_KEYS: usize = 65_536;
 
 /// One request answered: the boot-progress event a controller follows.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -76,6 +134,7 @@ pub fn start(
     listener: TcpListener,
     tree: Arc<Tree>,
     on_served: OnServed,
+    on_progress: OnProgress,
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
     let local = listener.local_addr()?;
@@ -87,6 +146,9 @@ pub fn start(
         counters: counters.clone(),
         cache: Arc::new(FileCache::new(CACHE_BUDGET, CACHE_MAX_FILE)),
         on_served,
+        on_progress,
+        limiter: Arc::new(Mutex::new(RateLimiter::new(PROGRESS_LIMIT, PROGRESS_KEYS))),
+        epoch: Instant::now(),
     });
     let task = runtime.spawn(pserv_net::http::serve(
         listener,
@@ -132,6 +194,15 @@ impl Collector for Metrics {
             ("hit", load(&b.cache_hits)),
             ("load", load(&b.cache_loads)),
         ])?;
+        let p = &b.progress;
+        family(e, "pserv_boot_progress_requests", "Boot progress reports by result (accepted ones became events)", Counter, "result", &[
+            ("accepted", load(&p.accepted)),
+            ("not_yours", load(&p.not_yours)),
+            ("unknown", load(&p.unknown)),
+            ("rate_limited", load(&p.rate_limited)),
+            ("bad_request", load(&p.bad_request)),
+            ("too_large", load(&p.too_large)),
+        ])?;
         family(e, "pserv_boot_http_connections_dropped", "HTTP boot connections closed at accept, by reason", Counter, "reason", &[
             ("over_limit", load(&c.over_limit)),
             ("accept_error", load(&c.accept_errors)),
@@ -146,6 +217,10 @@ struct Boot {
     counters: Arc<Counters>,
     cache: Arc<FileCache>,
     on_served: OnServed,
+    on_progress: OnProgress,
+    limiter: Arc<Mutex<RateLimiter<(IpAddr, MacAddr)>>>,
+    /// The limiter's clock starts here.
+    epoch: Instant,
 }
 
 fn status(code: StatusCode, c: &Counters) -> Response {
@@ -154,6 +229,11 @@ fn status(code: StatusCode, c: &Counters) -> Response {
         _ => &c.refused,
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    plain(code)
+}
+
+/// A status with its reason as a plain-text body.
+fn plain(code: StatusCode) -> Response {
     (
         code,
         [(header::CONTENT_TYPE, "text/plain")],
@@ -173,13 +253,18 @@ async fn fetch(
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |l| l.0.ip());
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
-    let range = req
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    drop(req);
-    let response = answer(&boot, &method, &path, range.as_deref(), client, local).await;
+    let response = match percent_decode(&path).as_deref().and_then(progress_mac) {
+        Some(mac) => progress(&boot, mac, client.ip(), req).await,
+        None => {
+            let range = req
+                .headers()
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            drop(req);
+            answer(&boot, &method, &path, range.as_deref(), client, local).await
+        }
+    };
     let bytes = if method == "GET" {
         response
             .headers()
@@ -215,6 +300,10 @@ async fn answer(
     let opened = match boot.tree.open(&decoded, Via::Http, client.ip(), local) {
         Ok(o) => o,
         Err(TreeError::NotFound) => return status(StatusCode::NOT_FOUND, c),
+        Err(TreeError::Hidden) => {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            return plain(StatusCode::NOT_FOUND);
+        }
         Err(TreeError::BadName | TreeError::Outside | TreeError::NotYours) => {
             return status(StatusCode::FORBIDDEN, c);
         }
@@ -296,6 +385,69 @@ async fn answer(
             r
         }
     }
+}
+
+/// The MAC of a progress endpoint's path (`/nodes/<mac>/progress`), if the path is one.
+fn progress_mac(path: &str) -> Option<MacAddr> {
+    let rest = path.strip_suffix("/progress")?;
+    let mac = rest.trim_start_matches('/').strip_prefix("nodes/")?;
+    mac.parse().ok()
+}
+
+/// A progress report: checked, rate limited, announced. Nothing is stored.
+async fn progress(boot: &Boot, mac: MacAddr, client: IpAddr, req: Request) -> Response {
+    let p = &boot.counters.progress;
+    let count = |c: &AtomicU64, code: StatusCode| {
+        c.fetch_add(1, Ordering::Relaxed);
+        plain(code)
+    };
+    let method = req.method().as_str().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if method != "GET" && method != "POST" {
+        let mut r = count(&p.bad_request, StatusCode::METHOD_NOT_ALLOWED);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return r;
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_BODY).await else {
+        return count(&p.too_large, StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let machine = match boot.tree.machine(mac, client) {
+        Ok(m) => m,
+        Err(TreeError::Hidden) => return count(&p.not_yours, StatusCode::NOT_FOUND),
+        Err(_) => return count(&p.unknown, StatusCode::NOT_FOUND),
+    };
+    let report = match progress::parse(&method, query.as_deref(), content_type.as_deref(), &body) {
+        Ok(r) => r,
+        Err(e) => {
+            p.bad_request.fetch_add(1, Ordering::Relaxed);
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "text/plain")],
+                format!("{e}\n"),
+            )
+                .into_response();
+        }
+    };
+    let now_ms = u64::try_from(boot.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if !boot.limiter.lock().allow((client, mac), now_ms) {
+        return count(&p.rate_limited, StatusCode::TOO_MANY_REQUESTS);
+    }
+    p.accepted.fetch_add(1, Ordering::Relaxed);
+    (boot.on_progress)(&Progress {
+        node: machine.node,
+        mac,
+        client,
+        stage: report.stage,
+        message: report.message,
+        generation: machine.generation,
+    });
+    StatusCode::NO_CONTENT.into_response()
 }
 
 /// `%XX` escapes decoded; `None` for a bad escape or a result that is not UTF-8.

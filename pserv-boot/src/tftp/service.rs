@@ -350,6 +350,11 @@ impl Refusal {
                 ErrorCode::AccessViolation,
                 "access violation",
             ),
+            TreeError::Hidden => (
+                DropReason::NotYours,
+                ErrorCode::FileNotFound,
+                "file not found",
+            ),
             TreeError::BadName | TreeError::Outside => (
                 DropReason::BadName,
                 ErrorCode::AccessViolation,

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use serde::Serialize;
 
 use crate::MacAddr;
@@ -86,6 +86,8 @@ pub(crate) struct Profile {
     kernel: Box<str>,
     initrd: Vec<Box<str>>,
     vars: BTreeMap<String, String>,
+    /// Its node files' names, sorted (their templates are `file/<profile>/<name>`).
+    files: Vec<Box<str>>,
 }
 
 /// Every boot template of one snapshot, compiled. See the module docs.
@@ -93,15 +95,22 @@ pub(crate) struct Profile {
 pub struct BootPlan {
     env: Environment<'static>,
     pub(crate) profiles: Vec<Profile>,
+    /// Which loaders' netboot templates the snapshot overrides (indexed like
+    /// [`Loader::ALL`]); the others are pserv's own.
+    overridden: [bool; 3],
 }
 
-/// Where the client reached pserv: the address and HTTP port its URLs name.
+/// Where the client reached pserv: the address and HTTP port its URLs name, and the syslog
+/// receiver it is told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
     /// The server address (the subnet's `next_server`, else the address the request reached).
     pub server: Ipv4Addr,
     /// The HTTP boot port.
     pub http_port: u16,
+    /// The syslog receiver, when one runs; an unspecified address means `server` (the address
+    /// the machine reached pserv at).
+    pub syslog: Option<std::net::SocketAddr>,
 }
 
 /// Who a configuration is rendered for.
@@ -130,11 +139,23 @@ pub struct Rendered {
     pub node: Option<String>,
 }
 
+/// A rendered node file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// The file's text.
+    pub text: String,
+    /// The profile it belongs to.
+    pub profile: String,
+    /// The node's id (`None` for an unknown client).
+    pub node: Option<String>,
+}
+
 /// Why no configuration was rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    /// Nothing to render for this MAC: no profile, not `local`, or `ignore`.
-    #[error("no boot configuration for this machine")]
+    /// Nothing to render for this MAC: no profile, not `local`, or `ignore` (for a node file:
+    /// no profile, or no file by that name in it).
+    #[error("nothing to render for this machine")]
     NoIntent,
     /// The template failed (validation rendered it for this node, so this is rare: a filter
     /// that fails only on a request-time value such as the client's address).
@@ -214,9 +235,12 @@ struct Ctx<'a> {
     initrd_paths: Vec<String>,
     initrd_grub: Vec<String>,
     initrd_names: Vec<&'a str>,
-    cmdline: String,
     server: String,
     boot_http: String,
+    node_files_url: String,
+    progress_url: String,
+    syslog_host: String,
+    syslog_port: String,
 }
 
 #[derive(Serialize)]
@@ -297,14 +321,12 @@ impl BootPlan {
                 Loader::Pxelinux => NETBOOT_PXELINUX,
             };
             let source = own.clone().unwrap_or_else(|| builtin.to_owned());
-            let problem = |message| TemplateProblem {
-                profile: String::new(),
-                template: loader.name(),
-                field: format!("boot_templates.{}", loader.name()),
-                message,
-            };
             if let Err(e) = env.add_template_owned(loader.netboot_template(), source) {
-                found.push(problem(error_text(&e)));
+                found.push(TemplateProblem {
+                    template: loader.name(),
+                    field: format!("boot_templates.{}", loader.name()),
+                    ..TemplateProblem::of(String::new(), &e)
+                });
             }
         }
         for (loader, source) in [
@@ -325,6 +347,8 @@ impl BootPlan {
                 template,
                 field,
                 message,
+                file: None,
+                line: None,
             };
             for (what, v) in std::iter::once((field("kernel"), &p.kernel)).chain(
                 p.initrd
@@ -347,14 +371,48 @@ impl BootPlan {
             if let Err(e) = env.add_template_owned(format!("cmdline/{i}"), p.cmdline.clone()) {
                 found.push(problem("cmdline", field("cmdline"), error_text(&e)));
             }
+            let mut files = Vec::with_capacity(p.node_files.len());
+            for (file, source) in &p.node_files {
+                let at = field(&format!("node_files.{file}"));
+                if let Some(why) = bad_file_name(file) {
+                    found.push(TemplateProblem {
+                        file: Some(file.clone()),
+                        ..problem("node_file", at, format!("the name {file:?} {why}"))
+                    });
+                } else if let Err(e) =
+                    env.add_template_owned(file_template(i, file), source.clone())
+                {
+                    found.push(TemplateProblem {
+                        template: "node_file",
+                        field: at,
+                        file: Some(file.clone()),
+                        ..TemplateProblem::of(name.clone(), &e)
+                    });
+                } else {
+                    files.push(file.as_str().into());
+                }
+            }
             out.push(Profile {
                 name: name.as_str().into(),
                 kernel: p.kernel.as_str().into(),
                 initrd: p.initrd.iter().map(|s| s.as_str().into()).collect(),
                 vars: p.vars.clone(),
+                files,
             });
         }
-        (Self { env, profiles: out }, found)
+        let overridden = [
+            templates.ipxe.is_some(),
+            templates.grub.is_some(),
+            templates.pxelinux.is_some(),
+        ];
+        (
+            Self {
+                env,
+                profiles: out,
+                overridden,
+            },
+            found,
+        )
     }
 
     /// The index of the profile called `name`.
@@ -371,6 +429,18 @@ impl BootPlan {
         self.profiles.get(i as usize).map(|p| &*p.name)
     }
 
+    /// The names of profile `i`'s node files, sorted.
+    pub fn node_files(&self, i: u32) -> &[Box<str>] {
+        self.profiles.get(i as usize).map_or(&[], |p| &p.files)
+    }
+
+    /// Whether profile `i` has a node file called `name`.
+    pub fn has_node_file(&self, i: u32, name: &str) -> bool {
+        self.node_files(i)
+            .binary_search_by(|f| (**f).cmp(name))
+            .is_ok()
+    }
+
     /// Renders `loader`'s file for `who` under `intent`. Errors carry the template's name.
     pub(crate) fn render(
         &self,
@@ -379,30 +449,125 @@ impl BootPlan {
         who: &Subject<'_>,
         at: Endpoint,
     ) -> Result<Rendered, (&'static str, String)> {
-        self.render_many(&[loader], intent, who, at)?
-            .pop()
-            .unwrap_or_else(|| Err(("mode", "nothing to render".to_owned())))
+        let ctx = self.prepare(intent, None, who, at)?;
+        self.render_loader(loader, &ctx, who)
     }
 
-    /// Renders each of `loaders`' files for `who`, building the context and the command line
-    /// once (what validation does for every node). The outer error is the command line's.
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn render_many(
+    /// Renders profile `profile`'s node file `name` for `who` (whose boot is `intent`).
+    /// `Ok(None)`: the profile has no such file.
+    pub(crate) fn render_file(
         &self,
-        loaders: &[Loader],
+        profile: u32,
+        name: &str,
         intent: Intent,
         who: &Subject<'_>,
         at: Endpoint,
-    ) -> Result<Vec<Result<Rendered, (&'static str, String)>>, (&'static str, String)> {
-        let (mode, profile) = match intent {
-            Intent::Netboot(p) => match self.profiles.get(p as usize) {
-                Some(p) => (BootMode::Netboot, Some(p)),
+    ) -> Result<Option<RenderedFile>, (&'static str, String)> {
+        if !self.has_node_file(profile, name) {
+            return Ok(None);
+        }
+        let ctx = self.prepare(intent, Some(profile), who, at)?;
+        let text = self
+            .render_template(&file_template(profile as usize, name), &ctx.value)
+            .map_err(|e| ("node_file", error_text(&e)))?;
+        Ok(Some(RenderedFile {
+            text,
+            profile: self.profile_name(profile).unwrap_or("").to_owned(),
+            node: (!who.id.is_empty()).then(|| who.id.to_owned()),
+        }))
+    }
+
+    /// Everything that fails for `who`, whose boot is `intent` and whose node files come from
+    /// `files` (what validation runs for every node): the command line, each loader's file
+    /// when `intent` renders, each node file, rendered and format-checked. Builds the context
+    /// once.
+    ///
+    /// pserv's own loader templates are rendered only when `first` (the first node of its
+    /// profile and mode): they read only variables every node has, and the work they do (their
+    /// fuel) depends on the profile's initrd list, never on a node's values, so they fail for
+    /// every node of a profile or for none. A snapshot's own templates, the command line and
+    /// the node files may use anything, and are rendered for every node.
+    pub(crate) fn check(
+        &self,
+        intent: Intent,
+        files: Option<u32>,
+        who: &Subject<'_>,
+        at: Endpoint,
+        first: bool,
+    ) -> Vec<Failure> {
+        let ctx = match self.prepare(intent, files, who, at) {
+            Ok(c) => c,
+            // The command line is shared by every loader and file: reported once.
+            Err((template, message)) => {
+                return vec![Failure {
+                    template,
+                    message,
+                    file: None,
+                    line: None,
+                }];
+            }
+        };
+        let mut out = Vec::new();
+        if intent.renders() {
+            for (k, loader) in Loader::ALL.into_iter().enumerate() {
+                let own = self.overridden[k] && ctx.mode == BootMode::Netboot;
+                if !(own || first) {
+                    continue;
+                }
+                if let Err((template, message)) = self.render_loader(loader, &ctx, who) {
+                    out.push(Failure {
+                        template,
+                        message,
+                        file: None,
+                        line: None,
+                    });
+                }
+            }
+        }
+        let Some(p) = files.or(ctx.profile) else {
+            return out;
+        };
+        for name in self.node_files(p) {
+            let failure = |message, line| Failure {
+                template: "node_file",
+                message,
+                file: Some(name.to_string()),
+                line,
+            };
+            match self.render_template(&file_template(p as usize, name), &ctx.value) {
+                Err(e) => out.push(failure(engine_message(&e), e.line())),
+                Ok(text) => {
+                    if let Err((message, line)) = check_format(name, &text) {
+                        out.push(failure(message, line));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The context every template of one machine renders with: the command line rendered
+    /// first (when a profile applies) and put in it. `files` names the profile whose node
+    /// files are being rendered, when `intent` does not (a `local` node's files).
+    fn prepare(
+        &self,
+        intent: Intent,
+        files: Option<u32>,
+        who: &Subject<'_>,
+        at: Endpoint,
+    ) -> Result<Prepared<'_>, (&'static str, String)> {
+        let (mode, index) = match intent {
+            Intent::Netboot(p) => (BootMode::Netboot, Some(p)),
+            Intent::Local => (BootMode::Local, files),
+            Intent::Ignore => (BootMode::Ignore, files),
+            Intent::Legacy => (BootMode::Netboot, files),
+        };
+        let profile = match index {
+            Some(p) => match self.profiles.get(p as usize) {
+                Some(p) => Some(p),
                 None => return Err(("profile", "no such profile".to_owned())),
             },
-            Intent::Local => (BootMode::Local, None),
-            Intent::Legacy | Intent::Ignore => {
-                return Err(("mode", "nothing to render".to_owned()));
-            }
+            None => None,
         };
         let base = format!("http://{}:{}", at.server, at.http_port);
         let url = |s: &str| {
@@ -429,14 +594,21 @@ impl BootPlan {
         let initrd: Vec<&str> =
             profile.map_or(Vec::new(), |p| p.initrd.iter().map(|s| &**s).collect());
         let kernel = profile.map_or("", |p| &p.kernel);
-        let mut ctx = Ctx {
+        let mac_hyphen = who.mac.to_string().replace(':', "-");
+        let node_files_url = format!("{base}/nodes/{mac_hyphen}/");
+        let (syslog_host, syslog_port) = match at.syslog {
+            Some(sa) if sa.ip().is_unspecified() => (at.server.to_string(), sa.port().to_string()),
+            Some(sa) => (sa.ip().to_string(), sa.port().to_string()),
+            None => (String::new(), String::new()),
+        };
+        let ctx = Ctx {
             node: NodeCtx {
                 id: who.id,
                 hostname: who.hostname,
                 domain: who.domain,
                 fqdn: who.fqdn,
                 mac: who.mac.to_string(),
-                mac_hyphen: who.mac.to_string().replace(':', "-"),
+                mac_hyphen,
                 ipv4: who.ipv4.map(|ip| ip.to_string()).unwrap_or_default(),
             },
             subnet: SubnetCtx {
@@ -475,46 +647,168 @@ impl BootPlan {
                 .map(|s| s.rsplit(['/', '\\']).next().unwrap_or(s))
                 .collect(),
             initrd,
-            cmdline: String::new(),
             server: at.server.to_string(),
+            progress_url: format!("{node_files_url}progress"),
+            node_files_url,
             boot_http: base,
+            syslog_host,
+            syslog_port,
         };
-        let render = |name: &str, ctx: &Ctx<'_>| {
-            self.env
-                .get_template(name)
-                .and_then(|t| t.render(ctx))
-                .map_err(|e| error_text(&e))
-        };
-        if let Some(i) = intent_profile(intent) {
-            ctx.cmdline = render(&format!("cmdline/{i}"), &ctx).map_err(|e| ("cmdline", e))?;
-            // One line: a template's stray newline must not end the loader's directive.
-            if ctx.cmdline.contains(['\n', '\r']) {
-                ctx.cmdline = ctx.cmdline.split_whitespace().collect::<Vec<_>>().join(" ");
+        // One conversion to the engine's values: every template of this machine reads it.
+        let without = Value::from_serialize(&ctx);
+        let cmdline = match index {
+            Some(i) => {
+                let mut line = self
+                    .render_template(
+                        &format!("cmdline/{i}"),
+                        &context! { cmdline => "", ..without.clone() },
+                    )
+                    .map_err(|e| ("cmdline", error_text(&e)))?;
+                // One line: a template's stray newline must not end the loader's directive.
+                if line.contains(['\n', '\r']) {
+                    line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+                }
+                line
             }
-        }
-        Ok(loaders
-            .iter()
-            .map(|&loader| {
-                let template = match mode {
-                    BootMode::Local => loader.local_template(),
-                    _ => loader.netboot_template(),
-                };
-                let text = render(template, &ctx).map_err(|e| (loader.name(), e))?;
-                Ok(Rendered {
-                    text,
-                    mode,
-                    profile: profile.map(|p| p.name.to_string()),
-                    node: (!who.id.is_empty()).then(|| who.id.to_owned()),
-                })
-            })
-            .collect())
+            None => String::new(),
+        };
+        Ok(Prepared {
+            value: context! { cmdline => cmdline, ..without },
+            mode,
+            profile: index,
+            netboot: match intent {
+                Intent::Netboot(_) => profile,
+                _ => None,
+            },
+        })
+    }
+
+    fn render_template(&self, name: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+        self.env.get_template(name).and_then(|t| t.render(ctx))
+    }
+
+    fn render_loader(
+        &self,
+        loader: Loader,
+        ctx: &Prepared<'_>,
+        who: &Subject<'_>,
+    ) -> Result<Rendered, (&'static str, String)> {
+        let template = match ctx.mode {
+            BootMode::Local => loader.local_template(),
+            BootMode::Netboot if ctx.netboot.is_some() => loader.netboot_template(),
+            _ => return Err(("mode", "nothing to render".to_owned())),
+        };
+        let text = self
+            .render_template(template, &ctx.value)
+            .map_err(|e| (loader.name(), error_text(&e)))?;
+        Ok(Rendered {
+            text,
+            mode: ctx.mode,
+            profile: ctx.netboot.map(|p| p.name.to_string()),
+            node: (!who.id.is_empty()).then(|| who.id.to_owned()),
+        })
     }
 }
 
-fn intent_profile(intent: Intent) -> Option<u32> {
-    match intent {
-        Intent::Netboot(p) => Some(p),
-        _ => None,
+/// One machine's templates, ready to render.
+struct Prepared<'p> {
+    value: Value,
+    mode: BootMode,
+    /// The profile in the context (netboot's, or the one whose files are rendered).
+    profile: Option<u32>,
+    /// The profile netbooted, for netboot only.
+    netboot: Option<&'p Profile>,
+}
+
+/// One template that failed for one machine, found by [`BootPlan::check`].
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) template: &'static str,
+    pub(crate) message: String,
+    /// The node file, for a node file's failure.
+    pub(crate) file: Option<String>,
+    /// The line in the template or in the rendered file.
+    pub(crate) line: Option<usize>,
+}
+
+fn file_template(profile: usize, name: &str) -> String {
+    format!("file/{profile}/{name}")
+}
+
+/// Why a node file's name cannot be served, if it cannot.
+fn bad_file_name(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("is empty")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("may hold only A-Z, a-z, 0-9, '.', '_' and '-'")
+    } else if name == "." || name == ".." {
+        Some("is not a file name")
+    } else if name == "progress" {
+        Some("is the progress endpoint's")
+    } else {
+        None
+    }
+}
+
+/// The format a node file's name (and, for `user-data`, its first line) says it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    Yaml,
+    Json,
+}
+
+/// What format `name`, rendered as `text`, must be in: cloud-init's `meta-data` and
+/// `network-config`, and a `user-data` that is cloud-config, are YAML; `.json` and `.ign`
+/// (Ignition) are JSON. Anything else is free text (a preseed, a kickstart, a script).
+pub(crate) fn format_of(name: &str, text: &str) -> Option<Format> {
+    if name.ends_with(".json") || name.ends_with(".ign") {
+        Some(Format::Json)
+    } else if name == "meta-data"
+        || name == "network-config"
+        || (name == "user-data" && text.starts_with("#cloud-config"))
+        || name.ends_with(".yaml")
+        || name.ends_with(".yml")
+    {
+        Some(Format::Yaml)
+    } else {
+        None
+    }
+}
+
+/// Checks a rendered node file against the format its name says; the error's line is
+/// 1-based, in the rendered text.
+pub(crate) fn check_format(name: &str, text: &str) -> Result<(), (String, Option<usize>)> {
+    match format_of(name, text) {
+        None => Ok(()),
+        Some(Format::Json) => serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map(drop)
+            .map_err(|e| (format!("not valid JSON: {e}"), Some(e.line()))),
+        Some(Format::Yaml) => {
+            let mut parser = yaml_rust2::parser::Parser::new_from_str(text);
+            loop {
+                match parser.next_token() {
+                    Ok((yaml_rust2::Event::StreamEnd, _)) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err((
+                            format!("not valid YAML: {}", e.info()),
+                            Some(e.marker().line()),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The engine's error without its internal template name (the line is reported apart).
+fn engine_message(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{}: {d}", e.kind()),
+        None => e.kind().to_string(),
     }
 }
 
@@ -534,4 +828,22 @@ pub(crate) struct TemplateProblem {
     pub(crate) template: &'static str,
     pub(crate) field: String,
     pub(crate) message: String,
+    /// The node file, for a node file's problem.
+    pub(crate) file: Option<String>,
+    /// The line in the template.
+    pub(crate) line: Option<usize>,
+}
+
+impl TemplateProblem {
+    /// A template of `profile` that does not compile (template and field to be filled in).
+    fn of(profile: String, e: &minijinja::Error) -> Self {
+        Self {
+            profile,
+            template: "",
+            field: String::new(),
+            message: engine_message(e),
+            file: None,
+            line: e.line(),
+        }
+    }
 }

@@ -57,6 +57,10 @@ pub(super) struct Compiler<'s> {
     snap: &'s Snapshot,
     problems: Vec<Problem>,
     boot: BootPlan,
+    /// Nodes whose templates validation renders, once every node is read.
+    renders: Vec<RenderJob>,
+    /// The (profile, mode) pairs a job is already marked first for (see [`BootPlan::check`]).
+    firsts: hashbrown::HashSet<(Option<u32>, u8)>,
     hasher: DefaultHashBuilder,
     name_seed: u64,
 }
@@ -84,6 +88,8 @@ impl<'s> Compiler<'s> {
             snap,
             problems: Vec::new(),
             boot: BootPlan::empty(),
+            renders: Vec::new(),
+            firsts: hashbrown::HashSet::new(),
             name_seed: hasher.hash_one(0x7073_6572_7600_u64),
             hasher,
         }
@@ -102,14 +108,29 @@ impl<'s> Compiler<'s> {
         let dns = compile_dns(&snap.dns, &mut self.problems);
         let (plan, found) = BootPlan::compile(&snap.boot_profiles, &snap.boot_templates);
         self.boot = plan;
+        // A node file that does not compile is left out of its profile, so every node can
+        // still be rendered with the rest and every problem is reported at once; a loader
+        // template or a command line that does not compile would fail for every node.
+        let templates_ok = found.iter().all(|p| p.file.is_some());
         self.problems
-            .extend(found.into_iter().map(|p| Problem::Template {
-                profile: p.profile,
-                template: p.template,
-                at: Site::Snapshot { field: p.field },
-                message: p.message,
+            .extend(found.into_iter().map(|p| match p.file {
+                Some(file) => Problem::NodeFile {
+                    profile: p.profile,
+                    file,
+                    at: Site::Snapshot { field: p.field },
+                    line: p.line,
+                    message: p.message,
+                },
+                None => Problem::Template {
+                    profile: p.profile,
+                    template: p.template,
+                    at: Site::Snapshot { field: p.field },
+                    message: match p.line {
+                        Some(l) => format!("{} (line {l})", p.message),
+                        None => p.message,
+                    },
+                },
             }));
-        let templates_ok = self.problems.is_empty();
         let (subnets, subnets_v6) = self.subnets();
         if templates_ok {
             self.check_unknown_profiles(&subnets);
@@ -187,39 +208,86 @@ impl<'s> Compiler<'s> {
                 subnet: Some(s),
             };
             let at = subnet_site(index, &s.cidr, "boot.unknown_profile");
-            self.render_all(Intent::Netboot(p), &who, b.next_server, at);
+            let failures = self.boot.check(
+                Intent::Netboot(p),
+                Some(p),
+                &who,
+                validation_endpoint(b.next_server),
+                true,
+            );
+            self.report(failures, p, &at);
         }
     }
 
-    /// Renders every loader's file for `who`, reporting each failure at `at`.
-    fn render_all(
-        &mut self,
-        intent: Intent,
-        who: &boot::Subject<'_>,
-        next_server: Option<Ipv4Addr>,
-        at: Site,
-    ) {
-        let endpoint = Endpoint {
-            server: next_server.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)),
-            http_port: 5248,
+    /// Problems at `at` for the templates of profile `profile` that failed.
+    fn report(&mut self, failures: Vec<boot::Failure>, profile: u32, at: &Site) {
+        let profile = self.boot.profile_name(profile).unwrap_or("");
+        self.problems.extend(
+            failures
+                .into_iter()
+                .map(|f| failure_problem(f, profile, at)),
+        );
+    }
+
+    /// Renders every template of every node that has any (each loader's file for a netbooting
+    /// node, each node file), on every core: on 100,000 nodes this is most of a publish.
+    fn check_renders(&mut self, subnets: &[SubnetInfo]) {
+        let jobs = std::mem::take(&mut self.renders);
+        if jobs.is_empty() {
+            return;
+        }
+        let (plan, snap) = (&self.boot, self.snap);
+        let run = |jobs: &[RenderJob]| -> Vec<(u32, Vec<boot::Failure>)> {
+            jobs.iter()
+                .filter_map(|j| {
+                    let failures = check_node(plan, &snap.nodes[j.node as usize], j, subnets);
+                    (!failures.is_empty()).then_some((j.node, failures))
+                })
+                .collect()
         };
-        let profile = match intent {
-            Intent::Netboot(p) => self.boot.profile_name(p).unwrap_or("").to_owned(),
-            _ => String::new(),
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(16);
+        // Small snapshots are not worth a thread.
+        let chunk = jobs.len().div_ceil(threads).max(512);
+        let found: Vec<Result<Vec<_>, ()>> = if jobs.len() <= chunk {
+            vec![Ok(run(&jobs))]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = jobs
+                    .chunks(chunk)
+                    .map(|c| scope.spawn(move || run(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().map_err(drop))
+                    .collect()
+            })
         };
-        let failures: Vec<(&'static str, String)> =
-            match self.boot.render_many(&Loader::ALL, intent, who, endpoint) {
-                // The command line is shared by every loader: reported once.
-                Err(e) => vec![e],
-                Ok(each) => each.into_iter().filter_map(Result::err).collect(),
+        for part in found {
+            let Ok(part) = part else {
+                self.problems.push(Problem::Invalid {
+                    at: Site::Snapshot {
+                        field: "boot_profiles".to_owned(),
+                    },
+                    message: "rendering the boot templates failed unexpectedly".to_owned(),
+                });
+                continue;
             };
-        for (template, message) in failures {
-            self.problems.push(Problem::Template {
-                profile: profile.clone(),
-                template,
-                at: at.clone(),
-                message,
-            });
+            for (ni, failures) in part {
+                let node = &snap.nodes[ni as usize];
+                let at = node_site(ni as usize, node, "boot.profile");
+                let profile = node
+                    .boot
+                    .as_ref()
+                    .and_then(|b| b.profile.as_deref())
+                    .unwrap_or("");
+                self.problems.extend(
+                    failures
+                        .into_iter()
+                        .map(|f| failure_problem(f, profile, &at)),
+                );
+            }
         }
     }
 
@@ -631,7 +699,7 @@ impl<'s> Compiler<'s> {
                 self.interface(&mut b, &mut keys, ni, k, subnets, subnets_v6);
             }
 
-            let extra = self.node_extra(ni, node, subnets, render);
+            let extra = self.node_extra(ni, node, render);
             b.nodes.push(NodeRec {
                 id,
                 fqdn: fq,
@@ -648,6 +716,7 @@ impl<'s> Compiler<'s> {
         }
 
         self.indexes(&mut b, keys);
+        self.check_renders(subnets);
         // Report node problems in document order, whichever pass found them.
         self.problems[first_node_problem..].sort_by_key(|p| match p.sites().last() {
             Some(Site::Node { index, .. }) => *index,
@@ -877,48 +946,52 @@ impl<'s> Compiler<'s> {
         true
     }
 
-    fn node_extra(
-        &mut self,
-        ni: usize,
-        node: &Node,
-        subnets: &[SubnetInfo],
-        render: bool,
-    ) -> Option<NodeExtra> {
+    fn node_extra(&mut self, ni: usize, node: &Node, render: bool) -> Option<NodeExtra> {
         if node.boot.is_none() && node.options.is_empty() {
             return None;
         }
         let site = |f: &str| node_site(ni, node, f);
         let options = self.options(&node.options, option::Scope::Node, &site);
-        let (boot, intent, vars) = match &node.boot {
+        let (boot, (intent, profile), vars) = match &node.boot {
             Some(b) => (
                 self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {
                     site(&format!("boot.{f}"))
                 }),
-                self.node_intent(ni, node, b, subnets, render),
+                self.node_intent(ni, node, b, render),
                 b.vars.clone(),
             ),
-            None => (BootFiles::default(), Intent::Legacy, Default::default()),
+            None => (
+                BootFiles::default(),
+                (Intent::Legacy, None),
+                Default::default(),
+            ),
         };
-        (!boot.is_empty() || !options.is_empty() || intent != Intent::Legacy || !vars.is_empty())
-            .then_some(NodeExtra {
-                boot,
-                options,
-                intent,
-                vars,
-            })
+        (!boot.is_empty()
+            || !options.is_empty()
+            || intent != Intent::Legacy
+            || profile.is_some()
+            || !vars.is_empty())
+        .then_some(NodeExtra {
+            boot,
+            options,
+            intent,
+            profile,
+            vars,
+        })
     }
 
-    /// A node's boot intent: its mode, `netboot` by default when it names a profile. A
-    /// netbooting node's files are rendered here, once, so that a template failing for it
-    /// rejects the push.
+    /// A node's boot intent (its mode, `netboot` by default when it names a profile) and the
+    /// profile it names, whatever its mode (its node files are served in every mode: a
+    /// machine installed and now booting `local` still reads its cloud-init files). A node
+    /// with templates to render is queued for [`Compiler::check_renders`], so that a template
+    /// failing for it rejects the push.
     fn node_intent(
         &mut self,
         ni: usize,
         node: &Node,
         b: &snapshot::NodeBoot,
-        subnets: &[SubnetInfo],
         render: bool,
-    ) -> Intent {
+    ) -> (Intent, Option<u32>) {
         let site = |f: &str| node_site(ni, node, f);
         let profile = b
             .profile
@@ -930,33 +1003,103 @@ impl<'s> Compiler<'s> {
             (Some(BootMode::Netboot) | None, Some(p)) => Intent::Netboot(p),
             (Some(BootMode::Netboot) | None, None) => Intent::Legacy,
         };
-        if render && matches!(intent, Intent::Netboot(_)) {
-            let primary = node
-                .interfaces
-                .iter()
-                .find(|i| i.primary)
-                .or(node.interfaces.first());
-            let ipv4 = primary.and_then(|i| i.ipv4);
-            let subnet = ipv4.and_then(|ip| subnets.iter().find(|s| s.contains(ip)));
-            let hostname = node.hostname.to_ascii_lowercase();
-            let domain = name::normalize(&node.domain);
-            let fqdn = format!("{hostname}.{domain}");
-            let who = boot::Subject {
-                id: &node.id,
-                hostname: &hostname,
-                domain: &domain,
-                fqdn: &fqdn,
-                mac: primary.map_or(MacAddr([0x02, 0, 0, 0, 0, 1]), |i| i.mac),
-                ipv4,
-                vars: Some(&b.vars),
-                subnet,
+        let files = profile.filter(|&p| !self.boot.node_files(p).is_empty());
+        if render && (matches!(intent, Intent::Netboot(_)) || files.is_some()) {
+            let key = match intent {
+                Intent::Netboot(p) => (Some(p), 0),
+                Intent::Local => (None, 1),
+                _ => (None, 2),
             };
-            let next_server = subnet
-                .and_then(|s| s.boot.as_ref())
-                .and_then(|b| b.next_server);
-            self.render_all(intent, &who, next_server, site("boot.profile"));
+            let first = self.firsts.insert(key);
+            self.renders.push(RenderJob {
+                node: ni as u32,
+                intent,
+                files,
+                first,
+            });
         }
-        intent
+        (intent, profile)
+    }
+}
+
+/// The endpoint validation renders URLs with (a request renders with the address it reached).
+fn validation_endpoint(next_server: Option<Ipv4Addr>) -> Endpoint {
+    let server = next_server.unwrap_or(Ipv4Addr::new(192, 0, 2, 1));
+    Endpoint {
+        server,
+        http_port: 5248,
+        syslog: Some(std::net::SocketAddr::from((server, 514))),
+    }
+}
+
+/// A node whose templates validation renders.
+struct RenderJob {
+    /// Its index in the snapshot.
+    node: u32,
+    /// Its boot intent.
+    intent: Intent,
+    /// The profile whose node files it gets.
+    files: Option<u32>,
+    /// The first node of its profile and mode: pserv's own loader templates are rendered for
+    /// it (see [`BootPlan::check`]).
+    first: bool,
+}
+
+/// Every template of `node` that fails (see [`BootPlan::check`]).
+fn check_node(
+    plan: &BootPlan,
+    node: &Node,
+    job: &RenderJob,
+    subnets: &[SubnetInfo],
+) -> Vec<boot::Failure> {
+    let primary = node
+        .interfaces
+        .iter()
+        .find(|i| i.primary)
+        .or(node.interfaces.first());
+    let ipv4 = primary.and_then(|i| i.ipv4);
+    let subnet = ipv4.and_then(|ip| subnets.iter().find(|s| s.contains(ip)));
+    let hostname = node.hostname.to_ascii_lowercase();
+    let domain = name::normalize(&node.domain);
+    let fqdn = format!("{hostname}.{domain}");
+    let who = boot::Subject {
+        id: &node.id,
+        hostname: &hostname,
+        domain: &domain,
+        fqdn: &fqdn,
+        mac: primary.map_or(MacAddr([0x02, 0, 0, 0, 0, 1]), |i| i.mac),
+        ipv4,
+        vars: node.boot.as_ref().map(|b| &b.vars),
+        subnet,
+    };
+    let next_server = subnet
+        .and_then(|s| s.boot.as_ref())
+        .and_then(|b| b.next_server);
+    plan.check(
+        job.intent,
+        job.files,
+        &who,
+        validation_endpoint(next_server),
+        job.first,
+    )
+}
+
+/// The problem a failed template is, at `at`.
+fn failure_problem(f: boot::Failure, profile: &str, at: &Site) -> Problem {
+    match f.file {
+        Some(file) => Problem::NodeFile {
+            profile: profile.to_owned(),
+            file,
+            at: at.clone(),
+            line: f.line,
+            message: f.message,
+        },
+        None => Problem::Template {
+            profile: profile.to_owned(),
+            template: f.template,
+            at: at.clone(),
+            message: f.message,
+        },
     }
 }
 

@@ -15,7 +15,7 @@ mod boot;
 mod compile;
 pub mod names;
 
-pub use boot::{BootPlan, Endpoint, Intent, Loader, RenderError, Rendered};
+pub use boot::{BootPlan, Endpoint, Intent, Loader, RenderError, Rendered, RenderedFile};
 pub use compile::validate;
 use compile::{Compiler, compile_dns};
 
@@ -97,6 +97,8 @@ struct NodeExtra {
     boot: BootFiles,
     options: Vec<RawOption>,
     intent: Intent,
+    /// The profile the node names, whatever its mode: where its node files come from.
+    profile: Option<u32>,
     vars: std::collections::BTreeMap<String, String>,
 }
 
@@ -321,6 +323,10 @@ impl<'t> NodeView<'t> {
     /// The node's boot intent (`Legacy` when it names no profile and no mode).
     pub fn boot_intent(&self) -> Intent {
         self.extra().map_or(Intent::Legacy, |e| e.intent)
+    }
+    /// The profile the node names, whatever its mode: where its node files come from.
+    pub fn profile(&self) -> Option<u32> {
+        self.extra().and_then(|e| e.profile)
     }
     /// The node's own DHCP options (these win over the subnet's), in code order.
     pub fn options(&self) -> &'t [RawOption] {
@@ -560,17 +566,84 @@ impl Table {
         client: Option<Ipv4Addr>,
         at: Endpoint,
     ) -> Result<Rendered, RenderError> {
+        let (who, intent, _) = self.subject(mac, iface, client);
+        if !intent.renders() {
+            return Err(RenderError::NoIntent);
+        }
+        self.boot
+            .render(loader, intent, &who, at)
+            .map_err(|(_, e)| RenderError::Failed(e))
+    }
+
+    /// The profile whose node files the machine with `mac` gets, and its boot intent: its
+    /// node's named profile (in any mode), or for a MAC the snapshot does not know, its
+    /// subnet's profile for unknown clients. `iface` and `client` as for
+    /// [`Table::render_boot_for`].
+    pub fn files_profile(
+        &self,
+        mac: MacAddr,
+        iface: Option<IfaceView<'_>>,
+        client: Option<Ipv4Addr>,
+    ) -> Option<u32> {
+        self.subject(mac, iface, client).2
+    }
+
+    /// Renders node file `name` for the machine with `mac`, asking from `client`, with URLs
+    /// naming `at`. [`RenderError::NoIntent`] when its profile has no such file (or it has
+    /// none).
+    pub fn render_file(
+        &self,
+        name: &str,
+        mac: MacAddr,
+        client: Option<Ipv4Addr>,
+        at: Endpoint,
+    ) -> Result<RenderedFile, RenderError> {
+        self.render_file_for(name, mac, self.by_mac(mac), client, at)
+    }
+
+    /// [`Table::render_file`] for a caller that has looked the MAC up already (`iface` as for
+    /// [`Table::render_boot_for`]).
+    pub fn render_file_for(
+        &self,
+        name: &str,
+        mac: MacAddr,
+        iface: Option<IfaceView<'_>>,
+        client: Option<Ipv4Addr>,
+        at: Endpoint,
+    ) -> Result<RenderedFile, RenderError> {
+        let (who, intent, profile) = self.subject(mac, iface, client);
+        let profile = profile.ok_or(RenderError::NoIntent)?;
+        match self.boot.render_file(profile, name, intent, &who, at) {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(RenderError::NoIntent),
+            Err((_, e)) => Err(RenderError::Failed(e)),
+        }
+    }
+
+    /// Who the machine with `mac` is to the templates, its boot intent, and the profile its
+    /// node files come from.
+    fn subject<'a>(
+        &'a self,
+        mac: MacAddr,
+        iface: Option<IfaceView<'_>>,
+        client: Option<Ipv4Addr>,
+    ) -> (boot::Subject<'a>, Intent, Option<u32>) {
         let iface = match iface {
             Some(i) if !std::ptr::eq(i.table, self) || i.mac() != mac => self.by_mac(mac),
-            given => given,
+            Some(i) => Some(self.iface(i.index)),
+            None => None,
         };
         let ipv4 = iface.and_then(|i| i.ipv4()).or(client);
         let subnet = ipv4.and_then(|ip| self.subnet_for(ip));
         let intent = Intent::of(iface, subnet);
-        if !intent.renders() {
-            return Err(RenderError::NoIntent);
-        }
         let node = iface.map(|i| i.node());
+        let profile = match node {
+            Some(n) => n.profile(),
+            None => match intent {
+                Intent::Netboot(p) => Some(p),
+                _ => None,
+            },
+        };
         let who = boot::Subject {
             id: node.map_or("", |n| n.id()),
             hostname: node.map_or("", |n| n.hostname()),
@@ -581,9 +654,7 @@ impl Table {
             vars: node.and_then(|n| n.extra()).map(|e| &e.vars),
             subnet,
         };
-        self.boot
-            .render(loader, intent, &who, at)
-            .map_err(|(_, e)| RenderError::Failed(e))
+        (who, intent, profile)
     }
 
     /// Approximate heap bytes the table holds (vectors, arena, indexes).

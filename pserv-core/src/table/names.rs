@@ -42,6 +42,20 @@ pub fn config_path(loader: Loader, mac: MacAddr) -> String {
     }
 }
 
+/// A node file's name in the tree (issue 21): `nodes/<mac-hyphen>/<name>`.
+pub fn node_file_path(mac: MacAddr, name: &str) -> String {
+    format!("nodes/{}/{name}", hyphens(mac))
+}
+
+/// Which node file a name asks for: `nodes/<mac>/<name>` at the root of the tree, the MAC
+/// in either form. The name is returned as asked (the profile says whether it exists).
+pub fn parse_node_file<'a>(parts: &[&'a str]) -> Option<(MacAddr, &'a str)> {
+    match parts {
+        ["nodes", mac, name] => mac.parse().ok().map(|m| (m, *name)),
+        _ => None,
+    }
+}
+
 /// The HTTP path of a node's iPXE script (what DHCP gives iPXE as its boot file).
 pub fn ipxe_script_path(mac: MacAddr) -> String {
     format!("/{}", config_path(Loader::Ipxe, mac))
@@ -83,6 +97,27 @@ mod tests {
         assert_eq!(script, "/ipxe/52-54-00-aa-00-01");
         let parts: Vec<&str> = script.split('/').filter(|p| !p.is_empty()).collect();
         assert_eq!(parse_config(&parts), Some((Loader::Ipxe, mac)));
+    }
+
+    #[test]
+    fn node_file_names_parse_back() {
+        let mac = MacAddr([0x52, 0x54, 0, 0xaa, 0, 1]);
+        let path = node_file_path(mac, "user-data");
+        assert_eq!(path, "nodes/52-54-00-aa-00-01/user-data");
+        let parts: Vec<&str> = path.split('/').collect();
+        assert_eq!(parse_node_file(&parts), Some((mac, "user-data")));
+        assert_eq!(
+            parse_node_file(&["nodes", "52:54:00:AA:00:01", "preseed.cfg"]),
+            Some((mac, "preseed.cfg"))
+        );
+        for bad in [
+            &["nodes", "52-54-00-aa-00-01"][..],
+            &["x", "nodes", "52-54-00-aa-00-01", "a"],
+            &["nodes", "nope", "a"],
+            &["nodes", "52-54-00-aa-00-01", "a", "b"],
+        ] {
+            assert_eq!(parse_node_file(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

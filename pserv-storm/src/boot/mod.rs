@@ -10,7 +10,10 @@
 //! 4. checks that the configuration is this machine's (it names the hostname DHCP gave it),
 //!    then fetches the kernel and initrds it names (TFTP paths or HTTP URLs), unless it says
 //!    boot from disk;
-//! 5. looks up its own name (A, which must be its address) and address (PTR, which must be its
+//! 5. when its configuration names one of its node files (`http://…/nodes/<mac>/<name>`, or
+//!    the directory itself, as cloud-init's `s=` does, then `user-data`), runs the installer's
+//!    step: fetches that file and reports a progress stage at `…/nodes/<mac>/progress` (204);
+//! 6. looks up its own name (A, which must be its address) and address (PTR, which must be its
 //!    name) at the DNS server DHCP gave it.
 //!
 //! Every fetched file that also exists under `--boot-dir` must match it byte for byte. Each
@@ -93,6 +96,10 @@ pub enum Phase {
     Kernel,
     /// The initrds.
     Initrd,
+    /// The installer's node file (preseed, cloud-init), when the configuration names one.
+    NodeFile,
+    /// The installer's progress report.
+    Progress,
     /// A and PTR lookups.
     Dns,
     /// The run's deadline passed first.
@@ -108,6 +115,8 @@ impl Phase {
             Self::Config => "config",
             Self::Kernel => "kernel",
             Self::Initrd => "initrd",
+            Self::NodeFile => "node_file",
+            Self::Progress => "progress",
             Self::Dns => "dns",
             Self::Deadline => "deadline",
         }
@@ -433,6 +442,28 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             out.bytes += b.len;
         }
     }
+    if let Some((file_url, progress_url)) = installer_urls(&config, &mac_hyphen) {
+        let f = phase!(
+            out,
+            Phase::NodeFile,
+            fetch(&ctx, &file_url, server, src, true).await
+        );
+        out.bytes += f.len;
+        if f.len == 0 {
+            out.failure = Some((Phase::NodeFile, format!("{file_url} is empty")));
+            return out;
+        }
+        phase!(
+            out,
+            Phase::Progress,
+            net::report(
+                &format!("{progress_url}?stage=installer&message=pserv-storm"),
+                src,
+                ctx.cfg.timeout
+            )
+            .await
+        );
+    }
     if let (Some(dns), Some(host)) = (lease.dns, &lease.hostname) {
         let fqdn = match &lease.domain {
             Some(d) if !host.contains('.') => format!("{host}.{}", d.trim_end_matches('.')),
@@ -457,6 +488,26 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
     }
     out.booted = Some(t0.elapsed());
     out
+}
+
+/// The node file a configuration points the installer at, and the progress URL beside it:
+/// the first `http://…/nodes/<mac>/…` URL in it (a directory URL, as cloud-init's `s=`
+/// takes, means its `user-data`).
+fn installer_urls(config: &str, mac_hyphen: &str) -> Option<(String, String)> {
+    let marker = format!("/nodes/{mac_hyphen}/");
+    config
+        .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ';' | '=' | ','))
+        .filter(|t| t.starts_with("http://"))
+        .find_map(|t| {
+            let at = t.find(&marker)? + marker.len();
+            let dir = &t[..at];
+            let file = if at == t.len() {
+                format!("{dir}user-data")
+            } else {
+                t.to_owned()
+            };
+            Some((file, format!("{dir}progress")))
+        })
 }
 
 /// A run's result.
@@ -595,6 +646,36 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_installer_step_follows_the_configurations_node_file_url() {
+        let m = "52-54-00-00-00-01";
+        assert_eq!(
+            installer_urls(
+                "kernel http://10.0.0.2:5248/k auto=true url=http://10.0.0.2:5248/nodes/52-54-00-00-00-01/preseed.cfg log_host=x",
+                m
+            ),
+            Some((
+                "http://10.0.0.2:5248/nodes/52-54-00-00-00-01/preseed.cfg".to_owned(),
+                "http://10.0.0.2:5248/nodes/52-54-00-00-00-01/progress".to_owned()
+            ))
+        );
+        assert_eq!(
+            installer_urls(
+                "APPEND ds=nocloud-net;s=http://h:1/nodes/52-54-00-00-00-01/ x",
+                m
+            ),
+            Some((
+                "http://h:1/nodes/52-54-00-00-00-01/user-data".to_owned(),
+                "http://h:1/nodes/52-54-00-00-00-01/progress".to_owned()
+            ))
+        );
+        assert_eq!(
+            installer_urls("url=http://h/nodes/52-54-00-00-00-02/a", m),
+            None
+        );
+        assert_eq!(installer_urls("kernel http://h/k", m), None);
+    }
 
     #[test]
     fn report_counts_booted_failed_and_phases() {

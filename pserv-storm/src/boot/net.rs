@@ -34,14 +34,24 @@ pub async fn get(
     timeout: Duration,
     sink: impl FnMut(&[u8]),
 ) -> Result<u64, String> {
-    tokio::time::timeout(timeout, get_inner(url, source, sink))
+    tokio::time::timeout(timeout, get_inner(url, source, "200", sink))
         .await
         .map_err(|_| "timed out".to_owned())?
+}
+
+/// A GET that must be answered `204 No Content` (a progress report, given in the URL's
+/// query), from `source`.
+pub async fn report(url: &str, source: Ipv4Addr, timeout: Duration) -> Result<(), String> {
+    tokio::time::timeout(timeout, get_inner(url, source, "204", |_| {}))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map(drop)
 }
 
 async fn get_inner(
     url: &str,
     source: Ipv4Addr,
+    want: &str,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<u64, String> {
     let (addr, path) = parse_url(url).ok_or_else(|| format!("not an http URL: {url}"))?;
@@ -83,7 +93,7 @@ async fn get_inner(
         .and_then(|l| l.split_whitespace().nth(1))
         .unwrap_or("")
         .to_owned();
-    if code != "200" {
+    if code != want {
         return Err(format!("HTTP {code}"));
     }
     let length = lines.find_map(|l| {
