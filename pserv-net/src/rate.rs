@@ -1,155 +1,225 @@
-//! Per-client rate limits: a token bucket per key (a source address, a machine), time passed
-//! in, and a bounded number of keys so that a flood from spoofed sources cannot grow memory.
+//! Per-client rate limits for what machines report (syslog lines, boot progress): a token
+//! bucket per key (a sender's address, a machine), in a table of bounded size.
 //!
-//! A key's bucket holds up to `burst` tokens and refills at `per_second`; each message takes
-//! one. When the table is full, buckets that have refilled completely (their sources went
-//! quiet) are dropped to make room; if none has, a new key is refused until one does: under a
-//! flood of new sources the limiter limits, it does not grow.
+//! Each key may send [`Limits::burst`] messages at once and [`Limits::rate`] per second after
+//! that.
+//!
+//! Memory is bounded whoever sends: at most [`Limits::max_sources`] buckets are kept. A bucket
+//! that has filled up again is the same as no bucket, so idle ones are swept out when the table
+//! is full (at most once per [`SWEEP_INTERVAL`], so a flood of new addresses cannot make every
+//! datagram pay for a sweep). When more sources than that are active at once (a flood from
+//! spoofed addresses), messages from sources not yet in the table are refused
+//! ([`Limited::TooManySources`]) until older ones go idle; sources already in it are unaffected.
+//!
+//! Time is an argument: nothing here reads a clock.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::time::{Duration, Instant};
 
-/// A rate: `per_second` sustained, up to `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    /// Messages per second, sustained.
-    pub per_second: u32,
-    /// Messages at once, after a quiet spell.
+/// How often, at most, a full table is swept for idle sources.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The limit's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Messages per second each source may send, sustained.
+    pub rate: f64,
+    /// Messages a source may send at once (the bucket's size).
     pub burst: u32,
+    /// Sources tracked at most.
+    pub max_sources: usize,
 }
 
+/// Why a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Its source is over its rate.
+    RateLimited,
+    /// The table is full of active sources and this one is not in it.
+    TooManySources,
+}
+
+/// One source's bucket.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
-    /// Tokens, in thousandths.
-    milli: u64,
-    /// When `milli` was last brought up to date (ms).
-    at: u64,
+    /// Messages it may still send, as of `at`.
+    tokens: f64,
+    at: Instant,
 }
 
-/// Token buckets by key. See the module docs.
+impl Bucket {
+    /// Its tokens at `now` (never more than the burst).
+    fn tokens_at(&self, now: Instant, limits: &Limits) -> f64 {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * limits.rate;
+        (self.tokens + refill).min(f64::from(limits.burst))
+    }
+}
+
+/// The buckets of every key seen lately.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
-    limit: Limit,
-    max_keys: usize,
+    limits: Limits,
     buckets: HashMap<K, Bucket>,
+    /// No sweep before then (the last one was recent).
+    next_sweep: Option<Instant>,
 }
 
 impl<K: Hash + Eq> RateLimiter<K> {
-    /// A limiter holding at most `max_keys` keys (at least one).
-    pub fn new(limit: Limit, max_keys: usize) -> Self {
+    /// An empty table with these limits.
+    pub fn new(limits: Limits) -> Self {
         Self {
-            limit,
-            max_keys: max_keys.max(1),
+            limits,
             buckets: HashMap::new(),
+            next_sweep: None,
         }
     }
 
-    /// The limit applied.
-    pub fn limit(&self) -> Limit {
-        self.limit
+    /// The limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
-    /// Keys held now.
-    pub fn len(&self) -> usize {
+    /// Sources tracked now.
+    pub fn sources(&self) -> usize {
         self.buckets.len()
     }
 
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.buckets.is_empty()
-    }
-
-    /// Whether one more message from `key` at `now_ms` (a monotonic clock, in milliseconds)
-    /// is within the limit; takes its token if it is.
-    pub fn allow(&mut self, key: K, now_ms: u64) -> bool {
-        let full = u64::from(self.limit.burst) * 1000;
-        if full < 1000 {
-            return false;
+    /// Takes one message from `source` at `now`: `Ok` if it may pass.
+    pub fn admit(&mut self, now: Instant, source: K) -> Result<(), Limited> {
+        let limits = self.limits;
+        if let Some(b) = self.buckets.get_mut(&source) {
+            let tokens = b.tokens_at(now, &limits);
+            b.at = now;
+            if tokens >= 1.0 {
+                b.tokens = tokens - 1.0;
+                return Ok(());
+            }
+            b.tokens = tokens;
+            return Err(Limited::RateLimited);
         }
-        let rate = u64::from(self.limit.per_second);
-        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
-            self.buckets.retain(|_, b| {
-                let refilled = b
-                    .milli
-                    .saturating_add(now_ms.saturating_sub(b.at).saturating_mul(rate));
-                refilled < full
-            });
-            if self.buckets.len() >= self.max_keys {
-                return false;
+        if self.buckets.len() >= limits.max_sources {
+            self.sweep(now);
+            if self.buckets.len() >= limits.max_sources {
+                return Err(Limited::TooManySources);
             }
         }
-        let b = self.buckets.entry(key).or_insert(Bucket {
-            milli: full,
-            at: now_ms,
-        });
-        let elapsed = now_ms.saturating_sub(b.at);
-        b.milli = b
-            .milli
-            .saturating_add(elapsed.saturating_mul(rate))
-            .min(full);
-        b.at = b.at.max(now_ms);
-        if b.milli >= 1000 {
-            b.milli -= 1000;
-            true
-        } else {
-            false
+        if limits.burst == 0 {
+            return Err(Limited::RateLimited);
         }
+        self.buckets.insert(
+            source,
+            Bucket {
+                tokens: f64::from(limits.burst) - 1.0,
+                at: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops the buckets that have filled up again (as if never seen), unless a sweep ran less
+    /// than [`SWEEP_INTERVAL`] ago.
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_INTERVAL);
+        let limits = self.limits;
+        let full = f64::from(limits.burst);
+        self.buckets.retain(|_, b| b.tokens_at(now, &limits) < full);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
     use super::*;
 
-    #[test]
-    fn a_burst_then_the_sustained_rate() {
-        let mut r = RateLimiter::new(
-            Limit {
-                per_second: 10,
-                burst: 5,
-            },
-            16,
-        );
-        let allowed = (0..20).filter(|_| r.allow("a", 0)).count();
-        assert_eq!(allowed, 5, "the burst");
-        assert!(r.allow("b", 0), "another key has its own bucket");
-        assert!(!r.allow("a", 50), "half a token after 50 ms");
-        assert!(r.allow("a", 100), "one token after 100 ms");
-        // A second later: ten tokens, capped at the burst.
-        let allowed = (0..20).filter(|_| r.allow("a", 1100)).count();
-        assert_eq!(allowed, 5);
-        // A clock that goes backwards takes nothing and gives nothing.
-        assert!(!r.allow("a", 900));
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
     }
 
     #[test]
-    fn the_key_table_is_bounded_and_quiet_keys_make_room() {
-        let limit = Limit {
-            per_second: 1,
-            burst: 2,
+    fn a_burst_passes_then_the_rate_holds() {
+        let limits = Limits {
+            rate: 10.0,
+            burst: 5,
+            max_sources: 16,
         };
-        let mut r = RateLimiter::new(limit, 3);
-        for k in 0..3 {
-            assert!(r.allow(k, 0));
+        let mut l = RateLimiter::new(limits);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.admit(t0, ip(1)), Ok(()));
         }
-        // Full of busy keys: a new one is refused, the table does not grow.
-        assert!(!r.allow(99, 0));
-        assert_eq!(r.len(), 3);
-        // Two seconds on every bucket has refilled: quiet keys are dropped for the new one.
-        assert!(r.allow(99, 2000));
-        assert_eq!(r.len(), 1);
+        assert_eq!(l.admit(t0, ip(1)), Err(Limited::RateLimited));
+        // Another source has its own bucket.
+        assert_eq!(l.admit(t0, ip(2)), Ok(()));
+        // 100 ms at 10/s: one more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(l.admit(t1, ip(1)), Ok(()));
+        assert_eq!(l.admit(t1, ip(1)), Err(Limited::RateLimited));
+        // A long pause refills to the burst, no further.
+        let t2 = t1 + Duration::from_secs(60);
+        let passed = (0..20).filter(|_| l.admit(t2, ip(1)).is_ok()).count();
+        assert_eq!(passed, 5);
+        // Refused messages do not dig the hole deeper: 1 s at 10/s gives 10, capped at 5.
+        let t3 = t2 + Duration::from_secs(1);
+        assert_eq!((0..20).filter(|_| l.admit(t3, ip(1)).is_ok()).count(), 5);
     }
 
     #[test]
-    fn a_zero_burst_allows_nothing() {
-        let mut r = RateLimiter::new(
-            Limit {
-                per_second: 100,
-                burst: 0,
-            },
-            4,
-        );
-        assert!(!r.allow(1, 0));
-        assert!(!r.allow(1, 10_000));
+    fn the_table_is_bounded_and_idle_sources_make_room() {
+        let limits = Limits {
+            rate: 1.0,
+            burst: 2,
+            max_sources: 100,
+        };
+        let mut l = RateLimiter::new(limits);
+        let t0 = Instant::now();
+        // A spoofed flood: each address once.
+        for n in 0..100 {
+            assert_eq!(l.admit(t0, ip(n)), Ok(()));
+        }
+        assert_eq!(l.admit(t0, ip(1000)), Err(Limited::TooManySources));
+        assert_eq!(l.sources(), 100);
+        // A source in the table is unaffected.
+        assert_eq!(l.admit(t0, ip(5)), Ok(()));
+        // Within the sweep interval, no new sweep: still refused.
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(l.admit(t1, ip(1001)), Err(Limited::TooManySources));
+        // After the buckets refilled (1 s for one token, 2 s for ip(5)'s two), the next new
+        // source sweeps them out.
+        let t2 = t0 + Duration::from_millis(1500);
+        assert_eq!(l.admit(t2, ip(1002)), Ok(()));
+        assert_eq!(l.sources(), 2, "ip(5) is still refilling; ip(1002) is new");
+        for n in 2000..2098 {
+            assert_eq!(l.admit(t2, ip(n)), Ok(()));
+        }
+        assert_eq!(l.sources(), 100);
+    }
+
+    #[test]
+    fn a_flood_of_new_sources_costs_one_sweep_per_interval() {
+        let limits = Limits {
+            rate: 1.0,
+            burst: 10,
+            max_sources: 1000,
+        };
+        let mut l = RateLimiter::new(limits);
+        let t0 = Instant::now();
+        for n in 0..1000 {
+            let _ = l.admit(t0, ip(n));
+        }
+        // 100,000 new sources within the interval: all refused, quickly (no sweep each).
+        let started = std::time::Instant::now();
+        for n in 0..100_000 {
+            assert_eq!(
+                l.admit(t0 + Duration::from_millis(1), ip(10_000 + n)),
+                Err(Limited::TooManySources)
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(l.sources(), 1000);
     }
 }

@@ -275,7 +275,7 @@ impl Config {
                 .or(file.syslog_listen)
                 .unwrap_or_else(|| parse(DEFAULT_SYSLOG)),
             syslog_limits: {
-                let d = pserv_syslog::Limits::default();
+                let d = pserv_syslog::DEFAULT_LIMITS;
                 pserv_syslog::Limits {
                     rate: file.syslog_rate.map_or(d.rate, f64::from),
                     burst: file.syslog_burst.unwrap_or(d.burst),
@@ -458,7 +458,7 @@ mod tests {
     fn syslog_address_and_limits_from_the_file_and_refused_when_zero() {
         let d = Config::resolve(File::default(), Overrides::default()).unwrap();
         assert_eq!(d.syslog_listen, DEFAULT_SYSLOG.parse().unwrap());
-        assert_eq!(d.syslog_limits, pserv_syslog::Limits::default());
+        assert_eq!(d.syslog_limits, pserv_syslog::DEFAULT_LIMITS);
         let file: File = toml::from_str(
             "syslog_listen = \"0.0.0.0:514\"\nsyslog_rate = 50\nsyslog_burst = 500\n",
         )

@@ -21,7 +21,7 @@ pub mod message;
 pub mod receiver;
 pub mod service;
 
-pub use limit::Limits;
+pub use limit::{DEFAULT_LIMITS, Limits};
 pub use message::{Facility, MAX_MESSAGE, Message, Severity, parse};
 pub use receiver::{Counters, DropReason, Receiver};
 pub use service::{LogLine, OnLog, Resolve, Setup, start};

@@ -69,7 +69,7 @@ fn bump(a: &AtomicU64) {
 /// The receiver: the rate limit's table and the counters.
 #[derive(Debug)]
 pub struct Receiver {
-    limiter: RateLimiter,
+    limiter: RateLimiter<std::net::IpAddr>,
     counters: Arc<Counters>,
 }
 

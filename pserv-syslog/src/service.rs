@@ -211,7 +211,7 @@ mod tests {
             limits: Limits {
                 burst: 4,
                 rate: 0.001,
-                ..Limits::default()
+                ..crate::DEFAULT_LIMITS
             },
             resolve: Arc::new(move |ip| {
                 if ip == IpAddr::from([127, 0, 0, 1]) {

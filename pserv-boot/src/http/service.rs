@@ -20,7 +20,7 @@ use pserv_core::MacAddr;
 use pserv_net::Running;
 use pserv_net::http::{ConnCounters, Limits};
 use pserv_net::metrics::{Collector, DescriptorEncoder, MetricType, family, load, single};
-use pserv_net::rate::{Limit, RateLimiter};
+use pserv_net::rate::{self, RateLimiter};
 use pserv_net::service::StopError;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::net::TcpListener;
@@ -99,13 +99,12 @@ pub type OnProgress = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// What a machine may report, per machine and address: an installer reports a few stages a
 /// minute; a burst covers a script that reports every step at once.
-pub const PROGRESS_LIMIT: Limit = Limit {
-    per_second: 5,
+/// At most 65,536 machines are tracked at once (the limiter's bound).
+pub const PROGRESS_LIMIT: rate::Limits = rate::Limits {
+    rate: 5.0,
     burst: 50,
+    max_sources: 65_536,
 };
-
-/// Machines whose report rate is tracked at once (the limiter's bound).
-const PROGRESS_KEYS: usize = 65_536;
 
 /// One request answered: the boot-progress event a controller follows.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -147,8 +146,7 @@ pub fn start(
         cache: Arc::new(FileCache::new(CACHE_BUDGET, CACHE_MAX_FILE)),
         on_served,
         on_progress,
-        limiter: Arc::new(Mutex::new(RateLimiter::new(PROGRESS_LIMIT, PROGRESS_KEYS))),
-        epoch: Instant::now(),
+        limiter: Arc::new(Mutex::new(RateLimiter::new(PROGRESS_LIMIT))),
     });
     let task = runtime.spawn(pserv_net::http::serve(
         listener,
@@ -219,8 +217,6 @@ struct Boot {
     on_served: OnServed,
     on_progress: OnProgress,
     limiter: Arc<Mutex<RateLimiter<(IpAddr, MacAddr)>>>,
-    /// The limiter's clock starts here.
-    epoch: Instant,
 }
 
 fn status(code: StatusCode, c: &Counters) -> Response {
@@ -434,8 +430,12 @@ async fn progress(boot: &Boot, mac: MacAddr, client: IpAddr, req: Request) -> Re
                 .into_response();
         }
     };
-    let now_ms = u64::try_from(boot.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-    if !boot.limiter.lock().allow((client, mac), now_ms) {
+    if boot
+        .limiter
+        .lock()
+        .admit(Instant::now(), (client, mac))
+        .is_err()
+    {
         return count(&p.rate_limited, StatusCode::TOO_MANY_REQUESTS);
     }
     p.accepted.fetch_add(1, Ordering::Relaxed);
