@@ -8,8 +8,13 @@
 //! namespaces must drop the [`Process`](crate::process::Process)es first: declare them first.
 
 use std::ffi::OsStr;
+use std::io::Read;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::process::run;
 
@@ -108,6 +113,88 @@ impl Netns {
         self.ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
         self.ip(&["link", "set", name, "master", bridge]);
         self.up(name);
+    }
+
+    /// Answers IPv6 router solicitations arriving on `ifname` until the guard is stopped or
+    /// dropped; see [`RouterAnswers`].
+    pub fn answer_router_solicitations(&self, ifname: &'static str) -> RouterAnswers {
+        RouterAnswers::start(self, ifname)
+    }
+}
+
+/// Answers IPv6 router solicitations on a namespace's interface with a router advertisement
+/// that offers nothing (no prefix, no DHCPv6, router lifetime 0), until stopped.
+///
+/// iPXE configures IPv6 beside DHCP and boots only when both are done; on a network with no
+/// IPv6 router it solicits for about 13 s first (under QEMU's TCG as on hardware). This
+/// answer ends that wait at once. A test stops it before the booted system configures its own
+/// network, so that sees the network as it would without it.
+#[derive(Debug)]
+pub struct RouterAnswers {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<usize>>,
+}
+
+impl RouterAnswers {
+    fn start(ns: &Netns, ifname: &'static str) -> Self {
+        use socket2::{Domain, Protocol, Socket, Type};
+        // A socket belongs to the namespace it was created in, whichever thread uses it.
+        let (sock, index) = ns.enter(move || {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+                .expect("a raw ICMPv6 socket");
+            let index = nix::net::if_::if_nametoindex(ifname)
+                .unwrap_or_else(|e| panic!("no interface {ifname}: {e}"));
+            (s, index)
+        });
+        let all_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+        sock.join_multicast_v6(&all_routers, index)
+            .expect("joining all-routers");
+        sock.set_multicast_if_v6(index).expect("IPV6_MULTICAST_IF");
+        // Neighbour discovery messages carry hop limit 255 (RFC 4861).
+        sock.set_multicast_hops_v6(255)
+            .expect("IPV6_MULTICAST_HOPS");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("SO_RCVTIMEO");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // Type 134, code 0, checksum (the kernel fills it in), current hop limit 0, flags 0
+            // (neither managed nor other configuration), router lifetime 0, reachable time 0,
+            // retransmission timer 0; no options.
+            let advert = [134u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            let all_nodes =
+                SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0, 0, index);
+            let mut buf = [0u8; 1500];
+            let mut answered = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                // A raw ICMPv6 socket reads from the ICMPv6 header on: type 133 is a router
+                // solicitation.
+                if let Ok(n) = (&sock).read(&mut buf)
+                    && n > 0
+                    && buf[0] == 133
+                    && sock.send_to(&advert, &all_nodes.into()).is_ok()
+                {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops answering; how many solicitations were answered (0 once stopped).
+    pub fn stop(&mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for RouterAnswers {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
