@@ -248,28 +248,7 @@ impl Vm {
 
     /// The serial console so far, ANSI escapes removed.
     fn console(&self) -> String {
-        let raw = std::fs::read(&self.serial).unwrap_or_default();
-        let text = String::from_utf8_lossy(&raw);
-        let mut out = String::with_capacity(text.len());
-        let mut chars = text.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\x1b' {
-                // CSI: ESC [ parameters final-byte
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    for d in chars.by_ref() {
-                        if d.is_ascii_alphabetic() {
-                            break;
-                        }
-                    }
-                }
-                continue;
-            }
-            if c != '\r' {
-                out.push(c);
-            }
-        }
-        out
+        pserv_tests::serial_console(&self.serial)
     }
 
     /// Waits until the console shows `what` (or QEMU exits, or `limit` passes).
@@ -409,6 +388,8 @@ fn firmware_netboots_linux_from_pserv_alone() {
     std::fs::write(&snap, snapshot(1, false)).unwrap();
     let ns = lab_netns();
     let server = Server::start(&ns, dir.path(), &snap, &boot);
+    // iPXE waits ~13 s for an IPv6 router before it boots; an empty answer ends the wait.
+    let _routers = ns.answer_router_solicitations("br0");
     let mac = |name: &str| NODES.iter().find(|n| n.0 == name).unwrap().1;
     let limit = Duration::from_secs(200);
 
