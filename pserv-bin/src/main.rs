@@ -89,6 +89,22 @@ enum Command {
         #[arg(long)]
         syslog: Option<std::net::SocketAddr>,
     },
+    /// Fill a boot directory from the distribution's installed packages: iPXE, the signed
+    /// shim and GRUB (Secure Boot; ARM64 too when present), pxelinux. Prints what it copied,
+    /// what is missing and the package that has it, and which boot paths are ready. A file
+    /// already there with different bytes is kept unless --force. Exit 1 when one was kept,
+    /// when nothing at all could be assembled, or on an I/O error.
+    BootDir {
+        /// The boot directory (created if absent): what `--boot-dir` serves.
+        dir: PathBuf,
+        /// Also look under this root (searched before `/`), e.g. a package unpacked with
+        /// `dpkg-deb -x shim-signed_*_arm64.deb ROOT`.
+        #[arg(long = "from", value_name = "ROOT")]
+        from: Vec<PathBuf>,
+        /// Replace files that differ from the packages'.
+        #[arg(long)]
+        force: bool,
+    },
     /// List the leases of a running pserv (dynamic and reserved).
     Leases {
         /// The control API.
@@ -98,6 +114,36 @@ enum Command {
         #[arg(long, env = "PSERV_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+}
+
+/// `pserv boot-dir`: see [`pserv_boot::assemble`].
+fn boot_dir(dir: &Path, mut roots: Vec<PathBuf>, force: bool) -> ExitCode {
+    use pserv_boot::assemble::{BootPath, assemble};
+    roots.push(PathBuf::from("/"));
+    match assemble(dir, &roots, force) {
+        Ok(report) => {
+            print!("{report}");
+            if report.kept() > 0 {
+                eprintln!(
+                    "pserv: {} file(s) in {} differ from the packages' and were kept (--force replaces them)",
+                    report.kept(),
+                    dir.display()
+                );
+                ExitCode::FAILURE
+            } else if !BootPath::ALL.iter().any(|p| report.ready(*p)) {
+                eprintln!(
+                    "pserv: no boot path could be assembled: install the packages named above"
+                );
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("pserv: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -112,6 +158,7 @@ fn main() -> ExitCode {
         Command::Check { file } => client::check(&file),
         Command::Push { file, to, token } => client::push(&file, &to, token.as_deref()),
         Command::Leases { from, token } => client::leases(&from, token.as_deref()),
+        Command::BootDir { dir, from, force } => boot_dir(&dir, from, force),
         Command::Render {
             snapshot,
             node,

@@ -12,6 +12,8 @@
 //!   loop, with boot files a rack fetches together kept in memory (weighed by size, read once
 //!   however many machines ask at once, read again when replaced).
 //! - [`tree`]: the boot directory, read only and confined (no `..`, no symbolic link out).
+//! - [`assemble`]: `pserv boot-dir`, a boot directory filled from the distribution's
+//!   packages (iPXE, signed shim and GRUB for Secure Boot, pxelinux).
 //! - [`vtree`]: what TFTP and HTTP serve: the boot directory plus every machine's rendered
 //!   pxelinux, GRUB and iPXE configuration, each only to its own machine, under the names of
 //!   [`pserv_core::table::names`].
@@ -27,6 +29,7 @@
 
 #![warn(missing_docs)]
 
+pub mod assemble;
 pub mod http;
 pub mod tftp;
 pub mod tree;

@@ -4,8 +4,11 @@
 //!
 //! - `pxelinux.cfg/01-<mac-hyphen>` (pxelinux, lpxelinux; in any directory: pxelinux looks
 //!   beside itself),
-//! - `grub/grub.cfg-01-<mac-hyphen>` and `grub/grub.cfg-<mac>` (GRUB netboot images; GRUB
-//!   2 asks for the first, MAAS-style images for the second),
+//! - `grub.cfg-01-<mac-hyphen>` and `grub.cfg-<mac>` in any directory (GRUB netboot images;
+//!   GRUB 2 asks for the first, MAAS-style images for the second), and plain `grub.cfg` in
+//!   any directory for the machine asking (by its reservation or live lease): a signed GRUB
+//!   reads it under the prefix its distribution built in (Debian's
+//!   `/debian-installer/amd64/grub`, Ubuntu's `/grub`), so no hand-written file is needed,
 //! - `ipxe/<mac>` (the per-node iPXE script pserv's DHCP points iPXE at), with the MAC in
 //!   colon or hyphen form,
 //! - `nodes/<mac>/<name>`: the machine's node files (preseed, kickstart, cloud-init), from
@@ -184,6 +187,15 @@ pub fn config_name(name: &str) -> Option<(Loader, MacAddr)> {
     names::parse_config(&parts)
 }
 
+/// Whether a name is GRUB's plain `grub.cfg`, in any directory (see
+/// [`names::is_plain_grub_cfg`]).
+pub fn is_grub_cfg(name: &str) -> bool {
+    components(name).is_some_and(|parts| {
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        names::is_plain_grub_cfg(&parts)
+    })
+}
+
 /// Which node file a name asks for (`nodes/<mac>/<name>`), if it names one.
 pub fn node_file_name(name: &str) -> Option<(MacAddr, String)> {
     let parts = components(name)?;
@@ -243,6 +255,17 @@ impl Tree {
                 Err(e) => return Err(e),
             }
         }
+        // A signed GRUB reads `grub.cfg` under the prefix its distribution built in: the
+        // machine asking is known by its address (reservation or live lease).
+        if is_grub_cfg(name)
+            && let Some(mac) = self.mac_at(client)
+        {
+            match self.render(Loader::Grub, mac, via, client, local) {
+                Ok(c) => return Ok(c),
+                Err(TreeError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
         if let Some((mac, file)) = node_file_name(name) {
             match self.node_file(mac, &file, via, client, local) {
                 Ok(c) => return Ok(c),
@@ -281,6 +304,17 @@ impl Tree {
             mac,
             generation: table.generation(),
         })
+    }
+
+    /// The MAC whose reservation or live lease `client` is (none for loopback, the operator
+    /// on this host, who gets the boot directory's file).
+    fn mac_at(&self, client: IpAddr) -> Option<MacAddr> {
+        let ip = v4(client).filter(|ip| !ip.is_loopback())?;
+        let table = self.store.load();
+        table
+            .by_ipv4(ip)
+            .map(|i| i.mac())
+            .or_else(|| self.board.holder(ip).map(|l| l.mac))
     }
 
     /// The machine's own address, if `client` is it (or this host): its reservation, else

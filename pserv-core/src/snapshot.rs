@@ -112,6 +112,29 @@ impl BootMode {
     }
 }
 
+/// Which boot chain UEFI machines are handed (issue 22): pserv's iPXE, or the distribution's
+/// signed shim and GRUB, which boot with Secure Boot on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Chain {
+    /// iPXE (`undionly.kpxe`, `ipxe.efi`), which fetches its per-node script over HTTP.
+    #[default]
+    Ipxe,
+    /// UEFI machines get shim (`shimx64.efi`, `shimaa64.efi`), which loads the signed GRUB
+    /// beside it, which reads its per-node configuration; BIOS machines stay on iPXE.
+    Grub,
+}
+
+impl Chain {
+    /// The contract's name for the chain.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ipxe => "ipxe",
+            Self::Grub => "grub",
+        }
+    }
+}
+
 /// Zone-wide DNS settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -359,6 +382,9 @@ pub struct SubnetBoot {
     /// offer (unless the subnet names explicit `files`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unknown_profile: Option<String>,
+    /// The boot chain pserv hands UEFI machines where no file is named (`ipxe` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
 /// One machine the controller knows.
@@ -422,6 +448,9 @@ pub struct NodeBoot {
     /// Per-node template variables (`{{ vars.name }}`), over the profile's defaults.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The boot chain for this node; overrides the subnet's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
 /// A snapshot that is not even well-formed JSON of the contract's shape.

@@ -98,6 +98,51 @@ fn netboot_node_gets_its_profile_rendered_for_every_loader() {
         "{grub}"
     );
     assert!(grub.contains("initrd /images/initrd.img\n"), "{grub}");
+
+    assert!(
+        !grub.contains("(http,"),
+        "HTTP boot is not on port 80:\n{grub}"
+    );
+
+    // GRUB 2.06 cannot name a port: HTTP is tried first only when HTTP boot is on port 80,
+    // then TFTP (Debian's signed GRUB has no HTTP); an http URL keeps its host, without a
+    // port of 80.
+    let at80 = Endpoint {
+        http_port: 80,
+        ..AT
+    };
+    let grub = t.render_boot(Loader::Grub, m, None, at80).unwrap().text;
+    assert!(
+        grub.contains(
+            "  if linux (http,10.99.0.2)/images/vmlinuz console=ttyS0 hostname=node1 pserv.marker=yes; then\n    initrd (http,10.99.0.2)/images/initrd.img\n  else\n    linux /images/vmlinuz console=ttyS0 hostname=node1 pserv.marker=yes\n    initrd /images/initrd.img\n  fi\n"
+        ),
+        "{grub}"
+    );
+    let unknown = mac("52:54:00:bb:00:09");
+    let grub = t
+        .render_boot(
+            Loader::Grub,
+            unknown,
+            Some(Ipv4Addr::new(10, 99, 1, 9)),
+            at80,
+        )
+        .unwrap()
+        .text;
+    assert!(grub.contains("linux (http,10.99.0.9)/k enlist"), "{grub}");
+}
+
+#[test]
+fn boot_chain_is_read_from_subnets_and_nodes_and_checked() {
+    let snap = snapshot(serde_json::json!({
+        "subnets": [ { "cidr": "10.99.0.0/16", "domain": "lab", "boot": { "chain": "grub" } } ]
+    }));
+    assert!(Table::compile(&snap, None).is_ok());
+    let json = serde_json::json!({ "generation": 1, "subnets": [ { "cidr": "10.99.0.0/16",
+        "boot": { "chain": "shim" } } ] })
+    .to_string();
+    let e = Snapshot::from_json(json.as_bytes()).unwrap_err();
+    assert!(e.path.contains("subnets[0].boot.chain"), "{e}");
+    assert!(e.message.contains("shim"), "{e}");
 }
 
 #[test]

@@ -93,6 +93,11 @@ fn boot_file<'t>(
     let ipxe = matches!(msg.opts().get(OptionCode::UserClass),
         Some(DhcpOption::UserClass(uc)) if uc.windows(4).any(|w| w == b"iPXE"))
         || msg.opts().get(OptionCode::Unknown(175)).is_some();
+    // The node's chain over its subnet's; iPXE where neither names one.
+    let chain_of = node
+        .and_then(|n| n.chain)
+        .or_else(|| subnet.and_then(|s| s.chain))
+        .unwrap_or_default();
     let by_arch = node
         .and_then(|n| n.file(arch))
         .or_else(|| subnet.and_then(|s| s.file(arch)));
@@ -113,9 +118,9 @@ fn boot_file<'t>(
         (None, Some((c, server))) if arch.is_http() => Some(Cow::Owned(format!(
             "http://{server}:{}/{}",
             c.http_port,
-            names::chain_file(arch)
+            names::chain_file(arch, chain_of)
         ))),
-        (None, Some(_)) => Some(Cow::Borrowed(names::chain_file(arch))),
+        (None, Some(_)) => Some(Cow::Borrowed(names::chain_file(arch, chain_of))),
         (None, None) => None,
     };
     let http = arch.is_http() && file.is_some();

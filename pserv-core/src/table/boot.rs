@@ -174,9 +174,15 @@ const NETBOOT_GRUB: &str = "# pserv: {{ node.fqdn or node.mac }} netboots profil
 set default=0
 set timeout=0
 menuentry 'pserv {{ profile }}' {
-  linux {{ kernel_grub }} {{ cmdline }}
+{% if kernel_grub_http %}  if linux {{ kernel_grub_http }} {{ cmdline }}; then
+{% if initrd_grub_http %}    initrd {{ initrd_grub_http | join(' ') }}
+{% endif %}  else
+    linux {{ kernel_grub }} {{ cmdline }}
+{% if initrd_grub %}    initrd {{ initrd_grub | join(' ') }}
+{% endif %}  fi
+{% else %}  linux {{ kernel_grub }} {{ cmdline }}
 {% if initrd_grub %}  initrd {{ initrd_grub | join(' ') }}
-{% endif %}}
+{% endif %}{% endif %}}
 ";
 
 const NETBOOT_PXELINUX: &str = "# pserv: {{ node.fqdn or node.mac }} netboots profile {{ profile }}
@@ -230,10 +236,12 @@ struct Ctx<'a> {
     kernel_url: String,
     kernel_path: String,
     kernel_grub: String,
+    kernel_grub_http: String,
     initrd: Vec<&'a str>,
     initrd_urls: Vec<String>,
     initrd_paths: Vec<String>,
     initrd_grub: Vec<String>,
+    initrd_grub_http: Vec<String>,
     initrd_names: Vec<&'a str>,
     server: String,
     boot_http: String,
@@ -280,16 +288,29 @@ fn bad_path(v: &str) -> Option<&'static str> {
     }
 }
 
-/// `http://host[:port]/path` as GRUB's `(http,host[:port])/path`.
+/// A kernel or initrd as GRUB names it: a boot-directory file as `/path`, read over TFTP
+/// from the server GRUB booted from; an `http://host[:port]/path` URL as
+/// `(http,host[:port])/path` (the port dropped when it is 80).
 fn grub_path(s: &str) -> String {
     if let Some(rest) = s.strip_prefix("http://") {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let host = host.strip_suffix(":80").unwrap_or(host);
         return format!("(http,{host})/{path}");
     }
     if is_url(s) {
         return s.to_owned();
     }
     format!("/{}", s.trim_start_matches('/'))
+}
+
+/// A boot-directory file over HTTP for GRUB, where GRUB can name pserv's listener: GRUB's
+/// TFTP has no windowsize (a 40 MB initrd takes seconds), but GRUB 2.06 cannot name a port in
+/// `(http,host)` (it always asks port 80), and Debian 12's signed GRUB has no HTTP at all. So
+/// when HTTP boot listens on port 80 the configuration tries `(http,<server>)/path` first and
+/// falls back to TFTP; otherwise (and for URLs, already HTTP) there is only one form.
+fn grub_http(s: &str, server: Ipv4Addr, http_port: u16) -> Option<String> {
+    (http_port == 80 && !is_url(s))
+        .then(|| format!("(http,{server})/{}", s.trim_start_matches('/')))
 }
 
 impl BootPlan {
@@ -639,9 +660,20 @@ impl BootPlan {
             } else {
                 grub_path(kernel)
             },
+            kernel_grub_http: if kernel.is_empty() {
+                String::new()
+            } else {
+                grub_http(kernel, at.server, at.http_port).unwrap_or_default()
+            },
             initrd_urls: initrd.iter().map(|s| url(s)).collect(),
             initrd_paths: initrd.iter().map(|s| path(s)).collect(),
             initrd_grub: initrd.iter().map(|s| grub_path(s)).collect(),
+            // All over HTTP or none: GRUB loads the initrds together.
+            initrd_grub_http: initrd
+                .iter()
+                .map(|s| grub_http(s, at.server, at.http_port))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default(),
             initrd_names: initrd
                 .iter()
                 .map(|s| s.rsplit(['/', '\\']).next().unwrap_or(s))

@@ -502,9 +502,10 @@ impl<'s> Compiler<'s> {
         }
         info.options = self.options(&s.options, option::Scope::Subnet, &|f| site(f));
         if let Some(b) = &s.boot {
-            let files = self.boot_files(&b.files, None, b.ipxe_url.as_deref(), &|f| {
+            let mut files = self.boot_files(&b.files, None, b.ipxe_url.as_deref(), &|f| {
                 site(&format!("boot.{f}"))
             });
+            files.chain = b.chain;
             if let Some(name) = &b.server_name {
                 self.check_len(site("boot.server_name"), name, MAX_SERVER_NAME);
             }
@@ -954,9 +955,12 @@ impl<'s> Compiler<'s> {
         let options = self.options(&node.options, option::Scope::Node, &site);
         let (boot, (intent, profile), vars) = match &node.boot {
             Some(b) => (
-                self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {
-                    site(&format!("boot.{f}"))
-                }),
+                BootFiles {
+                    chain: b.chain,
+                    ..self.boot_files(&b.files, b.file.as_deref(), b.ipxe_url.as_deref(), &|f| {
+                        site(&format!("boot.{f}"))
+                    })
+                },
                 self.node_intent(ni, node, b, render),
                 b.vars.clone(),
             ),

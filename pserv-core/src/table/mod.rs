@@ -29,7 +29,7 @@ use crate::MacAddr;
 use crate::name::{self, MAX_NAME_LEN};
 use crate::option::{self, RawOption};
 use crate::problem::{Problem, Site};
-use crate::snapshot::{self, Arch, Node, Snapshot, Subnet, UnknownClients};
+use crate::snapshot::{self, Arch, Chain, Node, Snapshot, Subnet, UnknownClients};
 
 /// The longest boot file name: the BOOTP `file` field is 128 bytes including its NUL.
 pub const MAX_BOOT_FILE: usize = 127;
@@ -109,6 +109,8 @@ pub struct BootFiles {
     pub files: [Option<Box<str>>; 6],
     /// What iPXE clients get instead.
     pub ipxe_url: Option<Box<str>>,
+    /// The boot chain named here, if any (a node's wins over its subnet's).
+    pub chain: Option<Chain>,
 }
 
 impl BootFiles {
@@ -118,7 +120,7 @@ impl BootFiles {
     }
 
     fn is_empty(&self) -> bool {
-        self.ipxe_url.is_none() && self.files.iter().all(Option::is_none)
+        self.ipxe_url.is_none() && self.chain.is_none() && self.files.iter().all(Option::is_none)
     }
 }
 

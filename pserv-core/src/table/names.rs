@@ -12,19 +12,40 @@
 //! A MAC is accepted in colon or hyphen form; what pserv writes uses hyphens.
 
 use crate::MacAddr;
-use crate::snapshot::Arch;
+use crate::snapshot::{Arch, Chain};
 use crate::table::Loader;
 
-/// The iPXE binary pserv's own chain hands an architecture (over TFTP, or as an HTTP boot
-/// URL for HTTP clients): BIOS `undionly.kpxe`, x86-64 UEFI `ipxe.efi`, ARM64 UEFI
-/// `ipxe-arm64.efi`, 32-bit UEFI `ipxe-ia32.efi`.
-pub fn chain_file(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64Bios => "undionly.kpxe",
-        Arch::X86_64Uefi | Arch::X86_64Http => "ipxe.efi",
-        Arch::Ia32Uefi => "ipxe-ia32.efi",
-        Arch::Arm64Uefi | Arch::Arm64Http => "ipxe-arm64.efi",
+/// The first file pserv's own chain hands an architecture (over TFTP, or as an HTTP boot
+/// URL for HTTP clients). The `ipxe` chain: BIOS `undionly.kpxe`, x86-64 UEFI `ipxe.efi`,
+/// ARM64 UEFI `ipxe-arm64.efi`, 32-bit UEFI `ipxe-ia32.efi`. The `grub` chain: x86-64 UEFI
+/// `shimx64.efi`, ARM64 UEFI `shimaa64.efi` (the distribution's signed shim, which loads
+/// [`grub_file`] from its own directory); BIOS and 32-bit UEFI, which have no signed shim,
+/// stay on iPXE.
+pub fn chain_file(arch: Arch, chain: Chain) -> &'static str {
+    match (chain, arch) {
+        (_, Arch::X86_64Bios) => "undionly.kpxe",
+        (Chain::Ipxe, Arch::X86_64Uefi | Arch::X86_64Http) => "ipxe.efi",
+        (_, Arch::Ia32Uefi) => "ipxe-ia32.efi",
+        (Chain::Ipxe, Arch::Arm64Uefi | Arch::Arm64Http) => "ipxe-arm64.efi",
+        (Chain::Grub, Arch::X86_64Uefi | Arch::X86_64Http) => "shimx64.efi",
+        (Chain::Grub, Arch::Arm64Uefi | Arch::Arm64Http) => "shimaa64.efi",
     }
+}
+
+/// The signed GRUB the `grub` chain's shim loads from beside itself, for the architectures
+/// that chain serves (shim asks for this name).
+pub fn grub_file(arch: Arch) -> Option<&'static str> {
+    match arch {
+        Arch::X86_64Uefi | Arch::X86_64Http => Some("grubx64.efi"),
+        Arch::Arm64Uefi | Arch::Arm64Http => Some("grubaa64.efi"),
+        Arch::X86_64Bios | Arch::Ia32Uefi => None,
+    }
+}
+
+/// Whether a name is GRUB's plain `grub.cfg` (in any directory: the prefix a signed GRUB
+/// was built with), which names no machine: the client's address does.
+pub fn is_plain_grub_cfg(parts: &[&str]) -> bool {
+    parts.last() == Some(&"grub.cfg")
 }
 
 /// A MAC as served names write it: `52-54-00-aa-00-01`.
@@ -122,9 +143,30 @@ mod tests {
 
     #[test]
     fn chain_files() {
-        assert_eq!(chain_file(Arch::X86_64Bios), "undionly.kpxe");
-        assert_eq!(chain_file(Arch::X86_64Http), "ipxe.efi");
-        assert_eq!(chain_file(Arch::Arm64Uefi), "ipxe-arm64.efi");
-        assert_eq!(chain_file(Arch::Ia32Uefi), "ipxe-ia32.efi");
+        assert_eq!(chain_file(Arch::X86_64Bios, Chain::Ipxe), "undionly.kpxe");
+        assert_eq!(chain_file(Arch::X86_64Http, Chain::Ipxe), "ipxe.efi");
+        assert_eq!(chain_file(Arch::Arm64Uefi, Chain::Ipxe), "ipxe-arm64.efi");
+        assert_eq!(chain_file(Arch::Ia32Uefi, Chain::Ipxe), "ipxe-ia32.efi");
+        // The signed chain: shim for UEFI, iPXE where no signed shim exists.
+        assert_eq!(chain_file(Arch::X86_64Uefi, Chain::Grub), "shimx64.efi");
+        assert_eq!(chain_file(Arch::X86_64Http, Chain::Grub), "shimx64.efi");
+        assert_eq!(chain_file(Arch::Arm64Uefi, Chain::Grub), "shimaa64.efi");
+        assert_eq!(chain_file(Arch::Arm64Http, Chain::Grub), "shimaa64.efi");
+        assert_eq!(chain_file(Arch::X86_64Bios, Chain::Grub), "undionly.kpxe");
+        assert_eq!(chain_file(Arch::Ia32Uefi, Chain::Grub), "ipxe-ia32.efi");
+        assert_eq!(grub_file(Arch::X86_64Http), Some("grubx64.efi"));
+        assert_eq!(grub_file(Arch::Arm64Uefi), Some("grubaa64.efi"));
+        assert_eq!(grub_file(Arch::X86_64Bios), None);
+        assert!(is_plain_grub_cfg(&[
+            "debian-installer",
+            "amd64",
+            "grub",
+            "grub.cfg"
+        ]));
+        assert!(is_plain_grub_cfg(&["grub.cfg"]));
+        assert!(!is_plain_grub_cfg(&[
+            "grub",
+            "grub.cfg-01-52-54-00-aa-00-01"
+        ]));
     }
 }
