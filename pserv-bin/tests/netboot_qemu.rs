@@ -39,6 +39,15 @@ const FILES: [(&str, &str); 6] = [
 ];
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// ARM64 UEFI (package qemu-efi-aarch64).
+const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+/// Debian's arm64 installer kernel (package debian-installer-12-netboot-arm64).
+const ARM64_KERNEL: &str =
+    "/usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64/linux";
+/// Where `.ci/run` unpacks Debian's arm64 shim-signed, grub-efi-arm64-signed and
+/// busybox-static (`apt-get download`, `dpkg-deb -x`); `PSERV_ARM64_ROOT` overrides it.
+const ARM64_ROOT: &str = "/opt/pserv-ci/arm64";
 /// OVMF with Microsoft's keys enrolled and Secure Boot on (package ovmf).
 const OVMF_CODE_SECURE: &str = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd";
 const OVMF_VARS_SECURE: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
@@ -147,7 +156,9 @@ fn lab_snapshot(generation: u64, machines: &[Machine<'_>], subnet_boot: &str) ->
     format!(
         r#"{{ "generation": {generation},
   "boot_profiles": {{ "live": {{ "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
-      "cmdline": "console=ttyS0 panic=-1 pserv.host={{{{ node.hostname }}}}" }} }},
+      "cmdline": "console=ttyS0 panic=-1 pserv.host={{{{ node.hostname }}}}" }},
+    "live-arm64": {{ "kernel": "images/arm64/vmlinuz", "initrd": ["images/arm64/initrd.img"],
+      "cmdline": "console=ttyAMA0 panic=-1 pserv.host={{{{ node.hostname }}}}" }} }},
   "subnets": [ {{ "cidr": "10.99.0.0/16", "router": "{SERVER}", "dns_servers": ["{SERVER}"],
                   "domain": "lab", "lease_seconds": 600, "unknown_clients": "ignore",
                   "boot": {subnet_boot} }} ],
@@ -163,45 +174,57 @@ fn boot_dir(dir: &Path) -> PathBuf {
     for (from, to) in FILES.iter().filter(|(_, to)| !to.is_empty()) {
         std::fs::copy(from, root.join(to)).unwrap();
     }
-    let init = dir.join("initramfs");
+    initramfs(
+        &dir.join("initramfs"),
+        Path::new("/bin/busybox"),
+        "ttyS0",
+        &root.join("images/initrd.img"),
+    );
+    root
+}
+
+/// Writes to `out` an initramfs (built in `work`) of a static `busybox` and an `/init` that
+/// prints `PSERV-BOOTED host=<pserv.host= from the command line>` on `/dev/<tty>` and powers
+/// off.
+fn initramfs(work: &Path, busybox: &Path, tty: &str, out: &Path) {
     for d in ["bin", "dev", "proc", "sys"] {
-        std::fs::create_dir_all(init.join(d)).unwrap();
+        std::fs::create_dir_all(work.join(d)).unwrap();
     }
-    std::fs::copy("/bin/busybox", init.join("bin/busybox")).unwrap();
+    std::fs::copy(busybox, work.join("bin/busybox")).unwrap();
     std::fs::write(
-        init.join("init"),
-        "#!/bin/busybox sh\n\
-         /bin/busybox mount -t proc proc /proc\n\
-         /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
-         h=none\n\
-         for x in $(/bin/busybox cat /proc/cmdline); do\n\
-         \x20 case \"$x\" in pserv.host=*) h=\"${x#pserv.host=}\" ;; esac\n\
-         done\n\
-         echo \"PSERV-BOOTED host=$h\" > /dev/ttyS0\n\
-         /bin/busybox sync\n\
-         /bin/busybox poweroff -f\n",
+        work.join("init"),
+        format!(
+            "#!/bin/busybox sh\n\
+             /bin/busybox mount -t proc proc /proc\n\
+             /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
+             h=none\n\
+             for x in $(/bin/busybox cat /proc/cmdline); do\n\
+             \x20 case \"$x\" in pserv.host=*) h=\"${{x#pserv.host=}}\" ;; esac\n\
+             done\n\
+             echo \"PSERV-BOOTED host=$h\" > /dev/{tty}\n\
+             /bin/busybox sync\n\
+             /bin/busybox poweroff -f\n"
+        ),
     )
     .unwrap();
-    run(&["chmod", "755", init.join("init").to_str().unwrap()]);
+    run(&["chmod", "755", work.join("init").to_str().unwrap()]);
     run(&[
         "mknod",
-        init.join("dev/console").to_str().unwrap(),
+        work.join("dev/console").to_str().unwrap(),
         "c",
         "5",
         "1",
     ]);
-    let out = root.join("images/initrd.img");
     let status = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-            init.display(),
+            work.display(),
             out.display()
         ))
         .status()
         .unwrap();
     assert!(status.success());
-    root
 }
 
 #[derive(Clone, Copy)]
@@ -214,6 +237,8 @@ enum Firmware {
         secure: bool,
         http_only: bool,
     },
+    /// AAVMF (ARM64 UEFI) on QEMU's `virt` machine: PXE with option 93 = 11.
+    Aavmf,
 }
 
 impl Firmware {
@@ -236,24 +261,38 @@ impl Vm {
         ns.tap(&tap, "br0");
         let serial = dir.join(format!("{tag}.serial"));
         let mut c = ns.exec("timeout");
-        c.args([
-            "300",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-display",
-            "none",
-        ])
-        .args(["-serial", &format!("file:{}", serial.display())])
-        .args(["-no-reboot", "-boot", "n"])
-        .args([
-            "-netdev",
-            &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
-        ]);
+        let qemu = match fw {
+            Firmware::Aavmf => "qemu-system-aarch64",
+            _ => "qemu-system-x86_64",
+        };
+        c.args(["400", qemu, "-accel", "tcg", "-display", "none"])
+            .args(["-serial", &format!("file:{}", serial.display())])
+            .args(["-no-reboot", "-boot", "n"])
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ]);
         match fw {
             Firmware::SeaBios => {
                 c.args(["-m", "512", "-machine", "pc,graphics=off"])
                     .args(["-device", &format!("e1000,netdev=n0,mac={mac}")]);
+            }
+            Firmware::Aavmf => {
+                let vars = dir.join(format!("{tag}.vars.fd"));
+                std::fs::copy(AAVMF_VARS, &vars).unwrap();
+                c.args(["-m", "512", "-machine", "virt", "-cpu", "cortex-a57"])
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,readonly=on,file={AAVMF_CODE}"),
+                    ])
+                    .args([
+                        "-drive",
+                        &format!("if=pflash,format=raw,file={}", vars.display()),
+                    ])
+                    .args([
+                        "-device",
+                        &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
+                    ]);
             }
             Firmware::Ovmf { secure, http_only } => {
                 let vars = dir.join(format!("{tag}.vars.fd"));
@@ -806,4 +845,104 @@ fn uefi_secure_boot_and_http_boot_take_the_chain_pserv_hands_them() {
         assert!(hi.iter().any(|(k, n)| k == "http" && n == f), "{f}: {hi:?}");
     }
     eprintln!("UEFI HTTP boot, both chains, at {:?}", t0.elapsed());
+}
+
+#[test]
+fn arm64_uefi_netboots_linux_through_shim_and_grub() {
+    if !ready() {
+        return;
+    }
+    let arm64 = std::env::var("PSERV_ARM64_ROOT").unwrap_or_else(|_| ARM64_ROOT.to_owned());
+    let arm64 = Path::new(&arm64);
+    let busybox = arm64.join("bin/busybox");
+    let missing: Vec<String> = [
+        arm64.join("usr/lib/shim/shimaa64.efi.signed"),
+        arm64.join("usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed"),
+        busybox.clone(),
+        PathBuf::from(ARM64_KERNEL),
+        PathBuf::from(AAVMF_CODE),
+    ]
+    .iter()
+    .filter(|p| !p.exists())
+    .map(|p| p.display().to_string())
+    .collect();
+    if !missing.is_empty() || !have_tool("qemu-system-aarch64") {
+        assert!(
+            !in_ci(),
+            "CI installs and unpacks the arm64 pieces (.ci/run); missing {missing:?}"
+        );
+        eprintln!("SKIP: the ARM64 test needs qemu-system-arm and {missing:?} (see .ci/run)");
+        return;
+    }
+    let _one_at_a_time = VMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let boot = boot_dir(dir.path());
+    let out = Command::new(PSERV)
+        .args(["boot-dir", boot.to_str().unwrap(), "--from"])
+        .arg(arm64)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pserv boot-dir: {out:?}");
+    assert!(
+        report.contains("ready      ARM64 UEFI, grub chain (Secure Boot)"),
+        "{report}"
+    );
+    // The kernel gzipped (GRUB decompresses as it reads): a third of the TFTP blocks, which
+    // Debian's GRUB fetches one 1024-byte block at a time.
+    std::fs::create_dir_all(boot.join("images/arm64")).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -1 -c '{ARM64_KERNEL}' > '{}'",
+            boot.join("images/arm64/vmlinuz").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    initramfs(
+        &dir.path().join("initramfs-arm64"),
+        &busybox,
+        "ttyAMA0",
+        &boot.join("images/arm64/initrd.img"),
+    );
+    let snap = dir.path().join("snap.json");
+    let machine: Machine<'_> = (
+        "arm1",
+        "52:54:00:aa:02:31",
+        "31",
+        r#"{ "profile": "live-arm64" }"#,
+    );
+    std::fs::write(&snap, lab_snapshot(1, &[machine], r#"{ "chain": "grub" }"#)).unwrap();
+    let ns = lab_netns();
+    let server = Server::start(&ns, dir.path(), &snap, &boot, 5248);
+    let start = Instant::now();
+    let mut vm = Vm::start(&ns, dir.path(), "a1", machine.1, Firmware::Aavmf);
+    assert_booted(&mut vm, "arm1", Duration::from_secs(380));
+    eprintln!(
+        "ARM64 UEFI (AAVMF, TCG) to Linux through shim + GRUB: {:.1?}",
+        start.elapsed()
+    );
+    let files = server.fetched_by("10.99.0.31");
+    for f in [
+        "shimaa64.efi",
+        "grubaa64.efi",
+        "grub/grub.cfg",
+        "images/arm64/vmlinuz",
+    ] {
+        assert!(
+            files
+                .iter()
+                .any(|(k, n)| k == "tftp" && n.trim_start_matches('/') == f),
+            "{f} over TFTP: {files:?}"
+        );
+    }
+    assert_eq!(
+        server.configs(machine.1),
+        vec![("grub".to_owned(), "netboot".to_owned())]
+    );
+    eprintln!("ARM64 checked at {:?}", t0.elapsed());
 }

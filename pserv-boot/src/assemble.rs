@@ -64,6 +64,9 @@ pub struct Piece {
     pub package: &'static str,
     /// The boot path it belongs to.
     pub path: BootPath,
+    /// Whether the path works without it (MokManager: only a machine with a key change
+    /// awaiting approval asks for it; Debian packages no signed one for ARM64).
+    pub optional: bool,
 }
 
 /// Every piece `pserv boot-dir` knows, from Debian 12's packages (Ubuntu's have the same
@@ -79,18 +82,21 @@ pub fn pieces() -> [Piece; 10] {
             sources: &["usr/lib/ipxe/undionly.kpxe"],
             package: "ipxe",
             path: BootPath::Bios,
+            optional: false,
         },
         Piece {
             name: ipxe(Arch::X86_64Uefi),
             sources: &["usr/lib/ipxe/ipxe.efi"],
             package: "ipxe",
             path: BootPath::UefiIpxe,
+            optional: false,
         },
         Piece {
             name: grub(Arch::X86_64Uefi),
             sources: &["usr/lib/shim/shimx64.efi.signed"],
             package: "shim-signed",
             path: BootPath::UefiGrub,
+            optional: false,
         },
         // MokManager: shim runs it from its own directory when a key change awaits approval.
         Piece {
@@ -98,6 +104,7 @@ pub fn pieces() -> [Piece; 10] {
             sources: &["usr/lib/shim/mmx64.efi.signed"],
             package: "shim-signed",
             path: BootPath::UefiGrub,
+            optional: true,
         },
         // The network image (its prefix is /debian-installer/amd64/grub on Debian).
         Piece {
@@ -105,36 +112,42 @@ pub fn pieces() -> [Piece; 10] {
             sources: &["usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"],
             package: "grub-efi-amd64-signed",
             path: BootPath::UefiGrub,
+            optional: false,
         },
         Piece {
             name: grub(Arch::Arm64Uefi),
             sources: &["usr/lib/shim/shimaa64.efi.signed"],
             package: "shim-signed:arm64",
             path: BootPath::Arm64Grub,
+            optional: false,
         },
         Piece {
             name: "mmaa64.efi",
             sources: &["usr/lib/shim/mmaa64.efi.signed"],
             package: "shim-signed:arm64",
             path: BootPath::Arm64Grub,
+            optional: true,
         },
         Piece {
             name: grub_aa64,
             sources: &["usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed"],
             package: "grub-efi-arm64-signed:arm64",
             path: BootPath::Arm64Grub,
+            optional: false,
         },
         Piece {
             name: "pxelinux.0",
             sources: &["usr/lib/PXELINUX/pxelinux.0"],
             package: "pxelinux",
             path: BootPath::Pxelinux,
+            optional: false,
         },
         Piece {
             name: "ldlinux.c32",
             sources: &["usr/lib/syslinux/modules/bios/ldlinux.c32"],
             package: "syslinux-common",
             path: BootPath::Pxelinux,
+            optional: false,
         },
     ]
 }
@@ -167,7 +180,7 @@ impl Report {
     pub fn ready(&self, path: BootPath) -> bool {
         self.pieces
             .iter()
-            .filter(|(p, _)| p.path == path)
+            .filter(|(p, _)| p.path == path && !p.optional)
             .all(|(_, o)| *o != Outcome::Missing)
     }
 
@@ -204,9 +217,10 @@ impl fmt::Display for Report {
                 )?,
                 Outcome::Missing => writeln!(
                     f,
-                    "missing    {:<14} for {}: apt-get install {}",
+                    "missing    {:<14} for {}{}: apt-get install {}",
                     p.name,
                     p.path.describe(),
+                    if p.optional { " (optional)" } else { "" },
                     p.package
                 )?,
             }
@@ -338,6 +352,27 @@ mod tests {
                 .all(|(_, o)| matches!(o, Outcome::Unchanged(_)))
         );
         assert_eq!(std::fs::read(out.join("grubx64.efi")).unwrap(), b"grub");
+
+        // ARM64 without MokManager (Debian signs none for it) is ready all the same.
+        install(arm.path(), "usr/lib/shim/shimaa64.efi.signed", b"shim64");
+        install(
+            arm.path(),
+            "usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed",
+            b"grub64",
+        );
+        let r = assemble(
+            &out,
+            &[root.path().to_owned(), arm.path().to_owned()],
+            false,
+        )
+        .unwrap();
+        assert!(r.ready(BootPath::Arm64Grub), "{r}");
+        assert!(
+            r.to_string().contains(
+                "missing    mmaa64.efi     for ARM64 UEFI, grub chain (Secure Boot) (optional)"
+            ),
+            "{r}"
+        );
     }
 
     #[test]
