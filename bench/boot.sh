@@ -41,6 +41,10 @@ KERNEL_MB=${KERNEL_MB:-4}
 INITRD_MB=${INITRD_MB:-8}
 DEADLINE=${DEADLINE:-300}
 SERVERS=${SERVERS:-"pserv dnsmasq kea"}
+# pserv-grub (issue 22; add it to SERVERS): pserv with boot.chain "grub", the machines
+# alternating BIOS (iPXE, as above) and x86-64 UEFI, which take Debian's signed chain: shim
+# over TFTP, its three look-ups beside itself, GRUB, GRUB's /grub/grub.cfg, kernel and initrd
+# over TFTP (Debian's signed GRUB has no HTTP).
 INSTALLER=${INSTALLER:-0}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbbs$$; C=pbbc$$
@@ -69,6 +73,9 @@ root="$work/boot"; mkdir -p "$root/images" "$root/pxelinux.cfg" "$root/ipxe"
 for f in undionly.kpxe ipxe.efi; do
   if [ -e "/usr/lib/ipxe/$f" ]; then cp "/usr/lib/ipxe/$f" "$root/"; else head -c 70000 /dev/urandom >"$root/$f"; fi
 done
+# The signed chain: Debian's shim and network GRUB when installed, else random bytes of their sizes.
+if [ -e /usr/lib/shim/shimx64.efi.signed ]; then cp /usr/lib/shim/shimx64.efi.signed "$root/shimx64.efi"; else head -c 950000 /dev/urandom >"$root/shimx64.efi"; fi
+if [ -e /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed ]; then cp /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed "$root/grubx64.efi"; else head -c 1900000 /dev/urandom >"$root/grubx64.efi"; fi
 if [ -e /usr/lib/PXELINUX/pxelinux.0 ]; then cp /usr/lib/PXELINUX/pxelinux.0 "$root/"; else head -c 42000 /dev/urandom >"$root/pxelinux.0"; fi
 head -c $((KERNEL_MB << 20)) /dev/urandom >"$root/images/vmlinuz"
 head -c $((INITRD_MB << 20)) /dev/urandom >"$root/images/initrd.img"
@@ -115,6 +122,8 @@ snap = {"generation": 1,
                      "domain": "lab", "lease_seconds": 3600, "unknown_clients": "ignore", "boot": {}}],
         "nodes": nodes}
 json.dump(snap, open(work + "/snap.json", "w"))
+snap["subnets"][0]["boot"] = {"chain": "grub"}
+json.dump(snap, open(work + "/snap-grub.json", "w"))
 open(work + "/dnsmasq.hosts", "w").write("\n".join(hosts) + "\n")
 json.dump(kea, open(work + "/kea.hosts.json", "w"))
 PY
@@ -122,11 +131,11 @@ PY
 declare -A ALL REPORT
 # UDP datagrams a full socket buffer dropped, in namespace $1.
 rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ && !h {h=1; next} /^Udp:/ {print $6}' /proc/net/snmp; }
-storm() { # NAME
-  local out s0 c0
+storm() { # NAME [ARCH]
+  local out s0 c0 arch=${2:-bios}
   s0=$(rcvbuf_errors "$S"); c0=$(rcvbuf_errors "$C")
   out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 "$STORM" boot --server 10.88.0.1 \
-        --relay 10.89.0.1 --machines "$MACHINES" --arch bios --leased-source --boot-dir "$root" \
+        --relay 10.89.0.1 --machines "$MACHINES" --arch "$arch" --leased-source --boot-dir "$root" \
         --deadline "$DEADLINE" --json 2>/dev/null || true)
   REPORT[$1]=$out
   echo "  UDP datagrams dropped at full socket buffers: server side $(( $(rcvbuf_errors "$S") - s0 )), machines' side $(( $(rcvbuf_errors "$C") - c0 ))"
@@ -156,6 +165,16 @@ if want pserv; then
     --state-dir "$work/pserv-state" >"$work/pserv.log" 2>&1 &
   p=$!; started "$p"; sleep 1
   storm pserv
+  stop_pid "$p"
+fi
+
+if want pserv-grub; then
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$PSERV" serve --snapshot "$work/snap-grub.json" \
+    --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --tftp-listen 10.88.0.1:69 \
+    --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:0 \
+    --state-dir "$work/pserv-grub-state" >"$work/pserv-grub.log" 2>&1 &
+  p=$!; started "$p"; sleep 1
+  storm pserv-grub mix
   stop_pid "$p"
 fi
 
@@ -229,6 +248,10 @@ NGINX
 fi
 
 echo
+if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-grub]:-}" ]; then
+  awk -v p="${ALL[pserv]}" -v g="${ALL[pserv-grub]}" 'BEGIN {
+    if (p > 0 && g > 0) printf "time to all booted: pserv, all BIOS iPXE %.2f s; half x86-64 UEFI on the grub chain %.2f s (%.2fx)\n", p, g, g / p }'
+fi
 for other in dnsmasq kea; do
   [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[$other]:-}" ] || continue
   awk -v p="${ALL[pserv]}" -v o="${ALL[$other]}" -v n="$other" 'BEGIN {

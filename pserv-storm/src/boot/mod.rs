@@ -5,8 +5,10 @@
 //! 2. fetches the offered boot file: over TFTP from siaddr (else the server identifier), or
 //!    over HTTP for a UEFI HTTP boot URL;
 //! 3. runs the loader that file is: `*.0` is pxelinux, which reads
-//!    `pxelinux.cfg/01-<mac>` (else `pxelinux.cfg/default`) over TFTP; anything else is iPXE,
-//!    which does its own DORA (user class "iPXE") and GETs the script URL it is given;
+//!    `pxelinux.cfg/01-<mac>` (else `pxelinux.cfg/default`) over TFTP; `shim*` is the signed
+//!    chain, which asks for shim's revocation files beside it, loads `grubx64.efi`
+//!    (`grubaa64.efi`) from there and reads GRUB's `/grub/grub.cfg` over TFTP; anything else
+//!    is iPXE, which does its own DORA (user class "iPXE") and GETs the script URL it is given;
 //! 4. checks that the configuration is this machine's (it names the hostname DHCP gave it),
 //!    then fetches the kernel and initrds it names (TFTP paths or HTTP URLs), unless it says
 //!    boot from disk;
@@ -90,6 +92,8 @@ pub enum Phase {
     BootFile,
     /// iPXE's own DORA.
     IpxeDhcp,
+    /// shim's requests beside itself, then the signed GRUB it loads (the `grub` chain).
+    Grub,
     /// The loader's configuration (iPXE script or pxelinux config).
     Config,
     /// The kernel.
@@ -112,6 +116,7 @@ impl Phase {
             Self::Dhcp => "dhcp",
             Self::BootFile => "boot_file",
             Self::IpxeDhcp => "ipxe_dhcp",
+            Self::Grub => "grub",
             Self::Config => "config",
             Self::Kernel => "kernel",
             Self::Initrd => "initrd",
@@ -255,6 +260,18 @@ async fn fetch(
     source: Ipv4Addr,
     keep: bool,
 ) -> Result<Got, String> {
+    fetch_with(ctx, what, tftp_server, source, keep, ctx.cfg.tftp).await
+}
+
+/// [`fetch`] with the TFTP options a particular loader asks for.
+async fn fetch_with(
+    ctx: &Ctx,
+    what: &str,
+    tftp_server: Ipv4Addr,
+    source: Ipv4Addr,
+    keep: bool,
+    options: tftp::Request,
+) -> Result<Got, String> {
     let http = what.starts_with("http://");
     let path = if http {
         net::parse_url(what).map_or("", |(_, p)| p)
@@ -284,7 +301,7 @@ async fn fetch(
             &sock,
             SocketAddr::from((tftp_server, 69)),
             what,
-            ctx.cfg.tftp,
+            options,
             sink,
         )
         .await
@@ -364,7 +381,61 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
     );
     out.bytes += file.1.len;
     let mac_hyphen = mac.map(|o| format!("{o:02x}")).join("-");
-    let (config, boots, server) = if file.0.ends_with(".0") {
+    let shim = file
+        .0
+        .rsplit('/')
+        .next()
+        .is_some_and(|n| n.starts_with("shim"));
+    // What the loader asks TFTP for (measured from Debian 12's: shim 512-byte blocks in
+    // windows of 4, GRUB 1024-byte blocks one at a time); the generator's own for the rest.
+    let shim_tftp = tftp::Request {
+        blksize: 512,
+        window: 4,
+        ..ctx.cfg.tftp
+    };
+    let grub_tftp = tftp::Request {
+        blksize: 1024,
+        window: 1,
+        ..ctx.cfg.tftp
+    };
+    let loader_tftp = if shim { grub_tftp } else { ctx.cfg.tftp };
+    let (config, boots, server) = if shim {
+        // The signed chain, as Debian 12's shim and network GRUB do it: shim asks for its
+        // revocation lists and certificate beside itself (absent is fine), then loads GRUB
+        // from there; GRUB reads `/grub/grub.cfg` (its built-in prefix) over TFTP.
+        let dir = file.0.rsplit_once('/').map_or("", |(d, _)| d);
+        let beside = |name: &str| {
+            if dir.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{dir}/{name}")
+            }
+        };
+        let grub_file = if file.0.contains("aa64") {
+            "grubaa64.efi"
+        } else {
+            "grubx64.efi"
+        };
+        let g = phase!(out, Phase::Grub, {
+            for absent in [
+                "revocations_sku.efi",
+                "revocations_sbat.efi",
+                "shim_certificate_0.efi",
+            ] {
+                let _ = fetch_with(&ctx, &beside(absent), tftp_server, src, true, shim_tftp).await;
+            }
+            fetch_with(&ctx, &beside(grub_file), tftp_server, src, false, shim_tftp).await
+        });
+        out.bytes += g.len;
+        let cfg = phase!(
+            out,
+            Phase::Config,
+            fetch_with(&ctx, "/grub/grub.cfg", tftp_server, src, true, grub_tftp).await
+        );
+        let t = text(&cfg.body);
+        let boots = script::grub(&t);
+        (t, boots, tftp_server)
+    } else if file.0.ends_with(".0") {
         // pxelinux: its config over TFTP.
         let cfg = phase!(out, Phase::Config, {
             match fetch(
@@ -428,7 +499,7 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             out,
             Phase::Kernel,
             match &boots.kernel {
-                Some(k) => fetch(&ctx, k, server, src, false).await,
+                Some(k) => fetch_with(&ctx, k, server, src, false, loader_tftp).await,
                 None => Err("the configuration names no kernel".to_owned()),
             }
         );
@@ -437,7 +508,7 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             let b = phase!(
                 out,
                 Phase::Initrd,
-                fetch(&ctx, initrd, server, src, false).await
+                fetch_with(&ctx, initrd, server, src, false, loader_tftp).await
             );
             out.bytes += b.len;
         }

@@ -51,6 +51,31 @@ pub fn ipxe(text: &str) -> Boots {
     b
 }
 
+/// A GRUB configuration: the last `linux PATH args...` and `initrd PATH...` lines (GRUB runs
+/// the first menu entry; where pserv writes an HTTP attempt with a TFTP fallback, the
+/// fallback is what Debian's signed GRUB, which has no HTTP, loads). `(http,host)/path` is
+/// read as `http://host/path`. A configuration with `chainloader` or `exit` and no `linux`
+/// boots from local disk.
+pub fn grub(text: &str) -> Boots {
+    let mut b = Boots::default();
+    let mut local = false;
+    let path = |p: &str| match p.strip_prefix("(http,").and_then(|r| r.split_once(')')) {
+        Some((host, rest)) => format!("http://{host}{rest}"),
+        None => p.to_owned(),
+    };
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("linux" | "linuxefi") => b.kernel = words.next().map(path),
+            Some("initrd" | "initrdefi") => b.initrds = words.map(path).collect(),
+            Some("chainloader" | "exit") => local = true,
+            _ => {}
+        }
+    }
+    b.local = local && b.kernel.is_none();
+    b
+}
+
 /// A pxelinux config: the first `LABEL`'s (or the `DEFAULT` one's) `KERNEL`/`LINUX` and
 /// `INITRD` or `APPEND initrd=a,b`; `LOCALBOOT` means local boot. Keywords are
 /// case-insensitive.
@@ -108,6 +133,49 @@ mod tests {
         assert_eq!(b.initrds, vec!["http://10.0.0.1:5248/images/initrd.img"]);
         assert!(!b.local);
         assert!(ipxe("#!ipxe\nsanboot --no-describe --drive 0x80 || exit\n").local);
+    }
+
+    #[test]
+    fn grub_configurations_as_pserv_renders_them() {
+        use pserv_core::table::{Endpoint, Loader};
+        let snap: pserv_core::Snapshot = serde_json::from_value(serde_json::json!({
+            "generation": 1,
+            "boot_profiles": { "live": { "kernel": "images/vmlinuz",
+                "initrd": ["images/initrd.img", "x.img"], "cmdline": "console=ttyS0" } },
+            "subnets": [ { "cidr": "10.0.0.0/24" } ],
+            "nodes": [
+                { "id": "a", "hostname": "a", "domain": "lab", "boot": { "profile": "live" },
+                  "interfaces": [ { "mac": "52:54:00:00:00:01", "ipv4": "10.0.0.5" } ] },
+                { "id": "b", "hostname": "b", "domain": "lab",
+                  "boot": { "profile": "live", "mode": "local" },
+                  "interfaces": [ { "mac": "52:54:00:00:00:02", "ipv4": "10.0.0.6" } ] } ]
+        }))
+        .unwrap();
+        let t = pserv_core::Table::compile(&snap, None).unwrap();
+        for port in [5248, 80] {
+            let at = Endpoint {
+                server: "10.0.0.1".parse().unwrap(),
+                http_port: port,
+                syslog: None,
+            };
+            let cfg = t
+                .render_boot(Loader::Grub, "52:54:00:00:00:01".parse().unwrap(), None, at)
+                .unwrap()
+                .text;
+            // Over TFTP either way: the HTTP attempt's fallback, on port 80.
+            let b = grub(&cfg);
+            assert_eq!(b.kernel.as_deref(), Some("/images/vmlinuz"), "{cfg}");
+            assert_eq!(b.initrds, vec!["/images/initrd.img", "/x.img"], "{cfg}");
+            assert!(!b.local);
+            let local = t
+                .render_boot(Loader::Grub, "52:54:00:00:00:02".parse().unwrap(), None, at)
+                .unwrap()
+                .text;
+            assert!(grub(&local).local, "{local}");
+        }
+        let h = grub("linux (http,10.0.0.1)/k a=b\ninitrd (http,10.0.0.1)/i\n");
+        assert_eq!(h.kernel.as_deref(), Some("http://10.0.0.1/k"));
+        assert_eq!(h.initrds, vec!["http://10.0.0.1/i"]);
     }
 
     #[test]
