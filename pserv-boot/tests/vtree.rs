@@ -78,6 +78,18 @@ fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// A bound lease of `mac` on `ip` in the first subnet, published where the tree reads.
+    fn lease(&self, mac: MacAddr, ip: Ipv4Addr) {
+        let table = self.store.load_full();
+        let mut leases = Leases::new();
+        leases
+            .commit(&table, &table.subnets()[0], mac, ip, None, 1_800_000_000)
+            .unwrap();
+        leases.publish(&self.board);
+    }
+}
+
 fn text(c: Content) -> String {
     let mut b = vec![0u8; c.size() as usize];
     assert_eq!(c.read_at(0, &mut b).unwrap(), b.len());
@@ -157,19 +169,7 @@ fn an_unknown_machine_is_served_at_its_leased_address() {
         f.tree.open(name, Via::Http, ip("10.99.1.3"), SERVER),
         Err(TreeError::NotYours)
     ));
-    let table = f.store.load_full();
-    let mut leases = Leases::new();
-    leases
-        .commit(
-            &table,
-            &table.subnets()[0],
-            stranger,
-            Ipv4Addr::new(10, 99, 1, 3),
-            None,
-            1_800_000_000,
-        )
-        .unwrap();
-    leases.publish(&f.board);
+    f.lease(stranger, Ipv4Addr::new(10, 99, 1, 3));
     let script = text(
         f.tree
             .open(name, Via::Http, ip("10.99.1.3"), SERVER)
@@ -315,19 +315,7 @@ fn an_unknown_machine_gets_its_subnets_profile_files_at_its_leased_address() {
         f.tree.open(name, Via::Http, ip("10.99.1.3"), SERVER),
         Err(TreeError::Hidden)
     ));
-    let table = f.store.load_full();
-    let mut leases = Leases::new();
-    leases
-        .commit(
-            &table,
-            &table.subnets()[0],
-            stranger,
-            Ipv4Addr::new(10, 99, 1, 3),
-            None,
-            1_800_000_000,
-        )
-        .unwrap();
-    leases.publish(&f.board);
+    f.lease(stranger, Ipv4Addr::new(10, 99, 1, 3));
     let ud = text(
         f.tree
             .open(name, Via::Http, ip("10.99.1.3"), SERVER)
@@ -356,4 +344,60 @@ fn an_unknown_machine_gets_its_subnets_profile_files_at_its_leased_address() {
             .as_deref(),
         Some("n1")
     );
+}
+
+#[test]
+fn plain_grub_cfg_under_any_prefix_is_the_asking_machines_configuration() {
+    let f = fixture();
+    // An operator's own grub.cfg in the directory: what loopback and strangers get.
+    std::fs::create_dir_all(f._dir.path().join("grub")).unwrap();
+    std::fs::write(f._dir.path().join("grub/grub.cfg"), b"# operator's\n").unwrap();
+    for prefix in ["grub", "debian-installer/amd64/grub", "boot/grub"] {
+        let name = format!("/{prefix}/grub.cfg");
+        let cfg = text(
+            f.tree
+                .open(&name, Via::Tftp, ip("10.99.0.11"), SERVER)
+                .unwrap(),
+        );
+        assert!(
+            cfg.contains("netboots profile live") && cfg.contains("pserv.host=node1"),
+            "{name}: {cfg}"
+        );
+        let local = text(
+            f.tree
+                .open(&name, Via::Http, ip("10.99.0.12"), SERVER)
+                .unwrap(),
+        );
+        assert!(local.contains("chainloader"), "{name}: {local}");
+    }
+    let ev = f.events.lock().unwrap().0.clone();
+    assert_eq!(ev.len(), 6);
+    assert!(ev.iter().all(|e| e.loader == "grub"));
+    assert_eq!(ev[0].node.as_deref(), Some("n1"));
+    assert_eq!(ev[1].mode, "local");
+    // No machine at the address, loopback, or a node with nothing to render: the directory.
+    for from in ["10.99.0.99", "127.0.0.1", "10.99.0.13"] {
+        let cfg = text(
+            f.tree
+                .open("grub/grub.cfg", Via::Tftp, ip(from), SERVER)
+                .unwrap(),
+        );
+        assert_eq!(cfg, "# operator's\n", "from {from}");
+    }
+    assert!(matches!(
+        f.tree
+            .open("other/grub.cfg", Via::Tftp, ip("10.99.0.99"), SERVER),
+        Err(TreeError::NotFound)
+    ));
+    // A live lease is the machine too (an unknown MAC with the subnet's profile).
+    f.lease(
+        "02:00:00:00:00:09".parse().unwrap(),
+        Ipv4Addr::new(10, 99, 1, 4),
+    );
+    let cfg = text(
+        f.tree
+            .open("x/grub.cfg", Via::Tftp, ip("10.99.1.4"), SERVER)
+            .unwrap(),
+    );
+    assert!(cfg.contains("netboots profile live"), "{cfg}");
 }
