@@ -203,6 +203,13 @@ pub fn node_file_name(name: &str) -> Option<(MacAddr, String)> {
     names::parse_node_file(&parts).map(|(m, f)| (m, f.to_owned()))
 }
 
+/// Seconds since the Unix epoch (sightings count for a while from when they were made).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The address a machine asked from, as IPv4 (an IPv4-mapped IPv6 peer included).
 fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     match ip {
@@ -287,7 +294,7 @@ impl Tree {
         let table = self.store.load();
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.board.address_of(mac);
+        let leased = self.leased(mac);
         if iface.is_none() && leased.is_none() {
             return Err(TreeError::NotFound);
         }
@@ -315,6 +322,15 @@ impl Tree {
             .by_ipv4(ip)
             .map(|i| i.mac())
             .or_else(|| self.board.holder(ip).map(|l| l.mac))
+            .or_else(|| self.board.sighted_at(ip, unix_now()))
+    }
+
+    /// The address a machine holds without a reservation: its bound lease, else (on a
+    /// proxyDHCP subnet) the address it showed in its PXE exchange.
+    fn leased(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        self.board
+            .address_of(mac)
+            .or_else(|| self.board.sighted(mac, unix_now()))
     }
 
     /// The machine's own address, if `client` is it (or this host): its reservation, else
@@ -351,7 +367,7 @@ impl Tree {
         let client4 = v4(client);
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.board.address_of(mac);
+        let leased = self.leased(mac);
         // Whether the machine has such a file at all, before judging the address.
         let Some(profile) = table.files_profile(mac, iface, reserved.or(leased).or(client4)) else {
             return Err(TreeError::NotFound);
@@ -398,7 +414,7 @@ impl Tree {
         // rendering all read this interface.
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.board.address_of(mac);
+        let leased = self.leased(mac);
         // Whether there is anything to render at all, before judging the address.
         let subnet = reserved
             .or(leased)

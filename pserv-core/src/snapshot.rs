@@ -212,9 +212,10 @@ pub struct Subnet {
     /// Address ranges for dynamic leases; none means only nodes are served.
     #[serde(default)]
     pub dynamic: Vec<DynamicRange>,
-    /// What to do with a MAC the snapshot does not know.
-    #[serde(default)]
-    pub unknown_clients: UnknownClients,
+    /// What to do with a MAC the snapshot does not know (`serve` when absent; a proxyDHCP
+    /// subnet leases nothing, so `serve` there is a problem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_clients: Option<UnknownClients>,
     /// How long a DECLINEd address stays out of the pool.
     #[serde(default = "default_decline_seconds")]
     pub decline_seconds: u32,
@@ -227,6 +228,11 @@ pub struct Subnet {
     /// Network-boot settings.
     #[serde(default)]
     pub boot: Option<SubnetBoot>,
+    /// proxyDHCP (issue 23): another server hands out this subnet's addresses; pserv answers
+    /// only the boot part (PXE 2.1 proxy offers on port 67, the boot server on 4011) and
+    /// never offers, ACKs or NAKs an address here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_dhcp: bool,
 }
 
 fn default_lease_seconds() -> u32 {

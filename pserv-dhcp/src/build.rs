@@ -104,7 +104,32 @@ impl Exchange<'_> {
             dest: destination(addressing(msg), sending),
             change,
             kind,
+            proxy: false,
         }
+    }
+}
+
+/// Finishes a proxyDHCP answer (`r`, its boot fields set; see [`crate::proxy`]): option 61
+/// and 82 echoed, encoded, addressed. An OFFER goes to the relay, else broadcast (the client
+/// has no address from us); a boot server's ACK goes back where its request came from (the
+/// front end sends it there), named here as the client's address.
+pub(crate) fn proxy(req: &Request<'_>, mut r: Message, kind: MessageType) -> Reply {
+    let msg = req.msg;
+    echo_client_id(req, r.opts_mut());
+    echo_relay_info(msg, &mut r);
+    let dest = if !msg.giaddr().is_unspecified() {
+        crate::reply::Destination::Relay(msg.giaddr())
+    } else if kind == MessageType::Ack && !msg.ciaddr().is_unspecified() {
+        crate::reply::Destination::Unicast(msg.ciaddr())
+    } else {
+        crate::reply::Destination::Broadcast
+    };
+    Reply {
+        bytes: encode(&r),
+        dest,
+        change: None,
+        kind,
+        proxy: true,
     }
 }
 
@@ -138,6 +163,7 @@ pub(crate) fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
         dest: destination(addressing(msg), Sending::Nak),
         change: None,
         kind: MessageType::Nak,
+        proxy: false,
     }
 }
 

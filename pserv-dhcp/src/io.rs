@@ -56,6 +56,12 @@ pub struct Counters {
     pub acks: AtomicU64,
     /// NAKs sent.
     pub naks: AtomicU64,
+    /// proxyDHCP offers sent (port 67) and boot-server ACKs (port 4011).
+    pub proxy_offers: AtomicU64,
+    /// proxyDHCP sightings recorded, and refused (the table full).
+    pub sightings: AtomicU64,
+    /// See `sightings`.
+    pub sightings_refused: AtomicU64,
     /// Replies that could not be sent.
     pub send_errors: AtomicU64,
     /// Replies unicast to a client without an address (after setting its ARP entry).
@@ -166,6 +172,7 @@ pub fn start(
         board,
         on_event,
     } = setup;
+    let sightings = board.clone();
     let owner = Owner::new(leases, log, board, Now::read());
     let counters = Arc::new(Counters::default());
     let metrics = Metrics {
@@ -193,6 +200,7 @@ pub fn start(
                 store,
                 server,
                 owner,
+                sightings,
                 counters: front,
                 on_event,
                 outbox: Vec::with_capacity(BATCH),
@@ -221,6 +229,8 @@ struct Outgoing {
     /// Send from this interface (broadcasts) when known.
     ifindex: u32,
     kind: dhcproto::v4::MessageType,
+    /// A proxyDHCP offer.
+    proxy: bool,
 }
 
 impl Outgoing {
@@ -245,6 +255,8 @@ struct Loop {
     server: Server,
     /// The lease set and its log: owned here, and only here.
     owner: Owner<Outgoing>,
+    /// Where proxyDHCP sightings go (the owner's board: the virtual tree reads it).
+    sightings: Arc<LeaseBoard>,
     counters: Arc<Counters>,
     on_event: OnEvent,
     /// Replies ready to leave, sent together once the pass has decided them all.
@@ -290,6 +302,10 @@ impl Loop {
                         &meta,
                         batch.payload(d),
                     );
+                    if let Outcome::Seen(s) = outcome {
+                        sight(&self.sightings, &self.counters, s, now.unix);
+                        continue;
+                    }
                     self.queue(outcome, from, meta.ifindex, now.mono);
                 }
                 self.counters
@@ -366,12 +382,14 @@ impl Loop {
                     bytes: r.bytes,
                     ifindex,
                     kind: r.kind,
+                    proxy: r.proxy,
                 };
                 self.owner.handle_decision(r.change, Some(out));
             }
             // No reply; announced once durable.
             Outcome::Change(c) => self.owner.handle_decision(Some(c), None),
             Outcome::Drop(reason) => self.counters.count_drop(reason),
+            Outcome::Seen(_) => {}
         }
     }
 
@@ -410,15 +428,26 @@ impl Loop {
     }
 }
 
+/// Records a proxyDHCP sighting on the board the virtual tree reads, counted.
+pub(crate) fn sight(board: &LeaseBoard, c: &Counters, s: crate::proxy::Sighting, now: u64) {
+    let counter = if board.sight(s.mac, s.ip, now) {
+        &c.sightings
+    } else {
+        &c.sightings_refused
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Counts a reply sent, or not.
 fn count_sent(c: &Counters, out: &Outgoing, result: nix::Result<()>) {
     match result {
         Ok(()) => {
             c.sent.fetch_add(1, Ordering::Relaxed);
             c.reply_seconds.observe(out.arrived.elapsed());
-            let by_kind = match out.kind {
-                dhcproto::v4::MessageType::Offer => &c.offers,
-                dhcproto::v4::MessageType::Ack => &c.acks,
+            let by_kind = match (out.proxy, out.kind) {
+                (true, _) => &c.proxy_offers,
+                (_, dhcproto::v4::MessageType::Offer) => &c.offers,
+                (_, dhcproto::v4::MessageType::Ack) => &c.acks,
                 _ => &c.naks,
             };
             by_kind.fetch_add(1, Ordering::Relaxed);
@@ -467,6 +496,11 @@ impl Collector for Metrics {
             ("offer", load(&c.offers)),
             ("ack", load(&c.acks)),
             ("nak", load(&c.naks)),
+            ("proxy_offer", load(&c.proxy_offers)),
+        ])?;
+        family(e, "pserv_dhcp_proxy_sightings", "proxyDHCP: addresses machines showed in their PXE exchange, recorded for the address check of their files (refused: the table was full)", Counter, "result", &[
+            ("recorded", load(&c.sightings)),
+            ("refused", load(&c.sightings_refused)),
         ])?;
         single(e, "pserv_dhcp_hardware_unicast", "Replies unicast to a client without an address (ARP entry set)", Counter, load(&c.hardware_unicasts))?;
         let mut drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();

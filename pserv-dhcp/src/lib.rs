@@ -18,9 +18,11 @@
 
 mod arp;
 mod boot;
+pub mod boot_server;
 mod build;
 pub mod guard;
 pub mod io;
+pub mod proxy;
 pub mod reply;
 pub mod server;
 

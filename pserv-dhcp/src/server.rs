@@ -50,6 +50,8 @@ pub struct Reply {
     pub change: Option<Change>,
     /// What kind of reply it is.
     pub kind: MessageType,
+    /// A proxyDHCP answer (no address: see [`crate::proxy`]).
+    pub proxy: bool,
 }
 
 /// Why a packet got no answer. Every drop is counted by reason.
@@ -92,11 +94,16 @@ pub enum DropReason {
     /// Cluster mode: the lease store is behind; a DISCOVER for a dynamic lease is turned away
     /// until it catches up (clients already in an exchange go first; the client retries).
     Busy,
+    /// proxyDHCP: a client that is not netbooting (no option 60 `PXEClient`/`HTTPClient`):
+    /// the other server answers it alone.
+    NotNetbooting,
+    /// proxyDHCP: nothing to boot for this machine (`ignore`, no profile and no boot file).
+    NothingToBoot,
 }
 
 impl DropReason {
     /// Every reason, in a fixed order (counters are indexed by it).
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::Malformed,
         Self::Oversized,
         Self::BadOptionLength,
@@ -112,6 +119,8 @@ impl DropReason {
         Self::OtherInstance,
         Self::ClusterUnavailable,
         Self::Busy,
+        Self::NotNetbooting,
+        Self::NothingToBoot,
     ];
 
     /// This reason's position in [`DropReason::ALL`].
@@ -137,6 +146,8 @@ impl DropReason {
             Self::OtherInstance => "OtherInstance",
             Self::ClusterUnavailable => "ClusterUnavailable",
             Self::Busy => "Busy",
+            Self::NotNetbooting => "NotNetbooting",
+            Self::NothingToBoot => "NothingToBoot",
         }
     }
 }
@@ -151,6 +162,9 @@ pub enum Outcome {
     Change(Change),
     /// Send nothing; count the reason.
     Drop(DropReason),
+    /// Send nothing: a machine on a proxyDHCP subnet showed the address another server leased
+    /// it (record it for the address check of its files; see [`crate::proxy`]).
+    Seen(crate::proxy::Sighting),
 }
 
 /// The DHCPv4 decision-maker. It holds no lease: it decides on the set it is lent, so that
@@ -158,7 +172,7 @@ pub enum Outcome {
 /// table; the only setting is pserv's own boot chain.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Server {
-    chain: Option<BootChain>,
+    pub(crate) chain: Option<BootChain>,
 }
 
 /// Facts about a request, read once.
@@ -174,13 +188,13 @@ pub(crate) struct Request<'m> {
     /// Option 54 of the request (the server the client selected).
     server_id: Option<Ipv4Addr>,
     /// The relay's server identifier override (RFC 5107: option 82 sub-option 11).
-    id_override: Option<Ipv4Addr>,
+    pub(crate) id_override: Option<Ipv4Addr>,
     hostname: Option<String>,
 }
 
 impl<'m> Request<'m> {
     /// Reads what the decision needs; a packet that is not a client's request is a drop.
-    fn read(msg: &'m Message) -> Result<Self, DropReason> {
+    pub(crate) fn read(msg: &'m Message) -> Result<Self, DropReason> {
         if msg.opcode() != Opcode::BootRequest || msg.htype() != HType::Eth || msg.hlen() != 6 {
             return Err(DropReason::NotAClientRequest);
         }
@@ -305,6 +319,12 @@ impl Server {
             Ok(r) => r,
             Err(reason) => return Outcome::Drop(reason),
         };
+        // proxyDHCP subnets: the boot part only, no lease (crate::proxy).
+        if let Some(subnet) = table.subnet_for(link_address(table, &msg, meta))
+            && subnet.proxy_dhcp
+        {
+            return self.proxy(table, subnet, meta, &req);
+        }
         let x = match self.admit(table, leases, now, meta, &req) {
             Ok(x) => x,
             Err(outcome) => return outcome,
@@ -395,6 +415,31 @@ impl Server {
                 .map(|i| i.node().hostname().to_owned())
                 .or_else(|| req.hostname.clone()),
         })
+    }
+}
+
+impl<'a> Exchange<'a> {
+    /// An exchange with no lease in it (proxyDHCP: the boot fields only).
+    pub(crate) fn new(
+        table: &'a Table,
+        subnet: &'a SubnetInfo,
+        req: &'a Request<'a>,
+        iface: Option<IfaceView<'a>>,
+        server_id: Ipv4Addr,
+        chain: Option<BootChain>,
+        meta: &'a Meta,
+    ) -> Self {
+        Self {
+            table,
+            subnet,
+            req,
+            iface,
+            server_id,
+            chain,
+            meta,
+            reserved: None,
+            lease_name: None,
+        }
     }
 }
 
@@ -550,7 +595,7 @@ pub fn client_bucket(client_id: Option<&[u8]>, mac: MacAddr) -> u8 {
 /// The address that selects the client's subnet: link selection (RFC 3527, in option 82)
 /// unless the relay's subnet ignores it, subnet selection (RFC 3011, option 118), the relay's
 /// giaddr, else the address the request reached on the server.
-fn link_address(table: &Table, msg: &Message, meta: &Meta) -> Ipv4Addr {
+pub(crate) fn link_address(table: &Table, msg: &Message, meta: &Meta) -> Ipv4Addr {
     let giaddr = msg.giaddr();
     let arrived = if giaddr.is_unspecified() {
         meta.local

@@ -75,6 +75,8 @@ pub struct File {
     pub dhcp_listen: Option<SocketAddr>,
     /// Serve DHCP on this interface only.
     pub dhcp_interface: Option<String>,
+    /// The PXE boot server (UDP 4011) for proxyDHCP subnets.
+    pub pxe_listen: Option<SocketAddr>,
     /// Where the lease journal lives.
     pub state_dir: Option<PathBuf>,
     /// Read-only directory of boot files, served over TFTP.
@@ -165,6 +167,8 @@ pub struct Config {
     pub dhcp_listen: SocketAddr,
     /// DHCP interface.
     pub dhcp_interface: Option<String>,
+    /// The PXE boot server's address (proxyDHCP, UDP 4011); `None`: not run.
+    pub pxe_listen: Option<SocketAddr>,
     /// Lease journal directory (`None`: a directory of this process under the temp dir).
     pub state_dir: Option<PathBuf>,
     /// Boot files served over TFTP; `None`: no TFTP.
@@ -209,6 +213,10 @@ pub struct Overrides {
     /// Serve DHCP on this interface only (SO_BINDTODEVICE; needs root or CAP_NET_RAW).
     #[arg(long)]
     pub dhcp_interface: Option<String>,
+    /// The PXE boot server for proxyDHCP subnets, UDP [default: the DHCP address's IP, port
+    /// 4011, when DHCP is on port 67; else none].
+    #[arg(long)]
+    pub pxe_listen: Option<SocketAddr>,
     /// Directory of the lease journal.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -260,6 +268,10 @@ impl Config {
                 .or(file.dhcp_listen)
                 .unwrap_or_else(|| parse(DEFAULT_DHCP)),
             dhcp_interface: flags.dhcp_interface.or(file.dhcp_interface),
+            pxe_listen: flags.pxe_listen.or(file.pxe_listen).or_else(|| {
+                let dhcp = flags.dhcp_listen.or(file.dhcp_listen)?;
+                (dhcp.port() == 67).then(|| SocketAddr::new(dhcp.ip(), 4011))
+            }),
             state_dir: flags.state_dir.or(file.state_dir),
             boot_dir: flags.boot_dir.or(file.boot_dir),
             tftp_listen: flags

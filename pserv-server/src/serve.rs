@@ -242,6 +242,18 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             &shutdown,
         )?,
     ];
+    if let Some(sock) = bound.pxe {
+        let setup = pserv_dhcp::boot_server::Setup {
+            store: shared.store.clone(),
+            server: pserv_dhcp::Server::new().with_boot_chain(chain),
+            board: shared.board.clone(),
+            server_id: None,
+        };
+        services.push(
+            pserv_dhcp::boot_server::start(sock, setup, shutdown.clone())
+                .map_err(start_error("the PXE boot server"))?,
+        );
+    }
     if let Some(boot) = bound.boot {
         services.extend(start_boot(boot, &shared, &shutdown)?);
     }
@@ -307,6 +319,8 @@ struct Shared {
 struct Bound {
     dns: pserv_dns::server::Sockets,
     dhcp: (std::net::UdpSocket, pserv_dhcp::io::Config),
+    /// The PXE boot server's (proxyDHCP), when configured.
+    pxe: Option<std::net::UdpSocket>,
     control: tokio::net::TcpListener,
     control_addr: SocketAddr,
     /// With a boot directory, or a snapshot that renders boot files.
@@ -351,6 +365,13 @@ impl Bound {
         };
         let dhcp = pserv_dhcp::io::bind(&dhcp_config)
             .map_err(bind("DHCP", config.dhcp_listen.to_string()))?;
+        let pxe = match config.pxe_listen {
+            Some(addr) => Some(
+                pserv_dhcp::boot_server::bind(addr)
+                    .map_err(bind("the PXE boot server", addr.to_string()))?,
+            ),
+            None => None,
+        };
         let control_err = || bind("the control API", config.control_listen.to_string());
         let control = pserv_net::tcp::bind(config.control_listen).map_err(control_err())?;
         let control_addr = control.local_addr().map_err(control_err())?;
@@ -393,6 +414,7 @@ impl Bound {
         Ok(Self {
             dns,
             dhcp: (dhcp, dhcp_config),
+            pxe,
             control,
             control_addr,
             boot,

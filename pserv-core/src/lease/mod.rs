@@ -47,7 +47,7 @@ mod view;
 pub use client::{Client, ClientId, ClientKey};
 pub use log::{LeaseLog, LogError, Share};
 pub use owner::{Now, Owner};
-pub use view::{LeaseBoard, LeaseCounts};
+pub use view::{LeaseBoard, LeaseCounts, MAX_SIGHTINGS, SIGHTING_SECONDS};
 
 /// How long an offered address is held for the client that was offered it.
 pub const OFFER_HOLD_SECONDS: u64 = 30;

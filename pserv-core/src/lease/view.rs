@@ -34,6 +34,13 @@ pub struct LeaseCounts {
     pub declined: usize,
 }
 
+/// How long an address a machine showed in its PXE exchange on a proxyDHCP subnet counts as
+/// its own: an hour, longer than a netboot and an installation's first files take, shorter
+/// than most site servers' leases, after which the machine shows it again at its next boot.
+pub const SIGHTING_SECONDS: u64 = 3600;
+/// The most sightings kept (a few MiB): a flood of made-up MACs cannot grow memory past it.
+pub const MAX_SIGHTINGS: usize = 65_536;
+
 /// Where the owner publishes the leases and readers read them. See the module docs.
 #[derive(Debug, Default)]
 pub struct LeaseBoard {
@@ -48,6 +55,11 @@ pub struct LeaseBoard {
     by_name: papaya::HashMap<Box<str>, ClientKey>,
     /// Quarantined addresses: end of quarantine.
     declined: papaya::HashMap<Ipv4Addr, u64>,
+    /// proxyDHCP (issue 23): the address each machine on a proxy subnet showed in its PXE
+    /// exchange, and until when it counts. See [`LeaseBoard::sight`].
+    sightings: papaya::HashMap<MacAddr, (Ipv4Addr, u64)>,
+    /// The same, by address (the latest machine to show it).
+    sighted_by_ip: papaya::HashMap<Ipv4Addr, MacAddr>,
     bound: AtomicUsize,
     offered: AtomicUsize,
 }
@@ -95,6 +107,47 @@ impl LeaseBoard {
     /// The lease filed under `key`, offered or bound.
     pub fn lease_of(&self, key: &ClientKey) -> Option<Arc<Lease>> {
         self.leases.pin().get(key).cloned()
+    }
+
+    /// Records that the machine `mac` showed `ip` in its PXE exchange on a proxyDHCP subnet
+    /// (the address another server leased it, named in its REQUEST or as its ciaddr at the
+    /// boot server), for [`SIGHTING_SECONDS`] from `now`: the address its per-node
+    /// configuration and files are then served to. It is the machine's word, as the MAC in a
+    /// request is. At most [`MAX_SIGHTINGS`] are kept: when full, expired ones are dropped,
+    /// and if none has expired the new one is not recorded (false).
+    pub fn sight(&self, mac: MacAddr, ip: Ipv4Addr, now: u64) -> bool {
+        let map = self.sightings.pin();
+        let by_ip = self.sighted_by_ip.pin();
+        if map.len() >= MAX_SIGHTINGS && !map.contains_key(&mac) {
+            map.retain(|_, (_, until)| *until > now);
+            by_ip.retain(|_, m| map.contains_key(m));
+            if map.len() >= MAX_SIGHTINGS {
+                return false;
+            }
+        }
+        map.insert(mac, (ip, now.saturating_add(SIGHTING_SECONDS)));
+        by_ip.insert(ip, mac);
+        true
+    }
+
+    /// The machine that showed `ip` in its PXE exchange, if its sighting still counts.
+    pub fn sighted_at(&self, ip: Ipv4Addr, now: u64) -> Option<MacAddr> {
+        let mac = *self.sighted_by_ip.pin().get(&ip)?;
+        (self.sighted(mac, now) == Some(ip)).then_some(mac)
+    }
+
+    /// The address `mac` showed in its PXE exchange, if it did within [`SIGHTING_SECONDS`].
+    pub fn sighted(&self, mac: MacAddr, now: u64) -> Option<Ipv4Addr> {
+        self.sightings
+            .pin()
+            .get(&mac)
+            .filter(|(_, until)| *until > now)
+            .map(|(ip, _)| *ip)
+    }
+
+    /// How many sightings are kept (expired ones included until a sweep).
+    pub fn sightings(&self) -> usize {
+        self.sightings.pin().len()
     }
 
     /// The address of the bound lease of the client with hardware address `mac` (a known node

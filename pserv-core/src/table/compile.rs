@@ -417,12 +417,37 @@ impl<'s> Compiler<'s> {
                 .rebind_seconds
                 .unwrap_or((u64::from(s.lease_seconds) * 7 / 8) as u32),
             dynamic: Vec::with_capacity(s.dynamic.len()),
-            unknown_clients: s.unknown_clients,
+            // A proxyDHCP subnet leases nothing: unknown clients get a boot answer only
+            // through the subnet's unknown_profile.
+            unknown_clients: if s.proxy_dhcp {
+                UnknownClients::Ignore
+            } else {
+                s.unknown_clients.unwrap_or_default()
+            },
             decline_seconds: s.decline_seconds,
             dynamic_dns: s.dynamic_dns,
             options: Vec::new(),
             boot: None,
+            proxy_dhcp: s.proxy_dhcp,
         };
+        if s.proxy_dhcp {
+            if !s.dynamic.is_empty() {
+                self.problems.push(Problem::Invalid {
+                    at: site("dynamic"),
+                    message: "a proxy_dhcp subnet hands out no addresses (another server does): \
+                              it has no dynamic ranges"
+                        .to_owned(),
+                });
+            }
+            if s.unknown_clients == Some(UnknownClients::Serve) {
+                self.problems.push(Problem::Invalid {
+                    at: site("unknown_clients"),
+                    message: "a proxy_dhcp subnet leases nothing, so it cannot serve unknown \
+                              clients (their boot answer comes from boot.unknown_profile)"
+                        .to_owned(),
+                });
+            }
+        }
         for (k, r) in info.routers.iter().enumerate() {
             let at = match &s.router {
                 Some(snapshot::Routers::Many(_)) => site(&format!("router[{k}]")),

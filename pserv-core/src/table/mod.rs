@@ -204,6 +204,9 @@ pub struct SubnetInfo {
     pub options: Vec<RawOption>,
     /// Network boot settings.
     pub boot: Option<SubnetBootInfo>,
+    /// proxyDHCP: another server leases this subnet's addresses; pserv answers only the boot
+    /// part of PXE and HTTP-boot clients.
+    pub proxy_dhcp: bool,
 }
 
 impl SubnetInfo {
