@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pserv_tests::netns::Netns;
-use pserv_tests::process::{Process, run};
+use pserv_tests::process::Process;
 use pserv_tests::{have_root, have_tool, in_ci};
 
 const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
@@ -174,57 +174,13 @@ fn boot_dir(dir: &Path) -> PathBuf {
     for (from, to) in FILES.iter().filter(|(_, to)| !to.is_empty()) {
         std::fs::copy(from, root.join(to)).unwrap();
     }
-    initramfs(
+    pserv_tests::initramfs(
         &dir.join("initramfs"),
         Path::new("/bin/busybox"),
         "ttyS0",
         &root.join("images/initrd.img"),
     );
     root
-}
-
-/// Writes to `out` an initramfs (built in `work`) of a static `busybox` and an `/init` that
-/// prints `PSERV-BOOTED host=<pserv.host= from the command line>` on `/dev/<tty>` and powers
-/// off.
-fn initramfs(work: &Path, busybox: &Path, tty: &str, out: &Path) {
-    for d in ["bin", "dev", "proc", "sys"] {
-        std::fs::create_dir_all(work.join(d)).unwrap();
-    }
-    std::fs::copy(busybox, work.join("bin/busybox")).unwrap();
-    std::fs::write(
-        work.join("init"),
-        format!(
-            "#!/bin/busybox sh\n\
-             /bin/busybox mount -t proc proc /proc\n\
-             /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
-             h=none\n\
-             for x in $(/bin/busybox cat /proc/cmdline); do\n\
-             \x20 case \"$x\" in pserv.host=*) h=\"${{x#pserv.host=}}\" ;; esac\n\
-             done\n\
-             echo \"PSERV-BOOTED host=$h\" > /dev/{tty}\n\
-             /bin/busybox sync\n\
-             /bin/busybox poweroff -f\n"
-        ),
-    )
-    .unwrap();
-    run(&["chmod", "755", work.join("init").to_str().unwrap()]);
-    run(&[
-        "mknod",
-        work.join("dev/console").to_str().unwrap(),
-        "c",
-        "5",
-        "1",
-    ]);
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
-            work.display(),
-            out.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[derive(Clone, Copy)]
@@ -903,7 +859,7 @@ fn arm64_uefi_netboots_linux_through_shim_and_grub() {
         .status()
         .unwrap();
     assert!(status.success());
-    initramfs(
+    pserv_tests::initramfs(
         &dir.path().join("initramfs-arm64"),
         &busybox,
         "ttyAMA0",

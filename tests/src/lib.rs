@@ -155,3 +155,53 @@ pub fn serial_console(path: &std::path::Path) -> String {
     }
     out
 }
+
+/// Writes to `out` an initramfs (built in `work`) of a static `busybox` and an `/init` that
+/// prints `PSERV-BOOTED host=<pserv.host= from the command line>` on `/dev/<tty>` and powers
+/// off: enough of a system to prove a netboot reached userspace with the command line the
+/// server rendered.
+pub fn initramfs(
+    work: &std::path::Path,
+    busybox: &std::path::Path,
+    tty: &str,
+    out: &std::path::Path,
+) {
+    for d in ["bin", "dev", "proc", "sys"] {
+        std::fs::create_dir_all(work.join(d)).unwrap();
+    }
+    std::fs::copy(busybox, work.join("bin/busybox")).unwrap();
+    std::fs::write(
+        work.join("init"),
+        format!(
+            "#!/bin/busybox sh\n\
+             /bin/busybox mount -t proc proc /proc\n\
+             /bin/busybox mount -t devtmpfs dev /dev 2>/dev/null\n\
+             h=none\n\
+             for x in $(/bin/busybox cat /proc/cmdline); do\n\
+             \x20 case \"$x\" in pserv.host=*) h=\"${{x#pserv.host=}}\" ;; esac\n\
+             done\n\
+             echo \"PSERV-BOOTED host=$h\" > /dev/{tty}\n\
+             /bin/busybox sync\n\
+             /bin/busybox poweroff -f\n"
+        ),
+    )
+    .unwrap();
+    crate::process::run(&["chmod", "755", work.join("init").to_str().unwrap()]);
+    crate::process::run(&[
+        "mknod",
+        work.join("dev/console").to_str().unwrap(),
+        "c",
+        "5",
+        "1",
+    ]);
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+            work.display(),
+            out.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -1,0 +1,293 @@
+//! proxyDHCP with real peers (issue 23): dnsmasq 2.90 as the site's DHCP server on a bridge,
+//! handing out addresses only (no boot options); pserv on the same bridge with the subnet
+//! `proxy_dhcp`; each in a namespace this test creates.
+//!
+//! - SeaBIOS + the iPXE ROM of QEMU's e1000 (TCG) takes its address from dnsmasq and its boot
+//!   file (the per-node script) from pserv's proxy offer, and boots Linux with the hostname
+//!   pserv rendered; the node has no reservation, so its script and files are served to the
+//!   address it showed in its PXE exchange.
+//! - udhcpc (no PXE in its request) gets dnsmasq's offer only; pserv counts it NotNetbooting.
+//! - Every DHCP packet pserv sent (captured on the bridge with tcpdump) has yiaddr 0.0.0.0, and
+//!   it sent no OFFER, ACK or NAK of its own.
+//!
+//! Needs root, QEMU, dnsmasq and tcpdump (`.ci/run` installs them); in CI it runs, never skips.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dhcproto::Decodable;
+use dhcproto::v4::Message;
+use pserv_tests::netns::Netns;
+use pserv_tests::process::Process;
+use pserv_tests::{have_root, have_tool, in_ci};
+
+const PSERV: &str = env!("CARGO_BIN_EXE_pserv");
+const KERNEL: &str = "/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux";
+const SERVER: &str = "10.99.0.2";
+const SITE: &str = "10.99.0.3";
+const MAC: &str = "52:54:00:aa:03:01";
+
+fn ready() -> bool {
+    if !(have_root("proxyDHCP beside dnsmasq in network namespaces")
+        && have_tool("ip")
+        && have_tool("curl")
+        && have_tool("cpio"))
+    {
+        return false;
+    }
+    let missing: Vec<&str> = ["qemu-system-x86_64", "dnsmasq", "tcpdump", "udhcpc"]
+        .into_iter()
+        .filter(|t| !have_tool(t))
+        .chain(
+            [KERNEL, "/bin/busybox"]
+                .into_iter()
+                .filter(|f| !Path::new(f).exists()),
+        )
+        .collect();
+    if !missing.is_empty() {
+        assert!(
+            !in_ci(),
+            "CI installs the proxyDHCP test's peers; missing {missing:?}"
+        );
+        eprintln!("SKIP: the proxyDHCP test needs {missing:?} (see .ci/run)");
+        return false;
+    }
+    true
+}
+
+/// The UDP payloads of the IPv4 packets in a pcap file (Ethernet link type) sent from `src`
+/// on one of `ports`.
+fn udp_payloads(pcap: &[u8], src: Ipv4Addr, ports: &[u16]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        let frame = &pcap[at + 16..(at + 16 + caplen).min(pcap.len())];
+        at += 16 + caplen;
+        // Ethernet, IPv4, UDP.
+        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[23] != 17 {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let from = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+        let Some(udp) = ip.get(ihl..) else { continue };
+        if udp.len() < 8 || from != src {
+            continue;
+        }
+        let sport = u16::from_be_bytes([udp[0], udp[1]]);
+        if ports.contains(&sport) {
+            out.push(udp[8..].to_vec());
+        }
+    }
+    out
+}
+
+#[test]
+fn ipxe_boots_through_pserv_proxy_beside_dnsmasq() {
+    if !ready() {
+        return;
+    }
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(boot.join("images")).unwrap();
+    std::fs::copy(KERNEL, boot.join("images/vmlinuz")).unwrap();
+    pserv_tests::initramfs(
+        &dir.path().join("initramfs"),
+        Path::new("/bin/busybox"),
+        "ttyS0",
+        &boot.join("images/initrd.img"),
+    );
+    let snap = dir.path().join("snap.json");
+    std::fs::write(
+        &snap,
+        format!(
+            r#"{{ "generation": 1,
+  "boot_profiles": {{ "live": {{ "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 panic=-1 pserv.host={{{{ node.hostname }}}}" }} }},
+  "subnets": [ {{ "cidr": "10.99.0.0/16", "proxy_dhcp": true, "unknown_clients": "ignore",
+                  "boot": {{}} }} ],
+  "nodes": [ {{ "id": "vm1", "hostname": "vm1", "domain": "lab",
+                "interfaces": [ {{ "mac": "{MAC}" }} ], "boot": {{ "profile": "live" }} }} ] }}"#
+        ),
+    )
+    .unwrap();
+
+    // Declared before the namespaces: every process stops (by PID) before they go.
+    let lab = Netns::new("px");
+    let (site, cli) = (Netns::new("pxs"), Netns::new("pxc"));
+    lab.bridge("br0");
+    lab.addr("br0", &format!("{SERVER}/16"));
+    lab.plug("br0", &site, "vsite");
+    site.addr("vsite", &format!("{SITE}/16"));
+    lab.plug("br0", &cli, "vcli");
+    lab.tap("tappx", "br0");
+    let pcap = dir.path().join("pserv.pcap");
+    let _capture = Process::spawn(
+        lab.exec("tcpdump")
+            .args(["-U", "-n", "-i", "br0", "-s", "1500", "-w"])
+            .arg(&pcap)
+            .args(["udp and (port 67 or port 68 or port 4011)"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let _dnsmasq = Process::spawn(
+        site.exec("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--port=0",
+                "--bind-interfaces",
+                "--interface=vsite",
+            ])
+            .args(["--dhcp-range=10.99.5.1,10.99.5.200,255.255.0.0,10m"])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                dir.path().join("site.leases").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("site.pid").display()
+            ))
+            .args(["--user=root", "--conf-file=/dev/null", "--log-dhcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let mut pserv = Process::spawn(
+        lab.exec(PSERV)
+            .arg("serve")
+            .args(["--snapshot", snap.to_str().unwrap()])
+            .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "br0"])
+            .args([
+                "--tftp-listen",
+                "0.0.0.0:69",
+                "--boot-http-listen",
+                "0.0.0.0:5248",
+            ])
+            .args(["--boot-dir", boot.to_str().unwrap()])
+            .args(["--dns-listen", &format!("{SERVER}:53")])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let banner = pserv_tests::read_banner(pserv.child());
+    let metrics = || {
+        let out = lab
+            .exec("curl")
+            .args(["-s", &format!("{}/metrics", banner.control)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A client with nothing to do with PXE: dnsmasq's address, nothing from pserv.
+    let out = cli
+        .exec("timeout")
+        .args([
+            "20", "udhcpc", "-i", "vcli", "-n", "-q", "-f", "-t", "5", "-T", "1",
+        ])
+        .args(["-s", "/bin/true"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("obtained from {SITE}")),
+        "udhcpc's lease comes from dnsmasq: {text}"
+    );
+    assert!(
+        pserv_tests::metric(
+            &metrics(),
+            "pserv_dhcp_dropped_total{reason=\"NotNetbooting\"}"
+        ) >= 1,
+        "{}",
+        metrics()
+    );
+
+    // The machine: its address from dnsmasq, its boot from pserv.
+    let _routers = lab.answer_router_solicitations("br0");
+    let serial = dir.path().join("serial.log");
+    let mut vm = Process::spawn(
+        lab.exec("timeout")
+            .args(["240", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
+            .args(["-display", "none", "-machine", "pc,graphics=off"])
+            .args(["-serial", &format!("file:{}", serial.display())])
+            .args(["-no-reboot", "-boot", "n"])
+            .args(["-netdev", "tap,id=n0,ifname=tappx,script=no,downscript=no"])
+            .args(["-device", &format!("e1000,netdev=n0,mac={MAC}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let booted = "PSERV-BOOTED host=vm1";
+    let start = Instant::now();
+    while !pserv_tests::serial_console(&serial).contains(booted)
+        && vm.exited().is_none()
+        && start.elapsed() < Duration::from_secs(200)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let console = pserv_tests::serial_console(&serial);
+    assert!(
+        console.contains(booted),
+        "the machine did not boot through pserv's proxy; console:\n{console}"
+    );
+    eprintln!("booted through the proxy in {:.1?}", start.elapsed());
+    // iPXE printed the address dnsmasq gave it.
+    assert!(
+        console.contains("10.99.5."),
+        "an address from dnsmasq:\n{console}"
+    );
+    let m = metrics();
+    assert!(
+        pserv_tests::metric(&m, "pserv_dhcp_replies_total{type=\"proxy_offer\"}") >= 1,
+        "{m}"
+    );
+    assert!(
+        pserv_tests::metric(&m, "pserv_dhcp_proxy_sightings_total{result=\"recorded\"}") >= 1,
+        "{m}"
+    );
+    for kind in ["offer", "ack", "nak"] {
+        assert_eq!(
+            pserv_tests::metric(&m, &format!("pserv_dhcp_replies_total{{type=\"{kind}\"}}")),
+            0,
+            "{m}"
+        );
+    }
+    drop(vm);
+
+    // Every DHCP packet pserv sent: no address in any.
+    std::thread::sleep(Duration::from_millis(500));
+    let bytes = std::fs::read(&pcap).unwrap();
+    let sent = udp_payloads(&bytes, SERVER.parse().unwrap(), &[67, 4011]);
+    assert!(!sent.is_empty(), "the capture holds pserv's answers");
+    for p in &sent {
+        let m = Message::from_bytes(p).unwrap();
+        assert_eq!(
+            m.yiaddr(),
+            Ipv4Addr::UNSPECIFIED,
+            "pserv sent an address: {m:?}"
+        );
+    }
+    let site = udp_payloads(&bytes, SITE.parse().unwrap(), &[67]);
+    assert!(
+        site.iter()
+            .any(|p| Message::from_bytes(p).is_ok_and(|m| !m.yiaddr().is_unspecified())),
+        "dnsmasq handed out the addresses"
+    );
+    eprintln!(
+        "{} DHCP packets from pserv, none with an address; whole test {:?}",
+        sent.len(),
+        t0.elapsed()
+    );
+}
