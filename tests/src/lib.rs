@@ -167,9 +167,9 @@ pub fn initramfs(
     out: &std::path::Path,
 ) {
     for d in ["bin", "dev", "proc", "sys"] {
-        std::fs::create_dir_all(work.join(d)).unwrap();
+        std::fs::create_dir_all(work.join(d)).expect("the initramfs tree");
     }
-    std::fs::copy(busybox, work.join("bin/busybox")).unwrap();
+    std::fs::copy(busybox, work.join("bin/busybox")).expect("a static busybox");
     std::fs::write(
         work.join("init"),
         format!(
@@ -185,11 +185,11 @@ pub fn initramfs(
              /bin/busybox poweroff -f\n"
         ),
     )
-    .unwrap();
-    crate::process::run(&["chmod", "755", work.join("init").to_str().unwrap()]);
+    .expect("the initramfs's /init");
+    crate::process::run(&["chmod", "755", work.join("init").to_str().expect("a UTF-8 path")]);
     crate::process::run(&[
         "mknod",
-        work.join("dev/console").to_str().unwrap(),
+        work.join("dev/console").to_str().expect("a UTF-8 path"),
         "c",
         "5",
         "1",
@@ -202,6 +202,6 @@ pub fn initramfs(
             out.display()
         ))
         .status()
-        .unwrap();
+        .expect("running cpio");
     assert!(status.success());
 }
