@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     for outcome in [at_4011, at_67] {
         match outcome {
             Outcome::Reply(r) => {
-                assert!(r.proxy && r.change.is_none());
+                assert!(r.proxy.is_some() && r.change.is_none());
                 let reply = decode(&r.bytes).expect("a reply decodes");
                 let req = v4::Message::from_bytes(data).expect("a request that got a reply decodes");
                 assert_eq!(reply.xid(), req.xid());

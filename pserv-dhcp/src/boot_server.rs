@@ -28,6 +28,8 @@ pub struct Setup {
     pub board: Arc<LeaseBoard>,
     /// The server identifier when the socket is a wildcard and IP_PKTINFO says nothing.
     pub server_id: Option<Ipv4Addr>,
+    /// Each ACK decided.
+    pub on_proxy: crate::proxy::OnProxy,
 }
 
 /// Binds the boot server's socket: as the DHCP socket is bound (IP_PKTINFO, so the reply
@@ -87,6 +89,9 @@ pub fn start(
                     match outcome {
                         Outcome::Reply(r) => match sock.send_to(&r.bytes, from) {
                             Ok(_) => {
+                                if let Some(a) = &r.proxy {
+                                    (setup.on_proxy)(a);
+                                }
                                 front.sent.fetch_add(1, Ordering::Relaxed);
                                 front.acks.fetch_add(1, Ordering::Relaxed);
                             }

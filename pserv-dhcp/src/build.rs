@@ -104,7 +104,7 @@ impl Exchange<'_> {
             dest: destination(addressing(msg), sending),
             change,
             kind,
-            proxy: false,
+            proxy: None,
         }
     }
 }
@@ -113,7 +113,12 @@ impl Exchange<'_> {
 /// and 82 echoed, encoded, addressed. An OFFER goes to the relay, else broadcast (the client
 /// has no address from us); a boot server's ACK goes back where its request came from (the
 /// front end sends it there), named here as the client's address.
-pub(crate) fn proxy(req: &Request<'_>, mut r: Message, kind: MessageType) -> Reply {
+pub(crate) fn proxy(
+    req: &Request<'_>,
+    mut r: Message,
+    kind: MessageType,
+    answer: crate::proxy::ProxyAnswer,
+) -> Reply {
     let msg = req.msg;
     echo_client_id(req, r.opts_mut());
     echo_relay_info(msg, &mut r);
@@ -129,7 +134,7 @@ pub(crate) fn proxy(req: &Request<'_>, mut r: Message, kind: MessageType) -> Rep
         dest,
         change: None,
         kind,
-        proxy: true,
+        proxy: Some(Box::new(answer)),
     }
 }
 
@@ -163,7 +168,7 @@ pub(crate) fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
         dest: destination(addressing(msg), Sending::Nak),
         change: None,
         kind: MessageType::Nak,
-        proxy: false,
+        proxy: None,
     }
 }
 

@@ -120,6 +120,8 @@ pub struct Setup {
     pub board: Arc<LeaseBoard>,
     /// Lease events.
     pub on_event: OnEvent,
+    /// proxyDHCP answers (see [`crate::proxy`]).
+    pub on_proxy: crate::proxy::OnProxy,
 }
 
 /// Datagrams per system call.
@@ -171,6 +173,7 @@ pub fn start(
         log,
         board,
         on_event,
+        on_proxy,
     } = setup;
     let sightings = board.clone();
     let owner = Owner::new(leases, log, board, Now::read());
@@ -203,6 +206,7 @@ pub fn start(
                 sightings,
                 counters: front,
                 on_event,
+                on_proxy,
                 outbox: Vec::with_capacity(BATCH),
                 send: SendBatch::new(),
                 wake: IDLE_WAKE,
@@ -259,6 +263,7 @@ struct Loop {
     sightings: Arc<LeaseBoard>,
     counters: Arc<Counters>,
     on_event: OnEvent,
+    on_proxy: crate::proxy::OnProxy,
     /// Replies ready to leave, sent together once the pass has decided them all.
     outbox: Vec<Outgoing>,
     send: SendBatch<BATCH>,
@@ -365,6 +370,9 @@ impl Loop {
     fn queue(&mut self, outcome: Outcome, from: SocketAddrV4, ifindex: u32, arrived: Instant) {
         match outcome {
             Outcome::Reply(r) => {
+                if let Some(a) = &r.proxy {
+                    (self.on_proxy)(a);
+                }
                 let mut to = address(r.dest, from, self.port);
                 if let Destination::Hardware { yiaddr, chaddr } = r.dest
                     && to.ip().is_broadcast()
@@ -382,7 +390,7 @@ impl Loop {
                     bytes: r.bytes,
                     ifindex,
                     kind: r.kind,
-                    proxy: r.proxy,
+                    proxy: r.proxy.is_some(),
                 };
                 self.owner.handle_decision(r.change, Some(out));
             }

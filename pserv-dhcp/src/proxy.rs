@@ -37,6 +37,26 @@ pub(crate) const DISCOVERY_CONTROL: [u8; 4] = [6, 1, 8, 255];
 /// Option 43 sub-option 71: the PXE boot item (type and layer, two bytes each).
 const BOOT_ITEM: u8 = 71;
 
+/// A proxyDHCP answer decided: the `proxy` event a controller follows (a machine on a proxy
+/// subnet starting to netboot).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename = "proxy")]
+pub struct ProxyAnswer {
+    /// `offer` (port 67) or `ack` (the PXE boot server, port 4011).
+    pub answer: &'static str,
+    /// The machine.
+    pub mac: MacAddr,
+    /// Its node id (`None` for an unknown machine booting the subnet's `unknown_profile`).
+    pub node: Option<String>,
+    /// The boot file (or URL) it was given.
+    pub file: String,
+    /// The client's architecture (option 93), if it sent one.
+    pub arch: Option<u16>,
+}
+
+/// Called with every proxyDHCP answer decided (on the front end's thread: keep it short).
+pub type OnProxy = std::sync::Arc<dyn Fn(&ProxyAnswer) + Send + Sync>;
+
 /// What a proxyDHCP answer also learned: the address a machine showed in its PXE exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sighting {
@@ -278,7 +298,18 @@ impl Exchange<'_> {
                 boot.siaddr.to_string().into_bytes(),
             ));
         }
-        Some(build::proxy(self.req, r, kind))
+        let arch = match msg.opts().get(OptionCode::ClientSystemArchitecture) {
+            Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+            _ => None,
+        };
+        let answer = ProxyAnswer {
+            answer: if ack { "ack" } else { "offer" },
+            mac: self.req.mac,
+            node: self.iface.map(|i| i.node().id().to_owned()),
+            file: file.to_owned(),
+            arch,
+        };
+        Some(build::proxy(self.req, r, kind, answer))
     }
 }
 

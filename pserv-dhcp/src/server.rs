@@ -50,8 +50,8 @@ pub struct Reply {
     pub change: Option<Change>,
     /// What kind of reply it is.
     pub kind: MessageType,
-    /// A proxyDHCP answer (no address: see [`crate::proxy`]).
-    pub proxy: bool,
+    /// A proxyDHCP answer (no address: see [`crate::proxy`]), and what it told the machine.
+    pub proxy: Option<Box<crate::proxy::ProxyAnswer>>,
 }
 
 /// Why a packet got no answer. Every drop is counted by reason.

@@ -73,7 +73,7 @@ fn port67(t: &Table, p: &Packet) -> Outcome {
 fn reply(o: Outcome) -> (Destination, Message) {
     match o {
         Outcome::Reply(r) => {
-            assert!(r.proxy);
+            assert!(r.proxy.is_some());
             (r.dest, decode(&r.bytes).unwrap())
         }
         other => panic!("expected a reply, got {other:?}"),
@@ -128,6 +128,27 @@ fn a_pxe_discover_gets_a_proxy_offer_with_its_boot_file_and_no_address() {
     ] {
         assert!(m.opts().get(code).is_none(), "{code:?}");
     }
+
+    // The answer, as the `proxy` event tells it.
+    let Outcome::Reply(r) = port67(&t, &pxe(MessageType::Discover, NODE, 0)) else {
+        panic!("an offer")
+    };
+    let a = r.proxy.unwrap();
+    assert_eq!(
+        (a.answer, a.mac, a.node.as_deref(), a.file.as_str(), a.arch),
+        (
+            "offer",
+            MacAddr(mac(NODE)),
+            Some("n1"),
+            "undionly.kpxe",
+            Some(0)
+        )
+    );
+    let stranger = port67(&t, &pxe(MessageType::Discover, STRANGER, 7));
+    let Outcome::Reply(r) = stranger else {
+        panic!("an offer")
+    };
+    assert_eq!(r.proxy.unwrap().node, None);
 
     // UEFI, and the grub chain; a local node gets iPXE (its local script); unknown machines
     // the subnet's unknown_profile.

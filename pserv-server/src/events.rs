@@ -49,6 +49,8 @@ pub(crate) enum Event {
     Progress(Progress),
     /// A syslog message arrived (issue 21).
     Log(LogLine),
+    /// A proxyDHCP answer (issue 23): a proxy offer on port 67, or the boot server's ACK.
+    Proxy(pserv_dhcp::proxy::ProxyAnswer),
 }
 
 /// The snapshot event's body.
@@ -82,6 +84,7 @@ pub(crate) const KINDS: &[&str] = &[
     "log",
     "progress",
     "node_file",
+    "proxy",
 ];
 
 impl Event {
@@ -96,6 +99,7 @@ impl Event {
             Self::NodeFile(_) => "node_file",
             Self::Progress(_) => "progress",
             Self::Log(_) => "log",
+            Self::Proxy(_) => "proxy",
         }
     }
 
@@ -121,6 +125,7 @@ impl Event {
                 let len = |s: &Option<String>| s.as_ref().map_or(0, String::len);
                 len(&l.node) + len(&l.hostname) + len(&l.app) + l.message.len()
             }
+            Self::Proxy(a) => a.node.as_ref().map_or(0, String::len) + a.file.len(),
         };
         // The shared pointer's two counts, and the buffer's slot.
         size_of::<Self>() + 2 * size_of::<usize>() + 16 + strings

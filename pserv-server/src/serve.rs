@@ -248,6 +248,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             server: pserv_dhcp::Server::new().with_boot_chain(chain),
             board: shared.board.clone(),
             server_id: None,
+            on_proxy: proxy_events(&shared),
         };
         services.push(
             pserv_dhcp::boot_server::start(sock, setup, shutdown.clone())
@@ -439,6 +440,12 @@ fn start_dns(
         .map_err(start_error("DNS"))
 }
 
+/// proxyDHCP answers as `proxy` events.
+fn proxy_events(shared: &Shared) -> pserv_dhcp::proxy::OnProxy {
+    let events = shared.events.clone();
+    Arc::new(move |a: &pserv_dhcp::proxy::ProxyAnswer| events.emit(|| Event::Proxy(a.clone())))
+}
+
 fn start_dhcp(
     (sock, config): (std::net::UdpSocket, pserv_dhcp::io::Config),
     (leases, log): (Leases, Box<dyn LeaseLog>),
@@ -455,6 +462,7 @@ fn start_dhcp(
         log,
         board: shared.board.clone(),
         on_event: Arc::new(move |e: &LeaseEvent| events.emit(|| Event::Lease(e.clone()))),
+        on_proxy: proxy_events(shared),
     };
     pserv_dhcp::io::start(sock, setup, shutdown.clone()).map_err(start_error("DHCP"))
 }

@@ -186,7 +186,11 @@ pub fn initramfs(
         ),
     )
     .expect("the initramfs's /init");
-    crate::process::run(&["chmod", "755", work.join("init").to_str().expect("a UTF-8 path")]);
+    crate::process::run(&[
+        "chmod",
+        "755",
+        work.join("init").to_str().expect("a UTF-8 path"),
+    ]);
     crate::process::run(&[
         "mknod",
         work.join("dev/console").to_str().expect("a UTF-8 path"),
