@@ -6,6 +6,7 @@
 //!   file (the per-node script) from pserv's proxy offer, and boots Linux with the hostname
 //!   pserv rendered; the node has no reservation, so its script and files are served to the
 //!   address it showed in its PXE exchange.
+//! - The same through a relay (dnsmasq in relay mode) forwarding a routed link to both servers.
 //! - udhcpc (no PXE in its request) gets dnsmasq's offer only; pserv counts it NotNetbooting.
 //! - Every DHCP packet pserv sent (captured on the bridge with tcpdump) has yiaddr 0.0.0.0, and
 //!   it sent no OFFER, ACK or NAK of its own.
@@ -92,11 +93,17 @@ fn udp_payloads(pcap: &[u8], src: Ipv4Addr, ports: &[u16]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The tests of this file each run machines under TCG on a two-core runner: one at a time.
+static VMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn ipxe_boots_through_pserv_proxy_beside_dnsmasq() {
     if !ready() {
         return;
     }
+    let _one_at_a_time = VMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let boot = dir.path().join("boot");
@@ -377,5 +384,175 @@ fn ipxe_boots_through_pserv_proxy_beside_dnsmasq() {
         "{} DHCP packets from pserv, none with an address; whole test {:?}",
         sent.len(),
         t0.elapsed()
+    );
+}
+
+/// A routed provisioning network: the machine on its own link, a relay (dnsmasq in relay
+/// mode) forwarding its DHCP to both the site server and pserv, each answering through the
+/// relay (giaddr); the machine's TFTP and HTTP routed through the relay to pserv.
+#[test]
+fn a_relay_forwarding_to_both_servers_boots_the_machine_through_the_proxy() {
+    if !ready() {
+        return;
+    }
+    let _one_at_a_time = VMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let dir = tempfile::tempdir().unwrap();
+    let boot = dir.path().join("boot");
+    std::fs::create_dir_all(boot.join("images")).unwrap();
+    std::fs::copy(KERNEL, boot.join("images/vmlinuz")).unwrap();
+    pserv_tests::initramfs(
+        &dir.path().join("initramfs"),
+        Path::new("/bin/busybox"),
+        "ttyS0",
+        &boot.join("images/initrd.img"),
+    );
+    let snap = dir.path().join("snap.json");
+    std::fs::write(
+        &snap,
+        format!(
+            r#"{{ "generation": 1,
+  "boot_profiles": {{ "live": {{ "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 panic=-1 pserv.host={{{{ node.hostname }}}}" }} }},
+  "subnets": [ {{ "cidr": "10.98.0.0/24", "proxy_dhcp": true, "boot": {{}} }},
+               {{ "cidr": "10.99.0.0/16" }} ],
+  "nodes": [ {{ "id": "vm9", "hostname": "vm9", "domain": "lab",
+                "interfaces": [ {{ "mac": "{MAC}" }} ], "boot": {{ "profile": "live" }} }} ] }}"#
+        ),
+    )
+    .unwrap();
+
+    // Servers' side: pserv on br0 (10.99.0.2), dnsmasq in its own namespace (10.99.0.3), the
+    // relay's server-side leg (10.99.0.4). Machines' side: the relay's leg 10.98.0.1 on the
+    // edge bridge, which the machine's tap joins.
+    let lab = Netns::new("pr");
+    let (site, relay, edge) = (Netns::new("prs"), Netns::new("prr"), Netns::new("pre"));
+    lab.bridge("br0");
+    lab.addr("br0", &format!("{SERVER}/16"));
+    lab.plug("br0", &site, "vsite");
+    site.addr("vsite", &format!("{SITE}/16"));
+    lab.plug("br0", &relay, "vup");
+    relay.addr("vup", "10.99.0.4/16");
+    edge.bridge("brc");
+    edge.plug("brc", &relay, "vdown");
+    relay.addr("vdown", "10.98.0.1/24");
+    edge.tap("tapre", "brc");
+    relay
+        .exec("sysctl")
+        .args(["-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .unwrap();
+    lab.ip(&["route", "add", "10.98.0.0/24", "via", "10.99.0.4"]);
+    site.ip(&["route", "add", "10.98.0.0/24", "via", "10.99.0.4"]);
+    let _dnsmasq = Process::spawn(
+        site.exec("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--port=0",
+                "--bind-interfaces",
+                "--interface=vsite",
+            ])
+            .args(["--dhcp-range=10.98.0.100,10.98.0.200,255.255.255.0,10m"])
+            .args(["--dhcp-option=3,10.98.0.1"])
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                dir.path().join("site.leases").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("site.pid").display()
+            ))
+            .args(["--user=root", "--conf-file=/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    // The relay: dnsmasq relaying only (no range of its own), to both servers.
+    let _relay = Process::spawn(
+        relay
+            .exec("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--port=0",
+                "--conf-file=/dev/null",
+                "--user=root",
+            ])
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("relay.pid").display()
+            ))
+            .args([
+                &format!("--dhcp-relay=10.98.0.1,{SITE}"),
+                &format!("--dhcp-relay=10.98.0.1,{SERVER}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let mut pserv = Process::spawn(
+        lab.exec(PSERV)
+            .arg("serve")
+            .args(["--snapshot", snap.to_str().unwrap()])
+            .args(["--dhcp-listen", "0.0.0.0:67"])
+            .args([
+                "--tftp-listen",
+                "0.0.0.0:69",
+                "--boot-http-listen",
+                "0.0.0.0:5248",
+            ])
+            .args(["--boot-dir", boot.to_str().unwrap()])
+            .args(["--dns-listen", &format!("{SERVER}:53")])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let banner = pserv_tests::read_banner(pserv.child());
+    std::thread::sleep(Duration::from_millis(500));
+
+    let _routers = edge.answer_router_solicitations("brc");
+    let serial = dir.path().join("serial.log");
+    let mut vm = Process::spawn(
+        edge.exec("timeout")
+            .args(["240", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
+            .args(["-display", "none", "-machine", "pc,graphics=off"])
+            .args(["-serial", &format!("file:{}", serial.display())])
+            .args(["-no-reboot", "-boot", "n"])
+            .args(["-netdev", "tap,id=n0,ifname=tapre,script=no,downscript=no"])
+            .args(["-device", &format!("e1000,netdev=n0,mac={MAC}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let booted = "PSERV-BOOTED host=vm9";
+    let start = Instant::now();
+    while !pserv_tests::serial_console(&serial).contains(booted)
+        && vm.exited().is_none()
+        && start.elapsed() < Duration::from_secs(200)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let console = pserv_tests::serial_console(&serial);
+    let out = lab
+        .exec("curl")
+        .args(["-s", &format!("{}/metrics", banner.control)])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        console.contains(booted),
+        "the relayed machine did not boot through the proxy; console:\n{console}\n{m}"
+    );
+    assert!(
+        console.contains("10.98.0."),
+        "an address from dnsmasq, relayed:\n{console}"
+    );
+    assert!(
+        pserv_tests::metric(&m, "pserv_dhcp_replies_total{type=\"proxy_offer\"}") >= 1,
+        "{m}"
+    );
+    eprintln!(
+        "booted through a relay and the proxy in {:.1?}",
+        start.elapsed()
     );
 }
