@@ -546,7 +546,8 @@ fn start_syslog(
 }
 
 /// Who sent from `ip`: the node and MAC of the interface that reserves it, else the MAC of
-/// the live lease on it (and its node, for a known node's interface without a reservation).
+/// the live lease on it, else of the machine that showed it in its PXE exchange on a proxyDHCP
+/// subnet (and its node, for a known node's interface without a reservation).
 fn sender(table: &Table, board: &LeaseBoard, ip: IpAddr) -> (Option<String>, Option<MacAddr>) {
     let reserved = match ip {
         IpAddr::V4(v4) => table.by_ipv4(v4),
@@ -555,14 +556,18 @@ fn sender(table: &Table, board: &LeaseBoard, ip: IpAddr) -> (Option<String>, Opt
     if let Some(i) = reserved {
         return (Some(i.node().id().to_owned()), Some(i.mac()));
     }
-    let lease = match ip {
-        IpAddr::V4(v4) => board.holder(v4),
+    // A live lease, else (proxyDHCP) the machine that showed this address in its PXE exchange.
+    let mac = match ip {
+        IpAddr::V4(v4) => board
+            .holder(v4)
+            .map(|l| l.mac)
+            .or_else(|| board.sighted_at(v4, pserv_core::lease::Now::read().unix)),
         IpAddr::V6(_) => None,
     };
-    match lease {
-        Some(l) => (
-            table.by_mac(l.mac).map(|i| i.node().id().to_owned()),
-            Some(l.mac),
+    match mac {
+        Some(mac) => (
+            table.by_mac(mac).map(|i| i.node().id().to_owned()),
+            Some(mac),
         ),
         None => (None, None),
     }

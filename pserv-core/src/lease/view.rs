@@ -287,3 +287,35 @@ impl LeaseBoard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sightings_count_for_an_hour_and_are_bounded() {
+        let b = LeaseBoard::new();
+        let (m, ip) = (MacAddr([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 0, 0, 5));
+        assert!(b.sight(m, ip, 100));
+        assert_eq!(b.sighted(m, 100 + SIGHTING_SECONDS - 1), Some(ip));
+        assert_eq!(b.sighted_at(ip, 101), Some(m));
+        assert_eq!(b.sighted(m, 100 + SIGHTING_SECONDS), None);
+        assert_eq!(b.sighted_at(ip, 100 + SIGHTING_SECONDS), None);
+        // The machine moved: its old address is no longer its own.
+        let moved = Ipv4Addr::new(10, 0, 0, 6);
+        assert!(b.sight(m, moved, 200));
+        assert_eq!(b.sighted_at(ip, 201), None);
+        assert_eq!(b.sighted_at(moved, 201), Some(m));
+        // Full of live sightings: a new machine is refused; once they expire, it is taken.
+        for i in 1..MAX_SIGHTINGS as u32 {
+            let [_, x, y, z] = i.to_be_bytes();
+            assert!(b.sight(MacAddr([2, 1, 0, x, y, z]), Ipv4Addr::new(10, x, y, z), 300));
+        }
+        assert_eq!(b.sightings(), MAX_SIGHTINGS);
+        let late = MacAddr([2, 9, 9, 9, 9, 9]);
+        assert!(!b.sight(late, Ipv4Addr::new(10, 9, 9, 9), 301));
+        assert!(b.sight(m, moved, 301), "one already kept is renewed");
+        assert!(b.sight(late, Ipv4Addr::new(10, 9, 9, 9), 300 + SIGHTING_SECONDS));
+        assert!(b.sightings() <= 2);
+    }
+}
