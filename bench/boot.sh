@@ -45,9 +45,16 @@ SERVERS=${SERVERS:-"pserv dnsmasq kea"}
 # alternating BIOS (iPXE, as above) and x86-64 UEFI, which take Debian's signed chain: shim
 # over TFTP, its three look-ups beside itself, GRUB, GRUB's /grub/grub.cfg, kernel and initrd
 # over TFTP (Debian's signed GRUB has no HTTP).
+# pserv-proxy and dnsmasq-proxy (issue 23; add them to SERVERS): the addresses come from a
+# site DHCP server pserv does not run (dnsmasq, addresses only, the same reservations, in its
+# own namespace at 10.86.0.1), the boot from a proxyDHCP server at 10.88.0.1: pserv with the
+# subnet proxy_dhcp, against dnsmasq's own proxy mode (dhcp-range=...,proxy, its TFTP, the
+# same per-MAC pxelinux configs). The generator relays every DHCP message to both, as a relay
+# configured with both servers does; each machine takes its address from the site server's
+# offer and its boot file from the proxy's.
 INSTALLER=${INSTALLER:-0}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
-S=pbbs$$; C=pbbc$$
+S=pbbs$$; C=pbbc$$; A=pbba$$
 . bench/common.sh
 bench_init boot
 
@@ -124,6 +131,11 @@ snap = {"generation": 1,
 json.dump(snap, open(work + "/snap.json", "w"))
 snap["subnets"][0]["boot"] = {"chain": "grub"}
 json.dump(snap, open(work + "/snap-grub.json", "w"))
+snap["subnets"][0]["boot"] = {}
+snap["subnets"][0]["proxy_dhcp"] = True
+snap["subnets"][0]["unknown_clients"] = "ignore"
+snap["subnets"][0].pop("dns_servers", None)
+json.dump(snap, open(work + "/snap-proxy.json", "w"))
 open(work + "/dnsmasq.hosts", "w").write("\n".join(hosts) + "\n")
 json.dump(kea, open(work + "/kea.hosts.json", "w"))
 PY
@@ -131,10 +143,11 @@ PY
 declare -A ALL REPORT
 # UDP datagrams a full socket buffer dropped, in namespace $1.
 rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ && !h {h=1; next} /^Udp:/ {print $6}' /proc/net/snmp; }
-storm() { # NAME [ARCH]
-  local out s0 c0 arch=${2:-bios}
+storm() { # NAME [ARCH [PROXY]]
+  local out s0 c0 arch=${2:-bios} server=10.88.0.1 proxy=()
+  if [ -n "${3:-}" ]; then server=10.86.0.1; proxy=(--proxy "$3"); fi
   s0=$(rcvbuf_errors "$S"); c0=$(rcvbuf_errors "$C")
-  out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 "$STORM" boot --server 10.88.0.1 \
+  out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 "$STORM" boot --server "$server" "${proxy[@]}" \
         --relay 10.89.0.1 --machines "$MACHINES" --arch "$arch" --leased-source --boot-dir "$root" \
         --deadline "$DEADLINE" --json 2>/dev/null || true)
   REPORT[$1]=$out
@@ -247,7 +260,69 @@ NGINX
   stop_pid "$n"; stop_pid "$t"; stop_pid "$k"
 fi
 
+if want pserv-proxy || want dnsmasq-proxy; then
+  # The site's DHCP server: addresses only, the same reservations, no boot options, no DNS.
+  add_ns "$A"
+  veth "$A" vsite 10.86.0.1/16 "$C" vaddr 10.86.0.2/16
+  ip -n "$A" route add 10.89.0.0/16 via 10.86.0.2
+  cat >"$work/site.conf" <<CONF
+port=0
+interface=vsite
+bind-interfaces
+dhcp-range=10.89.1.1,10.89.255.254,255.255.0.0,1h
+dhcp-option=option:router,10.89.0.1
+dhcp-hostsfile=$work/dnsmasq.hosts
+dhcp-leasefile=$work/site.leases
+dhcp-authoritative
+no-ping
+quiet-dhcp
+no-resolv
+CONF
+  site() { # the site server for one stack
+    rm -f "$work/site.leases"
+    ip netns exec "$A" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/site.conf" --user=root \
+      --pid-file="$work/site.pid" --log-facility=/dev/null >"$work/site.out" 2>&1 &
+    a=$!; started "$a"
+  }
+fi
+
+if want pserv-proxy; then
+  site
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$PSERV" serve --snapshot "$work/snap-proxy.json" \
+    --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --tftp-listen 10.88.0.1:69 \
+    --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:0 \
+    --state-dir "$work/pserv-proxy-state" >"$work/pserv-proxy.log" 2>&1 &
+  p=$!; started "$p"; sleep 1
+  storm pserv-proxy bios 10.88.0.1
+  stop_pid "$p"; stop_pid "$a"
+fi
+
+if want dnsmasq-proxy; then
+  site
+  cat >"$work/dnsmasq-proxy.conf" <<CONF
+port=0
+listen-address=10.88.0.1
+bind-interfaces
+dhcp-range=10.89.0.0,proxy,255.255.0.0
+dhcp-boot=pxelinux.0,,10.88.0.1
+enable-tftp
+tftp-root=$root
+tftp-max=2000
+quiet-dhcp
+no-resolv
+CONF
+  ip netns exec "$S" taskset -c 0 dnsmasq --no-daemon --conf-file="$work/dnsmasq-proxy.conf" --user=root \
+    --pid-file="$work/dnsmasq-proxy.pid" --log-facility=/dev/null >"$work/dnsmasq-proxy.out" 2>&1 &
+  p=$!; started "$p"; sleep 1
+  storm dnsmasq-proxy bios 10.88.0.1
+  stop_pid "$p"; stop_pid "$a"
+fi
+
 echo
+if [ -n "${ALL[pserv-proxy]:-}" ] && [ -n "${ALL[dnsmasq-proxy]:-}" ]; then
+  awk -v p="${ALL[pserv-proxy]}" -v d="${ALL[dnsmasq-proxy]}" 'BEGIN {
+    if (p > 0 && d > 0) printf "time to all booted behind a site DHCP server: pserv proxy %.2f s, dnsmasq proxy %.2f s: pserv takes %.3f of its time\n", p, d, p / d }'
+fi
 if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-grub]:-}" ]; then
   awk -v p="${ALL[pserv]}" -v g="${ALL[pserv-grub]}" 'BEGIN {
     if (p > 0 && g > 0) printf "time to all booted: pserv, all BIOS iPXE %.2f s; half x86-64 UEFI on the grub chain %.2f s (%.2fx)\n", p, g, g / p }'

@@ -172,6 +172,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
     let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
     let cfg = pserv_storm::boot::Config {
         server,
+        proxy: None,
         relay,
         machines,
         arch: pserv_storm::boot::Arch::Mix,

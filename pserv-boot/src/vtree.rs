@@ -294,7 +294,7 @@ impl Tree {
         let table = self.store.load();
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.leased(mac);
+        let leased = self.leased(mac, reserved);
         if iface.is_none() && leased.is_none() {
             return Err(TreeError::NotFound);
         }
@@ -322,15 +322,25 @@ impl Tree {
             .by_ipv4(ip)
             .map(|i| i.mac())
             .or_else(|| self.board.holder(ip).map(|l| l.mac))
-            .or_else(|| self.board.sighted_at(ip, unix_now()))
+            .or_else(|| {
+                // A sighting names only a machine without a reservation.
+                self.board
+                    .sighted_at(ip, unix_now())
+                    .filter(|m| table.by_mac(*m).and_then(|i| i.ipv4()).is_none())
+            })
     }
 
-    /// The address a machine holds without a reservation: its bound lease, else (on a
-    /// proxyDHCP subnet) the address it showed in its PXE exchange.
-    fn leased(&self, mac: MacAddr) -> Option<Ipv4Addr> {
-        self.board
-            .address_of(mac)
-            .or_else(|| self.board.sighted(mac, unix_now()))
+    /// The address a machine holds besides its reservation: its bound lease, else, for a
+    /// machine without a reservation (on a proxyDHCP subnet), the address it showed in its PXE
+    /// exchange. A reserved machine is known by its reservation alone: a sighting, the
+    /// machine's word, never widens it.
+    fn leased(&self, mac: MacAddr, reserved: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+        self.board.address_of(mac).or_else(|| {
+            reserved
+                .is_none()
+                .then(|| self.board.sighted(mac, unix_now()))
+                .flatten()
+        })
     }
 
     /// The machine's own address, if `client` is it (or this host): its reservation, else
@@ -367,7 +377,7 @@ impl Tree {
         let client4 = v4(client);
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.leased(mac);
+        let leased = self.leased(mac, reserved);
         // Whether the machine has such a file at all, before judging the address.
         let Some(profile) = table.files_profile(mac, iface, reserved.or(leased).or(client4)) else {
             return Err(TreeError::NotFound);
@@ -414,7 +424,7 @@ impl Tree {
         // rendering all read this interface.
         let iface = table.by_mac(mac);
         let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.leased(mac);
+        let leased = self.leased(mac, reserved);
         // Whether there is anything to render at all, before judging the address.
         let subnet = reserved
             .or(leased)

@@ -401,3 +401,63 @@ fn plain_grub_cfg_under_any_prefix_is_the_asking_machines_configuration() {
     );
     assert!(cfg.contains("netboots profile live"), "{cfg}");
 }
+
+#[test]
+fn a_sighting_is_the_address_of_a_machine_without_a_reservation_only() {
+    let f = fixture();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // n3 has no boot intent here; n1 is reserved on 10.99.0.11. An unknown machine, seen at
+    // 10.99.1.7 in its PXE exchange (proxyDHCP), is served its subnet's profile there.
+    let stranger: MacAddr = "02:00:00:00:00:07".parse().unwrap();
+    assert!(f.board.sight(stranger, Ipv4Addr::new(10, 99, 1, 7), now));
+    let script = text(
+        f.tree
+            .open("ipxe/02-00-00-00-00-07", Via::Http, ip("10.99.1.7"), SERVER)
+            .unwrap(),
+    );
+    assert!(script.contains("netboots profile live"), "{script}");
+    let grub = text(
+        f.tree
+            .open("grub/grub.cfg", Via::Tftp, ip("10.99.1.7"), SERVER)
+            .unwrap(),
+    );
+    assert!(grub.contains("netboots profile live"), "{grub}");
+    // A reserved node's MAC claimed from another address: its reservation alone counts.
+    let n1: MacAddr = "52:54:00:aa:00:01".parse().unwrap();
+    assert!(f.board.sight(n1, Ipv4Addr::new(10, 99, 1, 8), now));
+    assert!(matches!(
+        f.tree
+            .open("ipxe/52-54-00-aa-00-01", Via::Http, ip("10.99.1.8"), SERVER),
+        Err(TreeError::NotYours)
+    ));
+    assert!(matches!(
+        f.tree.open(
+            "nodes/52-54-00-aa-00-01/user-data",
+            Via::Http,
+            ip("10.99.1.8"),
+            SERVER
+        ),
+        Err(TreeError::Hidden)
+    ));
+    let fallback = f
+        .tree
+        .open("grub/grub.cfg", Via::Tftp, ip("10.99.1.8"), SERVER);
+    match fallback {
+        Ok(c) => assert!(
+            !text(c).contains("node1"),
+            "a claimed address is not node1's"
+        ),
+        Err(e) => assert!(matches!(e, TreeError::NotFound), "{e:?}"),
+    }
+    // An expired sighting is no one's address.
+    let old: MacAddr = "02:00:00:00:00:06".parse().unwrap();
+    assert!(f.board.sight(old, Ipv4Addr::new(10, 99, 1, 6), now - 7200));
+    assert!(matches!(
+        f.tree
+            .open("ipxe/02-00-00-00-00-06", Via::Http, ip("10.99.1.6"), SERVER),
+        Err(TreeError::NotYours)
+    ));
+}

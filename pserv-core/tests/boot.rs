@@ -118,6 +118,18 @@ fn netboot_node_gets_its_profile_rendered_for_every_loader() {
         ),
         "{grub}"
     );
+    // A boot-directory kernel with a URL initrd: the HTTP branch keeps its initrd.
+    let mixed = Table::compile(
+        &snapshot(serde_json::json!({ "boot_profiles": { "live": {
+            "initrd": ["http://10.99.0.9/extra.img"] } } })),
+        None,
+    )
+    .unwrap();
+    let grub = mixed.render_boot(Loader::Grub, m, None, at80).unwrap().text;
+    assert!(
+        grub.contains("    initrd (http,10.99.0.9)/extra.img\n  else\n"),
+        "{grub}"
+    );
     let unknown = mac("52:54:00:bb:00:09");
     let grub = t
         .render_boot(

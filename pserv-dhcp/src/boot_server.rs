@@ -82,7 +82,7 @@ pub fn start(
                         local: setup.server_id.unwrap_or(local),
                         ifindex: d.info.map_or(0, |i| i.ifindex),
                     };
-                    let (outcome, seen) = setup.server.boot_server(&table, &meta, batch.payload(d));
+                    let (outcome, seen) = setup.server.boot_server(&table, &meta, *from.ip(), batch.payload(d));
                     if let Some(s) = seen {
                         io::sight(&setup.board, &front, s, now);
                     }

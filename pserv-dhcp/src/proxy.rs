@@ -29,7 +29,7 @@ use pserv_core::table::{Intent, SubnetInfo, Table};
 
 use crate::build;
 use crate::guard;
-use crate::server::{DropReason, Exchange, Meta, Outcome, Request, Server, link_address};
+use crate::server::{DropReason, Exchange, Meta, Outcome, Request, Server};
 
 /// PXE 2.1 option 43 sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: use the boot file in the offer,
 /// without prompt, menu or boot-server discovery. Then the end of the sub-options.
@@ -124,10 +124,13 @@ impl Server {
     ) -> Outcome {
         match req.kind {
             MessageType::Discover => {}
-            // The REQUEST the other server answers: the machine says which address it took.
+            // The REQUEST the other server answers: the machine says which address it took
+            // (kept only for a machine pserv boots, and inside the proxy subnet).
             MessageType::Request => {
+                let ours =
+                    netbooting(req.msg) && self.proxy_exchange(table, subnet, meta, req).is_some();
                 return match shown_address(req.msg).filter(|ip| subnet.contains(*ip)) {
-                    Some(ip) if netbooting(req.msg) => Outcome::Seen(Sighting { mac: req.mac, ip }),
+                    Some(ip) if ours => Outcome::Seen(Sighting { mac: req.mac, ip }),
                     _ => Outcome::Drop(DropReason::NotForUs),
                 };
             }
@@ -146,7 +149,8 @@ impl Server {
     }
 
     /// The exchange a proxy answer is built from, if pserv has something to boot for the
-    /// machine (its intent renders, or it names boot files).
+    /// machine: a node in `netboot` or `local`, or an unknown machine with the subnet's
+    /// `unknown_profile` (never `ignore`, nor a node with neither profile nor mode).
     fn proxy_exchange<'a>(
         &self,
         table: &'a Table,
@@ -155,7 +159,7 @@ impl Server {
         req: &'a Request<'a>,
     ) -> Option<Exchange<'a>> {
         let iface = table.by_mac(req.mac);
-        if Intent::of(iface, Some(subnet)) == Intent::Ignore {
+        if !Intent::of(iface, Some(subnet)).renders() {
             return None;
         }
         Some(Exchange::new(
@@ -169,13 +173,16 @@ impl Server {
         ))
     }
 
-    /// A datagram to the PXE boot server (UDP port 4011) on a proxyDHCP subnet: a REQUEST or
-    /// INFORM gets an ACK with the boot file (see the module docs), and its ciaddr is a
-    /// sighting. Anything else, or a subnet that is not `proxy_dhcp`, is a counted drop.
+    /// A datagram from `from` to the PXE boot server (UDP port 4011) on a proxyDHCP subnet: a
+    /// REQUEST or INFORM gets an ACK with the boot file (see the module docs), and its ciaddr
+    /// is a sighting. The client has its address by then and sends from it: the subnet is the
+    /// one `from` is in, and a ciaddr other than `from` is not believed (no sighting). Anything
+    /// else, or a sender outside every `proxy_dhcp` subnet, is a counted drop.
     pub fn boot_server(
         &self,
         table: &Table,
         meta: &Meta,
+        from: Ipv4Addr,
         data: &[u8],
     ) -> (Outcome, Option<Sighting>) {
         if let Err(e) = guard::check(data) {
@@ -197,12 +204,7 @@ impl Server {
         if !matches!(req.kind, MessageType::Request | MessageType::Inform) {
             return (Outcome::Drop(DropReason::UnsupportedMessageType), None);
         }
-        // The client has its address here: the subnet is the one it is on.
-        let at = shown_address(&msg).unwrap_or_else(|| link_address(table, &msg, meta));
-        let Some(subnet) = table
-            .subnet_for(at)
-            .or_else(|| table.subnet_for(link_address(table, &msg, meta)))
-        else {
+        let Some(subnet) = table.subnet_for(from) else {
             return (Outcome::Drop(DropReason::NoSubnet), None);
         };
         if !subnet.proxy_dhcp {
@@ -211,13 +213,14 @@ impl Server {
         if !netbooting(&msg) {
             return (Outcome::Drop(DropReason::NotNetbooting), None);
         }
-        let seen = shown_address(&msg)
-            .filter(|ip| subnet.contains(*ip))
-            .map(|ip| Sighting { mac: req.mac, ip });
-        let outcome = match self
-            .proxy_exchange(table, subnet, meta, &req)
-            .and_then(|x| x.proxy_reply(MessageType::Ack, Some(boot_item(&msg))))
-        {
+        let Some(x) = self.proxy_exchange(table, subnet, meta, &req) else {
+            return (Outcome::Drop(DropReason::NothingToBoot), None);
+        };
+        let seen = (msg.ciaddr() == from && subnet.contains(from)).then_some(Sighting {
+            mac: req.mac,
+            ip: from,
+        });
+        let outcome = match x.proxy_reply(MessageType::Ack, Some(boot_item(&msg))) {
             Some(r) => Outcome::Reply(r),
             None => Outcome::Drop(DropReason::NothingToBoot),
         };

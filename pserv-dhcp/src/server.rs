@@ -319,9 +319,18 @@ impl Server {
             Ok(r) => r,
             Err(reason) => return Outcome::Drop(reason),
         };
-        // proxyDHCP subnets: the boot part only, no lease (crate::proxy).
-        if let Some(subnet) = table.subnet_for(link_address(table, &msg, meta))
-            && subnet.proxy_dhcp
+        // proxyDHCP subnets: the boot part only, no lease (crate::proxy). The link a request
+        // arrived from decides as well as the link it names (option 118 or link selection,
+        // which a client can send): a proxy link never gets a lease, nor a NAK, from here.
+        let arrival = if msg.giaddr().is_unspecified() {
+            meta.local
+        } else {
+            msg.giaddr()
+        };
+        if let Some(subnet) = [arrival, link_address(table, &msg, meta)]
+            .into_iter()
+            .filter_map(|ip| table.subnet_for(ip))
+            .find(|s| s.proxy_dhcp)
         {
             return self.proxy(table, subnet, meta, &req);
         }

@@ -243,7 +243,7 @@ fn the_boot_server_acks_with_the_file_and_echoes_the_boot_item() {
         .option(DhcpOption::VendorExtensions(vec![
             71, 4, 0x80, 0x00, 0x00, 0x00, 255,
         ]));
-    let (o, seen) = server().boot_server(&t, &META, &req.bytes());
+    let (o, seen) = server().boot_server(&t, &META, at, &req.bytes());
     assert_eq!(
         seen,
         Some(Sighting {
@@ -260,7 +260,7 @@ fn the_boot_server_acks_with_the_file_and_echoes_the_boot_item() {
     assert_eq!(vendor(&m), Some(vec![71, 4, 0x80, 0, 0, 0, 255]));
     // EDK2's request without a boot item gets the discovery control instead.
     let plain = pxe(MessageType::Request, NODE, 7).ciaddr(at);
-    let (o, _) = server().boot_server(&t, &META, &plain.bytes());
+    let (o, _) = server().boot_server(&t, &META, at, &plain.bytes());
     assert_eq!(vendor(&reply(o).1), Some(vec![6, 1, 8, 255]));
     // Not a proxy subnet, not netbooting, ignored, or not a request: dropped.
     let full = Table::compile(
@@ -278,13 +278,13 @@ fn the_boot_server_acks_with_the_file_and_echoes_the_boot_item() {
         "the subnet is a full one now"
     );
     assert_eq!(
-        server().boot_server(&full, &META, &plain.bytes()).0,
+        server().boot_server(&full, &META, at, &plain.bytes()).0,
         Outcome::Drop(DropReason::NotForUs)
     );
     let mut not_pxe = Packet::new(MessageType::Request, mac(NODE)).ciaddr(at);
     not_pxe = not_pxe.option(DhcpOption::Hostname("x".into()));
     assert_eq!(
-        server().boot_server(&t, &META, &not_pxe.bytes()).0,
+        server().boot_server(&t, &META, at, &not_pxe.bytes()).0,
         Outcome::Drop(DropReason::NotNetbooting)
     );
     assert_eq!(
@@ -292,6 +292,7 @@ fn the_boot_server_acks_with_the_file_and_echoes_the_boot_item() {
             .boot_server(
                 &t,
                 &META,
+                at,
                 &pxe(MessageType::Request, IGNORED, 0).ciaddr(at).bytes()
             )
             .0,
@@ -299,10 +300,63 @@ fn the_boot_server_acks_with_the_file_and_echoes_the_boot_item() {
     );
     assert_eq!(
         server()
-            .boot_server(&t, &META, &pxe(MessageType::Discover, NODE, 0).bytes())
+            .boot_server(&t, &META, at, &pxe(MessageType::Discover, NODE, 0).bytes())
             .0,
         Outcome::Drop(DropReason::UnsupportedMessageType)
     );
+}
+
+#[test]
+fn the_boot_server_believes_only_the_address_a_request_comes_from() {
+    let t = table();
+    let at = Ipv4Addr::new(10, 77, 3, 4);
+    // A ciaddr other than the sender: answered (the sender gets its file), but no sighting.
+    let req = pxe(MessageType::Request, NODE, 7).ciaddr(Ipv4Addr::new(10, 77, 9, 9));
+    let (o, seen) = server().boot_server(&t, &META, at, &req.bytes());
+    assert!(matches!(o, Outcome::Reply(_)));
+    assert_eq!(seen, None);
+    // A sender outside every subnet, or on a full subnet, gets nothing.
+    let elsewhere = pxe(MessageType::Request, NODE, 7).ciaddr(Ipv4Addr::new(192, 0, 2, 1));
+    assert_eq!(
+        server()
+            .boot_server(&t, &META, Ipv4Addr::new(192, 0, 2, 1), &elsewhere.bytes())
+            .0,
+        Outcome::Drop(DropReason::NoSubnet)
+    );
+}
+
+#[test]
+fn a_proxy_link_never_gets_a_lease_whatever_subnet_the_client_names() {
+    // A full subnet beside the proxy one: a client on the proxy link naming it (option 118)
+    // is still answered as a proxy client, never with an address or a NAK.
+    let snap = Snapshot::from_json(
+        snapshot("")
+            .replace(
+                r#"{ "unknown_profile": "live" } } ],"#,
+                r#"{ "unknown_profile": "live" } },
+                  { "cidr": "10.66.0.0/16", "dynamic": [ { "start": "10.66.0.10", "end": "10.66.0.20" } ] } ],"#,
+            )
+            .as_bytes(),
+    )
+    .unwrap();
+    let t = Table::compile(&snap, None).unwrap();
+    assert_eq!(t.subnets().len(), 2);
+    for kind in [MessageType::Discover, MessageType::Request] {
+        for node in [NODE, STRANGER] {
+            let p = pxe(kind, node, 0)
+                .option(DhcpOption::SubnetSelection(Ipv4Addr::new(10, 66, 0, 1)))
+                .server(SERVER)
+                .requested(Ipv4Addr::new(10, 66, 0, 10));
+            match port67(&t, &p) {
+                Outcome::Reply(r) => {
+                    assert!(r.proxy.is_some(), "{kind:?} {node}");
+                    assert_eq!(decode(&r.bytes).unwrap().yiaddr(), Ipv4Addr::UNSPECIFIED);
+                }
+                Outcome::Drop(_) | Outcome::Seen(_) => {}
+                Outcome::Change(c) => panic!("a lease change on a proxy link: {c:?}"),
+            }
+        }
+    }
 }
 
 #[test]
@@ -354,7 +408,8 @@ proptest! {
             p = p.relay(Ipv4Addr::new(10, 77, 0, 1));
         }
         let bytes = p.bytes();
-        for o in [port67(&t, &p), server().boot_server(&t, &META, &bytes).0] {
+        let from = Ipv4Addr::from(ciaddr);
+        for o in [port67(&t, &p), server().boot_server(&t, &META, from, &bytes).0] {
             if let Outcome::Reply(r) = o {
                 let m = decode(&r.bytes).unwrap();
                 prop_assert_eq!(m.yiaddr(), Ipv4Addr::UNSPECIFIED);

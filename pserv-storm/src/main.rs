@@ -63,6 +63,11 @@ enum Mode {
         /// The DHCP server, ADDR[:PORT].
         #[arg(long)]
         server: String,
+        /// A proxyDHCP server beside it, ADDR[:PORT]: every DHCP message goes to both (as a
+        /// relay configured with both forwards it); the address comes from --server's offer,
+        /// the boot file from the proxy's.
+        #[arg(long)]
+        proxy: Option<String>,
         /// The relay address to pose as (giaddr); the generator listens on it, port 67.
         #[arg(long)]
         relay: Ipv4Addr,
@@ -344,6 +349,7 @@ fn main() -> ExitCode {
         }
         Mode::Boot {
             server,
+            proxy,
             relay,
             machines,
             arch,
@@ -362,6 +368,14 @@ fn main() -> ExitCode {
             let Some(server) = parse_server(&server) else {
                 eprintln!("pserv-storm: --server {server:?} is not ADDR[:PORT]");
                 return ExitCode::from(2);
+            };
+            let proxy = match proxy.as_deref().map(parse_server) {
+                None => None,
+                Some(Some(p)) => Some(p),
+                Some(None) => {
+                    eprintln!("pserv-storm: --proxy {proxy:?} is not ADDR[:PORT]");
+                    return ExitCode::from(2);
+                }
             };
             let arch = match arch.as_str() {
                 "bios" => boot::Arch::Bios,
@@ -382,6 +396,7 @@ fn main() -> ExitCode {
             }
             let cfg = boot::Config {
                 server,
+                proxy,
                 relay,
                 machines,
                 arch,

@@ -60,6 +60,8 @@ pub struct LeaseBoard {
     sightings: papaya::HashMap<MacAddr, (Ipv4Addr, u64)>,
     /// The same, by address (the latest machine to show it).
     sighted_by_ip: papaya::HashMap<Ipv4Addr, MacAddr>,
+    /// When expired sightings were last swept (a full table is swept at most once a second).
+    sighting_sweep: std::sync::atomic::AtomicU64,
     bound: AtomicUsize,
     offered: AtomicUsize,
 }
@@ -119,13 +121,20 @@ impl LeaseBoard {
         let map = self.sightings.pin();
         let by_ip = self.sighted_by_ip.pin();
         if map.len() >= MAX_SIGHTINGS && !map.contains_key(&mac) {
-            map.retain(|_, (_, until)| *until > now);
-            by_ip.retain(|_, m| map.contains_key(m));
+            if self.sighting_sweep.swap(now, Ordering::Relaxed) != now {
+                map.retain(|_, (_, until)| *until > now);
+                by_ip.retain(|ip, m| map.get(m).is_some_and(|(at, _)| at == ip));
+            }
             if map.len() >= MAX_SIGHTINGS {
                 return false;
             }
         }
-        map.insert(mac, (ip, now.saturating_add(SIGHTING_SECONDS)));
+        // A machine that moved leaves its old address.
+        if let Some((old, _)) = map.insert(mac, (ip, now.saturating_add(SIGHTING_SECONDS)))
+            && *old != ip
+        {
+            by_ip.remove_if(old, |_, m| *m == mac).ok();
+        }
         by_ip.insert(ip, mac);
         true
     }

@@ -668,12 +668,11 @@ impl BootPlan {
             initrd_urls: initrd.iter().map(|s| url(s)).collect(),
             initrd_paths: initrd.iter().map(|s| path(s)).collect(),
             initrd_grub: initrd.iter().map(|s| grub_path(s)).collect(),
-            // All over HTTP or none: GRUB loads the initrds together.
+            // Each over HTTP where it can be, as the kernel in that branch is.
             initrd_grub_http: initrd
                 .iter()
-                .map(|s| grub_http(s, at.server, at.http_port))
-                .collect::<Option<Vec<_>>>()
-                .unwrap_or_default(),
+                .map(|s| grub_http(s, at.server, at.http_port).unwrap_or_else(|| grub_path(s)))
+                .collect(),
             initrd_names: initrd
                 .iter()
                 .map(|s| s.rsplit(['/', '\\']).next().unwrap_or(s))

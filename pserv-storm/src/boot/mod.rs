@@ -58,6 +58,9 @@ pub enum Arch {
 pub struct Config {
     /// The DHCP server.
     pub server: SocketAddrV4,
+    /// A proxyDHCP server beside it (issue 23): every DHCP message also goes there; the
+    /// address comes from `server`'s offer, the boot file and siaddr from the proxy's.
+    pub proxy: Option<SocketAddrV4>,
     /// The relay address the generator poses as (its socket listens on it, port 67).
     pub relay: Ipv4Addr,
     /// How many machines.
@@ -204,14 +207,39 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
     let result = async {
         let mut msg = Vec::with_capacity(320);
         wire::discover(&mut msg, &c);
+        // With a proxy, an address offer (yiaddr set) and a proxy offer (yiaddr 0, the boot
+        // fields), in either order, as PXE firmware collects them.
+        let mut address: Option<(Ipv4Addr, Option<Ipv4Addr>)> = None;
+        let mut boot: Option<Boot> = None;
+        let proxied = ctx.cfg.proxy.is_some();
         let offer = ctx
             .mux
             .exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
                 let r = wire::parse_reply(b)?;
-                (r.kind == wire::OFFER && r.mac == mac).then_some((r.yiaddr, r.server_id))
+                if r.kind != wire::OFFER || r.mac != mac {
+                    return None;
+                }
+                if r.yiaddr.is_unspecified() {
+                    boot = Some(Boot {
+                        siaddr: r.siaddr,
+                        file: r.file.map(text),
+                        server_id: r.server_id,
+                    });
+                } else {
+                    address = Some((r.yiaddr, r.server_id));
+                }
+                if boot.is_some() || !proxied {
+                    address
+                } else {
+                    None
+                }
             })
             .await
-            .ok_or("no OFFER")?;
+            .ok_or(if proxied {
+                "no address OFFER and proxy OFFER"
+            } else {
+                "no OFFER"
+            })?;
         let server = offer.1.unwrap_or(*ctx.cfg.server.ip());
         wire::request(&mut msg, &c, offer.0, server);
         ctx.mux
@@ -221,11 +249,19 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
                     return None;
                 }
                 match r.kind {
+                    // A proxy's boot fields win over the address server's (which has none).
                     wire::ACK => Some(Ok(Lease {
                         ip: r.yiaddr,
-                        server_id: r.server_id.unwrap_or(server),
-                        siaddr: r.siaddr,
-                        file: r.file.map(text),
+                        server_id: boot
+                            .as_ref()
+                            .and_then(|b| b.server_id)
+                            .or(r.server_id)
+                            .unwrap_or(server),
+                        siaddr: boot.as_ref().map_or(r.siaddr, |b| b.siaddr),
+                        file: boot
+                            .as_ref()
+                            .and_then(|b| b.file.clone())
+                            .or_else(|| r.file.map(text)),
                         dns: r.dns,
                         hostname: r.hostname.map(text),
                         domain: r.domain.map(text),
@@ -240,6 +276,13 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
     .await;
     ctx.mux.done(xid);
     result
+}
+
+/// A proxy offer's boot fields.
+struct Boot {
+    siaddr: Ipv4Addr,
+    file: Option<String>,
+    server_id: Option<Ipv4Addr>,
 }
 
 /// What a fetch got: its length, and its bytes when asked to keep them (a configuration,
@@ -650,7 +693,11 @@ pub fn report(outcomes: &[Outcome]) -> Report {
 /// Powers on every machine and waits for them (or the deadline). `progress` prints a live
 /// line to stderr every second.
 pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Report {
-    let mux = Mux::start(sock, SocketAddr::V4(cfg.server));
+    let servers = std::iter::once(cfg.server)
+        .chain(cfg.proxy)
+        .map(SocketAddr::V4)
+        .collect();
+    let mux = Mux::start(sock, servers);
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         mux,

@@ -13,16 +13,19 @@ use tokio::sync::mpsc;
 /// The shared socket and who waits for which xid.
 pub struct Mux {
     sock: Arc<UdpSocket>,
-    server: SocketAddr,
+    /// Where each request goes: the DHCP server, and a proxyDHCP server beside it (a relay
+    /// configured with both forwards to both).
+    servers: Vec<SocketAddr>,
     waiting: Mutex<HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>>,
 }
 
 impl Mux {
-    /// Takes `sock` (bound to giaddr:67) and starts the receive task.
-    pub fn start(sock: UdpSocket, server: SocketAddr) -> Arc<Self> {
+    /// Takes `sock` (bound to giaddr:67) and starts the receive task; requests go to every
+    /// one of `servers`.
+    pub fn start(sock: UdpSocket, servers: Vec<SocketAddr>) -> Arc<Self> {
         let mux = Arc::new(Self {
             sock: Arc::new(sock),
-            server,
+            servers,
             waiting: Mutex::new(HashMap::new()),
         });
         let m = mux.clone();
@@ -61,7 +64,7 @@ impl Mux {
         }
     }
 
-    /// Sends `msg` to the server, then waits for a reply on `rx` that `accept` takes; resends
+    /// Sends `msg` to the servers, then waits for a reply on `rx` that `accept` takes; resends
     /// up to `tries` times, as firmware does (RFC 2131 §4.1): the first wait is `wait`, each
     /// next one doubles (up to 64 s), each randomized by up to ±1 s so that a rack's retries
     /// do not arrive in one burst again.
@@ -78,7 +81,9 @@ impl Mux {
             .map_or(1, |x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
             | 1;
         for k in 0..tries.max(1) {
-            let _ = self.sock.send_to(msg, self.server).await;
+            for server in &self.servers {
+                let _ = self.sock.send_to(msg, server).await;
+            }
             let deadline = tokio::time::Instant::now() + backoff(wait, k, seed);
             loop {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {

@@ -71,6 +71,15 @@ fn finish(out: &mut Vec<u8>, c: &Client) {
     if let Some(a) = c.arch {
         out.extend_from_slice(&[93, 2]);
         out.extend_from_slice(&a.to_be_bytes());
+        // Option 60 as PXE firmware sends it (a proxyDHCP server answers only these).
+        let class = if matches!(a, 16 | 19) {
+            format!("HTTPClient:Arch:{a:05}:UNDI:003000")
+        } else {
+            format!("PXEClient:Arch:{a:05}:UNDI:002001")
+        };
+        out.push(60);
+        out.push(class.len() as u8);
+        out.extend_from_slice(class.as_bytes());
     }
     if c.ipxe {
         // As iPXE sends it: the bare string, not RFC 3004's length-prefixed instances (what
