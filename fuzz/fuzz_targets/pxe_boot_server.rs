@@ -44,9 +44,9 @@ fuzz_target!(|data: &[u8]| {
     };
     // The sender: the request's ciaddr when it has one (the usual case), else an address of
     // the subnet.
-    let from = v4::Message::from_bytes(data)
+    // (decode: dhcproto behind pserv's option-length guard, which its decoder needs)
+    let from = decode(data)
         .map(|m| m.ciaddr())
-        .ok()
         .filter(|ip| !ip.is_unspecified())
         .unwrap_or(Ipv4Addr::new(10, 77, 3, 4));
     let (at_4011, seen) = server.boot_server(t, &meta, from, data);
