@@ -305,6 +305,7 @@ listen-address=10.88.0.1
 bind-interfaces
 dhcp-range=10.89.0.0,proxy,255.255.0.0
 dhcp-boot=pxelinux.0,,10.88.0.1
+pxe-service=x86PC,"pserv bench",pxelinux
 enable-tftp
 tftp-root=$root
 tftp-max=2000
