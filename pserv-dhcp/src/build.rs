@@ -105,6 +105,7 @@ impl Exchange<'_> {
             change,
             kind,
             proxy: None,
+            lenient: false,
         }
     }
 }
@@ -135,6 +136,7 @@ pub(crate) fn proxy(
         change: None,
         kind,
         proxy: Some(Box::new(answer)),
+        lenient: false,
     }
 }
 
@@ -169,6 +171,7 @@ pub(crate) fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
         change: None,
         kind: MessageType::Nak,
         proxy: None,
+        lenient: false,
     }
 }
 

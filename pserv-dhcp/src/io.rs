@@ -58,6 +58,8 @@ pub struct Counters {
     pub naks: AtomicU64,
     /// proxyDHCP offers sent (port 67) and boot-server ACKs (port 4011).
     pub proxy_offers: AtomicU64,
+    /// SELECTING REQUESTs without option 50, answered as what they mean to be.
+    pub selecting_without_address: AtomicU64,
     /// proxyDHCP sightings recorded, and refused (the table full).
     pub sightings: AtomicU64,
     /// See `sightings`.
@@ -373,6 +375,11 @@ impl Loop {
                 if let Some(a) = &r.proxy {
                     (self.on_proxy)(a);
                 }
+                if r.lenient {
+                    self.counters
+                        .selecting_without_address
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let mut to = address(r.dest, from, self.port);
                 if let Destination::Hardware { yiaddr, chaddr } = r.dest
                     && to.ip().is_broadcast()
@@ -505,6 +512,9 @@ impl Collector for Metrics {
             ("ack", load(&c.acks)),
             ("nak", load(&c.naks)),
             ("proxy_offer", load(&c.proxy_offers)),
+        ])?;
+        family(e, "pserv_dhcp_lenient", "Requests RFC 2131 says a client must not send, answered as what they mean to be", Counter, "case", &[
+            ("selecting_without_requested_address", load(&c.selecting_without_address)),
         ])?;
         family(e, "pserv_dhcp_proxy_sightings", "proxyDHCP: addresses machines showed in their PXE exchange, recorded for the address check of their files (refused: the table was full)", Counter, "result", &[
             ("recorded", load(&c.sightings)),

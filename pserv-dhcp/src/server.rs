@@ -52,6 +52,9 @@ pub struct Reply {
     pub kind: MessageType,
     /// A proxyDHCP answer (no address: see [`crate::proxy`]), and what it told the machine.
     pub proxy: Option<Box<crate::proxy::ProxyAnswer>>,
+    /// The answer to a SELECTING REQUEST without option 50 (RFC 2131 Table 5 requires it;
+    /// answered as the request it means to be, and counted apart).
+    pub lenient: bool,
 }
 
 /// Why a packet got no answer. Every drop is counted by reason.
@@ -173,6 +176,9 @@ pub enum Outcome {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Server {
     pub(crate) chain: Option<BootChain>,
+    /// RFC 3527's link selection ignored from every relay (server-wide; see
+    /// [`Server::with_ignore_link_selection`]).
+    ignore_link_selection: bool,
 }
 
 /// Facts about a request, read once.
@@ -297,6 +303,15 @@ impl Server {
         self
     }
 
+    /// Ignores RFC 3527 link selection (option 82 sub-option 5) from every relay, as a
+    /// subnet's `ignore_link_selection` does for relays in that subnet: for relays whose
+    /// address is in no subnet (Kea's `compatibility.ignore-rai-link-selection`). The subnet
+    /// is then chosen by option 118, else giaddr.
+    pub fn with_ignore_link_selection(mut self, ignore: bool) -> Self {
+        self.ignore_link_selection = ignore;
+        self
+    }
+
     /// Handles one datagram, deciding on `leases` (whose share says which clients to answer).
     pub fn handle(
         &self,
@@ -327,7 +342,7 @@ impl Server {
         } else {
             msg.giaddr()
         };
-        if let Some(subnet) = [arrival, link_address(table, &msg, meta)]
+        if let Some(subnet) = [arrival, self.link_address(table, &msg, meta)]
             .into_iter()
             .filter_map(|ip| table.subnet_for(ip))
             .find(|s| s.proxy_dhcp)
@@ -373,7 +388,7 @@ impl Server {
         req: &'a Request<'a>,
     ) -> Result<Exchange<'a>, Outcome> {
         let server_id = req.id_override.unwrap_or(meta.local);
-        let Some(subnet) = table.subnet_for(link_address(table, req.msg, meta)) else {
+        let Some(subnet) = table.subnet_for(self.link_address(table, req.msg, meta)) else {
             // RFC 2131 §4.3.2: a server selected by a REQUEST it cannot satisfy (a link it
             // has no subnet for) SHOULD NAK it, so the client starts over at once.
             if req.kind == MessageType::Request
@@ -480,6 +495,30 @@ impl Exchange<'_> {
         let (ip, init_reboot) = match (req.server_id, req.requested) {
             // SELECTING: the client chose a server; if not us, our offer just lapses.
             (Some(sid), Some(ip)) if req.names_us(sid, self.meta) => (ip, false),
+            // SELECTING without option 50 (RFC 2131 Table 5: MUST, but embedded PXE stacks
+            // omit it, and Kea answers): the reservation, else what this server offered the
+            // client (or its lease), else a new address, as a DISCOVER would have had.
+            (Some(sid), None) if req.names_us(sid, self.meta) && ciaddr.is_unspecified() => {
+                let ip = match self.reserved {
+                    Some(r) => r,
+                    None => match leases.offer(
+                        self.table,
+                        self.subnet,
+                        req.client.clone(),
+                        None,
+                        self.lease_name.as_deref(),
+                        now,
+                    ) {
+                        Some(ip) => ip,
+                        None => return Outcome::Drop(DropReason::PoolExhausted),
+                    },
+                };
+                return match self.reserved {
+                    Some(r) => Outcome::Reply(self.reply(MessageType::Ack, r, None)),
+                    None => self.commit(leases, ip, now),
+                }
+                .lenient();
+            }
             (Some(_), _) => return Outcome::Drop(DropReason::NotForUs),
             // INIT-REBOOT: verifying a remembered address.
             (None, Some(ip)) if ciaddr.is_unspecified() => (ip, true),
@@ -601,29 +640,33 @@ pub fn client_bucket(client_id: Option<&[u8]>, mac: MacAddr) -> u8 {
     (h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24)) as u8
 }
 
-/// The address that selects the client's subnet: link selection (RFC 3527, in option 82)
-/// unless the relay's subnet ignores it, subnet selection (RFC 3011, option 118), the relay's
-/// giaddr, else the address the request reached on the server.
-pub(crate) fn link_address(table: &Table, msg: &Message, meta: &Meta) -> Ipv4Addr {
-    let giaddr = msg.giaddr();
-    let arrived = if giaddr.is_unspecified() {
-        meta.local
-    } else {
-        giaddr
-    };
-    if let Some(DhcpOption::RelayAgentInformation(rai)) =
-        msg.opts().get(OptionCode::RelayAgentInformation)
-        && let Some(RelayInfo::LinkSelection(ip)) = rai.get(RelayCode::LinkSelection)
-        && table
-            .subnet_for(arrived)
-            .is_none_or(|s| !s.ignore_link_selection)
-    {
-        return *ip;
+impl Server {
+    /// The address that selects the client's subnet: link selection (RFC 3527, in option 82)
+    /// unless the relay's subnet ignores it (or the server ignores it from every relay), subnet
+    /// selection (RFC 3011, option 118), the relay's giaddr, else the address the request reached
+    /// on the server.
+    pub(crate) fn link_address(&self, table: &Table, msg: &Message, meta: &Meta) -> Ipv4Addr {
+        let giaddr = msg.giaddr();
+        let arrived = if giaddr.is_unspecified() {
+            meta.local
+        } else {
+            giaddr
+        };
+        if let Some(DhcpOption::RelayAgentInformation(rai)) =
+            msg.opts().get(OptionCode::RelayAgentInformation)
+            && let Some(RelayInfo::LinkSelection(ip)) = rai.get(RelayCode::LinkSelection)
+            && !self.ignore_link_selection
+            && table
+                .subnet_for(arrived)
+                .is_none_or(|s| !s.ignore_link_selection)
+        {
+            return *ip;
+        }
+        if let Some(DhcpOption::SubnetSelection(ip)) = msg.opts().get(OptionCode::SubnetSelection) {
+            return *ip;
+        }
+        arrived
     }
-    if let Some(DhcpOption::SubnetSelection(ip)) = msg.opts().get(OptionCode::SubnetSelection) {
-        return *ip;
-    }
-    arrived
 }
 
 /// Keeps a client-supplied hostname only if it is a valid label (it may end up in DNS).
@@ -637,6 +680,17 @@ fn sanitize_hostname(h: &str) -> Option<String> {
 pub fn decode(bytes: &[u8]) -> Option<Message> {
     guard::check(bytes).ok()?;
     Message::from_bytes(bytes).ok()
+}
+
+impl Outcome {
+    /// Marks a reply as answering a request RFC 2131 says a client must not send, read as
+    /// what it means to be (counted apart).
+    fn lenient(mut self) -> Self {
+        if let Self::Reply(r) = &mut self {
+            r.lenient = true;
+        }
+        self
+    }
 }
 
 impl Reply {

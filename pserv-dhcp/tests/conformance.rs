@@ -622,3 +622,98 @@ fn another_instances_lease_is_respected() {
         Outcome::Drop(DropReason::PoolExhausted)
     );
 }
+
+/// RFC 2131 Table 5: a SELECTING REQUEST MUST carry option 50. Some embedded PXE stacks send
+/// one with option 54 only (and ciaddr 0); as Kea does, pserv answers it as the SELECTING
+/// request it means to be: the reservation, the address it offered (or the client's lease),
+/// else a new one. Counted apart (`lenient`). INIT-REBOOT and RENEWING are unchanged.
+#[test]
+fn rfc2131_table_5_selecting_without_requested_address_is_answered_as_selecting() {
+    let t = table();
+    let mut s = Standalone::default();
+    let (_, offer, ..) = answered(Msg::new(MessageType::Discover, A).send(&mut s, &t, T0));
+    assert_eq!(offer.yiaddr(), POOL);
+    let bare = |mac| Msg::new(MessageType::Request, mac).server(US);
+    let o = bare(A).send(&mut s, &t, T0 + 1);
+    let Outcome::Reply(r) = &o else {
+        panic!("answered: {o:?}")
+    };
+    assert!(r.lenient);
+    let (kind, ack, _, change) = answered(o);
+    assert_eq!((kind, ack.yiaddr()), (MessageType::Ack, POOL));
+    assert!(change.is_some(), "the offered address is bound");
+    // Again (a retransmission): the same lease.
+    let (kind, ack, ..) = answered(bare(A).send(&mut s, &t, T0 + 2));
+    assert_eq!((kind, ack.yiaddr()), (MessageType::Ack, POOL));
+    // A node: its reservation.
+    let (kind, ack, ..) = answered(bare(NODE_MAC).send(&mut s, &t, T0));
+    assert_eq!((kind, ack.yiaddr()), (MessageType::Ack, NODE_IP));
+    // No DISCOVER before it, through a relay naming its RFC 5107 override: a new address.
+    let relay = Ipv4Addr::new(10, 7, 0, 1);
+    let (kind, ack, dest, _) = answered(
+        Msg::new(MessageType::Request, B)
+            .server(relay)
+            .relay(relay)
+            .relay_info(vec![RelayInfo::ServerIdentifierOverride(relay)])
+            .send(&mut s, &t, T0),
+    );
+    assert_eq!(
+        (kind, ack.yiaddr(), dest),
+        (
+            MessageType::Ack,
+            Ipv4Addr::new(10, 7, 0, 100),
+            Destination::Relay(relay)
+        )
+    );
+    // Nothing free: no answer, counted as such.
+    let c: [u8; 6] = [2, 0, 0, 0, 0, 0xc];
+    assert_eq!(
+        bare(c).send(&mut s, &t, T0),
+        Outcome::Drop(DropReason::PoolExhausted)
+    );
+    // Naming another server, it is still that server's.
+    assert_eq!(
+        Msg::new(MessageType::Request, c)
+            .server(Ipv4Addr::new(192, 168, 50, 3))
+            .send(&mut s, &t, T0),
+        Outcome::Drop(DropReason::NotForUs)
+    );
+    // A renewal without option 50 is a renewal (not lenient).
+    let o = Msg::new(MessageType::Request, A)
+        .ciaddr(POOL)
+        .send(&mut s, &t, T0 + 3);
+    let Outcome::Reply(r) = &o else {
+        panic!("renewed: {o:?}")
+    };
+    assert!(!r.lenient);
+}
+
+/// RFC 3527 link selection ignored server-wide, for relays whose address is in no subnet (the
+/// per-subnet flag cannot name them): Kea's `compatibility.ignore-rai-link-selection`.
+#[test]
+fn rfc3527_link_selection_ignored_from_every_relay_when_the_server_says_so() {
+    let t = table();
+    let outside = Ipv4Addr::new(172, 16, 0, 1);
+    let discover = || {
+        Msg::new(MessageType::Discover, A)
+            .relay(outside)
+            .relay_info(vec![RelayInfo::LinkSelection(Ipv4Addr::new(10, 7, 0, 0))])
+            .option(DhcpOption::SubnetSelection(Ipv4Addr::new(192, 168, 50, 0)))
+    };
+    // By default the relay's link selection places the client.
+    let mut s = Standalone::default();
+    let (_, offer, ..) = answered(discover().send(&mut s, &t, T0));
+    assert_eq!(offer.yiaddr(), Ipv4Addr::new(10, 7, 0, 100));
+    // Ignored: option 118 places it, else giaddr (in no subnet here: no answer).
+    let mut s = Standalone::default();
+    s.server = s.server.with_ignore_link_selection(true);
+    let (_, offer, ..) = answered(discover().send(&mut s, &t, T0));
+    assert_eq!(offer.yiaddr(), POOL);
+    let only_rai = Msg::new(MessageType::Discover, B)
+        .relay(outside)
+        .relay_info(vec![RelayInfo::LinkSelection(Ipv4Addr::new(10, 7, 0, 0))]);
+    assert_eq!(
+        only_rai.send(&mut s, &t, T0),
+        Outcome::Drop(DropReason::NoSubnet)
+    );
+}

@@ -77,6 +77,9 @@ pub struct File {
     pub dhcp_interface: Option<String>,
     /// The PXE boot server (UDP 4011) for proxyDHCP subnets.
     pub pxe_listen: Option<SocketAddr>,
+    /// Ignore RFC 3527 link selection from every relay (Kea's
+    /// `compatibility.ignore-rai-link-selection`), for relays whose address is in no subnet.
+    pub dhcp_ignore_link_selection: Option<bool>,
     /// Where the lease journal lives.
     pub state_dir: Option<PathBuf>,
     /// Read-only directory of boot files, served over TFTP.
@@ -169,6 +172,8 @@ pub struct Config {
     pub dhcp_interface: Option<String>,
     /// The PXE boot server's address (proxyDHCP, UDP 4011); `None`: not run.
     pub pxe_listen: Option<SocketAddr>,
+    /// RFC 3527 link selection ignored from every relay.
+    pub dhcp_ignore_link_selection: bool,
     /// Lease journal directory (`None`: a directory of this process under the temp dir).
     pub state_dir: Option<PathBuf>,
     /// Boot files served over TFTP; `None`: no TFTP.
@@ -217,6 +222,10 @@ pub struct Overrides {
     /// 4011, when DHCP is on port 67; else none].
     #[arg(long)]
     pub pxe_listen: Option<SocketAddr>,
+    /// Ignore RFC 3527 link selection (option 82 sub-option 5) from every relay, not only
+    /// from relays in a subnet with ignore_link_selection.
+    #[arg(long)]
+    pub dhcp_ignore_link_selection: bool,
     /// Directory of the lease journal.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
@@ -268,6 +277,8 @@ impl Config {
                 .or(file.dhcp_listen)
                 .unwrap_or_else(|| parse(DEFAULT_DHCP)),
             dhcp_interface: flags.dhcp_interface.or(file.dhcp_interface),
+            dhcp_ignore_link_selection: flags.dhcp_ignore_link_selection
+                || file.dhcp_ignore_link_selection.unwrap_or(false),
             pxe_listen: flags.pxe_listen.or(file.pxe_listen).or_else(|| {
                 let dhcp = flags.dhcp_listen.or(file.dhcp_listen)?;
                 (dhcp.port() == 67).then(|| SocketAddr::new(dhcp.ip(), 4011))
@@ -464,6 +475,37 @@ mod tests {
             let e = Config::resolve(file, Overrides::default()).unwrap_err();
             assert!(e.to_string().contains(&bad[..bad.len() - 4]), "{e}");
         }
+    }
+
+    #[test]
+    fn pxe_listen_and_link_selection_from_the_file_or_the_flags() {
+        let d = Config::resolve(File::default(), Overrides::default()).unwrap();
+        assert_eq!(
+            d.pxe_listen, None,
+            "no boot server beside DHCP on an unprivileged port"
+        );
+        assert!(!d.dhcp_ignore_link_selection);
+        let on_67 = Overrides {
+            dhcp_listen: Some("10.0.0.2:67".parse().unwrap()),
+            ..Overrides::default()
+        };
+        let s = Config::resolve(File::default(), on_67).unwrap();
+        assert_eq!(s.pxe_listen, Some("10.0.0.2:4011".parse().unwrap()));
+        let file: File =
+            toml::from_str("dhcp_ignore_link_selection = true\npxe_listen = \"127.0.0.1:14011\"\n")
+                .unwrap();
+        let s = Config::resolve(file, Overrides::default()).unwrap();
+        assert!(s.dhcp_ignore_link_selection);
+        assert_eq!(s.pxe_listen, Some("127.0.0.1:14011".parse().unwrap()));
+        let flag = Overrides {
+            dhcp_ignore_link_selection: true,
+            ..Overrides::default()
+        };
+        assert!(
+            Config::resolve(File::default(), flag)
+                .unwrap()
+                .dhcp_ignore_link_selection
+        );
     }
 
     #[test]

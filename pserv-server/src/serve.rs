@@ -232,12 +232,16 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let chain = bound.boot.as_ref().map(|b| pserv_dhcp::BootChain {
         http_port: b.http_port,
     });
+    // One decision-maker for both DHCP front ends (port 67, and the PXE boot server on 4011).
+    let dhcp_server = pserv_dhcp::Server::new()
+        .with_boot_chain(chain)
+        .with_ignore_link_selection(config.dhcp_ignore_link_selection);
     let mut services = vec![
         start_dns(bound.dns, &shared, &config, &shutdown)?,
         start_dhcp(
             bound.dhcp,
             (leases_recovered, log),
-            chain,
+            dhcp_server,
             &shared,
             &shutdown,
         )?,
@@ -245,7 +249,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     if let Some(sock) = bound.pxe {
         let setup = pserv_dhcp::boot_server::Setup {
             store: shared.store.clone(),
-            server: pserv_dhcp::Server::new().with_boot_chain(chain),
+            server: dhcp_server,
             board: shared.board.clone(),
             server_id: None,
             on_proxy: proxy_events(&shared),
@@ -449,7 +453,7 @@ fn proxy_events(shared: &Shared) -> pserv_dhcp::proxy::OnProxy {
 fn start_dhcp(
     (sock, config): (std::net::UdpSocket, pserv_dhcp::io::Config),
     (leases, log): (Leases, Box<dyn LeaseLog>),
-    chain: Option<pserv_dhcp::BootChain>,
+    server: pserv_dhcp::Server,
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<Running, Error> {
@@ -457,7 +461,7 @@ fn start_dhcp(
     let setup = pserv_dhcp::io::Setup {
         config,
         store: shared.store.clone(),
-        server: pserv_dhcp::Server::new().with_boot_chain(chain),
+        server,
         leases,
         log,
         board: shared.board.clone(),
