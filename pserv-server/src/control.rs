@@ -128,6 +128,7 @@ impl App {
             .route("/v1/snapshot", put(put_snapshot))
             .route("/v1/status", get(status))
             .route("/v1/leases", get(leases))
+            .route("/v1/nodes", get(nodes))
             .route("/v1/events", get(events))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(max_body))
@@ -285,6 +286,95 @@ async fn leases(State(app): State<Arc<App>>) -> Response {
     });
     let all: Vec<Value> = dynamic.chain(reserved).collect();
     axum::Json(Value::Array(all)).into_response()
+}
+
+/// `GET /v1/nodes`'s query.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodesQuery {
+    /// Case-insensitive text to find in a node's id, FQDN, MAC (either form) or address.
+    query: Option<String>,
+    /// The page, from 0.
+    page: Option<usize>,
+    /// Nodes per page (default 50, at most 500).
+    per_page: Option<usize>,
+}
+
+/// The most nodes one page holds.
+const MAX_PER_PAGE: usize = 500;
+
+/// The served table's nodes, searched and paged on the server (for the status page and for
+/// scripts): each with its primary interface's MAC and address (or its live lease's), boot
+/// mode and profile. A search reads every node once, without allocating per node unless the
+/// query names a MAC or an address.
+async fn nodes(
+    State(app): State<Arc<App>>,
+    query: Result<Query<NodesQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": e.body_text()})),
+            )
+                .into_response();
+        }
+    };
+    let per_page = q.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
+    let page = q.page.unwrap_or(0);
+    let needle = q.query.unwrap_or_default().trim().to_ascii_lowercase();
+    // A MAC written with hyphens is searched as written with colons.
+    let needle_mac = needle.replace('-', ":");
+    let table = app.publisher.store.load_full();
+    let board = app.leases.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let plan = table.boot_plan();
+        let matches = |n: &pserv_core::table::NodeView<'_>| {
+            if needle.is_empty()
+                || n.id().to_ascii_lowercase().contains(&needle)
+                || n.fqdn().contains(&needle)
+            {
+                return true;
+            }
+            let Some(i) = n.primary() else { return false };
+            (needle_mac.contains(':') && i.mac().to_string().contains(&needle_mac))
+                || (needle.contains('.')
+                    && i.ipv4().is_some_and(|ip| ip.to_string().contains(&needle)))
+        };
+        let mut total = 0usize;
+        let mut shown = Vec::with_capacity(per_page);
+        let first = page.saturating_mul(per_page);
+        for n in table.nodes().filter(|n| matches(n)) {
+            if total >= first && shown.len() < per_page {
+                let primary = n.primary();
+                let mac = primary.map(|i| i.mac());
+                let reserved = primary.and_then(|i| i.ipv4());
+                let leased = mac.and_then(|m| board.address_of(m));
+                let (mode, profile) = match n.boot_intent() {
+                    pserv_core::table::Intent::Netboot(p) => ("netboot", plan.profile_name(p)),
+                    pserv_core::table::Intent::Local => {
+                        ("local", n.profile().and_then(|p| plan.profile_name(p)))
+                    }
+                    pserv_core::table::Intent::Ignore => ("ignore", None),
+                    pserv_core::table::Intent::Legacy => ("none", None),
+                };
+                shown.push(json!({
+                    "id": n.id(), "hostname": n.hostname(), "fqdn": n.fqdn(), "mac": mac,
+                    "ipv4": reserved.or(leased), "reserved": reserved.is_some(),
+                    "mode": mode, "profile": profile,
+                }));
+            }
+            total += 1;
+        }
+        json!({ "total": total, "page": page, "per_page": per_page,
+                "generation": table.generation(), "nodes": shown })
+    })
+    .await;
+    match body {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// `GET /v1/events`'s query.
