@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -93,6 +93,115 @@ fn udp_payloads(pcap: &[u8], src: Ipv4Addr, ports: &[u16]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The boot directory under `dir`: d-i's kernel and an initramfs that reports the hostname.
+fn boot_dir(dir: &Path) -> PathBuf {
+    let boot = dir.join("boot");
+    std::fs::create_dir_all(boot.join("images")).unwrap();
+    std::fs::copy(KERNEL, boot.join("images/vmlinuz")).unwrap();
+    pserv_tests::initramfs(
+        &dir.join("initramfs"),
+        Path::new("/bin/busybox"),
+        "ttyS0",
+        &boot.join("images/initrd.img"),
+    );
+    boot
+}
+
+/// The site's DHCP server: dnsmasq on `vsite` in `ns`, addresses of `range` only (plus
+/// `extra` options), no boot options.
+fn site_server(ns: &Netns, dir: &Path, range: &str, extra: &[&str]) -> Process {
+    Process::spawn(
+        ns.exec("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--port=0",
+                "--bind-interfaces",
+                "--interface=vsite",
+            ])
+            .arg(format!("--dhcp-range={range}"))
+            .args(extra)
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                dir.join("site.leases").display()
+            ))
+            .arg(format!("--pid-file={}", dir.join("site.pid").display()))
+            .args(["--user=root", "--conf-file=/dev/null"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+/// pserv serving `snap` in `ns` on SERVER (DHCP on 67 with `extra` flags), and its control
+/// API's address.
+fn start_pserv(
+    ns: &Netns,
+    dir: &Path,
+    snap: &Path,
+    boot: &Path,
+    extra: &[&str],
+) -> (Process, String) {
+    let mut pserv = Process::spawn(
+        ns.exec(PSERV)
+            .arg("serve")
+            .args(["--snapshot", snap.to_str().unwrap()])
+            .args(["--dhcp-listen", "0.0.0.0:67"])
+            .args(extra)
+            .args(["--tftp-listen", "0.0.0.0:69"])
+            .args(["--boot-http-listen", "0.0.0.0:5248"])
+            .args(["--boot-dir", boot.to_str().unwrap()])
+            .args(["--dns-listen", &format!("{SERVER}:53")])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--state-dir", dir.join("state").to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let control = pserv_tests::read_banner(pserv.child()).control;
+    std::thread::sleep(Duration::from_millis(500));
+    (pserv, control)
+}
+
+/// pserv's `/metrics`, read from inside `ns`.
+fn metrics(ns: &Netns, control: &str) -> String {
+    let out = ns
+        .exec("curl")
+        .args(["-s", &format!("{control}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// SeaBIOS + the iPXE ROM of QEMU's e1000 (MAC) on `tap` in `ns`, its console in `serial`.
+fn seabios(ns: &Netns, tap: &str, serial: &Path) -> Process {
+    Process::spawn(
+        ns.exec("timeout")
+            .args(["240", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
+            .args(["-display", "none", "-machine", "pc,graphics=off"])
+            .args(["-serial", &format!("file:{}", serial.display())])
+            .args(["-no-reboot", "-boot", "n"])
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+            ])
+            .args(["-device", &format!("e1000,netdev=n0,mac={MAC}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
+/// The console once it shows `marker`, or once the machine stopped or 200 s passed.
+fn boot_console(vm: &mut Process, serial: &Path, marker: &str) -> String {
+    let start = Instant::now();
+    while !pserv_tests::serial_console(serial).contains(marker)
+        && vm.exited().is_none()
+        && start.elapsed() < Duration::from_secs(200)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    pserv_tests::serial_console(serial)
+}
+
 /// The tests of this file each run machines under TCG on a two-core runner: one at a time.
 static VMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -106,15 +215,7 @@ fn ipxe_boots_through_pserv_proxy_beside_dnsmasq() {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let boot = dir.path().join("boot");
-    std::fs::create_dir_all(boot.join("images")).unwrap();
-    std::fs::copy(KERNEL, boot.join("images/vmlinuz")).unwrap();
-    pserv_tests::initramfs(
-        &dir.path().join("initramfs"),
-        Path::new("/bin/busybox"),
-        "ttyS0",
-        &boot.join("images/initrd.img"),
-    );
+    let boot = boot_dir(dir.path());
     // iPXE, shim and GRUB as an operator gets them.
     let out = std::process::Command::new(PSERV)
         .args(["boot-dir", boot.to_str().unwrap()])
@@ -159,56 +260,15 @@ fn ipxe_boots_through_pserv_proxy_beside_dnsmasq() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    let _dnsmasq = Process::spawn(
-        site.exec("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--port=0",
-                "--bind-interfaces",
-                "--interface=vsite",
-            ])
-            .args(["--dhcp-range=10.99.5.1,10.99.5.200,255.255.0.0,10m"])
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                dir.path().join("site.leases").display()
-            ))
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("site.pid").display()
-            ))
-            .args(["--user=root", "--conf-file=/dev/null", "--log-dhcp"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let _dnsmasq = site_server(
+        &site,
+        dir.path(),
+        "10.99.5.1,10.99.5.200,255.255.0.0,10m",
+        &[],
     );
-    let mut pserv = Process::spawn(
-        lab.exec(PSERV)
-            .arg("serve")
-            .args(["--snapshot", snap.to_str().unwrap()])
-            .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "br0"])
-            .args([
-                "--tftp-listen",
-                "0.0.0.0:69",
-                "--boot-http-listen",
-                "0.0.0.0:5248",
-            ])
-            .args(["--boot-dir", boot.to_str().unwrap()])
-            .args(["--dns-listen", &format!("{SERVER}:53")])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
-    );
-    let banner = pserv_tests::read_banner(pserv.child());
-    let metrics = || {
-        let out = lab
-            .exec("curl")
-            .args(["-s", &format!("{}/metrics", banner.control)])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    std::thread::sleep(Duration::from_millis(500));
+    let (_pserv, control) =
+        start_pserv(&lab, dir.path(), &snap, &boot, &["--dhcp-interface", "br0"]);
+    let metrics = || metrics(&lab, &control);
 
     // A client with nothing to do with PXE: dnsmasq's address, nothing from pserv.
     let out = cli
@@ -240,29 +300,11 @@ fn ipxe_boots_through_pserv_proxy_beside_dnsmasq() {
     // The machine: its address from dnsmasq, its boot from pserv.
     let _routers = lab.answer_router_solicitations("br0");
     let serial = dir.path().join("serial.log");
-    let mut vm = Process::spawn(
-        lab.exec("timeout")
-            .args(["240", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
-            .args(["-display", "none", "-machine", "pc,graphics=off"])
-            .args(["-serial", &format!("file:{}", serial.display())])
-            .args(["-no-reboot", "-boot", "n"])
-            .args(["-netdev", "tap,id=n0,ifname=tappx,script=no,downscript=no"])
-            .args(["-device", &format!("e1000,netdev=n0,mac={MAC}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let booted = "PSERV-BOOTED host=vm1";
     let start = Instant::now();
-    while !pserv_tests::serial_console(&serial).contains(booted)
-        && vm.exited().is_none()
-        && start.elapsed() < Duration::from_secs(200)
-    {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let console = pserv_tests::serial_console(&serial);
+    let mut vm = seabios(&lab, "tappx", &serial);
+    let console = boot_console(&mut vm, &serial, "PSERV-BOOTED host=vm1");
     assert!(
-        console.contains(booted),
+        console.contains("PSERV-BOOTED host=vm1"),
         "the machine did not boot through pserv's proxy; console:\n{console}"
     );
     eprintln!("booted through the proxy in {:.1?}", start.elapsed());
@@ -399,15 +441,7 @@ fn a_relay_forwarding_to_both_servers_boots_the_machine_through_the_proxy() {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = tempfile::tempdir().unwrap();
-    let boot = dir.path().join("boot");
-    std::fs::create_dir_all(boot.join("images")).unwrap();
-    std::fs::copy(KERNEL, boot.join("images/vmlinuz")).unwrap();
-    pserv_tests::initramfs(
-        &dir.path().join("initramfs"),
-        Path::new("/bin/busybox"),
-        "ttyS0",
-        &boot.join("images/initrd.img"),
-    );
+    let boot = boot_dir(dir.path());
     let snap = dir.path().join("snap.json");
     std::fs::write(
         &snap,
@@ -445,27 +479,11 @@ fn a_relay_forwarding_to_both_servers_boots_the_machine_through_the_proxy() {
         .unwrap();
     lab.ip(&["route", "add", "10.98.0.0/24", "via", "10.99.0.4"]);
     site.ip(&["route", "add", "10.98.0.0/24", "via", "10.99.0.4"]);
-    let _dnsmasq = Process::spawn(
-        site.exec("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--port=0",
-                "--bind-interfaces",
-                "--interface=vsite",
-            ])
-            .args(["--dhcp-range=10.98.0.100,10.98.0.200,255.255.255.0,10m"])
-            .args(["--dhcp-option=3,10.98.0.1"])
-            .arg(format!(
-                "--dhcp-leasefile={}",
-                dir.path().join("site.leases").display()
-            ))
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("site.pid").display()
-            ))
-            .args(["--user=root", "--conf-file=/dev/null"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let _dnsmasq = site_server(
+        &site,
+        dir.path(),
+        "10.98.0.100,10.98.0.200,255.255.255.0,10m",
+        &["--dhcp-option=3,10.98.0.1"],
     );
     // The relay: dnsmasq relaying only (no range of its own), to both servers.
     let _relay = Process::spawn(
@@ -488,59 +506,16 @@ fn a_relay_forwarding_to_both_servers_boots_the_machine_through_the_proxy() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    let mut pserv = Process::spawn(
-        lab.exec(PSERV)
-            .arg("serve")
-            .args(["--snapshot", snap.to_str().unwrap()])
-            .args(["--dhcp-listen", "0.0.0.0:67"])
-            .args([
-                "--tftp-listen",
-                "0.0.0.0:69",
-                "--boot-http-listen",
-                "0.0.0.0:5248",
-            ])
-            .args(["--boot-dir", boot.to_str().unwrap()])
-            .args(["--dns-listen", &format!("{SERVER}:53")])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit()),
-    );
-    let banner = pserv_tests::read_banner(pserv.child());
-    std::thread::sleep(Duration::from_millis(500));
+    let (_pserv, control) = start_pserv(&lab, dir.path(), &snap, &boot, &[]);
 
     let _routers = edge.answer_router_solicitations("brc");
     let serial = dir.path().join("serial.log");
-    let mut vm = Process::spawn(
-        edge.exec("timeout")
-            .args(["240", "qemu-system-x86_64", "-accel", "tcg", "-m", "512"])
-            .args(["-display", "none", "-machine", "pc,graphics=off"])
-            .args(["-serial", &format!("file:{}", serial.display())])
-            .args(["-no-reboot", "-boot", "n"])
-            .args(["-netdev", "tap,id=n0,ifname=tapre,script=no,downscript=no"])
-            .args(["-device", &format!("e1000,netdev=n0,mac={MAC}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
-    let booted = "PSERV-BOOTED host=vm9";
     let start = Instant::now();
-    while !pserv_tests::serial_console(&serial).contains(booted)
-        && vm.exited().is_none()
-        && start.elapsed() < Duration::from_secs(200)
-    {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let console = pserv_tests::serial_console(&serial);
-    let out = lab
-        .exec("curl")
-        .args(["-s", &format!("{}/metrics", banner.control)])
-        .output()
-        .unwrap();
-    let m = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut vm = seabios(&edge, "tapre", &serial);
+    let console = boot_console(&mut vm, &serial, "PSERV-BOOTED host=vm9");
+    let m = metrics(&lab, &control);
     assert!(
-        console.contains(booted),
+        console.contains("PSERV-BOOTED host=vm9"),
         "the relayed machine did not boot through the proxy; console:\n{console}\n{m}"
     );
     assert!(
