@@ -614,6 +614,20 @@ fn chain_snapshot() -> String {
     lab_snapshot(1, &CHAIN_NODES, r#"{ "chain": "grub" }"#)
 }
 
+/// Runs `pserv boot-dir` on `boot` (also looking under `from`) and asserts it succeeded with
+/// the boot path `ready` ready.
+fn assemble(boot: &Path, from: Option<&Path>, ready: &str) {
+    let mut c = Command::new(PSERV);
+    c.args(["boot-dir", boot.to_str().unwrap()]);
+    if let Some(root) = from {
+        c.arg("--from").arg(root);
+    }
+    let out = c.output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pserv boot-dir: {out:?}");
+    assert!(report.contains(&format!("ready      {ready}")), "{report}");
+}
+
 /// The signed pieces the `grub` chain needs (packages shim-signed, grub-efi-amd64-signed).
 const SIGNED: [&str; 2] = [
     "/usr/lib/shim/shimx64.efi.signed",
@@ -664,16 +678,7 @@ fn uefi_secure_boot_and_http_boot_take_the_chain_pserv_hands_them() {
     let dir = tempfile::tempdir().unwrap();
     let boot = boot_dir(dir.path());
     // The signed chain comes from `pserv boot-dir`, as an operator's would.
-    let out = Command::new(PSERV)
-        .args(["boot-dir", boot.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "pserv boot-dir: {out:?}");
-    assert!(
-        report.contains("ready      x86-64 UEFI, grub chain (Secure Boot)"),
-        "{report}"
-    );
+    assemble(&boot, None, "x86-64 UEFI, grub chain (Secure Boot)");
     let snap = dir.path().join("snap.json");
     std::fs::write(&snap, chain_snapshot()).unwrap();
     let ns = lab_netns();
@@ -836,17 +841,7 @@ fn arm64_uefi_netboots_linux_through_shim_and_grub() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let boot = boot_dir(dir.path());
-    let out = Command::new(PSERV)
-        .args(["boot-dir", boot.to_str().unwrap(), "--from"])
-        .arg(arm64)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "pserv boot-dir: {out:?}");
-    assert!(
-        report.contains("ready      ARM64 UEFI, grub chain (Secure Boot)"),
-        "{report}"
-    );
+    assemble(&boot, Some(arm64), "ARM64 UEFI, grub chain (Secure Boot)");
     // The kernel gzipped (GRUB decompresses as it reads): a third of the TFTP blocks, which
     // Debian's GRUB fetches one 1024-byte block at a time.
     std::fs::create_dir_all(boot.join("images/arm64")).unwrap();
