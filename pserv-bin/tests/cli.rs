@@ -207,36 +207,22 @@ fn serve_push_status_metrics_sighup_shutdown() {
 #[test]
 fn events_stream_announces_snapshots() {
     let s = Server::start(&[]);
-    let addr = s.control.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .unwrap();
-    // Wait for the response head, then push.
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-        let n = stream.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-    }
-    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    // The response head first, then push.
+    let mut events = pserv_tests::EventStream::open(
+        s.control.trim_start_matches("http://"),
+        Duration::from_secs(10),
+    );
+    assert!(events.text().starts_with("HTTP/1.1 200"));
     let (code, _) = put(
         &s.url("/v1/snapshot"),
         generation(EXAMPLE_JSON, 5).as_bytes(),
         None,
     );
     assert_eq!(code, 200);
-    while !String::from_utf8_lossy(&seen).contains("\"generation\":5") {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed");
-        seen.extend_from_slice(&buf[..n]);
+    while !events.text().contains("\"generation\":5") {
+        assert!(events.read_more().unwrap() > 0, "stream closed");
     }
-    assert!(String::from_utf8_lossy(&seen).contains("event: snapshot"));
+    assert!(events.text().contains("event: snapshot"));
     // An event stream never ends on its own: SIGTERM still stops pserv promptly, cleanly.
     let t = Instant::now();
     assert!(s.stop().success());
@@ -570,22 +556,10 @@ fn serve_answers_node_files_and_progress_as_events() {
         "127.0.0.1:0",
     ]);
     let base = format!("http://{}", s.boot_http.expect("HTTP boot runs"));
-    let addr = s.control.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-        let n = stream.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut events = pserv_tests::EventStream::open(
+        s.control.trim_start_matches("http://"),
+        Duration::from_secs(10),
+    );
     let curl = |args: &[&str]| -> String {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "20"])
@@ -619,12 +593,10 @@ fn serve_answers_node_files_and_progress_as_events() {
         &format!("{base}/nodes/52-54-00-aa-00-01/progress"),
     ]);
     assert_eq!(code, "204");
-    while !String::from_utf8_lossy(&seen).contains("\"event\":\"progress\"") {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed");
-        seen.extend_from_slice(&buf[..n]);
+    while !events.text().contains("\"event\":\"progress\"") {
+        assert!(events.read_more().unwrap() > 0, "stream closed");
     }
-    let text = String::from_utf8_lossy(&seen).into_owned();
+    let text = events.text();
     assert!(text.contains("event: node_file"), "{text}");
     assert!(
         text.contains(r#""node":"n1","mac":"52:54:00:aa:00:01","client":"127.0.0.1","file":"user-data","via":"http""#),
@@ -663,22 +635,10 @@ fn serve_with_a_boot_dir_receives_syslog_from_logger() {
         "127.0.0.1:0",
     ]);
     let syslog = s.syslog.expect("pserv printed its syslog address");
-    let addr = s.control.trim_start_matches("http://").to_owned();
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
-    )
-    .unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-        let n = stream.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut events = pserv_tests::EventStream::open(
+        s.control.trim_start_matches("http://"),
+        Duration::from_secs(10),
+    );
     let port = syslog.port().to_string();
     let logger = |args: &[&str]| {
         let ok = Command::new("logger")
@@ -697,13 +657,10 @@ fn serve_with_a_boot_dir_receives_syslog_from_logger() {
         "hello in 5424",
     ]);
     logger(&["--rfc3164", "-p", "local3.warning", "hello in 3164"]);
-    let text = |seen: &[u8]| String::from_utf8_lossy(seen).into_owned();
-    while !(text(&seen).contains("hello in 5424") && text(&seen).contains("hello in 3164")) {
-        let n = stream.read(&mut buf).unwrap();
-        assert!(n > 0, "stream closed");
-        seen.extend_from_slice(&buf[..n]);
+    while !(events.text().contains("hello in 5424") && events.text().contains("hello in 3164")) {
+        assert!(events.read_more().unwrap() > 0, "stream closed");
     }
-    let text = text(&seen);
+    let text = events.text();
     let events: Vec<serde_json::Value> = text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))

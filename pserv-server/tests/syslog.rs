@@ -89,21 +89,8 @@ async fn syslog_datagrams_become_log_events_for_their_node() {
     assert_ne!(syslog.port(), 0);
 
     let events = tokio::task::spawn_blocking(move || {
-        let mut stream = TcpStream::connect(control).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /v1/events HTTP/1.1\r\nHost: pserv\r\nAccept: text/event-stream\r\n\r\n"
-        )
-        .unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
-            let n = stream.read(&mut buf).unwrap();
-            seen.extend_from_slice(&buf[..n]);
-        }
+        let mut stream =
+            pserv_tests::EventStream::open(&control.to_string(), Duration::from_secs(5));
         // A known node without a reservation, and an unknown client, lease addresses.
         let known = dora(dhcp, [0x52, 0x54, 0, 0, 0, 2]);
         let unknown = dora(dhcp, [2, 0, 0, 0, 0, 0x42]);
@@ -125,14 +112,12 @@ async fn syslog_datagrams_become_log_events_for_their_node() {
         );
         send("127.0.0.1".parse().unwrap(), "no priority at all");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while log_events(&seen).len() < 4 && Instant::now() < deadline {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-                Err(_) => {}
+        while log_events(&stream.seen).len() < 4 && Instant::now() < deadline {
+            if let Ok(0) = stream.read_more() {
+                break;
             }
         }
-        (log_events(&seen), known, unknown)
+        (log_events(&stream.seen), known, unknown)
     })
     .await
     .unwrap();

@@ -209,3 +209,54 @@ pub fn initramfs(
         .expect("running cpio");
     assert!(status.success());
 }
+
+/// `GET /v1/events` on a control API at `addr` (`host:port`), read up to the end of the
+/// response head: what tests follow the event stream with. [`EventStream::seen`] holds every
+/// byte read so far.
+pub struct EventStream {
+    stream: std::net::TcpStream,
+    /// Everything read so far, the response head included.
+    pub seen: Vec<u8>,
+}
+
+impl EventStream {
+    /// Connects, asks for the stream and reads its response head (reads time out after
+    /// `timeout`).
+    pub fn open(addr: &str, timeout: std::time::Duration) -> Self {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).expect("the control API");
+        stream
+            .set_read_timeout(Some(timeout))
+            .expect("a read timeout");
+        write!(
+            stream,
+            "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .expect("the request");
+        let mut s = Self {
+            stream,
+            seen: Vec::new(),
+        };
+        while !s.text().contains("\r\n\r\n") {
+            assert!(
+                s.read_more().expect("the response head") > 0,
+                "stream closed"
+            );
+        }
+        s
+    }
+
+    /// Reads what has arrived into [`EventStream::seen`]; 0 once the stream is closed.
+    pub fn read_more(&mut self) -> std::io::Result<usize> {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let n = self.stream.read(&mut buf)?;
+        self.seen.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    /// Everything read so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
