@@ -4,8 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::DhcpOption;
@@ -49,16 +48,7 @@ fn resolve(server: SocketAddr, name: &str) -> Option<Ipv4Addr> {
 }
 
 fn get(control: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(control).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: pserv\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    pserv_tests::http_get(control, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,3 +260,20 @@ impl EventStream {
         String::from_utf8_lossy(&self.seen).into_owned()
     }
 }
+
+/// A plain `GET path` of an HTTP/1.1 server at `addr`, read to the end (`Connection: close`):
+/// the whole response, head and body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("the server");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("a read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: pserv\r\nConnection: close\r\n\r\n"
+    )
+    .expect("the request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("the response");
+    out
+}
