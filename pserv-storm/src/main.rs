@@ -171,6 +171,18 @@ fn parse_prefix(s: &str) -> Option<[u8; 2]> {
     ])
 }
 
+/// A run's report: JSON on stdout with `--json`, else its table.
+fn print_report<R: serde::Serialize>(report: &R, json: bool, table: fn(&R)) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        table(report);
+    }
+}
+
 fn parse_server(s: &str) -> Option<SocketAddrV4> {
     s.parse().ok().or_else(|| {
         s.parse::<Ipv4Addr>()
@@ -334,14 +346,7 @@ fn main() -> ExitCode {
                 mac_prefix,
             };
             let report = dhcp::run::run(&sock, &servers, cfg, !quiet && !json);
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                table(&report);
-            }
+            print_report(&report, json, table);
             if report.outside_subnet + report.duplicates > 0 {
                 return ExitCode::from(3);
             }
@@ -442,14 +447,7 @@ fn main() -> ExitCode {
             let Some(report) = report else {
                 return ExitCode::from(1);
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                boot_table(&report);
-            }
+            print_report(&report, json, boot_table);
             if report.failed > 0 {
                 return ExitCode::from(3);
             }
@@ -485,14 +483,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                syslog_table(&report);
-            }
+            print_report(&report, json, syslog_table);
             if report.events.as_ref().is_some_and(|e| e.duplicates > 0) {
                 return ExitCode::from(3);
             }
