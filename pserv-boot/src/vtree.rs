@@ -190,10 +190,12 @@ pub fn config_name(name: &str) -> Option<(Loader, MacAddr)> {
 /// Whether a name is GRUB's plain `grub.cfg`, in any directory (see
 /// [`names::is_plain_grub_cfg`]).
 pub fn is_grub_cfg(name: &str) -> bool {
-    components(name).is_some_and(|parts| {
-        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
-        names::is_plain_grub_cfg(&parts)
-    })
+    // Every TFTP and HTTP request asks this: only a name ending so is split and checked.
+    name.ends_with("grub.cfg")
+        && components(name).is_some_and(|parts| {
+            let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+            names::is_plain_grub_cfg(&parts)
+        })
 }
 
 /// Which node file a name asks for (`nodes/<mac>/<name>`), if it names one.
