@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use pserv_storm::dhcp::{self, Report};
 use pserv_tests::netns::Netns;
-use pserv_tests::process::Process;
 use pserv_tests::{have_root, have_tool};
 
 mod netns;
@@ -106,15 +105,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
     }
     let lab = Lab::new("b", 76);
     let p = lab.p().to_owned();
-    let root = lab.dir.path().join("boot");
-    std::fs::create_dir_all(root.join("images")).unwrap();
-    let bytes = |n: usize, seed: u8| -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
-    };
-    std::fs::write(root.join("undionly.kpxe"), bytes(70_000, 1)).unwrap();
-    std::fs::write(root.join("ipxe.efi"), bytes(90_000, 2)).unwrap();
-    std::fs::write(root.join("images/vmlinuz"), bytes(600_000, 3)).unwrap();
-    std::fs::write(root.join("images/initrd.img"), bytes(900_000, 4)).unwrap();
+    let root = netns::storm_boot_dir(&lab);
     let machines = 60u32;
     let nodes: Vec<String> = (0..machines)
         .map(|i| {
@@ -151,23 +142,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         "dev",
         "lo",
     ]);
-    let mut pserv = Process::spawn(
-        lab.net
-            .srv
-            .exec(netns::PSERV)
-            .arg("serve")
-            .args(["--snapshot", lab.snap.to_str().unwrap()])
-            .args(["--boot-dir", root.to_str().unwrap()])
-            .args(["--dhcp-listen", &format!("{p}.0.1:67")])
-            .args(["--tftp-listen", &format!("{p}.0.1:69")])
-            .args(["--boot-http-listen", &format!("{p}.0.1:5248")])
-            .args(["--dns-listen", &format!("{p}.0.1:53")])
-            .args(["--control-listen", "127.0.0.1:0"])
-            .args(["--state-dir", lab.state.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped()),
-    );
-    let _banner = pserv_tests::read_banner(pserv.child());
+    let (_pserv, _control) = netns::serve_storm(&lab, &root, &[]);
     let relay: Ipv4Addr = format!("{p}.0.2").parse().unwrap();
     let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
     let cfg = pserv_storm::boot::Config {
@@ -185,17 +160,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         dhcp_tries: 4,
         deadline: Duration::from_secs(120),
     };
-    let report = cli.enter(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let std_sock = dhcp::run::socket(SocketAddr::from((relay, 67))).unwrap();
-            let sock = tokio::net::UdpSocket::from_std(std_sock).unwrap();
-            pserv_storm::boot::run(cfg, sock, false).await
-        })
-    });
+    let report = netns::run_storm(cli.name(), cfg);
     eprintln!("{report:#?}");
     assert_eq!(
         (report.booted, report.failed, report.local),

@@ -75,6 +75,7 @@ impl Content {
 
 /// A configuration served: the boot-progress event a controller follows.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename = "boot_config")]
 pub struct ConfigServed {
     /// `ipxe`, `grub` or `pxelinux`.
     pub loader: &'static str,

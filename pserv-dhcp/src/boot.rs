@@ -71,6 +71,13 @@ impl<'a> Exchange<'a> {
     }
 }
 
+/// Whether the request comes from iPXE: user class "iPXE", or option 175 present.
+pub(crate) fn is_ipxe(msg: &Message) -> bool {
+    matches!(msg.opts().get(OptionCode::UserClass),
+        Some(DhcpOption::UserClass(uc)) if uc.windows(4).any(|w| w == b"iPXE"))
+        || msg.opts().get(OptionCode::Unknown(175)).is_some()
+}
+
 /// Picks the boot file: by client architecture (option 93), the node's own file over the
 /// subnet's, and for iPXE (user class "iPXE", or option 175 present) the iPXE script URL
 /// instead, so iPXE does not chain-load itself forever. Where neither names one and `chain`
@@ -90,9 +97,7 @@ fn boot_file<'t>(
     let Some(arch) = Arch::from_client_arch(arch_code) else {
         return (None, false);
     };
-    let ipxe = matches!(msg.opts().get(OptionCode::UserClass),
-        Some(DhcpOption::UserClass(uc)) if uc.windows(4).any(|w| w == b"iPXE"))
-        || msg.opts().get(OptionCode::Unknown(175)).is_some();
+    let ipxe = is_ipxe(msg);
     // The node's chain over its subnet's; iPXE where neither names one.
     let chain_of = node
         .and_then(|n| n.chain)

@@ -77,7 +77,24 @@ impl Exchange<'_> {
             // machine at its next exchange.
             o.insert(DhcpOption::Hostname(n.hostname().to_owned()));
         }
+        let mut netboot = None;
         if let Some(file) = boot.file {
+            let ipxe = crate::boot::is_ipxe(msg);
+            if kind == MessageType::Ack && !inform && (ipxe || crate::proxy::netbooting(msg)) {
+                netboot = Some(Box::new(crate::server::Netboot {
+                    mac: self.req.mac,
+                    ip: yiaddr,
+                    node: node.map(|n| n.id().to_owned()),
+                    file: file.to_string(),
+                    client: if ipxe {
+                        "ipxe"
+                    } else if boot.http {
+                        "http"
+                    } else {
+                        "firmware"
+                    },
+                }));
+            }
             if let Some(sn) = subnet.boot.as_ref().and_then(|b| b.server_name.as_deref()) {
                 r.set_sname_str(sn);
             }
@@ -106,6 +123,7 @@ impl Exchange<'_> {
             kind,
             proxy: None,
             lenient: false,
+            netboot,
         }
     }
 }
@@ -137,6 +155,7 @@ pub(crate) fn proxy(
         kind,
         proxy: Some(Box::new(answer)),
         lenient: false,
+        netboot: None,
     }
 }
 
@@ -172,6 +191,7 @@ pub(crate) fn nak(req: &Request<'_>, server_id: Ipv4Addr) -> Reply {
         kind: MessageType::Nak,
         proxy: None,
         lenient: false,
+        netboot: None,
     }
 }
 

@@ -124,7 +124,12 @@ pub struct Setup {
     pub on_event: OnEvent,
     /// proxyDHCP answers (see [`crate::proxy`]).
     pub on_proxy: crate::proxy::OnProxy,
+    /// Netbooting machines' ACKs (see [`crate::server::Netboot`]).
+    pub on_netboot: OnNetboot,
 }
+
+/// Called with each netbooting machine's ACK as it is queued.
+pub type OnNetboot = Arc<dyn Fn(&crate::server::Netboot) + Send + Sync>;
 
 /// Datagrams per system call.
 const BATCH: usize = 32;
@@ -176,6 +181,7 @@ pub fn start(
         board,
         on_event,
         on_proxy,
+        on_netboot,
     } = setup;
     let sightings = board.clone();
     let owner = Owner::new(leases, log, board, Now::read());
@@ -209,6 +215,7 @@ pub fn start(
                 counters: front,
                 on_event,
                 on_proxy,
+                on_netboot,
                 outbox: Vec::with_capacity(BATCH),
                 send: SendBatch::new(),
                 wake: IDLE_WAKE,
@@ -266,6 +273,7 @@ struct Loop {
     counters: Arc<Counters>,
     on_event: OnEvent,
     on_proxy: crate::proxy::OnProxy,
+    on_netboot: OnNetboot,
     /// Replies ready to leave, sent together once the pass has decided them all.
     outbox: Vec<Outgoing>,
     send: SendBatch<BATCH>,
@@ -374,6 +382,9 @@ impl Loop {
             Outcome::Reply(r) => {
                 if let Some(a) = &r.proxy {
                     (self.on_proxy)(a);
+                }
+                if let Some(n) = &r.netboot {
+                    (self.on_netboot)(n);
                 }
                 if r.lenient {
                     self.counters

@@ -67,7 +67,7 @@ pub struct Sighting {
 }
 
 /// The client's option 60 says it netboots: `PXEClient…` or `HTTPClient…`.
-fn netbooting(msg: &Message) -> bool {
+pub(crate) fn netbooting(msg: &Message) -> bool {
     match msg.opts().get(OptionCode::ClassIdentifier) {
         Some(DhcpOption::ClassIdentifier(c)) => {
             c.starts_with(b"PXEClient") || c.starts_with(b"HTTPClient")

@@ -55,6 +55,28 @@ pub struct Reply {
     /// The answer to a SELECTING REQUEST without option 50 (RFC 2131 Table 5 requires it;
     /// answered as the request it means to be, and counted apart).
     pub lenient: bool,
+    /// An ACK that gave a netbooting machine (firmware, or iPXE) its address and boot file:
+    /// the first step of its boot, announced as a `dhcp` event.
+    pub netboot: Option<Box<Netboot>>,
+}
+
+/// A netbooting machine's ACK (its request named a PXE or HTTP boot client in option 60, or
+/// came from iPXE), with the boot file it was given: the `dhcp` event a controller, or the
+/// status page, follows a boot by. Ordinary clients' ACKs are not announced (a dynamic lease
+/// has its own `bound` event).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "event", rename = "dhcp")]
+pub struct Netboot {
+    /// The machine.
+    pub mac: MacAddr,
+    /// The address it was given.
+    pub ip: Ipv4Addr,
+    /// Its node, when the snapshot knows it.
+    pub node: Option<String>,
+    /// The boot file it was given (a TFTP name or a URL).
+    pub file: String,
+    /// Who asked: `firmware` (PXE), `http` (UEFI HTTP boot) or `ipxe`.
+    pub client: &'static str,
 }
 
 /// Why a packet got no answer. Every drop is counted by reason.

@@ -50,6 +50,8 @@ pub(crate) struct PushStats {
     /// Parse+validate+compile+swap time of accepted snapshots.
     pub(crate) publish_seconds: Histogram,
     pub(crate) last_publish_us: AtomicU64,
+    /// When the served snapshot was published (Unix seconds; 0 before the first).
+    pub(crate) published_at: AtomicU64,
 }
 
 /// Publishes snapshots: counts each outcome, times it, announces it.
@@ -85,6 +87,7 @@ impl Publisher {
                 p.publish_seconds.observe(took);
                 p.last_publish_us
                     .store(took.as_micros() as u64, Ordering::Relaxed);
+                p.published_at.store(unix_now(), Ordering::Relaxed);
                 self.events.emit(|| Event::from(published));
             }
             Err(PublishError::Invalid(_)) => {
@@ -113,6 +116,15 @@ pub(crate) struct App {
     pub(crate) connections: Arc<pserv_net::http::ConnCounters>,
     pub(crate) token: Option<String>,
     pub(crate) started: Instant,
+    /// Each service's name and addresses, the control API last (for the status).
+    pub(crate) listening: Vec<(&'static str, Vec<std::net::SocketAddr>)>,
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl App {
@@ -130,12 +142,17 @@ impl App {
             .route("/v1/leases", get(leases))
             .route("/v1/nodes", get(nodes))
             .route("/v1/events", get(events))
+            .route("/v1/subnets", get(crate::views::subnets))
+            .route("/v1/counters", get(crate::views::counters))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(max_body))
             .layer(middleware::from_fn(move |req: Request, next: Next| {
                 refuse_declared_oversize(req, next, max_body)
             }))
             .layer(middleware::from_fn_with_state(self.clone(), auth))
+            // The status page's files hold no data (it reads the API with the token): outside
+            // the token check, so a browser can load the page that asks for the token.
+            .merge(crate::page::router())
             .with_state(self.clone())
     }
 }
@@ -254,6 +271,11 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "journal_error": journal_error,
         "cluster": cluster,
         "uptime_seconds": app.started.elapsed().as_secs(),
+        "published_at": Some(app.publisher.pushes.published_at.load(Ordering::Relaxed))
+            .filter(|&t| t > 0),
+        "services": app.listening.iter()
+            .map(|(name, addrs)| json!({"name": name, "addrs": addrs}))
+            .collect::<Vec<_>>(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     // Not ready (no snapshot yet): 503, so a load balancer or readiness probe waits.
@@ -265,7 +287,31 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-async fn leases(State(app): State<Arc<App>>) -> Response {
+/// `GET /v1/leases`'s query: with any of it, one page of dynamic leases (see [`lease_page`]).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeasesQuery {
+    /// Case-insensitive text to find in a lease's MAC (either form), address or hostname.
+    query: Option<String>,
+    /// The page, from 0.
+    page: Option<usize>,
+    /// Leases per page (default 50, at most 500).
+    per_page: Option<usize>,
+}
+
+/// Every lease, dynamic and reserved, as one array; or, with `query`, `page` or `per_page`,
+/// one page of the dynamic leases (ordered by address) that match.
+async fn leases(
+    State(app): State<Arc<App>>,
+    query: Result<Query<LeasesQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(&e),
+    };
+    if q.query.is_some() || q.page.is_some() || q.per_page.is_some() {
+        return lease_page(&app, q);
+    }
     let table = app.publisher.store.load_full();
     let leases = app.leases.leases();
     let dynamic = leases.iter().map(|l| {
@@ -286,6 +332,45 @@ async fn leases(State(app): State<Arc<App>>) -> Response {
     });
     let all: Vec<Value> = dynamic.chain(reserved).collect();
     axum::Json(Value::Array(all)).into_response()
+}
+
+/// One page of the dynamic leases that match `q`, ordered by address, with how many match.
+fn lease_page(app: &App, q: LeasesQuery) -> Response {
+    let per_page = q.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
+    let page = q.page.unwrap_or(0);
+    let needle = q.query.unwrap_or_default().trim().to_ascii_lowercase();
+    let needle_mac = needle.replace('-', ":");
+    let mut leases = app.leases.leases();
+    leases.retain(|l| {
+        needle.is_empty()
+            || l.mac.to_string().contains(&needle_mac)
+            || l.ip.to_string().contains(&needle)
+            || l.hostname
+                .as_deref()
+                .is_some_and(|h| h.to_ascii_lowercase().contains(&needle))
+    });
+    leases.sort_unstable_by_key(|l| l.ip);
+    let total = leases.len();
+    let shown: Vec<Value> = leases
+        .iter()
+        .skip(page.saturating_mul(per_page))
+        .take(per_page)
+        .map(|l| {
+            json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
+                   "hostname": l.hostname})
+        })
+        .collect();
+    axum::Json(json!({"total": total, "page": page, "per_page": per_page, "leases": shown}))
+        .into_response()
+}
+
+/// A query string that does not parse: 400, saying what is wrong.
+fn bad_query(e: &QueryRejection) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": e.body_text()})),
+    )
+        .into_response()
 }
 
 /// `GET /v1/nodes`'s query.
@@ -313,13 +398,7 @@ async fn nodes(
 ) -> Response {
     let q = match query {
         Ok(Query(q)) => q,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": e.body_text()})),
-            )
-                .into_response();
-        }
+        Err(e) => return bad_query(&e),
     };
     let per_page = q.per_page.unwrap_or(50).clamp(1, MAX_PER_PAGE);
     let page = q.page.unwrap_or(0);
@@ -329,6 +408,7 @@ async fn nodes(
     let table = app.publisher.store.load_full();
     let board = app.leases.clone();
     let body = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
         let plan = table.boot_plan();
         let matches = |n: &pserv_core::table::NodeView<'_>| {
             if needle.is_empty()
@@ -368,7 +448,8 @@ async fn nodes(
             total += 1;
         }
         json!({ "total": total, "page": page, "per_page": per_page,
-                "generation": table.generation(), "nodes": shown })
+                "generation": table.generation(), "nodes": shown,
+                "took_ms": t0.elapsed().as_secs_f64() * 1e3 })
     })
     .await;
     match body {

@@ -1,5 +1,5 @@
 //! `/v1/events`: what pserv announces (snapshots published, lease changes and ends, boot
-//! configs, node files, boot progress, TFTP and HTTP boot fetches, syslog messages), typed
+//! configs, netbooting machines' ACKs, node files, boot progress, TFTP and HTTP boot fetches, syslog messages), typed
 //! until an event is written to a listener's stream, and kept for a while so a listener that
 //! reconnects resumes where it stopped.
 //!
@@ -51,6 +51,8 @@ pub(crate) enum Event {
     Log(LogLine),
     /// A proxyDHCP answer (issue 23): a proxy offer on port 67, or the boot server's ACK.
     Proxy(pserv_dhcp::proxy::ProxyAnswer),
+    /// A netbooting machine's ACK: its address and boot file, the first step of a boot.
+    Dhcp(pserv_dhcp::server::Netboot),
 }
 
 /// The snapshot event's body.
@@ -85,6 +87,7 @@ pub(crate) const KINDS: &[&str] = &[
     "progress",
     "node_file",
     "proxy",
+    "dhcp",
 ];
 
 impl Event {
@@ -100,6 +103,7 @@ impl Event {
             Self::Progress(_) => "progress",
             Self::Log(_) => "log",
             Self::Proxy(_) => "proxy",
+            Self::Dhcp(_) => "dhcp",
         }
     }
 
@@ -126,6 +130,7 @@ impl Event {
                 len(&l.node) + len(&l.hostname) + len(&l.app) + l.message.len()
             }
             Self::Proxy(a) => a.node.as_ref().map_or(0, String::len) + a.file.len(),
+            Self::Dhcp(n) => n.node.as_ref().map_or(0, String::len) + n.file.len(),
         };
         // The shared pointer's two counts, and the buffer's slot.
         size_of::<Self>() + 2 * size_of::<usize>() + 16 + strings

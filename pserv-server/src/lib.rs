@@ -28,7 +28,9 @@ pub mod config;
 mod control;
 mod events;
 mod metrics;
+mod page;
 mod serve;
+mod views;
 
 pub use config::{Config, ConfigError};
 pub use serve::{Error, Handle, ReloadError, serve};

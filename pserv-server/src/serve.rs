@@ -277,6 +277,10 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         addrs("TFTP").first().copied(),
         addrs("HTTP boot").first().copied(),
     );
+    // What the status reports as listening: every service, then the control API.
+    let mut listening: Vec<(&'static str, Vec<SocketAddr>)> =
+        services.iter().map(|s| (s.name, s.addrs.clone())).collect();
+    listening.push(("control API", vec![control]));
     let mut service_metrics = Vec::with_capacity(services.len());
     let mut joins = Vec::with_capacity(services.len() + 1);
     for s in services {
@@ -292,6 +296,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
         connections: Arc::default(),
         token: config.token.clone(),
         started: Instant::now(),
+        listening,
     });
     joins.push((
         "control API",
@@ -467,6 +472,10 @@ fn start_dhcp(
         board: shared.board.clone(),
         on_event: Arc::new(move |e: &LeaseEvent| events.emit(|| Event::Lease(e.clone()))),
         on_proxy: proxy_events(shared),
+        on_netboot: {
+            let events = shared.events.clone();
+            Arc::new(move |n: &pserv_dhcp::server::Netboot| events.emit(|| Event::Dhcp(n.clone())))
+        },
     };
     pserv_dhcp::io::start(sock, setup, shutdown.clone()).map_err(start_error("DHCP"))
 }

@@ -14,6 +14,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod netns;
 pub mod process;
+pub mod webdriver;
 
 use std::process::Command;
 

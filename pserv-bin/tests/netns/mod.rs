@@ -156,3 +156,61 @@ impl Pserv {
 pub(crate) fn udhcpc(net: &Net) -> Option<String> {
     pserv_tests::netns::udhcpc(&net.cli, "vcli", "probe", (5, 1), 20)
 }
+
+/// A boot directory under `lab`'s temporary directory with the files a `pserv-storm` boot
+/// storm fetches (iPXE binaries, a kernel, an initrd), each with its own bytes.
+pub(crate) fn storm_boot_dir(lab: &Lab) -> PathBuf {
+    let root = lab.dir.path().join("boot");
+    std::fs::create_dir_all(root.join("images")).unwrap();
+    let bytes = |n: usize, seed: u8| -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    };
+    std::fs::write(root.join("undionly.kpxe"), bytes(70_000, 1)).unwrap();
+    std::fs::write(root.join("ipxe.efi"), bytes(90_000, 2)).unwrap();
+    std::fs::write(root.join("images/vmlinuz"), bytes(600_000, 3)).unwrap();
+    std::fs::write(root.join("images/initrd.img"), bytes(900_000, 4)).unwrap();
+    root
+}
+
+/// `pserv serve` in `lab`'s server namespace on its snapshot, serving `root` and every
+/// service on `<prefix>.0.1` (the control API on its loopback), with `extra` flags; and the
+/// control API's URL.
+pub(crate) fn serve_storm(lab: &Lab, root: &Path, extra: &[&str]) -> (Process, String) {
+    let p = lab.p();
+    let mut pserv = Process::spawn(
+        lab.net
+            .srv
+            .exec(PSERV)
+            .arg("serve")
+            .args(["--snapshot", lab.snap.to_str().unwrap()])
+            .args(["--boot-dir", root.to_str().unwrap()])
+            .args(["--dhcp-listen", &format!("{p}.0.1:67")])
+            .args(["--tftp-listen", &format!("{p}.0.1:69")])
+            .args(["--boot-http-listen", &format!("{p}.0.1:5248")])
+            .args(["--dns-listen", &format!("{p}.0.1:53")])
+            .args(["--control-listen", "127.0.0.1:0"])
+            .args(["--state-dir", lab.state.to_str().unwrap()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped()),
+    );
+    let control = pserv_tests::read_banner(pserv.child()).control;
+    (pserv, control)
+}
+
+/// Runs `cfg`'s boot storm from inside namespace `ns` (named, so a thread may run it), its
+/// DHCP relayed from `cfg.relay`.
+pub(crate) fn run_storm(ns: &str, cfg: pserv_storm::boot::Config) -> pserv_storm::boot::Report {
+    pserv_tests::netns::enter(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let addr = std::net::SocketAddr::from((cfg.relay, 67));
+            let std_sock = pserv_storm::dhcp::run::socket(addr).unwrap();
+            let sock = tokio::net::UdpSocket::from_std(std_sock).unwrap();
+            pserv_storm::boot::run(cfg, sock, false).await
+        })
+    })
+}
