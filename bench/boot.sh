@@ -52,6 +52,13 @@ SERVERS=${SERVERS:-"pserv dnsmasq kea"}
 # same per-MAC pxelinux configs). The generator relays every DHCP message to both, as a relay
 # configured with both servers does; each machine takes its address from the site server's
 # offer and its boot file from the proxy's.
+# pserv-page (issue 25; add it to SERVERS beside pserv): pserv as above with its status page
+# open in headless Chromium for the whole storm (started in the server's namespace, where the
+# control API is, pinned to the generator's core at nice 19: an operator's browser is not on
+# the server), so the two times compare the storm with the page closed and open in one run.
+# The page must be live (one /v1/events listener) before and after the storm; the browser's
+# CPU time during the storm is printed. PAGE_CLIENT=curl streams /v1/events with curl
+# instead of the browser (what serving the stream costs pserv, without a browser's CPU).
 INSTALLER=${INSTALLER:-0}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbbs$$; C=pbbc$$; A=pbba$$
@@ -179,6 +186,32 @@ if want pserv; then
   p=$!; started "$p"; sleep 1
   storm pserv
   stop_pid "$p"
+fi
+
+if want pserv-page; then
+  need chromium chromium
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$PSERV" serve --snapshot "$work/snap.json" \
+    --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --tftp-listen 10.88.0.1:69 \
+    --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:5380 \
+    --state-dir "$work/pserv-page-state" >"$work/pserv-page.log" 2>&1 &
+  p=$!; started "$p"; sleep 1
+  if [ "${PAGE_CLIENT:-chromium}" = curl ]; then
+    ip netns exec "$S" taskset -c 1 nice -n 19 curl -sN 'http://127.0.0.1:5380/v1/events?since=0' \
+      >"$work/curl-events.txt" 2>&1 &
+  else
+    ip netns exec "$S" taskset -c 1 nice -n 19 chromium --headless=new --no-sandbox --disable-gpu \
+      --disable-dev-shm-usage --no-first-run --user-data-dir="$work/chromium" \
+      --window-size=1400,1200 http://127.0.0.1:5380/ >"$work/chromium.log" 2>&1 &
+  fi
+  b=$!; started "$b"
+  c0=$(cpu_ticks "$b"); p0=$(cpu_ticks "$p")
+  listeners() { ip netns exec "$S" curl -s http://127.0.0.1:5380/metrics | sed -n 's/^pserv_events_listeners //p'; }
+  for _ in $(seq 100); do [ "$(listeners)" = 1 ] && break; sleep 0.1; done
+  echo "  status page open: $(listeners) event listener(s)"
+  storm pserv-page
+  echo "  CPU ticks (1/100 s) during the storm: the page's client $(( $(cpu_ticks "$b") - c0 )), pserv $(( $(cpu_ticks "$p") - p0 ))"
+  echo "  status page still open after the storm: $(listeners) event listener(s)"
+  stop_pid "$b"; stop_pid "$p"
 fi
 
 if want pserv-grub; then
@@ -325,6 +358,10 @@ echo
 if [ -n "${ALL[pserv-proxy]:-}" ] && [ -n "${ALL[dnsmasq-proxy]:-}" ]; then
   awk -v p="${ALL[pserv-proxy]}" -v d="${ALL[dnsmasq-proxy]}" 'BEGIN {
     if (p > 0 && d > 0) printf "time to all booted behind a site DHCP server: pserv proxy %.2f s, dnsmasq proxy %.2f s: pserv takes %.3f of its time\n", p, d, p / d }'
+fi
+if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-page]:-}" ]; then
+  awk -v c="${ALL[pserv]}" -v o="${ALL[pserv-page]}" 'BEGIN {
+    if (c > 0 && o > 0) printf "time to all booted: pserv with the status page closed %.2f s, open %.2f s (%.3fx)\n", c, o, o / c }'
 fi
 if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-grub]:-}" ]; then
   awk -v p="${ALL[pserv]}" -v g="${ALL[pserv-grub]}" 'BEGIN {

@@ -159,6 +159,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         timeout: Duration::from_secs(4),
         dhcp_tries: 4,
         deadline: Duration::from_secs(120),
+        think: Duration::ZERO,
     };
     let report = netns::run_storm(cli.name(), cfg);
     eprintln!("{report:#?}");

@@ -16,7 +16,6 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use pserv_core::histogram::Histogram;
@@ -466,6 +465,34 @@ struct EventsQuery {
     since: Option<String>,
     /// Only these kinds, comma-separated.
     kind: Option<String>,
+    /// After an event, wait this long (milliseconds, at most 1,000) and send it with every
+    /// event that came meanwhile in one write: for a listener that renders (the status page)
+    /// rather than reacts, fewer, larger reads. 0 (the default): no wait.
+    batch_ms: Option<u64>,
+}
+
+/// The most bytes of events one write of the stream carries.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+/// How often a quiet stream sends a comment, so proxies and clients see it alive.
+const STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Appends `item` in the event-stream format: `id:`, `event:` and one `data:` line (JSON has
+/// no raw line break).
+fn write_sse(out: &mut String, item: &crate::events::Item) {
+    use std::fmt::Write;
+    match item.to_json() {
+        Ok(data) => {
+            let _ = write!(
+                out,
+                "id: {}\nevent: {}\ndata: {data}\n\n",
+                item.id(),
+                item.kind()
+            );
+        }
+        // Not for the types streamed (no map has a non-string key); skipped if it were.
+        Err(e) => tracing::warn!(kind = item.kind(), error = %e, "encoding an event"),
+    }
 }
 
 /// The event stream: live, or resumed after an id (`Last-Event-ID`, else `?since=`), each
@@ -499,25 +526,33 @@ async fn events(
         Some(Ok(kinds)) => kinds,
         Some(Err(e)) => return bad(e),
     };
+    let batch = Duration::from_millis(query.batch_ms.unwrap_or(0).min(1000));
     let listener = app.publisher.events.listen(since, kinds);
-    let stream = futures_util::stream::unfold(listener, |mut listener| async move {
-        loop {
-            let item = listener.next().await;
-            match item.to_json() {
-                Ok(data) => {
-                    let sse = SseEvent::default()
-                        .id(item.id().to_string())
-                        .event(item.kind())
-                        .data(data);
-                    return Some((Ok::<_, Infallible>(sse), listener));
-                }
-                // Not for the types streamed (no map has a non-string key); skipped if it were.
-                Err(e) => tracing::warn!(kind = item.kind(), error = %e, "encoding an event"),
-            }
+    // Every event there is when one is written goes in the same write (a replay, a burst),
+    // up to STREAM_CHUNK bytes: one read for the listener, one send for the server.
+    let stream = futures_util::stream::unfold(listener, move |mut listener| async move {
+        let Ok(first) = tokio::time::timeout(STREAM_KEEP_ALIVE, listener.next()).await else {
+            return Some((Ok::<_, Infallible>(Bytes::from_static(b":\n\n")), listener));
+        };
+        let mut out = String::with_capacity(512);
+        write_sse(&mut out, &first);
+        if !batch.is_zero() {
+            tokio::time::sleep(batch).await;
         }
+        while out.len() < STREAM_CHUNK
+            && let Some(item) = listener.try_next()
+        {
+            write_sse(&mut out, &item);
+        }
+        Some((Ok(Bytes::from(out)), listener))
     });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
         .into_response()
 }
 

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 mod replay;
 
-pub(crate) use replay::{Events, GapReason, Kinds, Retention, Since};
+pub(crate) use replay::{Events, GapReason, Item, Kinds, Retention, Since};
 
 /// One event.
 #[derive(Debug, Clone, Serialize)]

@@ -99,6 +99,10 @@ enum Mode {
         /// The whole run ends by then, seconds.
         #[arg(long, default_value_t = 600.0)]
         deadline: f64,
+        /// A machine's pause between two steps of its boot, milliseconds (real firmware and
+        /// kernels take seconds; 0: at once).
+        #[arg(long, default_value_t = 0)]
+        think_ms: u64,
         /// The first two octets of every machine MAC, hex.
         #[arg(long, default_value = "02:b0")]
         mac_prefix: String,
@@ -365,6 +369,7 @@ fn main() -> ExitCode {
             boot_dir,
             timeout_ms,
             deadline,
+            think_ms,
             mac_prefix,
             json,
             quiet,
@@ -417,6 +422,7 @@ fn main() -> ExitCode {
                 timeout: Duration::from_millis(timeout_ms.max(1)),
                 dhcp_tries: 4,
                 deadline: Duration::from_secs_f64(deadline),
+                think: Duration::from_millis(think_ms),
             };
             let std_sock = match dhcp::run::socket(SocketAddr::from((relay, 67))) {
                 Ok(s) => s,

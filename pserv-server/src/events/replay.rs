@@ -514,6 +514,14 @@ impl Listener {
             }
         }
     }
+
+    /// The next item if one is there now, without waiting.
+    pub(crate) fn try_next(&mut self) -> Option<Item> {
+        if self.cursor.pending.is_empty() {
+            self.cursor.fill(&self.shared);
+        }
+        self.cursor.pending.pop_front()
+    }
 }
 
 impl Drop for Listener {

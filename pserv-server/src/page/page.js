@@ -62,6 +62,9 @@
     m.failed = !!failed;
     dirty.add(mac);
   }
+  // A loader configuration's name (its `boot_config` event marks the step): iPXE's
+  // ipxe/<mac>, GRUB's grub.cfg anywhere or grub/grub.cfg-01-<mac>, pxelinux.cfg/...
+  const CONFIG_PATH = /(^|\/)(ipxe\/[0-9a-f]{2}(-[0-9a-f]{2}){5}$|grub\.cfg|pxelinux\.cfg\/)/i;
   const fileName = (p) => (p || "").split("?")[0].split("/").filter(Boolean).pop() || p;
 
   // What one event does to a machine's progress, and its line in the list.
@@ -103,7 +106,7 @@
         const ok = kind === "tftp" ? e.outcome === "completed" : e.status < 400;
         const mac = ipToMac.get(ip);
         // Node files and progress have their own events; a loader config its own.
-        if (mac && !/^\/?nodes\//.test(path)) {
+        if (mac && !/^\/?nodes\//.test(path) && !CONFIG_PATH.test(path)) {
           const m = machine(mac);
           const next = m.stage >= 3 ? 4 : 2;
           if (ok && next >= m.stage) advance(mac, next, fileName(path));
@@ -168,7 +171,7 @@
     stats.events++;
     const [who, text] = apply(kind, e);
     const mac = e.mac || ipToMac.get(hostOf(e.client)) || nodeToMac.get(e.node) || "";
-    recent.push({ id, kind, who: who || "", text, mac, node: e.node || "", ip: e.ip || hostOf(e.client) || "", at: new Date() });
+    recent.push({ n: stats.events, id, kind, who: who || "", text, mac, node: e.node || "", ip: e.ip || hostOf(e.client) || "", at: Date.now() });
     if (recent.length > RECENT) recent.splice(0, recent.length - RECENT);
     pending.push(performance.now());
     scheduleRender();
@@ -177,7 +180,8 @@
   async function stream() {
     for (;;) {
       try {
-        const url = "/v1/events" + (lastId ? "" : "?since=0");
+        // In batches of a tenth of a second: fewer, larger reads while a storm streams.
+        const url = "/v1/events?batch_ms=100" + (lastId ? "" : "&since=0");
         const r = await fetch(url, { headers: headers(lastId ? { "Last-Event-ID": lastId } : {}), cache: "no-store" });
         if (r.status === 401) { askToken("The token was refused."); return; }
         if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
@@ -189,12 +193,15 @@
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          buf += dec.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
-          let i;
-          while ((i = buf.indexOf("\n\n")) >= 0) {
-            onBlock(buf.slice(0, i));
-            buf = buf.slice(i + 2);
+          const chunk = dec.decode(value, { stream: true });
+          buf += chunk.includes("\r") ? chunk.replace(/\r\n?/g, "\n") : chunk;
+          // Every whole event in the buffer, then one cut (not a copy of the rest per event).
+          let start = 0, i;
+          while ((i = buf.indexOf("\n\n", start)) >= 0) {
+            onBlock(buf.slice(start, i));
+            start = i + 2;
           }
+          if (start) buf = buf.slice(start);
         }
       } catch (err) {
         // Lost: retried below.
@@ -205,14 +212,15 @@
     }
   }
 
-  // ---- rendering, batched: at most one pass per animation frame ----
+  // ---- rendering, batched: at most five passes a second, however fast events come (a
+  // storm brings thousands a second; a person reads a few updates a second, and the
+  // browser's machine has other work) ----
+  const RENDER_EVERY_MS = 200;
   let renderQueued = false;
   function scheduleRender() {
     if (renderQueued) return;
     renderQueued = true;
-    // A hidden tab gets no animation frames: a timer then, so the stream is still drained.
-    const run = () => { renderQueued = false; render(); };
-    if (document.hidden) setTimeout(run, 250); else requestAnimationFrame(run);
+    setTimeout(() => { renderQueued = false; render(); }, RENDER_EVERY_MS);
   }
   function render() {
     for (const mac of dirty) {
@@ -255,37 +263,51 @@
     const qm = q.replace(/-/g, ":");
     return [ev.who, ev.mac, ev.node, ev.ip].some((v) => v && v.toLowerCase().includes(v === ev.mac ? qm : q));
   }
-  // The list is rebuilt at most four times a second (a storm brings thousands of events).
+  // The list changes at most once a second: it is the page's costliest part to draw, and a
+  // storm brings thousands of events a second, more than anyone reads.
   let eventsShown = -1, eventsAt = 0, eventsTimer = null;
   function renderEventsThrottled() {
-    const wait = 250 - (performance.now() - eventsAt);
+    const wait = 1000 - (performance.now() - eventsAt);
     if (wait <= 0) { renderEvents(); return; }
     if (!eventsTimer) eventsTimer = setTimeout(() => { eventsTimer = null; renderEvents(); }, wait);
   }
+  const LISTED = 100;
+  const two = (n) => (n < 10 ? "0" : "") + n;
+  const clock = (ms) => { const d = new Date(ms); return two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds()); };
+  function eventItem(ev) {
+    const li = document.createElement("li");
+    if (ev.kind === "gap") li.className = "gap";
+    const t = document.createElement("span");
+    t.textContent = clock(ev.at);
+    const k = document.createElement("span");
+    k.className = "kind";
+    k.textContent = ev.kind;
+    const w = document.createElement("span");
+    w.textContent = (ev.who ? ev.who + "  " : "") + ev.text;
+    w.title = w.textContent;
+    li.append(t, k, w);
+    li.dataset.id = ev.id || "";
+    return li;
+  }
+  // New events go on top and the oldest leave at the bottom; the list is rebuilt only when a
+  // filter changes.
+  let listedUpTo = 0; // the `n` of the newest event considered for the list
   function renderEvents(force) {
     if (!force && eventsShown === stats.events) return;
     eventsShown = stats.events;
     eventsAt = performance.now();
     const list = $("event-list");
-    const items = [];
-    for (let i = recent.length - 1; i >= 0 && items.length < 200; i--) {
-      const ev = recent[i];
-      if (!eventMatches(ev)) continue;
-      const li = document.createElement("li");
-      if (ev.kind === "gap") li.className = "gap";
-      const t = document.createElement("span");
-      t.textContent = ev.at.toLocaleTimeString();
-      const k = document.createElement("span");
-      k.className = "kind";
-      k.textContent = ev.kind;
-      const w = document.createElement("span");
-      w.textContent = (ev.who ? ev.who + "  " : "") + ev.text;
-      w.title = w.textContent;
-      li.append(t, k, w);
-      li.dataset.id = ev.id || "";
-      items.push(li);
+    if (force) {
+      list.replaceChildren();
+      listedUpTo = 0;
     }
-    list.replaceChildren(...items);
+    const fresh = [];
+    for (let i = recent.length - 1; i >= 0 && recent[i].n > listedUpTo && fresh.length < LISTED; i--) {
+      if (eventMatches(recent[i])) fresh.push(eventItem(recent[i]));
+    }
+    if (recent.length) listedUpTo = recent[recent.length - 1].n;
+    if (fresh.length) list.prepend(...fresh);
+    while (list.childElementCount > LISTED) list.lastElementChild.remove();
   }
 
   // ---- machines table: a page from the server, progress from the events ----

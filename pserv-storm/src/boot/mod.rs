@@ -83,6 +83,10 @@ pub struct Config {
     pub dhcp_tries: u32,
     /// The run ends by then, booted or not.
     pub deadline: Duration,
+    /// What a machine spends between two steps of its boot (a firmware starting what it
+    /// fetched, a kernel booting): 0 fires each step as soon as the last one ended; real
+    /// machines take seconds, which a test watching each step may want.
+    pub think: Duration,
 }
 
 /// The steps of a boot.
@@ -361,23 +365,28 @@ async fn fetch_with(
     Ok(Got { len, body })
 }
 
-/// Runs phase `p` of a machine, timing it into `out`.
-macro_rules! phase {
-    ($out:expr, $p:expr, $e:expr) => {{
-        let t = Instant::now();
-        let r = $e;
-        $out.phases.push(($p, t.elapsed()));
-        match r {
-            Ok(v) => v,
-            Err(e) => {
-                $out.failure = Some(($p, e));
-                return $out;
-            }
-        }
-    }};
-}
-
 async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
+    /// Runs phase `p` of the machine, timing it into `out`; then the machine thinks
+    /// (`Config::think`) before its next step.
+    macro_rules! phase {
+        ($out:expr, $p:expr, $e:expr) => {{
+            let t = Instant::now();
+            let r = $e;
+            $out.phases.push(($p, t.elapsed()));
+            match r {
+                Ok(v) => {
+                    if !ctx.cfg.think.is_zero() {
+                        tokio::time::sleep(ctx.cfg.think).await;
+                    }
+                    v
+                }
+                Err(e) => {
+                    $out.failure = Some(($p, e));
+                    return $out;
+                }
+            }
+        }};
+    }
     let [a, b] = ctx.cfg.mac_prefix;
     let n = i.to_be_bytes();
     let mac = [a, b, n[0], n[1], n[2], n[3]];
