@@ -128,7 +128,7 @@ pub struct Setup {
     pub on_netboot: OnNetboot,
 }
 
-/// Called with each netbooting machine's ACK as it is queued.
+/// Called with each netbooting machine's ACK once it has been sent.
 pub type OnNetboot = Arc<dyn Fn(&crate::server::Netboot) + Send + Sync>;
 
 /// Datagrams per system call.
@@ -244,6 +244,8 @@ struct Outgoing {
     kind: dhcproto::v4::MessageType,
     /// A proxyDHCP offer.
     proxy: bool,
+    /// A netbooting machine's ACK, announced once it has left.
+    netboot: Option<Box<crate::server::Netboot>>,
 }
 
 impl Outgoing {
@@ -383,9 +385,6 @@ impl Loop {
                 if let Some(a) = &r.proxy {
                     (self.on_proxy)(a);
                 }
-                if let Some(n) = &r.netboot {
-                    (self.on_netboot)(n);
-                }
                 if r.lenient {
                     self.counters
                         .selecting_without_address
@@ -409,6 +408,7 @@ impl Loop {
                     ifindex,
                     kind: r.kind,
                     proxy: r.proxy.is_some(),
+                    netboot: r.netboot,
                 };
                 self.owner.handle_decision(r.change, Some(out));
             }
@@ -424,6 +424,7 @@ impl Loop {
     fn send_outbox(&mut self) {
         let outbox = std::mem::take(&mut self.outbox);
         let counters = &self.counters;
+        let on_netboot = &self.on_netboot;
         let mut rest = &outbox[..];
         while !rest.is_empty() {
             let run = rest
@@ -434,6 +435,7 @@ impl Loop {
                 let o = &rest[0];
                 count_sent(
                     counters,
+                    on_netboot,
                     o,
                     udp::send_from_interface(&self.sock, &o.bytes, o.to, o.ifindex),
                 );
@@ -444,7 +446,7 @@ impl Loop {
                 &self.sock,
                 &rest[..run],
                 |o| (&o.bytes, SocketAddr::V4(o.to)),
-                |o, r| count_sent(counters, o, r),
+                |o, r| count_sent(counters, on_netboot, o, r),
             );
             rest = &rest[run..];
         }
@@ -465,9 +467,13 @@ pub(crate) fn sight(board: &LeaseBoard, c: &Counters, s: crate::proxy::Sighting,
 }
 
 /// Counts a reply sent, or not.
-fn count_sent(c: &Counters, out: &Outgoing, result: nix::Result<()>) {
+/// Counts a reply sent (or not), and announces a netbooting machine's ACK that left.
+fn count_sent(c: &Counters, on_netboot: &OnNetboot, out: &Outgoing, result: nix::Result<()>) {
     match result {
         Ok(()) => {
+            if let Some(n) = &out.netboot {
+                on_netboot(n);
+            }
             c.sent.fetch_add(1, Ordering::Relaxed);
             c.reply_seconds.observe(out.arrived.elapsed());
             let by_kind = match (out.proxy, out.kind) {

@@ -287,8 +287,9 @@ async fn status(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `GET /v1/leases`'s query: with any of it, one page of dynamic leases (see [`lease_page`]).
+/// Other parameters are ignored, as they always were here (a cache-buster must not break a
+/// script that reads the array).
 #[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct LeasesQuery {
     /// Case-insensitive text to find in a lease's MAC (either form), address or hostname.
     query: Option<String>,

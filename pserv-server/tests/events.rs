@@ -357,3 +357,45 @@ async fn a_resume_older_than_the_buffer_is_said_in_the_stream() {
     .await;
     server.shutdown().await.unwrap();
 }
+
+/// `?batch_ms=`: events that come within the wait after one arrive with it, in one write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_within_batch_ms_arrive_in_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = pserv_server::serve(config(dir.path(), File::default()))
+        .await
+        .unwrap();
+    let control = server.control;
+    blocking(move || {
+        let mut s = TcpStream::connect(control).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET /v1/events?batch_ms=1000&kind=snapshot HTTP/1.1\r\nHost: pserv\r\n\r\n"
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 65536];
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&seen).into_owned();
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        let (_, body) = head.split_once("\r\n\r\n").unwrap();
+        assert!(body.is_empty(), "nothing before the pushes: {body}");
+        for g in 2..=4 {
+            push(control, g);
+        }
+        // One read: the three snapshots, written together a second after the first.
+        let n = s.read(&mut buf).unwrap();
+        let chunk = String::from_utf8_lossy(&buf[..n]);
+        assert_eq!(chunk.matches("event: snapshot").count(), 3, "{chunk}");
+        for g in 2..=4 {
+            assert!(chunk.contains(&format!("\"generation\":{g}")), "{chunk}");
+        }
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}

@@ -9,11 +9,14 @@
   // ---- the API, with the token as a header (never in a URL) ----
   class NeedToken extends Error {}
   const headers = (extra) => Object.assign(token ? { Authorization: "Bearer " + token } : {}, extra || {});
-  async function api(path) {
+  async function api(path, also) {
     const r = await fetch(path, { headers: headers(), cache: "no-store" });
     if (r.status === 401) throw new NeedToken();
-    if (!r.ok) throw new Error(path + ": HTTP " + r.status);
-    return r.json();
+    // `also`: another status whose body is an answer (the status's 503 before a snapshot).
+    if (!r.ok && r.status !== also) throw new Error(path + ": HTTP " + r.status);
+    const body = await r.json();
+    if (connState === "error") setConn(stats.connected ? "live" : "connecting", stats.connected ? "live" : "connecting…");
+    return body;
   }
 
   // ---- boot stages, built from events ----
@@ -24,9 +27,18 @@
   const visible = new Map(); // mac -> row elements of the page shown
   const dirty = new Set();
 
+  // Machines followed at once, and addresses remembered; past these the oldest are forgotten
+  // (a tab left open for weeks).
+  const MAX_MACHINES = 200000;
   function machine(mac) {
     let m = machines.get(mac);
     if (!m) {
+      if (machines.size >= MAX_MACHINES) {
+        const [oldMac, old] = machines.entries().next().value;
+        machines.delete(oldMac);
+        counts[old.stage]--;
+        if (old.failed) failedCount--;
+      }
       m = { stage: 0, detail: "", log: "", node: null, ip: null, failed: false };
       machines.set(mac, m);
       counts[0]++;
@@ -35,6 +47,8 @@
   }
   function learn(mac, ip, node) {
     if (!mac) return;
+    if (ipToMac.size >= MAX_MACHINES) ipToMac.delete(ipToMac.keys().next().value);
+    if (nodeToMac.size >= MAX_MACHINES) nodeToMac.delete(nodeToMac.keys().next().value);
     if (ip) ipToMac.set(ip, mac);
     if (node) nodeToMac.set(node, mac);
     const m = machine(mac);
@@ -82,8 +96,10 @@
         return [e.node || e.mac, "ACK " + e.ip + " to " + e.client + ", boot file " + e.file];
       }
       case "bound": {
-        learn(e.mac, e.ip, null);
-        if (machine(e.mac).stage === 0) advance(e.mac, 1, "bound " + e.ip);
+        // An address for any client (a laptop too): not a boot step by itself; a netbooting
+        // machine's ACK is a `dhcp` event.
+        if (ipToMac.has(e.ip) || machines.has(e.mac)) learn(e.mac, e.ip, null);
+        else ipToMac.set(e.ip, e.mac);
         return [e.hostname || e.mac, "bound " + e.ip + " to " + e.mac];
       }
       case "released": case "declined": case "expired":
@@ -110,7 +126,9 @@
           const m = machine(mac);
           const next = m.stage >= 3 ? 4 : 2;
           if (ok && next >= m.stage) advance(mac, next, fileName(path));
-          else if (!ok && e.outcome !== "aborted") advance(mac, m.stage, (kind === "tftp" ? e.outcome : "HTTP " + e.status) + ": " + fileName(path), true);
+          // A failed fetch mid-boot is the machine's error; before or after (an installer's
+          // probe for an optional file) it is not.
+          else if (!ok && e.outcome !== "aborted" && m.stage >= 1 && m.stage <= 4) advance(mac, m.stage, (kind === "tftp" ? e.outcome : "HTTP " + e.status) + ": " + fileName(path), true);
         }
         const what = kind === "tftp" ? e.file + " " + e.outcome + ", " + e.bytes + " bytes"
           : e.method + " " + e.path + " " + e.status + ", " + e.bytes + " bytes";
@@ -151,6 +169,9 @@
   const stats = { events: 0, lastId: null, maxLagMs: 0, rendered: 0, lastRenderAt: 0, connected: false };
   window.pservPage = stats;
   let pending = []; // {at} of events received and not yet rendered
+  // The last event sent before the page opened (from /v1/counters): what `?since=0` replays.
+  let replayUpTo = 0;
+  const seqOf = (id) => +String(id).split("-").pop() || 0;
   let lastId = null;
 
   function onBlock(block) {
@@ -171,7 +192,9 @@
     stats.events++;
     const [who, text] = apply(kind, e);
     const mac = e.mac || ipToMac.get(hostOf(e.client)) || nodeToMac.get(e.node) || "";
-    recent.push({ n: stats.events, id, kind, who: who || "", text, mac, node: e.node || "", ip: e.ip || hostOf(e.client) || "", at: Date.now() });
+    // Events from before the page opened (replayed) have no time here: the server sends none.
+    const replayed = id && seqOf(id) <= replayUpTo;
+    recent.push({ n: stats.events, id, kind, who: who || "", text, mac, node: e.node || "", ip: e.ip || hostOf(e.client) || "", at: replayed ? 0 : Date.now() });
     if (recent.length > RECENT) recent.splice(0, recent.length - RECENT);
     pending.push(performance.now());
     scheduleRender();
@@ -183,7 +206,7 @@
         // In batches of a tenth of a second: fewer, larger reads while a storm streams.
         const url = "/v1/events?batch_ms=100" + (lastId ? "" : "&since=0");
         const r = await fetch(url, { headers: headers(lastId ? { "Last-Event-ID": lastId } : {}), cache: "no-store" });
-        if (r.status === 401) { askToken("The token was refused."); return; }
+        if (r.status === 401) { streaming = false; askToken("The token was refused."); return; }
         if (!r.ok || !r.body) throw new Error("HTTP " + r.status);
         stats.connected = true;
         setConn("live", "live");
@@ -193,8 +216,12 @@
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          const chunk = dec.decode(value, { stream: true });
-          buf += chunk.includes("\r") ? chunk.replace(/\r\n?/g, "\n") : chunk;
+          // CR LF and CR end lines too; a CR at a chunk's end waits for the next chunk's LF.
+          buf += dec.decode(value, { stream: true });
+          if (buf.includes("\r")) {
+            const tail = buf.endsWith("\r") ? "\r" : "";
+            buf = buf.slice(0, buf.length - tail.length).replace(/\r\n?/g, "\n") + tail;
+          }
           // Every whole event in the buffer, then one cut (not a copy of the rest per event).
           let start = 0, i;
           while ((i = buf.indexOf("\n\n", start)) >= 0) {
@@ -278,7 +305,7 @@
     const li = document.createElement("li");
     if (ev.kind === "gap") li.className = "gap";
     const t = document.createElement("span");
-    t.textContent = clock(ev.at);
+    t.textContent = ev.at ? clock(ev.at) : "earlier";
     const k = document.createElement("span");
     k.className = "kind";
     k.textContent = ev.kind;
@@ -379,6 +406,7 @@
     });
     $("machine-rows").replaceChildren(...trs);
     const pages = Math.max(1, Math.ceil(total / PER_PAGE));
+    if (page >= pages) { page = pages - 1; return loadMachines(); }
     $("page-label").textContent = "page " + (page + 1) + " of " + pages;
     $("match-count").textContent = total + (view === "nodes" ? " nodes" : " leases") + (q ? " match" : "") + " (" + (body.took_ms != null ? body.took_ms.toFixed(1) + " ms on the server, " : "") + Math.round(performance.now() - t0) + " ms here)";
     $("machines").dataset.total = total;
@@ -394,7 +422,7 @@
     return (d ? d + "d " : "") + (d || h ? h + "h " : "") + m + "m " + (s % 60) + "s";
   };
   async function loadStatus() {
-    const s = await api("/v1/status");
+    const s = await api("/v1/status", 503);
     $("generation").textContent = s.generation == null ? "none yet" : s.generation;
     $("published").textContent = s.published_at ? new Date(s.published_at * 1000).toLocaleString() : "–";
     $("node-count").textContent = s.nodes + " nodes, " + s.subnets + " subnets";
@@ -453,6 +481,7 @@
   };
   async function loadCounters() {
     const c = await api("/v1/counters");
+    if (!samples.length) replayUpTo = c.events;
     samples.push(c);
     if (samples.length > 61) samples.shift();
     for (const key of RATE_KEYS) {
@@ -483,7 +512,9 @@
   }
 
   // ---- wiring ----
+  let connState = "connecting";
   function setConn(state, text) {
+    connState = state;
     const c = $("conn");
     c.dataset.state = state;
     c.textContent = text;
@@ -507,7 +538,7 @@
     });
   }
 
-  let started = false;
+  let started = false, streaming = false;
   async function start() {
     try {
       await loadStatus();
@@ -519,16 +550,18 @@
     }
     $("login").hidden = true;
     $("main").hidden = false;
-    if (started) return;
-    started = true;
-    await Promise.all([guard(loadSubnets()), guard(loadMachines()), guard(loadCounters())]);
-    // Milliseconds from navigation to a page with every view filled.
-    stats.firstRenderMs = performance.now();
-    stream();
-    setInterval(() => guard(loadCounters()), 1000);
-    setInterval(() => { guard(loadStatus()); guard(loadSubnets()); }, 5000);
-    // Addresses change as leases come and go: the page shown is re-read now and then.
-    setInterval(() => { if (!document.hidden) guard(loadMachines()); }, 10000);
+    if (!started) {
+      started = true;
+      await Promise.all([guard(loadSubnets()), guard(loadMachines()), guard(loadCounters())]);
+      // Milliseconds from navigation to a page with every view filled.
+      stats.firstRenderMs = performance.now();
+      setInterval(() => guard(loadCounters()), 1000);
+      setInterval(() => { guard(loadStatus()); guard(loadSubnets()); }, 5000);
+      // Addresses change as leases come and go: the page shown is re-read now and then.
+      setInterval(() => { if (!document.hidden) guard(loadMachines()); }, 10000);
+    }
+    // After the counters (which say what the replay holds); again after a new token.
+    if (!streaming) { streaming = true; stream(); }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
