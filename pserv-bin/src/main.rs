@@ -4,6 +4,7 @@
 
 mod client;
 mod notify;
+mod privilege;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pserv_core::PublishError;
-use pserv_server::config::{DEFAULT_CONTROL, Overrides};
+use pserv_server::config::{DEFAULT_CONTROL, LogFormat, Overrides};
 use pserv_server::{Config, ReloadError};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -89,6 +90,13 @@ enum Command {
         #[arg(long)]
         syslog: Option<std::net::SocketAddr>,
     },
+    /// Write the man pages (DIR/man) and bash, zsh and fish completions (DIR/completions),
+    /// generated from this CLI's definition (for packaging).
+    #[command(hide = true)]
+    Assets {
+        /// Where to write them.
+        dir: PathBuf,
+    },
     /// Fill a boot directory from the distribution's installed packages: iPXE, the signed
     /// shim and GRUB (Secure Boot; ARM64 too when present), pxelinux. Prints what it copied,
     /// what is missing and the package that has it, and which boot paths are ready. A file
@@ -159,6 +167,13 @@ fn main() -> ExitCode {
         Command::Push { file, to, token } => client::push(&file, &to, token.as_deref()),
         Command::Leases { from, token } => client::leases(&from, token.as_deref()),
         Command::BootDir { dir, from, force } => boot_dir(&dir, from, force),
+        Command::Assets { dir } => match assets(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pserv: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Render {
             snapshot,
             node,
@@ -179,12 +194,6 @@ fn main() -> ExitCode {
             syslog,
         }),
         Command::Serve { config, flags } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
             let settings = config
                 .as_deref()
                 .map_or_else(
@@ -199,6 +208,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            init_logging(settings.log_format, settings.log_dhcp);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -214,6 +224,51 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Man pages (one per command: pserv.1, pserv-serve.1, ...) and shell completions, from the
+/// CLI definition itself, so they never drift from `--help`.
+fn assets(dir: &Path) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let man = dir.join("man");
+    let completions = dir.join("completions");
+    for d in [&man, &completions] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man).context("writing the man pages")?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "pserv", &completions)
+            .with_context(|| format!("writing the {shell} completions"))?;
+    }
+    Ok(())
+}
+
+/// The log: `RUST_LOG` (default `info`), plus the decision log with `--log-dhcp`; text, or one
+/// JSON object per line with the event's fields at the top level.
+fn init_logging(format: LogFormat, log_dhcp: bool) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if log_dhcp {
+        for target in [pserv_server::DHCP_LOG, pserv_server::BOOT_LOG] {
+            if let Ok(d) = format!("{target}=debug").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
+    match format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .init(),
     }
 }
 
@@ -236,12 +291,30 @@ fn raise_open_file_limit() {
 async fn serve(config: Config) -> anyhow::Result<()> {
     raise_open_file_limit();
     let snapshot = config.snapshot.clone();
+    let json = config.log_format == LogFormat::Json;
+    let user = config.user.clone();
+    let state_dir = config.state_dir.clone().unwrap_or_else(|| {
+        // Where serve() journals without one (see pserv_server::serve).
+        std::env::temp_dir().join(format!("pserv-{}", std::process::id()))
+    });
     let server = pserv_server::serve(config).await?;
+    // Every socket is bound: what --user gives up is not needed any more.
+    if let Some(name) = &user {
+        tokio::task::block_in_place(|| privilege::drop_to(name, &state_dir))?;
+    }
+    // The banner: lines on stdout, or with JSON logs, log events (stdout stays JSON).
+    let say = |line: String| {
+        if json {
+            tracing::info!(target: "pserv", "{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let (published, source) = server.first_publish();
-    println!(
+    say(format!(
         "pserv: serving generation {} ({} nodes) from {source}",
         published.generation, published.nodes
-    );
+    ));
     let example = server
         .store()
         .load()
@@ -249,24 +322,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .next()
         .map_or_else(|| "NAME".to_owned(), |n| n.fqdn().to_owned());
     for a in &server.dns {
-        println!(
+        say(format!(
             "DNS on {a} (UDP and TCP): try  dig @{} -p {} {example}",
             a.ip(),
             a.port()
-        );
+        ));
     }
-    println!("DHCP on {} (UDP)", server.dhcp);
+    say(format!("DHCP on {} (UDP)", server.dhcp));
     if let Some(t) = server.tftp {
-        println!("TFTP on {t} (read only)");
+        say(format!("TFTP on {t} (read only)"));
     }
     if let Some(h) = server.boot_http {
-        println!("HTTP boot on http://{h}/ (read only)");
+        say(format!("HTTP boot on http://{h}/ (read only)"));
     }
     if let Some(s) = server.syslog {
-        println!("syslog on {s} (UDP): each message a `log` event on /v1/events");
+        say(format!(
+            "syslog on {s} (UDP): each message a `log` event on /v1/events"
+        ));
     }
     let control = server.control;
-    println!("control API on http://{control}: push with  pserv push FILE --to http://{control}");
+    say(format!(
+        "control API on http://{control}: push with  pserv push FILE --to http://{control}"
+    ));
     notify::notify("READY=1");
 
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -281,7 +358,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    println!("pserv: shutting down");
+    say("pserv: shutting down".to_owned());
     notify::notify("STOPPING=1");
     server
         .shutdown()

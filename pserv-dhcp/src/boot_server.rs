@@ -83,6 +83,9 @@ pub fn start(
                         ifindex: d.info.map_or(0, |i| i.ifindex),
                     };
                     let (outcome, seen) = setup.server.boot_server(&table, &meta, *from.ip(), batch.payload(d));
+                    if crate::log::enabled() {
+                        crate::log::request(batch.payload(d), from, &outcome);
+                    }
                     if let Some(s) = seen {
                         io::sight(&setup.board, &front, s, now);
                     }

@@ -319,6 +319,9 @@ impl Loop {
                         &meta,
                         batch.payload(d),
                     );
+                    if crate::log::enabled() {
+                        crate::log::request(batch.payload(d), from, &outcome);
+                    }
                     if let Outcome::Seen(s) = outcome {
                         sight(&self.sightings, &self.counters, s, now.unix);
                         continue;

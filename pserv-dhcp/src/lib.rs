@@ -22,6 +22,7 @@ pub mod boot_server;
 mod build;
 pub mod guard;
 pub mod io;
+pub mod log;
 pub mod proxy;
 pub mod reply;
 pub mod server;

@@ -110,6 +110,24 @@ pub struct File {
     pub events_buffer_bytes: Option<usize>,
     /// Cluster mode (`[cluster]`): dynamic leases shared with other instances on etcd.
     pub cluster: Option<ClusterFile>,
+    /// `text` (default) or `json`: one object per line.
+    pub log_format: Option<LogFormat>,
+    /// Log every DHCP decision and boot request (the `pserv::dhcp` and `pserv::boot` targets
+    /// at debug).
+    pub log_dhcp: Option<bool>,
+    /// Started as root: the user to run as once every socket is bound.
+    pub user: Option<String>,
+}
+
+/// How the log is written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 /// The `[cluster]` table of the config file.
@@ -198,6 +216,12 @@ pub struct Config {
     pub events_buffer_bytes: usize,
     /// Cluster mode; `None`: leases in the local journal (the default).
     pub cluster: Option<Cluster>,
+    /// The log's format (the embedding program sets up logging; the `pserv` binary reads it).
+    pub log_format: LogFormat,
+    /// Log every DHCP decision and boot request (read by the binary, as `log_format`).
+    pub log_dhcp: bool,
+    /// The user to run as after binding, when started as root (read by the binary).
+    pub user: Option<String>,
 }
 
 /// Flags of `pserv serve` that override the file.
@@ -254,6 +278,17 @@ pub struct Overrides {
     /// Cluster mode: this instance's name, unique in the cluster.
     #[arg(long = "instance", value_name = "NAME")]
     pub instance: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log every DHCP request with the decision (reply and address, or the drop's reason),
+    /// and every TFTP and HTTP boot request with how it ended.
+    #[arg(long)]
+    pub log_dhcp: bool,
+    /// Started as root: run as this user once every socket is bound, with no capability left
+    /// (the state directory is given to the user).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
 }
 
 impl Config {
@@ -321,6 +356,9 @@ impl Config {
                 .events_buffer_bytes
                 .unwrap_or(DEFAULT_EVENTS_BUFFER_BYTES),
             cluster,
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            log_dhcp: flags.log_dhcp || file.log_dhcp.unwrap_or(false),
+            user: flags.user.or(file.user).filter(|u| !u.is_empty()),
         };
         if !s.control_listen.ip().is_loopback() && s.token.is_none() {
             bail!(

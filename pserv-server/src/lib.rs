@@ -33,4 +33,4 @@ mod serve;
 mod views;
 
 pub use config::{Config, ConfigError};
-pub use serve::{Error, Handle, ReloadError, serve};
+pub use serve::{BOOT_LOG, DHCP_LOG, Error, Handle, ReloadError, serve};

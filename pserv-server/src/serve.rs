@@ -480,6 +480,13 @@ fn start_dhcp(
     pserv_dhcp::io::start(sock, setup, shutdown.clone()).map_err(start_error("DHCP"))
 }
 
+/// The boot requests' log target (`--log-dhcp` turns it on with the DHCP decisions): one
+/// line per TFTP transfer and HTTP boot request, with the client and how it ended.
+pub const BOOT_LOG: &str = "pserv::boot";
+
+/// The DHCP decision log's target (see `pserv_dhcp::log`).
+pub const DHCP_LOG: &str = pserv_dhcp::log::TARGET;
+
 /// TFTP and HTTP boot, over one virtual tree.
 fn start_boot(
     sockets: BootSockets,
@@ -508,12 +515,20 @@ fn start_boot(
     let on_fetched = {
         let events = shared.events.clone();
         Arc::new(move |f: &pserv_boot::tftp::service::Fetched| {
+            tracing::debug!(target: BOOT_LOG, client = %f.client, file = %f.file,
+                outcome = ?f.outcome, bytes = f.bytes, size = f.size, seconds = f.seconds,
+                "TFTP {} from {}: {:?}", f.file, f.client, f.outcome);
             events.emit(|| Event::Tftp(f.clone()));
         })
     };
     let on_served = {
         let events = shared.events.clone();
-        Arc::new(move |s: &pserv_boot::http::Served| events.emit(|| Event::Http(s.clone())))
+        Arc::new(move |s: &pserv_boot::http::Served| {
+            tracing::debug!(target: BOOT_LOG, client = %s.client, method = %s.method,
+                path = %s.path, status = s.status, bytes = s.bytes,
+                "HTTP boot {} {} from {}: {}", s.method, s.path, s.client, s.status);
+            events.emit(|| Event::Http(s.clone()));
+        })
     };
     let tftp = pserv_boot::tftp::service::start(
         sockets.tftp,
