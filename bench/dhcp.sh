@@ -19,6 +19,9 @@
 # BASELINE=/path/to/an/older/pserv, that binary runs the same steps in the same run, and the
 # summary gives the ratios against it (a change's before and after on one machine state).
 # pserv journals every lease and fsyncs before each ACK during all of it.
+# SERVERS="pserv pserv-logdhcp" (issue 26): pserv again with --log-dhcp, every request's
+# decision line written to a file; the summary gives its rate and CPU per exchange against
+# pserv's without the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERIOD=${PERIOD:-8}
@@ -140,16 +143,22 @@ cat >"$work/snap.json" <<'JSON'
   "lease_seconds": 3600, "renew_seconds": 900, "rebind_seconds": 1800,
   "dynamic": [{"start": "10.77.1.0", "end": "10.77.255.254"}]}]}
 JSON
-start_pserv_as() { # NAME BINARY, with an empty journal
+start_pserv_as() { # NAME BINARY [FLAG...], with an empty journal
   rm -rf "$work/$1-state"
-  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$2" serve --snapshot "$work/snap.json" \
+  local name=$1 binary=$2; shift 2
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$binary" serve --snapshot "$work/snap.json" \
     --dhcp-listen 10.77.0.1:67 --dns-listen 127.0.0.1:0 --control-listen 127.0.0.1:0 \
-    --state-dir "$work/$1-state" >"$work/$1.out" 2>&1 &
+    --state-dir "$work/$name-state" "$@" >"$work/$name.out" 2>&1 &
   server_pid=$!; started "$server_pid"
 }
 start_pserv() { start_pserv_as pserv "$bin/pserv"; }
+start_pserv_logdhcp() { start_pserv_as pserv-logdhcp "$bin/pserv" --log-dhcp; }
 start_baseline() { start_pserv_as baseline "$BASELINE"; }
 if want pserv; then echo pserv; measure pserv start_pserv; fi
+if want pserv-logdhcp; then
+  echo "pserv --log-dhcp"; measure pserv-logdhcp start_pserv_logdhcp
+  echo "  decision lines written: $(grep -c 'pserv::dhcp' "$work/pserv-logdhcp.out" || true)"
+fi
 if [ -n "$BASELINE" ]; then echo baseline; measure baseline start_baseline; fi
 
 # Kea: memfile with persist (lease file written, lfc off).
@@ -216,6 +225,13 @@ if gen perfdhcp && gen storm; then
         printf "  %-8s %6s/s  perfdhcp %9.0f (%.3f%% / %.3f%%)  storm %9.0f (%.3f%% / %.3f%%)  rate storm/perfdhcp %.3f\n", n, r, ra, a1, a2, rb, b1, b2, (ra > 0) ? rb / ra : 0
       }'
     done
+  done
+fi
+if want pserv && want pserv-logdhcp; then
+  for g in $GENS; do
+    awk -v g="$g" -v p="${BEST[pserv,$g]:-0}" -v l="${BEST[pserv-logdhcp,$g]:-0}" -v cp="${CPU[pserv,$g]:-0}" -v cl="${CPU[pserv-logdhcp,$g]:-0}" 'BEGIN {
+      printf "[%s] --log-dhcp: best DORA/s %.0f with the log, %.0f without (%.2f); CPU per exchange %s us with, %s us without (+%.1f us)\n", g, l, p, (p > 0) ? l / p : 0, cl, cp, cl - cp
+    }'
   done
 fi
 if [ -n "$BASELINE" ]; then

@@ -208,7 +208,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(settings.log_format, settings.log_dhcp);
+            // Held to the end: dropping it writes out what the log thread still holds.
+            let _log = init_logging(settings.log_format, settings.log_dhcp);
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -249,8 +250,16 @@ fn assets(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The log: `RUST_LOG` (default `info`), plus the decision log with `--log-dhcp`; text, or one
-/// JSON object per line with the event's fields at the top level.
-fn init_logging(format: LogFormat, log_dhcp: bool) {
+/// JSON object per line with the event's fields at the top level. Lines are formatted where
+/// they happen and written to stdout by a thread of their own, many lines a write (a line a
+/// write cost the DHCP loop a system call per request with `--log-dhcp`); when that thread
+/// falls 64k lines behind, loggers wait: no line is dropped. The guard flushes at exit.
+fn init_logging(format: LogFormat, log_dhcp: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(65_536)
+        .thread_name("pserv-log")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if log_dhcp {
@@ -261,15 +270,22 @@ fn init_logging(format: LogFormat, log_dhcp: bool) {
         }
     }
     match format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            // Colours for a person at a terminal, plain text for journald and files.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_writer(writer)
+            .with_env_filter(filter)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
+            .with_writer(writer)
             .with_env_filter(filter)
             .init(),
     }
+    guard
 }
 
 /// Raises the soft limit on open descriptors to the hard one. Every DNS-over-TCP connection
