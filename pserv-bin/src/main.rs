@@ -259,7 +259,10 @@ fn init_logging(format: LogFormat, log_dhcp: bool) -> tracing_appender::non_bloc
         .lossy(false)
         .buffered_lines_limit(65_536)
         .thread_name("pserv-log")
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if log_dhcp {
@@ -308,15 +311,28 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     raise_open_file_limit();
     let snapshot = config.snapshot.clone();
     let json = config.log_format == LogFormat::Json;
-    let user = config.user.clone();
-    let state_dir = config.state_dir.clone().unwrap_or_else(|| {
-        // Where serve() journals without one (see pserv_server::serve).
-        std::env::temp_dir().join(format!("pserv-{}", std::process::id()))
-    });
+    // --user: checked before anything is bound. It needs a state directory chosen for it (the
+    // default one, in /tmp under a guessable name, could be another user's); cluster mode
+    // keeps its leases on etcd and has none.
+    let user = match &config.user {
+        Some(name) => {
+            if config.state_dir.is_none() && config.cluster.is_none() {
+                anyhow::bail!(
+                    "--user {name} needs --state-dir (state_dir): the directory it will own"
+                );
+            }
+            Some(privilege::target(name)?)
+        }
+        None => None,
+    };
+    let state_dir = config
+        .state_dir
+        .clone()
+        .filter(|_| config.cluster.is_none());
     let server = pserv_server::serve(config).await?;
     // Every socket is bound: what --user gives up is not needed any more.
-    if let Some(name) = &user {
-        tokio::task::block_in_place(|| privilege::drop_to(name, &state_dir))?;
+    if let Some(t) = &user {
+        tokio::task::block_in_place(|| privilege::drop_to(t, state_dir.as_deref()))?;
     }
     // The banner: lines on stdout, or with JSON logs, log events (stdout stays JSON).
     let say = |line: String| {

@@ -12,11 +12,20 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use nix::unistd::{Gid, Uid, User, chown, setgroups, setresgid, setresuid};
+use nix::unistd::{Gid, Uid, User, setgroups, setresgid, setresuid};
 
-/// Switches the whole process to `name` (its uid, its primary group only), after giving it
-/// `state_dir` and the files in it.
-pub(crate) fn drop_to(name: &str, state_dir: &Path) -> anyhow::Result<()> {
+/// The user `--user` names, looked up before anything is bound or served, so a wrong name or
+/// a start without root fails at once.
+#[derive(Debug)]
+pub(crate) struct Target {
+    name: String,
+    uid: Uid,
+    gid: Gid,
+}
+
+/// Checks that `name` can be switched to: pserv runs as root, and `name` is a user other
+/// than root.
+pub(crate) fn target(name: &str) -> anyhow::Result<Target> {
     if !nix::unistd::geteuid().is_root() {
         bail!("--user {name}: pserv is not running as root, so it has nothing to drop");
     }
@@ -26,33 +35,58 @@ pub(crate) fn drop_to(name: &str, state_dir: &Path) -> anyhow::Result<()> {
     if user.uid.is_root() {
         bail!("--user {name}: that is root");
     }
-    give(state_dir, user.uid, user.gid)?;
-    setgroups(&[user.gid]).context("setgroups")?;
-    setresgid(user.gid, user.gid, user.gid).context("setresgid")?;
-    setresuid(user.uid, user.uid, user.uid).context("setresuid")?;
-    check_every_thread(user.uid)?;
-    tracing::info!(user = name, uid = user.uid.as_raw(), gid = user.gid.as_raw(),
-        state_dir = %state_dir.display(), "running as {name}, with no capability");
+    Ok(Target {
+        name: name.to_owned(),
+        uid: user.uid,
+        gid: user.gid,
+    })
+}
+
+/// Switches the whole process to the target user (its uid, its primary group only), after
+/// giving it `state_dir` (when there is one) and the journal's files in it.
+pub(crate) fn drop_to(t: &Target, state_dir: Option<&Path>) -> anyhow::Result<()> {
+    if let Some(dir) = state_dir {
+        give(dir, t.uid, t.gid)?;
+    }
+    setgroups(&[t.gid]).context("setgroups")?;
+    setresgid(t.gid, t.gid, t.gid).context("setresgid")?;
+    setresuid(t.uid, t.uid, t.uid).context("setresuid")?;
+    check_every_thread(t.uid, t.gid)?;
+    tracing::info!(user = %t.name, uid = t.uid.as_raw(), gid = t.gid.as_raw(),
+        "running as {}, with no capability", t.name);
     Ok(())
 }
 
-/// Gives `dir` and what is directly in it (the journal and its compaction files) to the user.
+/// Gives `dir` and the regular files directly in it (the journal and its compaction file) to
+/// the user. Never through a symbolic link, and never a file with other names (hard links):
+/// the directory may have been the user's already, and this runs as root.
 fn give(dir: &Path, uid: Uid, gid: Gid) -> anyhow::Result<()> {
-    chown(dir, Some(uid), Some(gid)).with_context(|| format!("chown {}", dir.display()))?;
+    use std::os::unix::fs::{MetadataExt, lchown};
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("{}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    let (uid, gid) = (Some(uid.as_raw()), Some(gid.as_raw()));
+    lchown(dir, uid, gid).with_context(|| format!("chown {}", dir.display()))?;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        chown(&path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_file() && meta.nlink() == 1 {
+            lchown(&path, uid, gid).with_context(|| format!("chown {}", path.display()))?;
+        } else {
+            tracing::warn!(path = %path.display(), "--user: not a plain file, left as it is");
+        }
     }
     Ok(())
 }
 
-/// The `Uid:` line's ids and the capability sets of one task's `/proc` status.
-fn parse_status(status: &str) -> (Vec<u32>, Vec<(String, u64)>) {
-    let mut uids = Vec::new();
+/// The ids on one line (`Uid:`, `Gid:`) and the capability sets of one task's `/proc` status.
+fn parse_status(status: &str, ids: &str) -> (Vec<u32>, Vec<(String, u64)>) {
+    let mut found = Vec::new();
     let mut caps = Vec::new();
     for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("Uid:") {
-            uids = rest
+        if let Some(rest) = line.strip_prefix(ids) {
+            found = rest
                 .split_whitespace()
                 .filter_map(|u| u.parse().ok())
                 .collect();
@@ -66,22 +100,26 @@ fn parse_status(status: &str) -> (Vec<u32>, Vec<(String, u64)>) {
             ));
         }
     }
-    (uids, caps)
+    (found, caps)
 }
 
-/// Every thread runs as `uid` and holds no capability (inheritable, permitted, effective,
-/// ambient).
-fn check_every_thread(uid: Uid) -> anyhow::Result<()> {
+/// Every thread runs as `uid` and `gid` and holds no capability it could use (permitted,
+/// effective, ambient; the inheritable set, which the kernel keeps across the switch, only
+/// matters to a program pserv would execute, and it executes none).
+fn check_every_thread(uid: Uid, gid: Gid) -> anyhow::Result<()> {
     for task in std::fs::read_dir("/proc/self/task").context("reading /proc/self/task")? {
         let path = task?.path().join("status");
         let Ok(status) = std::fs::read_to_string(&path) else {
             continue; // a thread that just ended
         };
-        let (uids, caps) = parse_status(&status);
-        if uids.is_empty() || uids.iter().any(|&u| u != uid.as_raw()) {
-            bail!("{}: still running as {uids:?}", path.display());
+        for (line, want) in [("Uid:", uid.as_raw()), ("Gid:", gid.as_raw())] {
+            let (ids, _) = parse_status(&status, line);
+            if ids.is_empty() || ids.iter().any(|&i| i != want) {
+                bail!("{}: still {line} {ids:?}", path.display());
+            }
         }
-        if let Some((set, value)) = caps.iter().find(|(_, v)| *v != 0) {
+        let (_, caps) = parse_status(&status, "Uid:");
+        if let Some((set, value)) = caps.iter().find(|(k, v)| k != "CapInh" && *v != 0) {
             bail!("{}: {set} is {value:#x}, not empty", path.display());
         }
     }
@@ -97,7 +135,7 @@ mod tests {
         let status = "Name:\tpserv\nUid:\t1000\t1000\t1000\t1000\nGid:\t1000\t1000\t1000\t1000\n\
                       CapInh:\t0000000000000000\nCapPrm:\t0000000000000400\n\
                       CapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000000000\n";
-        let (uids, caps) = parse_status(status);
+        let (uids, caps) = parse_status(status, "Uid:");
         assert_eq!(uids, [1000, 1000, 1000, 1000]);
         assert_eq!(
             caps,

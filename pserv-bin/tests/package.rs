@@ -100,21 +100,23 @@ fn the_debian_package_installs_a_least_privilege_service_and_purges_clean() {
         eprintln!("not installing the package: only as root with CI=true");
         return;
     }
-    if Command::new("dpkg")
+    let installed = Command::new("dpkg")
         .args(["-s", "pserv"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .unwrap()
-        .success()
-    {
-        eprintln!("pserv is already installed on this machine: not replacing it");
-        return;
-    }
-    run(Command::new("dpkg").args(["-i", &deb]));
+        .success();
+    // A fresh CI machine has no pserv: one there is a failed earlier run, never skipped.
+    assert!(!installed, "pserv is already installed on this machine");
+    // Purged however the test ends, a failed install included.
     let purge = scopeguard(|| {
         let _ = Command::new("dpkg").args(["--purge", "pserv"]).output();
     });
+    run(Command::new("dpkg").args(["-i", &deb]));
+    // Installed, neither enabled nor started.
+    assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/pserv.service").exists());
+    assert!(!running("/usr/bin/pserv"), "installing started pserv");
     let user = run(Command::new("getent").args(["passwd", "pserv"]));
     assert!(
         user.contains("/usr/sbin/nologin") || user.contains("/bin/false"),
@@ -134,8 +136,6 @@ fn the_debian_package_installs_a_least_privilege_service_and_purges_clean() {
             "/usr/lib/systemd/system/pserv.service",
         ]));
     }
-    // Installed, not enabled.
-    assert!(!Path::new("/etc/systemd/system/multi-user.target.wants/pserv.service").exists());
     // The package's own binary, as the unit runs it: the pserv user, CAP_NET_BIND_SERVICE only.
     serve_on_loopback(
         Command::new("setpriv")
@@ -183,6 +183,14 @@ fn serve_on_loopback(cmd: &mut Command) {
         p.terminate(std::time::Duration::from_secs(10))
             .is_some_and(|s| s.success())
     );
+}
+
+/// Whether a process runs the program at `exe`.
+fn running(exe: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read_link(e.path().join("exe")).is_ok_and(|p| p == Path::new(exe)))
 }
 
 /// Runs `f` when dropped (the purge, however the test ends).

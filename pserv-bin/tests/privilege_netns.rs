@@ -203,6 +203,7 @@ fn unprivileged_with_only_net_bind_service_serves_every_protocol() {
             t0.elapsed() < Duration::from_secs(10),
             "no log event: {text}"
         );
+        std::thread::sleep(Duration::from_millis(100));
     }
     // The journal is the unprivileged process's own.
     use std::os::unix::fs::MetadataExt;
@@ -223,8 +224,21 @@ fn started_as_root_user_drops_every_capability_after_binding() {
     let lab = Lab::new("r", 80);
     let f = files(&lab);
     // A state directory root creates: --user gives it to the user.
+    // A state directory the user already had (an earlier run), in which it planted links to
+    // root's files under the journal's names: root must follow none of them, and give away
+    // nothing but the directory and its plain files.
     let state = lab.dir.path().join("state-root");
+    std::fs::create_dir_all(&state).unwrap();
+    let victim = lab.dir.path().join("root-owned");
+    std::fs::write(&victim, b"root's\n").unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("leases.compacting")).unwrap();
+    std::os::unix::fs::symlink(&victim, state.join("planted")).unwrap();
     let (pserv, _control) = serve(&lab, &f, &state, &[], &["--user", USER]);
+    let v = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        (v.uid(), std::fs::read(&victim).unwrap()),
+        (0, b"root's\n".to_vec())
+    );
     for (uid, caps) in threads(pserv.id()) {
         assert_eq!(uid.split_whitespace().collect::<Vec<_>>(), ["65534"; 4]);
         for (set, value) in caps {

@@ -19,6 +19,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -178,7 +179,13 @@ impl Journal {
     /// Opens (or creates) the journal at `path`, recovers the live lease set, rewrites the file
     /// compacted, and starts the writer thread. `now` decides what has ended.
     pub fn open(path: &Path, options: Options, now: u64) -> io::Result<(Self, Recovery)> {
-        let (records, dropped_tail_bytes) = match File::open(path) {
+        // Never through a symbolic link: the directory may be writable by the user pserv runs
+        // as (`--user`), and this may run as root.
+        let (records, dropped_tail_bytes) = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
             Ok(f) => read_records(f)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), 0),
             Err(e) => return Err(e),
@@ -579,10 +586,16 @@ fn write_compacted(
         encode(c, &mut buf);
     }
     let written = (|| {
+        // A fresh file, never one that was there (a link planted in the directory would
+        // otherwise be followed and the file it names truncated).
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(&buf)?;
         if dir.is_some() {

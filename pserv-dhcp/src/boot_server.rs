@@ -70,6 +70,9 @@ pub fn start(
                 for d in batch.datagrams() {
                     if d.truncated {
                         front.count_drop(DropReason::Oversized);
+                        if crate::log::enabled() {
+                            crate::log::oversized(d.from);
+                        }
                         continue;
                     }
                     let SocketAddr::V4(from) = d.from else { continue };

@@ -305,6 +305,9 @@ impl Loop {
                 for d in batch.datagrams() {
                     if d.truncated {
                         self.counters.count_drop(DropReason::Oversized);
+                        if crate::log::enabled() {
+                            crate::log::oversized(d.from);
+                        }
                         continue;
                     }
                     let SocketAddr::V4(from) = d.from else {
@@ -488,7 +491,7 @@ fn count_sent(c: &Counters, on_netboot: &OnNetboot, out: &Outgoing, result: nix:
             by_kind.fetch_add(1, Ordering::Relaxed);
         }
         Err(e) => {
-            tracing::debug!(error = %e, to = %out.to, "DHCP reply not sent");
+            tracing::debug!(target: crate::log::TARGET, error = %e, to = %out.to, "DHCP reply not sent");
             c.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }

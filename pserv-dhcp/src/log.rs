@@ -40,9 +40,21 @@ fn decision(outcome: &Outcome) -> (String, Option<std::net::Ipv4Addr>) {
     }
 }
 
-/// Logs one request (`data`, from `from`) and what was decided.
+/// Logs a datagram longer than the receive buffer, dropped unread.
+pub fn oversized(from: std::net::SocketAddr) {
+    tracing::debug!(target: TARGET, %from, decided = "dropped: Oversized", "oversized datagram");
+}
+
+/// Logs one request (`data`, from `from`) and what was decided: what the server decided,
+/// before the lease is durable and the reply sent (a failed send is logged apart, and counted).
 pub fn request(data: &[u8], from: SocketAddrV4, outcome: &Outcome) {
     let (decided, address) = decision(outcome);
+    // What the server refused to decode is not decoded here either (dhcproto panics on some
+    // framings the guard rejects).
+    if crate::guard::check(data).is_err() {
+        tracing::debug!(target: TARGET, %from, bytes = data.len(), decided, "undecodable datagram");
+        return;
+    }
     let Ok(msg) = Message::from_bytes(data) else {
         tracing::debug!(target: TARGET, %from, bytes = data.len(), decided, "undecodable datagram");
         return;
@@ -69,7 +81,10 @@ pub fn request(data: &[u8], from: SocketAddrV4, outcome: &Outcome) {
         _ => None,
     };
     let class = match msg.opts().get(OptionCode::ClassIdentifier) {
-        Some(DhcpOption::ClassIdentifier(c)) => Some(String::from_utf8_lossy(c).into_owned()),
+        // The client's text: escaped, so a line break in it cannot forge a line.
+        Some(DhcpOption::ClassIdentifier(c)) => {
+            Some(String::from_utf8_lossy(c).escape_debug().to_string())
+        }
         _ => None,
     };
     let relay = Some(msg.giaddr()).filter(|ip| !ip.is_unspecified());

@@ -515,18 +515,21 @@ fn start_boot(
     let on_fetched = {
         let events = shared.events.clone();
         Arc::new(move |f: &pserv_boot::tftp::service::Fetched| {
-            tracing::debug!(target: BOOT_LOG, client = %f.client, file = %f.file,
+            // The name is the client's: escaped, so a line break in it cannot forge a line.
+            let file = f.file.escape_debug();
+            tracing::debug!(target: BOOT_LOG, client = %f.client, file = %file,
                 outcome = ?f.outcome, bytes = f.bytes, size = f.size, seconds = f.seconds,
-                "TFTP {} from {}: {:?}", f.file, f.client, f.outcome);
+                "TFTP {file} from {}: {:?}", f.client, f.outcome);
             events.emit(|| Event::Tftp(f.clone()));
         })
     };
     let on_served = {
         let events = shared.events.clone();
         Arc::new(move |s: &pserv_boot::http::Served| {
-            tracing::debug!(target: BOOT_LOG, client = %s.client, method = %s.method,
-                path = %s.path, status = s.status, bytes = s.bytes,
-                "HTTP boot {} {} from {}: {}", s.method, s.path, s.client, s.status);
+            let (method, path) = (s.method.escape_debug(), s.path.escape_debug());
+            tracing::debug!(target: BOOT_LOG, client = %s.client, method = %method,
+                path = %path, status = s.status, bytes = s.bytes,
+                "HTTP boot {method} {path} from {}: {}", s.client, s.status);
             events.emit(|| Event::Http(s.clone()));
         })
     };
