@@ -308,6 +308,11 @@ fn raise_open_file_limit() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything says pserv is up: a SIGTERM right after the banner (or READY=1) must
+    // shut down cleanly, not kill the process with the default action.
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     raise_open_file_limit();
     let snapshot = config.snapshot.clone();
     let json = config.log_format == LogFormat::Json;
@@ -378,11 +383,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     notify::notify("READY=1");
 
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = term.recv() => break,
             _ = hup.recv() => {
                 // Compiling a large snapshot takes a while: off the runtime's other tasks.
