@@ -173,6 +173,8 @@ for k, l in sorted(r["phases"].items()):
     print("    %-10s n=%-6d p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms" % (k, l["samples"], l["p50_ms"], l["p99_ms"], l["max_ms"]))
 print("    %-10s        p50 %8.1f ms  p99 %8.1f ms  max %8.1f ms" % ("booted", r["time_to_booted"]["p50_ms"], r["time_to_booted"]["p99_ms"], r["time_to_booted"]["max_ms"]))
 for why, n in r["failures"].items(): print("    failed %5d  %s" % (n, why))
+print("    generator CPU %.2f s" % r.get("generator_cpu_s", 0))
+if r.get("resends"): print("    resent after a silence (DHCP retries, TFTP RRQ/ACK resends): " + ", ".join("%s %d" % kv for kv in r["resends"].items()))
 if r["unnamed"] or r["no_dns"]: print("    not checked: %d machines got no hostname (name check, DNS skipped), %d no DNS server" % (r["unnamed"], r["no_dns"]))
 '
 }
@@ -181,10 +183,12 @@ echo "== $MACHINES machines at once; kernel ${KERNEL_MB} MiB, initrd ${INITRD_MB
 if want pserv; then
   RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$PSERV" serve --snapshot "$work/snap.json" \
     --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --tftp-listen 10.88.0.1:69 \
-    --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:0 \
+    --boot-http-listen 10.88.0.1:5248 --dns-listen 10.88.0.1:53 --control-listen 127.0.0.1:5381 \
     --state-dir "$work/pserv-state" >"$work/pserv.log" 2>&1 &
   p=$!; started "$p"; sleep 1
+  p0=$(cpu_ticks "$p")
   storm pserv
+  echo "  pserv CPU during the storm: $(( $(cpu_ticks "$p") - p0 )) ticks (1/100 s); its TFTP: $(ip netns exec "$S" curl -s http://127.0.0.1:5381/metrics | awk '/^pserv_tftp_(trouble|dropped)_total/ && $2 > 0 {printf "%s %s  ", $1, $2}')"
   stop_pid "$p"
 fi
 

@@ -62,7 +62,7 @@ start() { # NAME -> server pid in $spid, address in $saddr
       [ "$1" = baseline ] && { exe=$BASELINE; a=127.0.1.5; }
       ip netns exec "$NS" taskset -c 0 "$exe" serve --snapshot "$work/snap.json" \
         --boot-dir "$root" --tftp-listen "$a:69" --boot-http-listen "$a:5248" \
-        --dns-listen "$a:5353" --dhcp-listen "$a:6767" --control-listen 127.0.0.1:0 \
+        --dns-listen "$a:5353" --dhcp-listen "$a:6767" --syslog-listen "$a:5514" --control-listen 127.0.0.1:0 \
         --state-dir "$work/state-$1" >"$work/$1.log" 2>&1 &
       saddr=$a ;;
     tftpd-hpa)

@@ -222,6 +222,10 @@ fn boot_table(r: &pserv_storm::boot::Report) {
     for (why, n) in &r.failures {
         println!("  failed {n:>6}  {why}");
     }
+    if !r.resends.is_empty() {
+        let list: Vec<String> = r.resends.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        println!("  resent after a silence: {}", list.join(", "));
+    }
     if r.unnamed + r.no_dns > 0 {
         println!(
             "  not checked: {} machines got no hostname (config name check and DNS skipped), {} no DNS server",

@@ -61,7 +61,20 @@ pub async fn fetch(
     server: SocketAddr,
     file: &str,
     req: Request,
+    sink: impl FnMut(&[u8]),
+) -> Result<u64, FetchError> {
+    fetch_counting(sock, server, file, req, sink, &mut 0).await
+}
+
+/// [`fetch`], adding to `resends` each time it sent again after a silence (the RRQ or its last
+/// ACK): the client's view of loss and delay.
+pub async fn fetch_counting(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    file: &str,
+    req: Request,
     mut sink: impl FnMut(&[u8]),
+    resends: &mut u32,
 ) -> Result<u64, FetchError> {
     let io = |e: std::io::Error| FetchError::Io(e.to_string());
     let mut out = Vec::with_capacity(64);
@@ -93,6 +106,7 @@ pub async fn fetch(
                     return Err(FetchError::TimedOut);
                 }
                 // Resend what was sent last (the RRQ, or the last ACK).
+                *resends += 1;
                 let _ = sock.send_to(&out, peer.unwrap_or(server)).await;
                 continue;
             }

@@ -142,6 +142,10 @@ pub struct Counters {
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Duration of completed transfers.
     pub duration_seconds: Histogram,
+    /// Timer resends (a window, or the OACK) in all transfers.
+    pub timeouts: AtomicU64,
+    /// ACKs repeating one already received (clients that timed out waiting for DATA).
+    pub duplicate_acks: AtomicU64,
 }
 
 impl Counters {
@@ -213,21 +217,44 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> std::io::Result<Running> {
     let local = sock.local_addr()?;
-    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
     let counters = Arc::new(Counters::default());
-    let task = runtime.spawn(serve(
-        sock,
-        tree,
-        config,
-        counters.clone(),
-        on_fetched,
-        shutdown,
-    ));
+    // A thread and a runtime of its own: a lock-step transfer waits a round trip per block,
+    // and on a runtime shared with HTTP boot its every wake-up queued behind tasks streaming
+    // kernels and initrds (a storm's TFTP phase was most of its time to all booted, with not
+    // one packet lost). Its own thread gets the scheduler's share at once.
+    let sock = sock.into_std()?;
+    let (done, join) = tokio::sync::oneshot::channel::<()>();
+    let run = {
+        let counters = counters.clone();
+        move || -> std::io::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let sock = UdpSocket::from_std(sock)?;
+                serve(sock, tree, config, counters, on_fetched, shutdown).await;
+                Ok::<_, std::io::Error>(())
+            })?;
+            let _ = done.send(());
+            Ok(())
+        }
+    };
+    std::thread::Builder::new()
+        .name("pserv-tftp".into())
+        .spawn(move || {
+            if let Err(e) = run() {
+                tracing::error!(error = %e, "TFTP service stopped");
+            }
+        })?;
     Ok(Running {
         name: "TFTP",
         addrs: vec![local],
         metrics: Box::new(Metrics(counters)),
-        join: Box::pin(async move { task.await.map_err(|e| Box::new(e) as StopError) }),
+        join: Box::pin(async move {
+            join.await.map_err(|_| {
+                Box::new(std::io::Error::other("the TFTP thread ended early")) as StopError
+            })
+        }),
     })
 }
 
@@ -250,6 +277,10 @@ impl Collector for Metrics {
         single(e, "pserv_tftp_bytes", "Bytes TFTP clients acknowledged", Counter, load(&c.bytes))?;
         let drops: Vec<(&str, u64)> = c.drops().map(|(r, v)| (r.name(), v)).collect();
         family(e, "pserv_tftp_dropped", "TFTP requests refused and packets dropped, by reason", Counter, "reason", &drops)?;
+        family(e, "pserv_tftp_trouble", "TFTP signs of loss or delay: the server's timer resending, clients repeating an ACK", Counter, "kind", &[
+            ("timeout_resends", load(&c.timeouts)),
+            ("duplicate_acks", load(&c.duplicate_acks)),
+        ])?;
         histogram(e, "pserv_tftp_transfer_seconds", "Duration of completed TFTP transfers", &c.duration_seconds)
     }
 }
@@ -581,8 +612,15 @@ async fn transfer(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let t = Transfer::new(&opts, opened.size(), limits, t0);
-    let result = run(&tid, client, t, &opened, &counters, &shutdown).await;
+    let mut t = Transfer::new(&opts, opened.size(), limits, t0);
+    let result = run(&tid, client, &mut t, &opened, &counters, &shutdown).await;
+    let trouble = t.trouble();
+    counters
+        .timeouts
+        .fetch_add(u64::from(trouble.timeouts), Ordering::Relaxed);
+    counters
+        .duplicate_acks
+        .fetch_add(u64::from(trouble.duplicate_acks), Ordering::Relaxed);
     let (outcome, bytes) = match result {
         Ok(bytes) => {
             counters.completed.fetch_add(1, Ordering::Relaxed);
@@ -671,7 +709,7 @@ impl std::ops::Drop for Release {
 async fn run(
     sock: &UdpSocket,
     client: SocketAddr,
-    mut t: Transfer,
+    t: &mut Transfer,
     file: &Content,
     counters: &Counters,
     shutdown: &CancellationToken,

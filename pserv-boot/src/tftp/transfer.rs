@@ -106,6 +106,19 @@ pub struct Transfer {
     last_block: u64,
     deadline: Option<Instant>,
     retries: u32,
+    /// What went wrong on the way, for the profile of a storm (see [`Transfer::trouble`]).
+    trouble: Trouble,
+}
+
+/// Signs of loss or delay in one transfer: how often the server's timer resent (the window or
+/// the OACK), and how many ACKs repeated one already received (a client that timed out and
+/// re-acknowledged: its DATA was late or lost).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trouble {
+    /// Timer expiries that resent.
+    pub timeouts: u32,
+    /// ACKs for a block already acknowledged.
+    pub duplicate_acks: u32,
 }
 
 fn parse_num(v: &str) -> Option<u64> {
@@ -166,6 +179,7 @@ impl Transfer {
             last_block,
             deadline: Some(now + timeout),
             retries: 0,
+            trouble: Trouble::default(),
         };
         if !any {
             t.window_end = window.min(last_block);
@@ -233,6 +247,9 @@ impl Transfer {
         let b = self.acked + ahead;
         if ahead == 0 || b > self.window_end {
             // A duplicate, or an ACK for nothing we sent (an old one from before a roll-over).
+            if ahead == 0 {
+                self.trouble.duplicate_acks += 1;
+            }
             return false;
         }
         self.acked = b;
@@ -260,6 +277,11 @@ impl Transfer {
             .min(self.limits.max_timeout.max(self.timeout))
     }
 
+    /// Timer resends and duplicate ACKs so far.
+    pub fn trouble(&self) -> Trouble {
+        self.trouble
+    }
+
     /// When [`Transfer::handle_timeout`] is due, if ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.is_over() { None } else { self.deadline }
@@ -279,6 +301,7 @@ impl Transfer {
             return Err(TransferError::TimedOut);
         }
         self.retries += 1;
+        self.trouble.timeouts += 1;
         match self.state {
             State::Negotiating => self.oack_due = true,
             _ => self.next = self.acked + 1,
@@ -399,6 +422,26 @@ mod tests {
         assert!(t.is_done());
         assert_eq!(got, f);
         assert_eq!(t.bytes_acked(), 1100);
+    }
+
+    #[test]
+    fn trouble_counts_timer_resends_and_repeated_acks() {
+        let f = file(1100);
+        let now = Instant::now();
+        let mut t = Transfer::new(&[], f.len() as u64, Limits::default(), now);
+        drain(&mut t, &f);
+        // The client's ACK was late: the timer resends block 1, then the ACK comes twice.
+        t.handle_timeout(now + Duration::from_secs(1)).unwrap();
+        assert_eq!(drain(&mut t, &f)[0].1, 1);
+        assert!(ack(&mut t, 1, now));
+        assert!(!ack(&mut t, 1, now));
+        assert_eq!(
+            t.trouble(),
+            Trouble {
+                timeouts: 1,
+                duplicate_acks: 1
+            }
+        );
     }
 
     #[test]

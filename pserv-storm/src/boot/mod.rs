@@ -148,6 +148,8 @@ pub struct Outcome {
     pub local: bool,
     /// How long each phase took.
     pub phases: Vec<(Phase, Duration)>,
+    /// Sends each phase repeated after a silence (phases with none left out).
+    pub resends: Vec<(Phase, u32)>,
     /// Where and why it failed.
     pub failure: Option<(Phase, String)>,
     /// Bytes fetched (boot file, config, kernel, initrds).
@@ -344,15 +346,18 @@ async fn fetch_with(
         let sock = tokio::net::UdpSocket::bind(SocketAddr::from((source, 0)))
             .await
             .map_err(|e| format!("bind {source}: {e}"))?;
-        tftp::fetch(
+        let mut resent = 0;
+        let got = tftp::fetch_counting(
             &sock,
             SocketAddr::from((tftp_server, 69)),
             what,
             options,
             sink,
+            &mut resent,
         )
-        .await
-        .map_err(|e| e.to_string())?
+        .await;
+        resends(resent);
+        got.map_err(|e| e.to_string())?
     };
     if let Some(w) = &want
         && (differs || len != w.len() as u64)
@@ -365,6 +370,17 @@ async fn fetch_with(
     Ok(Got { len, body })
 }
 
+tokio::task_local! {
+    /// Sends repeated after a silence (DHCP retries, TFTP resends) in the phase the machine of
+    /// this task is in: read and reset as each phase ends.
+    static RESENDS: std::cell::Cell<u32>;
+}
+
+/// Counts `n` repeated sends for the current machine's phase.
+pub(crate) fn resends(n: u32) {
+    let _ = RESENDS.try_with(|c| c.set(c.get() + n));
+}
+
 async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
     /// Runs phase `p` of the machine, timing it into `out`; then the machine thinks
     /// (`Config::think`) before its next step.
@@ -373,6 +389,10 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             let t = Instant::now();
             let r = $e;
             $out.phases.push(($p, t.elapsed()));
+            let resent = RESENDS.try_with(|c| c.replace(0)).unwrap_or(0);
+            if resent > 0 {
+                $out.resends.push(($p, resent));
+            }
             match r {
                 Ok(v) => {
                     if !ctx.cfg.think.is_zero() {
@@ -401,6 +421,7 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
         booted: None,
         local: false,
         phases: Vec::new(),
+        resends: Vec::new(),
         failure: None,
         bytes: 0,
         unnamed: false,
@@ -652,6 +673,11 @@ pub struct Report {
     pub phases: BTreeMap<String, Latency>,
     /// Failures by phase and reason.
     pub failures: BTreeMap<String, u64>,
+    /// Sends repeated after a silence, by phase (DHCP retries, TFTP resends of an RRQ or an
+    /// ACK): where loss or delay was.
+    pub resends: BTreeMap<String, u64>,
+    /// The generator's own CPU time during the run (a saturated generator measures itself).
+    pub generator_cpu_s: f64,
     /// Bytes fetched in all.
     pub bytes: u64,
     /// Machines DHCP gave no hostname (name checks and DNS skipped for them).
@@ -665,10 +691,14 @@ pub fn report(outcomes: &[Outcome]) -> Report {
     let mut booted = Samples::default();
     let mut phases: BTreeMap<Phase, Samples> = BTreeMap::new();
     let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut resends: BTreeMap<String, u64> = BTreeMap::new();
     let mut last = Duration::ZERO;
     for o in outcomes {
         for (p, d) in &o.phases {
             phases.entry(*p).or_default().record(*d);
+        }
+        for (p, n) in &o.resends {
+            *resends.entry(p.name().to_owned()).or_default() += u64::from(*n);
         }
         if let Some(b) = o.booted {
             booted.record(b);
@@ -693,6 +723,8 @@ pub fn report(outcomes: &[Outcome]) -> Report {
             .map(|(p, s)| (p.name().to_owned(), s.summary()))
             .collect(),
         failures,
+        resends,
+        generator_cpu_s: 0.0,
         bytes: outcomes.iter().map(|o| o.bytes).sum(),
         unnamed: outcomes.iter().filter(|o| o.unnamed).count() as u64,
         no_dns: outcomes.iter().filter(|o| o.no_dns).count() as u64,
@@ -707,6 +739,7 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
         .map(SocketAddr::V4)
         .collect();
     let mux = Mux::start(sock, servers);
+    let cpu0 = cpu_seconds();
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         mux,
@@ -722,7 +755,9 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
         let at = cfg.ramp.mul_f64(f64::from(i) / f64::from(n.max(1)));
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(at).await;
-            let o = machine(i, ctx, t0).await;
+            let o = RESENDS
+                .scope(std::cell::Cell::new(0), machine(i, ctx, t0))
+                .await;
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             o
         }));
@@ -755,6 +790,7 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
                     booted: None,
                     local: false,
                     phases: Vec::new(),
+                    resends: Vec::new(),
                     failure: Some((Phase::Deadline, "not booted by the deadline".to_owned())),
                     bytes: 0,
                     unnamed: false,
@@ -767,7 +803,27 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
         t.abort();
         eprintln!();
     }
-    report(&outcomes)
+    let mut r = report(&outcomes);
+    r.generator_cpu_s = cpu_seconds() - cpu0;
+    r
+}
+
+/// This process's CPU time so far (user and system, all threads), from `/proc/self/stat`; 0
+/// where there is none.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // After the command name (in parentheses, which may hold spaces): state is field 3;
+    // utime and stime are fields 14 and 15, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<u64>() as f64 / 100.0
 }
 
 #[cfg(test)]
@@ -812,6 +868,7 @@ mod tests {
             booted: booted.map(Duration::from_millis),
             local: false,
             phases: vec![(Phase::Dhcp, Duration::from_millis(3))],
+            resends: vec![(Phase::Dhcp, 2), (Phase::BootFile, 1)],
             failure: failure.map(|(p, s)| (p, s.to_owned())),
             bytes: 10,
             unnamed: false,
@@ -830,5 +887,9 @@ mod tests {
         assert_eq!(r.phases["dhcp"].samples, 4);
         assert_eq!(r.bytes, 40);
         assert_eq!((r.unnamed, r.no_dns), (0, 2));
+        assert_eq!(
+            (r.resends["dhcp"], r.resends[Phase::BootFile.name()]),
+            (8, 4)
+        );
     }
 }

@@ -81,6 +81,9 @@ impl Mux {
             .map_or(1, |x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
             | 1;
         for k in 0..tries.max(1) {
+            if k > 0 {
+                super::resends(1);
+            }
             for server in &self.servers {
                 let _ = self.sock.send_to(msg, server).await;
             }
