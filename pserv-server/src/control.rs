@@ -86,7 +86,8 @@ impl Publisher {
                 p.publish_seconds.observe(took);
                 p.last_publish_us
                     .store(took.as_micros() as u64, Ordering::Relaxed);
-                p.published_at.store(unix_now(), Ordering::Relaxed);
+                p.published_at
+                    .store(pserv_core::lease::owner::unix_now(), Ordering::Relaxed);
                 self.events.emit(|| Event::from(published));
             }
             Err(PublishError::Invalid(_)) => {
@@ -117,13 +118,6 @@ pub(crate) struct App {
     pub(crate) started: Instant,
     /// Each service's name and addresses, the control API last (for the status).
     pub(crate) listening: Vec<(&'static str, Vec<std::net::SocketAddr>)>,
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 impl App {
@@ -366,11 +360,12 @@ fn lease_page(app: &App, q: LeasesQuery) -> Response {
 
 /// A query string that does not parse: 400, saying what is wrong.
 fn bad_query(e: &QueryRejection) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": e.body_text()})),
-    )
-        .into_response()
+    bad_request(e.body_text())
+}
+
+/// A request the API cannot take: 400, saying why.
+fn bad_request(error: String) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error}))).into_response()
 }
 
 /// `GET /v1/nodes`'s query.
@@ -503,29 +498,26 @@ async fn events(
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
-    let bad = |error: String| {
-        (StatusCode::BAD_REQUEST, axum::Json(json!({"error": error}))).into_response()
-    };
     let query = match query {
         Ok(Query(q)) => q,
-        Err(e) => return bad(e.body_text()),
+        Err(e) => return bad_query(&e),
     };
     // On reconnecting, an EventSource sends the last id it got while its URL still holds the
     // `since` it was opened with: the header is the newer of the two.
     let last_id = match headers.get("last-event-id").map(|v| v.to_str()) {
         Some(Ok(id)) if !id.is_empty() => Some(id),
-        Some(Err(_)) => return bad("Last-Event-ID is not text".to_owned()),
+        Some(Err(_)) => return bad_request("Last-Event-ID is not text".to_owned()),
         _ => None,
     };
     let since = match last_id.or(query.since.as_deref()).map(str::parse) {
         None => Since::Now,
         Some(Ok(since)) => since,
-        Some(Err(e)) => return bad(format!("{e}")),
+        Some(Err(e)) => return bad_request(format!("{e}")),
     };
     let kinds = match query.kind.as_deref().map(Kinds::parse) {
         None => Kinds::all(),
         Some(Ok(kinds)) => kinds,
-        Some(Err(e)) => return bad(e),
+        Some(Err(e)) => return bad_request(e),
     };
     let batch = Duration::from_millis(query.batch_ms.unwrap_or(0).min(1000));
     let listener = app.publisher.events.listen(since, kinds);

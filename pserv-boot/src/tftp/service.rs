@@ -27,7 +27,6 @@ use pserv_net::Running;
 use pserv_net::metrics::{
     Collector, DescriptorEncoder, MetricType, family, histogram, load, single,
 };
-use pserv_net::service::StopError;
 use pserv_net::udp::{enable_packet_info, grow_buffers, packet_info, socket_addr};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
@@ -223,38 +222,26 @@ pub fn start(
     // kernels and initrds (a storm's TFTP phase was most of its time to all booted, with not
     // one packet lost). Its own thread gets the scheduler's share at once.
     let sock = sock.into_std()?;
-    let (done, join) = tokio::sync::oneshot::channel::<()>();
-    let run = {
+    let thread = {
         let counters = counters.clone();
-        move || -> std::io::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let sock = UdpSocket::from_std(sock)?;
-                serve(sock, tree, config, counters, on_fetched, shutdown).await;
-                Ok::<_, std::io::Error>(())
-            })?;
-            let _ = done.send(());
-            Ok(())
-        }
+        std::thread::Builder::new()
+            .name("pserv-tftp".into())
+            .spawn(move || -> std::io::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let sock = UdpSocket::from_std(sock)?;
+                    serve(sock, tree, config, counters, on_fetched, shutdown).await;
+                    Ok(())
+                })
+            })?
     };
-    std::thread::Builder::new()
-        .name("pserv-tftp".into())
-        .spawn(move || {
-            if let Err(e) = run() {
-                tracing::error!(error = %e, "TFTP service stopped");
-            }
-        })?;
     Ok(Running {
         name: "TFTP",
         addrs: vec![local],
         metrics: Box::new(Metrics(counters)),
-        join: Box::pin(async move {
-            join.await.map_err(|_| {
-                Box::new(std::io::Error::other("the TFTP thread ended early")) as StopError
-            })
-        }),
+        join: Running::join_thread(thread),
     })
 }
 
