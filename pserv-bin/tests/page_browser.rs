@@ -12,7 +12,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
@@ -32,17 +31,8 @@ const NODES: u32 = 100_000;
 
 /// `GET path` with the token, read to the end.
 fn get(control: &str, path: &str) -> String {
-    let addr = control.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: pserv\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    let addr = control.trim_start_matches("http://").parse().unwrap();
+    pserv_tests::http_get_as(addr, path, Some(TOKEN))
 }
 
 /// The sequence number of an event id (`<boot>-<seq>`).

@@ -18,20 +18,7 @@ const TOKEN: &str = "t0ken-for-the-page";
 
 /// `GET path`, with the token when `auth`: status, head, body.
 fn get(control: SocketAddr, path: &str, auth: bool) -> (u16, String, String) {
-    let mut s = TcpStream::connect(control).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let auth = if auth {
-        format!("Authorization: Bearer {TOKEN}\r\n")
-    } else {
-        String::new()
-    };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: pserv\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    let out = pserv_tests::http_get_as(control, path, auth.then_some(TOKEN));
     let status = out[9..12].parse().unwrap();
     let (head, body) = out.split_once("\r\n\r\n").unwrap();
     (status, head.to_ascii_lowercase(), body.to_owned())

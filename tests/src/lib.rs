@@ -265,13 +265,19 @@ impl EventStream {
 /// A plain `GET path` of an HTTP/1.1 server at `addr`, read to the end (`Connection: close`):
 /// the whole response, head and body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with `Authorization: Bearer TOKEN` when a token is given.
+pub fn http_get_as(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("the server");
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .expect("a read timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: pserv\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: pserv\r\n{auth}Connection: close\r\n\r\n"
     )
     .expect("the request");
     let mut out = String::new();
