@@ -59,6 +59,8 @@ SERVERS=${SERVERS:-"pserv dnsmasq kea"}
 # The page must be live (one /v1/events listener) before and after the storm; the browser's
 # CPU time during the storm is printed. PAGE_CLIENT=curl streams /v1/events with curl
 # instead of the browser (what serving the stream costs pserv, without a browser's CPU).
+# PERF=FILE records pserv's profile during its storm (perf record -g) into FILE, PERF_STORM=FILE
+# the generator's (of the last storm run).
 INSTALLER=${INSTALLER:-0}
 want() { [[ " $SERVERS " == *" $1 "* ]]; }
 S=pbbs$$; C=pbbc$$; A=pbba$$
@@ -154,7 +156,7 @@ storm() { # NAME [ARCH [PROXY]]
   local out s0 c0 arch=${2:-bios} server=10.88.0.1 proxy=()
   if [ -n "${3:-}" ]; then server=10.86.0.1; proxy=(--proxy "$3"); fi
   s0=$(rcvbuf_errors "$S"); c0=$(rcvbuf_errors "$C")
-  out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 "$STORM" boot --server "$server" "${proxy[@]}" \
+  out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 ${PERF_STORM:+perf record -F 999 -g -o "$PERF_STORM" --} "$STORM" boot --server "$server" "${proxy[@]}" \
         --relay 10.89.0.1 --machines "$MACHINES" --arch "$arch" --leased-source --boot-dir "$root" \
         --deadline "$DEADLINE" --json 2>/dev/null || true)
   REPORT[$1]=$out
@@ -187,7 +189,10 @@ if want pserv; then
     --state-dir "$work/pserv-state" >"$work/pserv.log" 2>&1 &
   p=$!; started "$p"; sleep 1
   p0=$(cpu_ticks "$p")
+  perf_pid=""
+  if [ -n "${PERF:-}" ]; then perf record -F 999 -g -o "$PERF" -p "$p" 2>/dev/null & perf_pid=$!; started "$perf_pid"; fi
   storm pserv
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; forget "$perf_pid"; fi
   echo "  pserv CPU during the storm: $(( $(cpu_ticks "$p") - p0 )) ticks (1/100 s); its TFTP: $(ip netns exec "$S" curl -s http://127.0.0.1:5381/metrics | awk '/^pserv_tftp_(trouble|dropped)_total/ && $2 > 0 {printf "%s %s  ", $1, $2}')"
   stop_pid "$p"
 fi

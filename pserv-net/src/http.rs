@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::tcp::accept_or_pause;
+use crate::zerocopy::ZeroCopy;
 
 /// Time to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +36,8 @@ pub struct Limits {
     pub what: &'static str,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Bodies from [`crate::zerocopy::load`] sent with `sendfile(2)` (HTTP boot's files).
+    pub zero_copy: bool,
 }
 
 /// Counters of an HTTP server's connections.
@@ -75,31 +78,23 @@ pub async fn serve(
             continue;
         };
         let local = stream.local_addr().ok().map(LocalAddr);
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(
-                TokioIo::new(stream),
-                // Handlers may ask who is asking (`ConnectInfo`), as with axum::serve.
-                TowerToHyperService::new(tower::ServiceExt::map_request(
-                    router.clone(),
-                    move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        req.extensions_mut()
-                            .insert(axum::extract::ConnectInfo(peer));
-                        if let Some(l) = local {
-                            req.extensions_mut().insert(l);
-                        }
-                        req
-                    },
-                )),
-            );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "{} connection ended", limits.what);
-            }
-            drop(permit);
-        });
+        // Handlers may ask who is asking (`ConnectInfo`), as with axum::serve.
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                if let Some(l) = local {
+                    req.extensions_mut().insert(l);
+                }
+                req
+            },
+        ));
+        if limits.zero_copy {
+            spawn_conn(&graceful, ZeroCopy(stream), service, permit, limits.what);
+        } else {
+            spawn_conn(&graceful, stream, service, permit, limits.what);
+        }
     }
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
@@ -110,4 +105,33 @@ pub async fn serve(
             limits.what
         );
     }
+}
+
+/// Serves one accepted connection on its own task, watched for a graceful shutdown; its slot is
+/// freed when it ends.
+fn spawn_conn<S, H>(
+    graceful: &GracefulShutdown,
+    stream: S,
+    service: H,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    what: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: hyper::service::HttpService<hyper::body::Incoming> + Send + 'static,
+    H::Future: Send + 'static,
+    H::ResBody: Send + 'static,
+    <H::ResBody as hyper::body::Body>::Data: Send,
+    <H::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "{what} connection ended");
+        }
+        drop(permit);
+    });
 }

@@ -8,6 +8,8 @@
 //!   when the process is out of descriptors.
 //! - [`http`] (feature `http`): the capped HTTP/1.1 accept loop the control API and HTTP boot
 //!   run on (connection cap, header timeout, bounded graceful shutdown).
+//! - [`zerocopy`] (feature `http`): files held in sealed memfds and sent with `sendfile(2)`
+//!   (HTTP boot's kernels and initrds).
 //! - [`shutdown`]: one shutdown signal that also wakes threads blocked in a receive, so a
 //!   service notices it at once rather than at its next read timeout.
 //! - [`rate`]: per-client rate limits (token buckets by key, bounded), for the endpoints
@@ -27,6 +29,8 @@ pub mod service;
 pub mod shutdown;
 pub mod tcp;
 pub mod udp;
+#[cfg(feature = "http")]
+pub mod zerocopy;
 
 pub use service::Running;
 pub use shutdown::wake_on_cancel;

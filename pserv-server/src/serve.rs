@@ -620,6 +620,7 @@ fn start_control(
         pserv_net::http::Limits {
             what: "control API",
             max_connections: crate::control::MAX_CONNECTIONS,
+            zero_copy: false,
         },
         shutdown.clone().cancelled_owned(),
     ));

@@ -111,11 +111,18 @@ impl FileCache {
     }
 }
 
-/// Reads `size` bytes of `file` on the blocking pool; `None` if it fails or the file is
-/// shorter now.
+/// Reads `size` bytes of `file` on the blocking pool, into a sealed memfd that the listener
+/// sends from without copying ([`pserv_net::zerocopy`]), or into the heap where memfds cannot
+/// be made; `None` if it fails or the file is shorter now.
 async fn read_whole(file: std::fs::File, size: u64) -> Option<Bytes> {
     let capacity = usize::try_from(size).ok()?;
     let r = tokio::task::spawn_blocking(move || {
+        match pserv_net::zerocopy::load(&file, size) {
+            Ok(b) => return Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "boot file kept on the heap, not in a memfd"),
+        }
+        std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(0))?;
         let mut buf = Vec::with_capacity(capacity);
         std::io::Read::read_to_end(&mut std::io::Read::take(&file, size), &mut buf)
             .map(|_| Bytes::from(buf))

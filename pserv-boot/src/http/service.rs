@@ -155,6 +155,7 @@ pub fn start(
         Limits {
             what: "HTTP boot",
             max_connections: MAX_CONNECTIONS,
+            zero_copy: true,
         },
         shutdown.cancelled_owned(),
     ));

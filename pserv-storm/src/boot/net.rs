@@ -111,6 +111,10 @@ async fn get_inner(
         }
         total += n as u64;
         sink(&buf[..n]);
+        // One read per turn: with a thousand bodies streaming, tokio's budget (128 reads of
+        // 256 KiB) would keep the other machines' replies (DNS, TFTP) waiting for seconds,
+        // and the generator would time itself instead of the server.
+        tokio::task::yield_now().await;
     }
     match length {
         Some(n) if n != total => Err(format!("Content-Length {n} but {total} bytes came")),
