@@ -165,6 +165,15 @@ impl ZeroCopy {
             });
             match sent {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                // sendfile refused here (a seccomp filter, an odd kernel): a plain write.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EINVAL | nix::libc::ENOSYS | nix::libc::EPERM)
+                    ) =>
+                {
+                    return None;
+                }
                 r => return Some(Poll::Ready(r)),
             }
         }
