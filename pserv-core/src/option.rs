@@ -107,6 +107,44 @@ pub fn compile(spec: &OptionSpec, scope: Scope) -> Result<RawOption, String> {
     })
 }
 
+/// DHCPv6 options pserv builds itself (RFC 8415, 3646, 4704, 5970, 6939) or that steer the
+/// protocol: an IPv6 subnet's `options` cannot set them.
+pub const SERVER_SET6: [u16; 21] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 18, 19, 20, 23, 24, 39, 59, 61, 79,
+];
+
+/// Compiles one option of an IPv6 subnet: DHCPv6 codes, given as `hex` (no DHCPv6 code has a
+/// typed `value` yet).
+pub fn compile6(spec: &OptionSpec) -> Result<crate::table::RawOption6, String> {
+    let code = u16::from(spec.code);
+    if code == 0 || SERVER_SET6.contains(&code) {
+        return Err(format!(
+            "DHCPv6 option {code} is set by pserv itself and cannot be configured"
+        ));
+    }
+    let data = match (&spec.value, &spec.hex) {
+        (None, Some(hex)) => parse_hex(hex).ok_or_else(|| {
+            format!("option {code}: `hex` must be an even number of hex digits, got {hex:?}")
+        })?,
+        (Some(_), _) => {
+            return Err(format!(
+                "DHCPv6 option {code}: give its bytes as `hex` (typed values are for DHCPv4 codes)"
+            ));
+        }
+        (None, None) => return Err(format!("option {code}: give `hex`")),
+    };
+    if data.len() > 1024 {
+        return Err(format!(
+            "option {code}: {} bytes is too long for one datagram's option, at most 1024",
+            data.len()
+        ));
+    }
+    Ok(crate::table::RawOption6 {
+        code,
+        data: data.into_boxed_slice(),
+    })
+}
+
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     let s: String = s.chars().filter(|c| *c != ':' && *c != ' ').collect();
     if !s.len().is_multiple_of(2) {

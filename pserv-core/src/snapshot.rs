@@ -194,19 +194,25 @@ pub struct Subnet {
     /// their clients are placed by giaddr.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_link_selection: bool,
-    /// DNS servers (DHCP option 6).
+    /// DNS servers (DHCPv4 option 6, DHCPv6 option 23), of the subnet's family.
     #[serde(default)]
-    pub dns_servers: Vec<Ipv4Addr>,
+    pub dns_servers: Vec<IpAddr>,
     /// Domain name (DHCP option 15), and the zone dynamic clients' names live in.
     #[serde(default)]
     pub domain: Option<String>,
-    /// Lease time (option 51).
+    /// Lease time (option 51; on an IPv6 subnet the valid lifetime).
     #[serde(default = "default_lease_seconds")]
     pub lease_seconds: u32,
-    /// T1 (option 58); defaults to 50% of the lease time.
+    /// IPv6 subnets: the preferred lifetime of an address (the valid one is `lease_seconds`);
+    /// defaults to `lease_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_seconds: Option<u32>,
+    /// T1 (option 58; IPv6: the IA_NA's T1); defaults to 50% of the lease time (IPv6: of the
+    /// preferred lifetime, RFC 8415 §21.4).
     #[serde(default)]
     pub renew_seconds: Option<u32>,
-    /// T2 (option 59); defaults to 87.5% of the lease time.
+    /// T2 (option 59; IPv6: the IA_NA's T2); defaults to 87.5% of the lease time (IPv6: 80% of
+    /// the preferred lifetime).
     #[serde(default)]
     pub rebind_seconds: Option<u32>,
     /// Address ranges for dynamic leases; none means only nodes are served.
@@ -272,10 +278,10 @@ impl From<Ipv4Addr> for Routers {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DynamicRange {
-    /// First address of the range.
-    pub start: Ipv4Addr,
+    /// First address of the range (of the subnet's family).
+    pub start: IpAddr,
     /// Last address of the range (inclusive).
-    pub end: Ipv4Addr,
+    pub end: IpAddr,
 }
 
 /// A subnet's policy for MACs the controller does not know.

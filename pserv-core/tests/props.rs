@@ -83,8 +83,8 @@ fn oracle(s: &Snapshot) -> Expected {
     let mut macs = HashSet::new();
     let mut ips = HashSet::new();
     let pool = DynamicRange {
-        start: Ipv4Addr::new(10, 0, 0, 100),
-        end: Ipv4Addr::new(10, 0, 0, 120),
+        start: Ipv4Addr::new(10, 0, 0, 100).into(),
+        end: Ipv4Addr::new(10, 0, 0, 120).into(),
     };
     for n in &s.nodes {
         e.dup_ids += usize::from(!ids.insert(n.id.clone()));

@@ -99,14 +99,14 @@ fn every_problem_is_reported_at_once() {
     s.subnets[0]
         .dynamic
         .push(pserv_core::snapshot::DynamicRange {
-            start: Ipv4Addr::new(10, 20, 9, 9),
-            end: Ipv4Addr::new(10, 20, 9, 1), // reversed
+            start: Ipv4Addr::new(10, 20, 9, 9).into(),
+            end: Ipv4Addr::new(10, 20, 9, 1).into(), // reversed
         });
     s.subnets[0]
         .dynamic
         .push(pserv_core::snapshot::DynamicRange {
-            start: Ipv4Addr::new(10, 20, 250, 1),
-            end: Ipv4Addr::new(10, 21, 0, 5), // outside
+            start: Ipv4Addr::new(10, 20, 250, 1).into(),
+            end: Ipv4Addr::new(10, 21, 0, 5).into(), // outside
         });
     let mut overlapping = s.subnets[0].clone();
     overlapping.cidr = "10.20.100.0/24".into();
@@ -353,4 +353,61 @@ fn routers_lists_outside_routers_and_option_12() {
     let back = serde_json::to_string(&one).unwrap();
     assert!(back.contains(r#""router":"10.5.0.1""#), "{back}");
     assert!(!back.contains("router_outside_subnet"), "{back}");
+}
+
+#[test]
+fn ipv6_subnets_compile_their_dhcpv6_settings_and_refuse_ipv4_ones() {
+    let json = r#"{"generation": 1, "subnets": [
+        {"cidr": "fd00:20::/64", "dns_servers": ["fd00:20::2"], "domain": "maas",
+         "lease_seconds": 4000, "preferred_seconds": 3000,
+         "dynamic": [{"start": "fd00:20::1000", "end": "fd00:20::1fff"}],
+         "options": [{"code": 17, "hex": "0000a0a8"}], "boot": {"chain": "grub"}}],
+      "nodes": [{"id": "n1", "hostname": "n1", "domain": "maas",
+                 "interfaces": [{"mac": "52:54:00:00:00:01", "ipv6": "fd00:20::10"}]}]}"#;
+    let t = Table::compile(&Snapshot::from_json(json.as_bytes()).unwrap(), None).unwrap();
+    let s = t.subnet6_for("fd00:20::abcd".parse().unwrap()).unwrap();
+    assert_eq!(s.dns_servers, vec!["fd00:20::2".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(s.domain.as_deref(), Some("maas"));
+    // RFC 8415 §21.4: T1 and T2 at 0.5 and 0.8 of the preferred lifetime.
+    assert_eq!(
+        (s.valid_seconds, s.preferred_seconds, s.renew_seconds, s.rebind_seconds),
+        (4000, 3000, 1500, 2400)
+    );
+    assert_eq!(s.dynamic.len(), 1);
+    assert_eq!(s.dynamic[0].span(), 0xfff);
+    assert_eq!((s.options[0].code, &*s.options[0].data), (17, &[0, 0, 0xa0, 0xa8][..]));
+    assert!(s.boot.is_some());
+    assert!(t.subnet6_for("fd00:21::1".parse().unwrap()).is_none());
+    assert_eq!(t.subnets_v6(), &[("fd00:20::".parse().unwrap(), 64)]);
+
+    let bad = r#"{"generation": 1, "subnets": [
+        {"cidr": "fd00:20::/64", "router": "10.0.0.1", "dns_servers": ["10.0.0.2"],
+         "lease_seconds": 100, "preferred_seconds": 200, "proxy_dhcp": true,
+         "dynamic": [{"start": "fd00:20::2000", "end": "fd00:20::1000"},
+                     {"start": "fd00:21::1", "end": "fd00:21::5"},
+                     {"start": "fd00:20::10", "end": "fd00:20::20"}],
+         "options": [{"code": 23, "hex": "00"}, {"code": 17, "value": 3}],
+         "boot": {"next_server": "10.0.0.3"}},
+        {"cidr": "10.0.0.0/24", "dns_servers": ["fd00::1"], "preferred_seconds": 5,
+         "dynamic": [{"start": "fd00:20::1", "end": "fd00:20::2"}]}],
+      "nodes": [{"id": "n1", "hostname": "n1", "domain": "maas",
+                 "interfaces": [{"mac": "52:54:00:00:00:01", "ipv6": "fd00:20::11"}]}]}"#;
+    let p = messages(&problems(&Snapshot::from_json(bad.as_bytes()).unwrap()));
+    for want in [
+        "subnet fd00:20::/64 router: an IPv4 setting on an IPv6 subnet",
+        "proxy_dhcp: an IPv4 setting",
+        "dns_servers[0]: 10.0.0.2 is not an IPv6 unicast address",
+        "preferred lifetime (200) is longer than the valid one",
+        "range fd00:20::2000-fd00:20::1000 is reversed",
+        "range fd00:21::1-fd00:21::5 is not inside fd00:20::/64",
+        "DHCPv6 option 23 is set by pserv itself",
+        "DHCPv6 option 17: give its bytes as `hex`",
+        "boot.next_server: a BOOTP field",
+        "dns_servers[0]: fd00::1 is an IPv6 address on an IPv4 subnet",
+        "preferred_seconds: an IPv6 setting on an IPv4 subnet",
+        "range fd00:20::1-fd00:20::2 is not inside 10.0.0.0/24",
+        "fd00:20::11 is inside dynamic range fd00:20::10-fd00:20::20",
+    ] {
+        assert!(p.contains(want), "missing {want:?} in:\n{p}");
+    }
 }

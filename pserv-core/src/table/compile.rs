@@ -131,14 +131,16 @@ impl<'s> Compiler<'s> {
                     },
                 },
             }));
-        let (subnets, subnets_v6) = self.subnets();
+        let (subnets, subnets6) = self.subnets();
         if templates_ok {
             self.check_unknown_profiles(&subnets);
         }
-        let nodes = self.nodes(&subnets, &subnets_v6, templates_ok);
+        let nodes = self.nodes(&subnets, &subnets6, templates_ok);
+        let subnets_v6 = subnets6.iter().map(|s| (s.network, s.prefix_len)).collect();
 
         let mut domains: Vec<Box<str>> = Vec::new();
-        for d in subnets.iter().filter_map(|s| s.domain.as_deref()) {
+        let subnet_domains = subnets.iter().filter_map(|s| s.domain.as_deref());
+        for d in subnet_domains.chain(subnets6.iter().filter_map(|s| s.domain.as_deref())) {
             if !domains.iter().any(|x| &**x == d) {
                 domains.push(d.into());
             }
@@ -159,6 +161,7 @@ impl<'s> Compiler<'s> {
             domains,
             subnets,
             subnets_v6,
+            subnets6,
             strings: nodes.strings,
             nodes: nodes.nodes,
             ifaces: nodes.ifaces,
@@ -291,10 +294,10 @@ impl<'s> Compiler<'s> {
         }
     }
 
-    fn subnets(&mut self) -> (Vec<SubnetInfo>, Vec<(Ipv6Addr, u8)>) {
+    fn subnets(&mut self) -> (Vec<SubnetInfo>, Vec<SubnetInfo6>) {
         // (position in the snapshot, compiled subnet)
         let mut v4: Vec<(usize, SubnetInfo)> = Vec::new();
-        let mut v6: Vec<(usize, Ipv6Addr, u8)> = Vec::new();
+        let mut v6: Vec<(usize, SubnetInfo6)> = Vec::new();
         for (i, s) in self.snap.subnets.iter().enumerate() {
             let Ok(net) = s.cidr.parse::<IpNet>() else {
                 self.problems.push(Problem::Invalid {
@@ -320,14 +323,11 @@ impl<'s> Compiler<'s> {
                         v4.push((i, info));
                     }
                 }
-                IpNet::V6(n) => {
-                    self.subnet_v6_settings(i, s);
-                    v6.push((i, n.network(), n.prefix_len()));
-                }
+                IpNet::V6(n) => v6.push((i, self.subnet_v6(i, s, n))),
             }
         }
         v4.sort_by_key(|(_, s)| s.network);
-        v6.sort_by_key(|(_, n, _)| *n);
+        v6.sort_by_key(|(_, s)| s.network);
         // Sorted by start: a subnet overlaps an earlier one iff it starts before that one ends.
         // Compare against every earlier subnet still "open", so nested subnets are all reported.
         for (k, (i, s)) in v4.iter().enumerate() {
@@ -342,10 +342,10 @@ impl<'s> Compiler<'s> {
         let last = |n: &Ipv6Addr, len: u8| {
             u128::from(*n) | (u128::MAX.checked_shr(u32::from(len)).unwrap_or(0))
         };
-        for (k, (i, n, _)) in v6.iter().enumerate() {
-            for (j, _, _) in v6[..k]
+        for (k, (i, s)) in v6.iter().enumerate() {
+            for (j, _) in v6[..k]
                 .iter()
-                .filter(|(_, pn, pl)| last(pn, *pl) >= u128::from(*n))
+                .filter(|(_, p)| last(&p.network, p.prefix_len) >= u128::from(s.network))
             {
                 self.problems.push(Problem::OverlappingSubnets {
                     first: subnet_site(*j, &self.snap.subnets[*j].cidr, ""),
@@ -355,29 +355,163 @@ impl<'s> Compiler<'s> {
         }
         (
             v4.into_iter().map(|(_, s)| s).collect(),
-            v6.into_iter().map(|(_, n, l)| (n, l)).collect(),
+            v6.into_iter().map(|(_, s)| s).collect(),
         )
     }
 
-    /// IPv6 subnets carry reservations only: DHCP settings there are mistakes.
-    fn subnet_v6_settings(&mut self, i: usize, s: &Subnet) {
-        let dhcp_only = [
+    /// An IPv6 subnet's DHCPv6 settings; a field that only IPv4 has is a problem.
+    fn subnet_v6(&mut self, i: usize, s: &Subnet, n: ipnet::Ipv6Net) -> SubnetInfo6 {
+        let site = |field: &str| subnet_site(i, &s.cidr, field);
+        let v4_only = [
             ("router", s.router.is_some()),
-            ("dns_servers", !s.dns_servers.is_empty()),
-            ("dynamic", !s.dynamic.is_empty()),
-            ("options", !s.options.is_empty()),
-            ("boot", s.boot.is_some()),
+            ("router_outside_subnet", s.router_outside_subnet),
+            ("ignore_link_selection", s.ignore_link_selection),
+            ("proxy_dhcp", s.proxy_dhcp),
         ];
-        for (field, set) in dhcp_only {
+        for (field, set) in v4_only {
             if set {
                 self.problems.push(Problem::Invalid {
-                    at: subnet_site(i, &s.cidr, field),
-                    message: "IPv6 subnets carry reservations and reverse DNS only (no DHCPv6)"
-                        .to_owned(),
+                    at: site(field),
+                    message: "an IPv4 setting on an IPv6 subnet".to_owned(),
                 });
             }
         }
-        self.domain(subnet_site(i, &s.cidr, "domain"), s.domain.as_deref());
+        let domain = self.domain(site("domain"), s.domain.as_deref());
+        let mut dns_servers = Vec::with_capacity(s.dns_servers.len());
+        for (k, ip) in s.dns_servers.iter().enumerate() {
+            match ip {
+                IpAddr::V6(ip) if !ip.is_unspecified() && !ip.is_multicast() => {
+                    dns_servers.push(*ip);
+                }
+                _ => self.problems.push(Problem::Invalid {
+                    at: site(&format!("dns_servers[{k}]")),
+                    message: format!("{ip} is not an IPv6 unicast address"),
+                }),
+            }
+        }
+        let preferred = s.preferred_seconds.unwrap_or(s.lease_seconds);
+        let mut info = SubnetInfo6 {
+            cidr: s.cidr.as_str().into(),
+            network: n.network(),
+            prefix_len: n.prefix_len(),
+            dns_servers,
+            domain,
+            valid_seconds: s.lease_seconds,
+            preferred_seconds: preferred,
+            // RFC 8415 §21.4: T1 and T2 of 0.5 and 0.8 times the shortest preferred lifetime.
+            renew_seconds: s.renew_seconds.unwrap_or(preferred / 2),
+            rebind_seconds: s
+                .rebind_seconds
+                .unwrap_or((u64::from(preferred) * 4 / 5) as u32),
+            dynamic: Vec::with_capacity(s.dynamic.len()),
+            unknown_clients: s.unknown_clients.unwrap_or_default(),
+            decline_seconds: s.decline_seconds,
+            dynamic_dns: s.dynamic_dns,
+            options: Vec::new(),
+            boot: None,
+        };
+        if info.valid_seconds == 0 {
+            self.problems.push(Problem::Invalid {
+                at: site("lease_seconds"),
+                message: "a valid lifetime of 0 seconds".to_owned(),
+            });
+        }
+        if info.preferred_seconds > info.valid_seconds {
+            self.problems.push(Problem::Invalid {
+                at: site("preferred_seconds"),
+                message: format!(
+                    "the preferred lifetime ({}) is longer than the valid one (lease_seconds, {})",
+                    info.preferred_seconds, info.valid_seconds
+                ),
+            });
+        }
+        if info.renew_seconds > info.rebind_seconds {
+            self.problems.push(Problem::Invalid {
+                at: site("renew_seconds"),
+                message: format!(
+                    "timers must satisfy renew ({}) <= rebind ({})",
+                    info.renew_seconds, info.rebind_seconds
+                ),
+            });
+        }
+        for (k, r) in s.dynamic.iter().enumerate() {
+            let at = site(&format!("dynamic[{k}]"));
+            match (r.start, r.end) {
+                (IpAddr::V6(start), IpAddr::V6(end))
+                    if start <= end && info.contains(start) && info.contains(end) =>
+                {
+                    info.dynamic.push(Range6 { start, end });
+                }
+                (IpAddr::V6(start), IpAddr::V6(end)) if start > end => {
+                    self.problems.push(Problem::Invalid {
+                        at,
+                        message: format!("range {start}-{end} is reversed"),
+                    });
+                }
+                (start, end) => self.problems.push(Problem::Invalid {
+                    at,
+                    message: format!("range {start}-{end} is not inside {}", s.cidr),
+                }),
+            }
+        }
+        info.dynamic.sort_by_key(|r| r.start);
+        for w in info.dynamic.windows(2) {
+            if w[1].start <= w[0].end {
+                self.problems.push(Problem::Invalid {
+                    at: site("dynamic"),
+                    message: format!(
+                        "ranges {}-{} and {}-{} overlap",
+                        w[0].start, w[0].end, w[1].start, w[1].end
+                    ),
+                });
+            }
+        }
+        for (k, spec) in s.options.iter().enumerate() {
+            match option::compile6(spec) {
+                Ok(o) if info.options.iter().any(|p| p.code == o.code) => {
+                    self.problems.push(Problem::Invalid {
+                        at: site(&format!("options[{k}]")),
+                        message: format!("option {} is given twice", o.code),
+                    });
+                }
+                Ok(o) => info.options.push(o),
+                Err(message) => self.problems.push(Problem::Invalid {
+                    at: site(&format!("options[{k}]")),
+                    message,
+                }),
+            }
+        }
+        info.options.sort_by_key(|o| o.code);
+        if let Some(b) = &s.boot {
+            let mut files = self.boot_files(&b.files, None, b.ipxe_url.as_deref(), &|f| {
+                site(&format!("boot.{f}"))
+            });
+            files.chain = b.chain;
+            for (field, set) in [
+                ("boot.next_server", b.next_server.is_some()),
+                ("boot.server_name", b.server_name.is_some()),
+            ] {
+                if set {
+                    self.problems.push(Problem::Invalid {
+                        at: site(field),
+                        message: "a BOOTP field: DHCPv6 has none (the boot file URL names the \
+                                  server)"
+                            .to_owned(),
+                    });
+                }
+            }
+            let unknown_profile = b
+                .unknown_profile
+                .as_deref()
+                .and_then(|name| self.profile_ref(name, site("boot.unknown_profile")));
+            info.boot = Some(SubnetBootInfo {
+                next_server: None,
+                server_name: None,
+                files,
+                unknown_profile,
+            });
+        }
+        info
     }
 
     fn domain(&mut self, at: Site, domain: Option<&str>) -> Option<Box<str>> {
@@ -409,7 +543,7 @@ impl<'s> Compiler<'s> {
                 .as_ref()
                 .map_or_else(Vec::new, |r| r.addresses().to_vec()),
             ignore_link_selection: s.ignore_link_selection,
-            dns_servers: s.dns_servers.clone(),
+            dns_servers: Vec::with_capacity(s.dns_servers.len()),
             domain,
             lease_seconds: s.lease_seconds,
             renew_seconds: s.renew_seconds.unwrap_or(s.lease_seconds / 2),
@@ -447,6 +581,21 @@ impl<'s> Compiler<'s> {
                         .to_owned(),
                 });
             }
+        }
+        for (k, ip) in s.dns_servers.iter().enumerate() {
+            match ip {
+                IpAddr::V4(ip) => info.dns_servers.push(*ip),
+                IpAddr::V6(_) => self.problems.push(Problem::Invalid {
+                    at: site(&format!("dns_servers[{k}]")),
+                    message: format!("{ip} is an IPv6 address on an IPv4 subnet"),
+                }),
+            }
+        }
+        if s.preferred_seconds.is_some() {
+            self.problems.push(Problem::Invalid {
+                at: site("preferred_seconds"),
+                message: "an IPv6 setting on an IPv4 subnet (the lease has one lifetime)".to_owned(),
+            });
         }
         for (k, r) in info.routers.iter().enumerate() {
             let at = match &s.router {
@@ -493,6 +642,14 @@ impl<'s> Compiler<'s> {
         }
         for (k, r) in s.dynamic.iter().enumerate() {
             let at = site(&format!("dynamic[{k}]"));
+            let (IpAddr::V4(start), IpAddr::V4(end)) = (r.start, r.end) else {
+                self.problems.push(Problem::Invalid {
+                    at,
+                    message: format!("range {}-{} is not inside {}", r.start, r.end, s.cidr),
+                });
+                continue;
+            };
+            let r = Range4 { start, end };
             if r.start > r.end {
                 self.problems.push(Problem::Invalid {
                     at,
@@ -507,10 +664,7 @@ impl<'s> Compiler<'s> {
                     ),
                 });
             } else {
-                info.dynamic.push(Range4 {
-                    start: r.start,
-                    end: r.end,
-                });
+                info.dynamic.push(r);
             }
         }
         info.dynamic.sort_by_key(|r| r.start);
@@ -626,7 +780,7 @@ impl<'s> Compiler<'s> {
     fn nodes(
         &mut self,
         subnets: &[SubnetInfo],
-        subnets_v6: &[(Ipv6Addr, u8)],
+        subnets6: &[SubnetInfo6],
         render: bool,
     ) -> NodesBuilt {
         let snap = self.snap;
@@ -722,7 +876,7 @@ impl<'s> Compiler<'s> {
             let primary = self.primary(ni, node);
             let first_iface = b.ifaces.len() as u32;
             for k in 0..node.interfaces.len() {
-                self.interface(&mut b, &mut keys, ni, k, subnets, subnets_v6);
+                self.interface(&mut b, &mut keys, ni, k, subnets, subnets6);
             }
 
             let extra = self.node_extra(ni, node, render);
@@ -892,7 +1046,7 @@ impl<'s> Compiler<'s> {
         ni: usize,
         k: usize,
         subnets: &[SubnetInfo],
-        subnets_v6: &[(Ipv6Addr, u8)],
+        subnets6: &[SubnetInfo6],
     ) {
         let node = &self.snap.nodes[ni];
         let iface = &node.interfaces[k];
@@ -919,11 +1073,16 @@ impl<'s> Compiler<'s> {
             keys.v4.push((self.hasher.hash_one(rec.ipv4), index));
         }
         if let Some(ip) = iface.ipv6 {
-            let inside = subnets_v6.iter().any(|(n, len)| {
-                let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
-                u128::from(ip) & mask == u128::from(*n)
-            });
-            if inside {
+            let subnet = subnets6.iter().find(|s| s.contains(ip));
+            let pool = subnet.and_then(|s| Some((s, s.dynamic_range_of(ip)?)));
+            if let Some((s, r)) = pool {
+                self.problems.push(Problem::InDynamicRange {
+                    ip: ip.into(),
+                    at: site("ipv6"),
+                    subnet: s.cidr.to_string(),
+                    range: format!("{}-{}", r.start, r.end),
+                });
+            } else if subnet.is_some() {
                 rec.ipv6 = b.v6.len() as u32;
                 b.v6.push(ip);
                 keys.v6.push((self.hasher.hash_one(u128::from(ip)), index));

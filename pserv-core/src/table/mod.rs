@@ -20,7 +20,7 @@ pub use compile::validate;
 use compile::{Compiler, compile_dns};
 
 use std::hash::BuildHasher;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use ipnet::IpNet;
@@ -165,6 +165,86 @@ impl Range4 {
     }
 }
 
+/// An inclusive IPv6 range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range6 {
+    /// First address.
+    pub start: Ipv6Addr,
+    /// Last address, inclusive.
+    pub end: Ipv6Addr,
+}
+
+impl Range6 {
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        self.start <= ip && ip <= self.end
+    }
+    /// How many addresses it holds, less one (a /0 range holds 2^128).
+    pub fn span(&self) -> u128 {
+        u128::from(self.end) - u128::from(self.start)
+    }
+}
+
+/// A compiled IPv6 subnet with its DHCPv6 settings (defaults resolved). Every IPv6 subnet has
+/// one: a subnet without `dynamic` ranges still serves its nodes' reservations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetInfo6 {
+    /// The `cidr` as the snapshot wrote it.
+    pub cidr: Box<str>,
+    /// The network address.
+    pub network: Ipv6Addr,
+    /// The prefix length.
+    pub prefix_len: u8,
+    /// Option 23.
+    pub dns_servers: Vec<Ipv6Addr>,
+    /// Option 24 (the domain search list of one), normalized; and the zone of dynamic names.
+    pub domain: Option<Box<str>>,
+    /// The valid lifetime of an address.
+    pub valid_seconds: u32,
+    /// The preferred lifetime.
+    pub preferred_seconds: u32,
+    /// The IA_NA's T1.
+    pub renew_seconds: u32,
+    /// The IA_NA's T2.
+    pub rebind_seconds: u32,
+    /// Dynamic ranges, sorted, disjoint.
+    pub dynamic: Vec<Range6>,
+    /// The policy for clients whose MAC the snapshot does not know.
+    pub unknown_clients: UnknownClients,
+    /// Quarantine time for a DECLINEd address.
+    pub decline_seconds: u32,
+    /// Whether dynamic clients' names (option 39) are published in DNS.
+    pub dynamic_dns: bool,
+    /// Extra DHCPv6 options, in code order.
+    pub options: Vec<RawOption6>,
+    /// Network boot settings.
+    pub boot: Option<SubnetBootInfo>,
+}
+
+impl SubnetInfo6 {
+    /// Whether `ip` is inside the subnet.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        u128::from(ip) & mask == u128::from(self.network)
+    }
+
+    /// The dynamic range containing `ip`, if any.
+    pub fn dynamic_range_of(&self, ip: Ipv6Addr) -> Option<&Range6> {
+        self.dynamic.iter().find(|r| r.contains(ip))
+    }
+}
+
+/// An extra DHCPv6 option: its code and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawOption6 {
+    /// The option code.
+    pub code: u16,
+    /// The payload.
+    pub data: Box<[u8]>,
+}
+
 /// A compiled IPv4 subnet with its DHCP settings (defaults resolved).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubnetInfo {
@@ -259,8 +339,10 @@ pub struct Table {
     domains: Vec<Box<str>>,
     /// IPv4 subnets sorted by network address.
     subnets: Vec<SubnetInfo>,
-    /// IPv6 subnets (reservations and reverse zones only).
+    /// IPv6 subnets as (network, prefix length), for the reverse zones.
     subnets_v6: Vec<(Ipv6Addr, u8)>,
+    /// IPv6 subnets with their DHCPv6 settings, sorted by network.
+    subnets6: Vec<SubnetInfo6>,
     strings: String,
     nodes: Vec<NodeRec>,
     ifaces: Vec<IfaceRec>,
@@ -414,6 +496,7 @@ impl Table {
             domains: Vec::new(),
             subnets: Vec::new(),
             subnets_v6: Vec::new(),
+            subnets6: Vec::new(),
             strings: String::new(),
             nodes: Vec::new(),
             ifaces: Vec::new(),
@@ -453,6 +536,17 @@ impl Table {
     /// IPv6 subnets as (network, prefix length).
     pub fn subnets_v6(&self) -> &[(Ipv6Addr, u8)] {
         &self.subnets_v6
+    }
+
+    /// IPv6 subnets with their DHCPv6 settings, sorted by network.
+    pub fn subnets6(&self) -> &[SubnetInfo6] {
+        &self.subnets6
+    }
+
+    /// The IPv6 subnet containing `ip` (the most specific: subnets do not overlap).
+    pub fn subnet6_for(&self, ip: Ipv6Addr) -> Option<&SubnetInfo6> {
+        let i = self.subnets6.partition_point(|s| s.network <= ip);
+        self.subnets6[..i].last().filter(|s| s.contains(ip))
     }
     /// Number of nodes.
     pub fn node_count(&self) -> usize {
