@@ -24,6 +24,8 @@ use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 
@@ -34,15 +36,21 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// One live mapping: where it is and the memfd behind it.
+/// Files smaller than this are not worth a memfd: their copy costs little, and a body that
+/// goes out with its headers in one write is not held back by Nagle's algorithm behind them.
+pub const MIN_SIZE: u64 = 256 << 10;
+
+/// One live mapping: its length and the memfd behind it.
 struct Region {
-    addr: usize,
     len: usize,
     fd: Arc<OwnedFd>,
 }
 
-/// Every live mapping. A few dozen at most (a boot directory's hot files), so a scan.
-static REGIONS: RwLock<Vec<Region>> = RwLock::new(Vec::new());
+/// Every live mapping, by address.
+static REGIONS: RwLock<BTreeMap<usize, Region>> = RwLock::new(BTreeMap::new());
+
+/// Set once `sendfile` was refused (a seccomp filter, an odd kernel): writes are plain since.
+static REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// The memfd and mapping behind a loaded file's [`Bytes`].
 struct Sealed {
@@ -66,7 +74,7 @@ impl Drop for Sealed {
         REGIONS
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|x| x.addr != self.addr);
+            .remove(&self.addr);
         if let Some(addr) = NonNull::new(self.addr as *mut std::ffi::c_void) {
             // SAFETY: the mapping `load` made, unmapped once; no slice of it outlives `self`
             // (every `Bytes` over it holds `self`).
@@ -76,16 +84,27 @@ impl Drop for Sealed {
 }
 
 /// `size` bytes of `file`, in memory that [`ZeroCopy`] sends without copying. Blocking (run it
-/// off the runtime). An error when the file is shorter than `size` or the memfd cannot be made;
-/// the caller reads the file the ordinary way then.
+/// off the runtime). An error when the file is shorter than `size` (`UnexpectedEof`), smaller
+/// than [`MIN_SIZE`] (`Unsupported`) or the memfd cannot be made; the caller reads the file the
+/// ordinary way then.
 pub fn load(file: &File, size: u64) -> io::Result<Bytes> {
+    if size < MIN_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "a small file stays on the heap",
+        ));
+    }
     let Some(len) = usize::try_from(size).ok().and_then(NonZeroUsize::new) else {
-        return Ok(Bytes::new());
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "too large to map"));
     };
-    let fd = memfd_create(
-        c"pserv-boot-file",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    // Not executable, said at creation (Linux 6.3 warns otherwise, and refuses where
+    // vm.memfd_noexec is 2); older kernels do not know the flag.
+    let noexec = MFdFlags::from_bits_retain(nix::libc::MFD_NOEXEC_SEAL);
+    let fd = match memfd_create(c"pserv-boot-file", flags | noexec) {
+        Err(nix::errno::Errno::EINVAL) => memfd_create(c"pserv-boot-file", flags)?,
+        r => r?,
+    };
     let mut memfd = File::from(fd);
     let copied = io::copy(&mut file.take(size), &mut memfd)?;
     if copied != size {
@@ -104,14 +123,16 @@ pub fn load(file: &File, size: u64) -> io::Result<Bytes> {
         ),
     )?;
     let fd = Arc::new(OwnedFd::from(memfd));
-    // SAFETY: a shared read-only mapping of a memfd sealed against writes, growth and
-    // shrinking: its `len` bytes exist and never change for the mapping's life.
+    // SAFETY: a read-only mapping of a memfd sealed against writes, growth and shrinking:
+    // its `len` bytes exist and never change for the mapping's life. Private, because kernels
+    // before 6.7 refuse any shared mapping of a write-sealed memfd; read faults still map the
+    // memfd's own pages, and sendfile reads the memfd, not the mapping.
     let addr = unsafe {
         mmap(
             None,
             len,
             ProtFlags::PROT_READ,
-            MapFlags::MAP_SHARED,
+            MapFlags::MAP_PRIVATE,
             fd.as_fd(),
             0,
         )
@@ -124,23 +145,22 @@ pub fn load(file: &File, size: u64) -> io::Result<Bytes> {
     REGIONS
         .write()
         .unwrap_or_else(PoisonError::into_inner)
-        .push(Region {
-            addr: sealed.addr,
-            len: sealed.len,
-            fd,
-        });
+        .insert(
+            sealed.addr,
+            Region {
+                len: sealed.len,
+                fd,
+            },
+        );
     Ok(Bytes::from_owner(sealed))
 }
 
 /// The memfd and offset behind `buf`, if it lies wholly inside a loaded file.
 fn behind(buf: &[u8]) -> Option<(Arc<OwnedFd>, usize)> {
     let (addr, len) = (buf.as_ptr() as usize, buf.len());
-    REGIONS
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .iter()
-        .find(|r| addr >= r.addr && addr - r.addr + len <= r.len)
-        .map(|r| (r.fd.clone(), addr - r.addr))
+    let regions = REGIONS.read().unwrap_or_else(PoisonError::into_inner);
+    let (start, r) = regions.range(..=addr).next_back()?;
+    (addr - start + len <= r.len).then(|| (r.fd.clone(), addr - start))
 }
 
 /// A TCP stream whose writes send loaded files' bytes with `sendfile(2)` (see the module docs)
@@ -151,6 +171,9 @@ pub struct ZeroCopy(pub TcpStream);
 impl ZeroCopy {
     /// The first non-empty buffer sent from its memfd, if it lies in one.
     fn send_mapped(&self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<io::Result<usize>>> {
+        if REFUSED.load(Ordering::Relaxed) {
+            return None;
+        }
         let (fd, offset) = behind(buf)?;
         let mut offset = i64::try_from(offset).ok()?;
         loop {
@@ -164,14 +187,25 @@ impl ZeroCopy {
                     .map_err(io::Error::from)
             });
             match sent {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                // sendfile refused here (a seccomp filter, an odd kernel): a plain write.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                // sendfile refused here (a seccomp filter, an odd kernel): plain writes, now
+                // and from now on.
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
                         Some(nix::libc::EINVAL | nix::libc::ENOSYS | nix::libc::EPERM)
                     ) =>
                 {
+                    if !REFUSED.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "sendfile refused: boot files are copied into sockets");
+                    }
                     return None;
                 }
                 r => return Some(Poll::Ready(r)),
@@ -217,10 +251,12 @@ impl AsyncWrite for ZeroCopy {
         if let Some(p) = self.send_mapped(cx, first) {
             return p;
         }
-        // The plain buffers up to the first mapped one, written together.
-        let plain = bufs
+        // The first buffer (sendfile declined it, or it is plain) and the plain ones after it,
+        // written together up to the next mapped one.
+        let sendfile = !REFUSED.load(Ordering::Relaxed);
+        let plain = 1 + bufs[1..]
             .iter()
-            .take_while(|b| b.is_empty() || behind(b).is_none())
+            .take_while(|b| !sendfile || b.is_empty() || behind(b).is_none())
             .count();
         Pin::new(&mut self.0).poll_write_vectored(cx, &bufs[..plain])
     }
@@ -258,46 +294,46 @@ mod tests {
 
     #[test]
     fn a_loaded_file_is_its_content_and_leaves_the_registry_when_dropped() {
-        let content: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        let content: Vec<u8> = (0..400_000u32).map(|i| (i * 7) as u8).collect();
         let bytes = load(&file_of(&content), content.len() as u64).unwrap();
         assert_eq!(&bytes[..], &content[..]);
-        let tail = bytes.slice(99_000..);
-        assert_eq!(behind(&tail).unwrap().1, 99_000);
+        let tail = bytes.slice(399_000..);
+        assert_eq!(behind(&tail).unwrap().1, 399_000);
         assert!(behind(&content).is_none());
         drop(bytes);
         // A slice keeps the mapping (and its entry) alive.
         assert!(behind(&tail).is_some());
-        let start = tail.as_ptr() as usize - 99_000;
+        let start = tail.as_ptr() as usize - 399_000;
         drop(tail);
         let left = REGIONS
             .read()
             .unwrap()
-            .iter()
-            .any(|r| r.addr == start && r.len == content.len());
+            .get(&start)
+            .is_some_and(|r| r.len == content.len());
         assert!(!left);
-        // Shorter than said: refused.
-        assert!(load(&file_of(b"abc"), 10).is_err());
-        assert!(load(&file_of(b""), 0).unwrap().is_empty());
+        // Shorter than said: refused; small: left to the heap.
+        let e = load(&file_of(&content[..300_000]), 400_000).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        let e = load(&file_of(b"abc"), 3).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
     }
 
-    #[tokio::test]
-    async fn writes_mix_plain_and_mapped_buffers_and_arrive_whole() {
-        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let bytes = load(&file_of(&content), content.len() as u64).unwrap();
+    /// Writes plain and mapped buffers mixed, as hyper does, through a loopback connection;
+    /// what arrives is what was written.
+    async fn round_trip(bytes: &Bytes, content: &[u8]) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let reader = tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut got = Vec::new();
-            // Read slowly at first, so the sender meets a full socket buffer.
+            // Read late, so the sender meets a full socket buffer.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             s.read_to_end(&mut got).await.unwrap();
             got
         });
         let mut w = ZeroCopy(TcpStream::connect(addr).await.unwrap());
-        let head = b"HEAD".to_vec();
         let mid = bytes.slice(1000..2_000_000);
-        let mut parts: Vec<&[u8]> = vec![&head, &mid, b"middle", &bytes[2_000_000..]];
+        let mut parts: Vec<&[u8]> = vec![&mid, b"HEAD", &mid, b"middle", &bytes[2_000_000..]];
         while !parts.is_empty() {
             let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
             let mut n = w.write_vectored(&slices).await.unwrap();
@@ -315,11 +351,23 @@ mod tests {
         w.shutdown().await.unwrap();
         drop(w);
         let got = reader.await.unwrap();
-        let mut want = b"HEAD".to_vec();
+        let mut want = content[1000..2_000_000].to_vec();
+        want.extend_from_slice(b"HEAD");
         want.extend_from_slice(&content[1000..2_000_000]);
         want.extend_from_slice(b"middle");
         want.extend_from_slice(&content[2_000_000..]);
         assert_eq!(got.len(), want.len());
         assert!(got == want);
+    }
+
+    #[tokio::test]
+    async fn writes_mix_plain_and_mapped_buffers_and_arrive_whole_with_or_without_sendfile() {
+        let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let bytes = load(&file_of(&content), content.len() as u64).unwrap();
+        round_trip(&bytes, &content).await;
+        // sendfile refused (as under a seccomp filter): the same bytes, written plainly.
+        REFUSED.store(true, Ordering::Relaxed);
+        round_trip(&bytes, &content).await;
+        REFUSED.store(false, Ordering::Relaxed);
     }
 }

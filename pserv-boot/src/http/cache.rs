@@ -120,7 +120,9 @@ async fn read_whole(file: std::fs::File, size: u64) -> Option<Bytes> {
         match pserv_net::zerocopy::load(&file, size) {
             Ok(b) => return Ok(b),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(e),
-            Err(e) => tracing::debug!(error = %e, "boot file kept on the heap, not in a memfd"),
+            // Small files stay on the heap.
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+            Err(e) => tracing::warn!(error = %e, "boot file kept on the heap, not in a memfd"),
         }
         std::io::Seek::seek(&mut &file, std::io::SeekFrom::Start(0))?;
         let mut buf = Vec::with_capacity(capacity);
