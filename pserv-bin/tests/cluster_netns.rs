@@ -230,7 +230,9 @@ impl Lab {
             let (kvs, _) = c.range_prefix(keys.leases().as_bytes()).unwrap();
             kvs.iter()
                 .filter_map(|kv| match keys.parse(&kv.key) {
-                    Some(KeyKind::Lease(ip)) => Some((ip, Record::decode(&kv.value).unwrap())),
+                    Some(KeyKind::Lease(std::net::IpAddr::V4(ip))) => {
+                        Some((ip, Record::decode(&kv.value).unwrap()))
+                    }
                     _ => None,
                 })
                 .collect()

@@ -10,10 +10,10 @@
 //!
 //! Records are JSON so that `etcdctl get --prefix /pserv/` shows an operator what is there.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use pserv_core::MacAddr;
-use pserv_core::lease::{Change, ClientId};
+use pserv_core::lease::{Change, ClientId, Duid};
 use serde::{Deserialize, Serialize};
 
 /// The key layout of one cluster.
@@ -46,7 +46,7 @@ impl Keys {
     }
 
     /// An address's key.
-    pub fn lease(&self, ip: Ipv4Addr) -> Vec<u8> {
+    pub fn lease(&self, ip: IpAddr) -> Vec<u8> {
         format!("{}leases/{ip}", self.prefix).into_bytes()
     }
 
@@ -70,8 +70,8 @@ impl Keys {
 /// A key of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
-    /// An address's lease record.
-    Lease(Ipv4Addr),
+    /// An address's lease record (IPv4 or IPv6).
+    Lease(IpAddr),
     /// A live instance.
     Member(String),
 }
@@ -109,21 +109,58 @@ pub enum Record {
         /// The instance that wrote it.
         by: String,
     },
+    /// A bound DHCPv6 lease.
+    Bound6 {
+        /// The client's DUID, in hex.
+        duid: String,
+        /// The IA's identifier.
+        iaid: u32,
+        /// The client's hardware address, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<MacAddr>,
+        /// When it was committed (Unix seconds).
+        start: u64,
+        /// When it ends.
+        expires: u64,
+        /// The client's name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        /// The instance that wrote it.
+        by: String,
+    },
+    /// A quarantined IPv6 address.
+    Declined6 {
+        /// Who declined it: its DUID, in hex.
+        duid: String,
+        /// The IA's identifier.
+        iaid: u32,
+        /// End of the quarantine.
+        until: u64,
+        /// The instance that wrote it.
+        by: String,
+    },
 }
 
 fn hex(id: &ClientId) -> String {
     id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(s: &str) -> Option<ClientId> {
+fn unhex_bytes(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
+    (0..s.len())
         .step_by(2)
         .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    ClientId::new(&bytes?)
+        .collect()
+}
+
+fn unhex(s: &str) -> Option<ClientId> {
+    ClientId::new(&unhex_bytes(s)?)
+}
+
+fn duid_hex(d: &Duid) -> String {
+    d.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Record {
@@ -156,21 +193,50 @@ impl Record {
                 until: *until,
                 by: by.to_owned(),
             }),
-            Change::Released { .. } => None,
-        }
-    }
-
-    /// The change that recreates this record at `ip`.
-    pub fn change(&self, ip: Ipv4Addr) -> Change {
-        match self {
-            Self::Bound {
+            Change::Bound6 {
+                duid,
+                iaid,
                 mac,
-                client_id,
                 start,
                 expires,
                 hostname,
                 ..
-            } => Change::Bound {
+            } => Some(Self::Bound6 {
+                duid: duid_hex(duid),
+                iaid: *iaid,
+                mac: *mac,
+                start: *start,
+                expires: *expires,
+                hostname: hostname.as_deref().map(str::to_owned),
+                by: by.to_owned(),
+            }),
+            Change::Declined6 {
+                duid, iaid, until, ..
+            } => Some(Self::Declined6 {
+                duid: duid_hex(duid),
+                iaid: *iaid,
+                until: *until,
+                by: by.to_owned(),
+            }),
+            Change::Released { .. } | Change::Released6 { .. } => None,
+        }
+    }
+
+    /// The change that recreates this record at `ip` (`None` when the record is not of the
+    /// address's family, or its DUID is not one: a record pserv did not write).
+    pub fn change(&self, ip: IpAddr) -> Option<Change> {
+        Some(match (self, ip) {
+            (
+                Self::Bound {
+                    mac,
+                    client_id,
+                    start,
+                    expires,
+                    hostname,
+                    ..
+                },
+                IpAddr::V4(ip),
+            ) => Change::Bound {
                 mac: *mac,
                 client_id: client_id.as_deref().and_then(unhex),
                 ip,
@@ -178,48 +244,95 @@ impl Record {
                 expires: *expires,
                 hostname: hostname.as_deref().map(Into::into),
             },
-            Self::Declined {
-                mac,
-                client_id,
-                until,
-                ..
-            } => Change::Declined {
+            (
+                Self::Declined {
+                    mac,
+                    client_id,
+                    until,
+                    ..
+                },
+                IpAddr::V4(ip),
+            ) => Change::Declined {
                 mac: *mac,
                 client_id: client_id.as_deref().and_then(unhex),
                 ip,
                 until: *until,
             },
-        }
+            (
+                Self::Bound6 {
+                    duid,
+                    iaid,
+                    mac,
+                    start,
+                    expires,
+                    hostname,
+                    ..
+                },
+                IpAddr::V6(ip),
+            ) => Change::Bound6 {
+                duid: Duid::new(&unhex_bytes(duid)?)?,
+                iaid: *iaid,
+                mac: *mac,
+                ip,
+                start: *start,
+                expires: *expires,
+                hostname: hostname.as_deref().map(Into::into),
+            },
+            (
+                Self::Declined6 {
+                    duid, iaid, until, ..
+                },
+                IpAddr::V6(ip),
+            ) => Change::Declined6 {
+                duid: Duid::new(&unhex_bytes(duid)?)?,
+                iaid: *iaid,
+                ip,
+                until: *until,
+            },
+            _ => return None,
+        })
     }
 
     /// The change that undoes this record at `ip` (its key was deleted): the client released
-    /// it.
-    pub fn released(&self, ip: Ipv4Addr) -> Change {
-        let (mac, client_id) = match self {
-            Self::Bound { mac, client_id, .. } | Self::Declined { mac, client_id, .. } => {
-                (*mac, client_id)
-            }
-        };
-        Change::Released {
-            mac,
-            client_id: client_id.as_deref().and_then(unhex),
-            ip,
-        }
+    /// it (`None` as for [`Record::change`]).
+    pub fn released(&self, ip: IpAddr) -> Option<Change> {
+        Some(match (self, ip) {
+            (
+                Self::Bound { mac, client_id, .. } | Self::Declined { mac, client_id, .. },
+                IpAddr::V4(ip),
+            ) => Change::Released {
+                mac: *mac,
+                client_id: client_id.as_deref().and_then(unhex),
+                ip,
+            },
+            (
+                Self::Bound6 { duid, iaid, .. } | Self::Declined6 { duid, iaid, .. },
+                IpAddr::V6(ip),
+            ) => Change::Released6 {
+                duid: Duid::new(&unhex_bytes(duid)?)?,
+                iaid: *iaid,
+                ip,
+            },
+            _ => return None,
+        })
     }
 
     /// Whether it still holds its address at `now` (a lease not yet ended, a quarantine not
     /// yet over).
     pub fn live(&self, now: u64) -> bool {
         match self {
-            Self::Bound { expires, .. } => *expires > now,
-            Self::Declined { until, .. } => *until > now,
+            Self::Bound { expires, .. } | Self::Bound6 { expires, .. } => *expires > now,
+            Self::Declined { until, .. } | Self::Declined6 { until, .. } => *until > now,
         }
     }
 
     /// Who wrote it.
     pub fn by(&self) -> &str {
         match self {
-            Self::Bound { by, .. } | Self::Declined { by, .. } => by,
+            Self::Bound { by, .. }
+            | Self::Declined { by, .. }
+            | Self::Bound6 { by, .. }
+            | Self::Declined6 { by, .. } => by,
         }
     }
 
@@ -235,22 +348,22 @@ impl Record {
 }
 
 /// The address a change is about.
-pub fn address(change: &Change) -> Ipv4Addr {
-    match change {
-        Change::Bound { ip, .. } | Change::Released { ip, .. } | Change::Declined { ip, .. } => *ip,
-    }
+pub fn address(change: &Change) -> IpAddr {
+    change.ip()
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn keys_round_trip() {
         let k = Keys::new("rack1");
-        let ip = Ipv4Addr::new(10, 0, 0, 7);
-        assert_eq!(k.parse(&k.lease(ip)), Some(KeyKind::Lease(ip)));
+        for ip in [IpAddr::from([10, 0, 0, 7]), "fd00::7".parse().unwrap()] {
+            assert_eq!(k.parse(&k.lease(ip)), Some(KeyKind::Lease(ip)));
+        }
         assert_eq!(k.parse(&k.member("a")), Some(KeyKind::Member("a".into())));
         assert_eq!(k.parse(b"/pserv/rack2/leases/10.0.0.7"), None);
         assert_eq!(k.parse(b"/pserv/rack1/leases/nonsense"), None);
@@ -259,12 +372,13 @@ mod tests {
 
     #[test]
     fn records_recreate_their_changes() {
-        let ip = Ipv4Addr::new(10, 0, 0, 9);
+        let v4 = Ipv4Addr::new(10, 0, 0, 9);
+        let ip = IpAddr::V4(v4);
         let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
         let bound = Change::Bound {
             mac,
             client_id: ClientId::new(&[0, 1, 2, 0xff]),
-            ip,
+            ip: v4,
             start: 10,
             expires: 100,
             hostname: Some("web-1".into()),
@@ -272,29 +386,68 @@ mod tests {
         let r = Record::of(&bound, "a").unwrap();
         let back = Record::decode(&r.encode()).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.change(ip), bound);
+        assert_eq!(back.change(ip), Some(bound));
         assert_eq!(back.by(), "a");
         assert_eq!(
             back.released(ip),
-            Change::Released {
+            Some(Change::Released {
                 mac,
                 client_id: ClientId::new(&[0, 1, 2, 0xff]),
-                ip
-            }
+                ip: v4
+            })
         );
         let declined = Change::Declined {
             mac,
             client_id: None,
-            ip,
+            ip: v4,
             until: 50,
         };
         assert_eq!(
             Record::decode(&Record::of(&declined, "b").unwrap().encode())
                 .unwrap()
                 .change(ip),
-            declined
+            Some(declined)
         );
-        assert!(Record::of(&back.released(ip), "a").is_none());
+        assert!(Record::of(&back.released(ip).unwrap(), "a").is_none());
         assert!(Record::decode(b"{\"state\":\"bogus\"}").is_err());
+        // A record of the other family than its key's is not taken.
+        assert_eq!(back.change("fd00::9".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn dhcpv6_records_recreate_their_changes() {
+        let v6: std::net::Ipv6Addr = "fd00:20::9".parse().unwrap();
+        let duid = pserv_core::lease::Duid::new(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 1]).unwrap();
+        let bound = Change::Bound6 {
+            duid: duid.clone(),
+            iaid: 42,
+            mac: duid.mac(),
+            ip: v6,
+            start: 10,
+            expires: 100,
+            hostname: Some("web-6".into()),
+        };
+        let r = Record::of(&bound, "a").unwrap();
+        let text = String::from_utf8(r.encode()).unwrap();
+        assert!(text.contains("\"state\":\"bound6\""), "{text}");
+        let back = Record::decode(text.as_bytes()).unwrap();
+        assert_eq!(back.change(v6.into()), Some(bound));
+        assert_eq!(
+            back.released(v6.into()),
+            Some(Change::Released6 {
+                duid: duid.clone(),
+                iaid: 42,
+                ip: v6
+            })
+        );
+        assert_eq!(back.change(IpAddr::from([10, 0, 0, 9])), None);
+        let declined = Change::Declined6 {
+            duid,
+            iaid: 42,
+            ip: v6,
+            until: 50,
+        };
+        let back = Record::decode(&Record::of(&declined, "b").unwrap().encode()).unwrap();
+        assert_eq!(back.change(v6.into()), Some(declined));
     }
 }

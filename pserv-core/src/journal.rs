@@ -30,7 +30,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::MacAddr;
-use crate::lease::{Change, ClientId, Leases};
+use crate::lease::{Change, ClientId, Duid, Leases};
 
 const MAGIC: &[u8; 8] = b"PSRVJL01";
 const TAG_BOUND: u8 = 1;
@@ -38,6 +38,10 @@ const TAG_RELEASED: u8 = 2;
 const TAG_DECLINED: u8 = 3;
 /// Added to a tag for a record that carries a client identifier.
 const ID_TAG_OFFSET: u8 = 3;
+/// DHCPv6 records (issue 27): the client's DUID and IAID, an IPv6 address, the MAC when known.
+const TAG_BOUND6: u8 = 10;
+const TAG_RELEASED6: u8 = 11;
+const TAG_DECLINED6: u8 = 12;
 /// The largest payload a valid record has (a Bound with a 255-byte hostname and a 255-byte
 /// client identifier).
 const MAX_PAYLOAD: u32 = 1 + 6 + 4 + 8 + 8 + 1 + 255 + 1 + 255;
@@ -627,6 +631,7 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
         Change::Bound { client_id, .. }
         | Change::Released { client_id, .. }
         | Change::Declined { client_id, .. } => client_id.as_ref(),
+        Change::Bound6 { .. } | Change::Released6 { .. } | Change::Declined6 { .. } => None,
     };
     let with_id = if id.is_some() { ID_TAG_OFFSET } else { 0 };
     match change {
@@ -659,6 +664,42 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
             out.extend_from_slice(&ip.octets());
             out.extend_from_slice(&until.to_le_bytes());
         }
+        // [tag] [duid len] [duid] [iaid] [ip] then per kind; Bound6: [has mac] [mac] [start]
+        // [expires] [hostname len] [hostname]; Declined6: [until].
+        Change::Bound6 {
+            duid,
+            iaid,
+            mac,
+            ip,
+            start,
+            expires,
+            hostname,
+        } => {
+            out.push(TAG_BOUND6);
+            encode6_head(duid, *iaid, ip, out);
+            out.push(u8::from(mac.is_some()));
+            out.extend_from_slice(&mac.map_or([0; 6], |m| m.0));
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&expires.to_le_bytes());
+            let h = hostname.as_deref().unwrap_or("").as_bytes();
+            let h = &h[..h.len().min(255)];
+            out.push(h.len() as u8);
+            out.extend_from_slice(h);
+        }
+        Change::Released6 { duid, iaid, ip } => {
+            out.push(TAG_RELEASED6);
+            encode6_head(duid, *iaid, ip, out);
+        }
+        Change::Declined6 {
+            duid,
+            iaid,
+            ip,
+            until,
+        } => {
+            out.push(TAG_DECLINED6);
+            encode6_head(duid, *iaid, ip, out);
+            out.extend_from_slice(&until.to_le_bytes());
+        }
     }
     if let Some(id) = id {
         // A `ClientId` is 1 to 255 bytes.
@@ -673,9 +714,70 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
     out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// A DHCPv6 record's common head: the DUID (a length byte, 3 to 130 bytes), the IAID and the
+/// address.
+fn encode6_head(duid: &Duid, iaid: u32, ip: &std::net::Ipv6Addr, out: &mut Vec<u8>) {
+    let d = duid.as_bytes();
+    out.push(d.len() as u8);
+    out.extend_from_slice(d);
+    out.extend_from_slice(&iaid.to_le_bytes());
+    out.extend_from_slice(&ip.octets());
+}
+
+/// Decodes a DHCPv6 record's payload after its tag.
+fn decode6(tag: u8, p: &[u8]) -> Option<Change> {
+    let dlen = usize::from(*p.first()?);
+    let duid = Duid::new(p.get(1..1 + dlen)?)?;
+    let rest = p.get(1 + dlen..)?;
+    let iaid = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?);
+    let ip = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(rest.get(4..20)?).ok()?);
+    let rest = &rest[20..];
+    let u64_at = |at: usize| Some(u64::from_le_bytes(rest.get(at..at + 8)?.try_into().ok()?));
+    match tag {
+        TAG_BOUND6 => {
+            let mac = match *rest.first()? {
+                0 => None,
+                1 => Some(MacAddr(rest.get(1..7)?.try_into().ok()?)),
+                _ => return None,
+            };
+            let (start, expires) = (u64_at(7)?, u64_at(15)?);
+            let hlen = usize::from(*rest.get(23)?);
+            if rest.len() != 24 + hlen {
+                return None;
+            }
+            let h = &rest[24..];
+            let hostname = if h.is_empty() {
+                None
+            } else {
+                Some(std::str::from_utf8(h).ok()?.into())
+            };
+            Some(Change::Bound6 {
+                duid,
+                iaid,
+                mac,
+                ip,
+                start,
+                expires,
+                hostname,
+            })
+        }
+        TAG_RELEASED6 if rest.is_empty() => Some(Change::Released6 { duid, iaid, ip }),
+        TAG_DECLINED6 if rest.len() == 8 => Some(Change::Declined6 {
+            duid,
+            iaid,
+            ip,
+            until: u64_at(0)?,
+        }),
+        _ => None,
+    }
+}
+
 /// Decodes one payload; `None` if it is not a well-formed record.
 fn decode(p: &[u8]) -> Option<Change> {
     let (&tag, rest) = p.split_first()?;
+    if (TAG_BOUND6..=TAG_DECLINED6).contains(&tag) {
+        return decode6(tag, rest);
+    }
     let (tag, rest, client_id) = if tag > ID_TAG_OFFSET {
         // The identifier is last: its length byte is found by trying the fixed part's size.
         let body = match tag - ID_TAG_OFFSET {
@@ -838,6 +940,7 @@ mod tests {
                     Change::Released { client_id, .. } | Change::Declined { client_id, .. } => {
                         *client_id = id(n);
                     }
+                    _ => {}
                 }
                 c
             })
@@ -850,6 +953,53 @@ mod tests {
                 u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize,
                 buf.len() - 8
             );
+        }
+    }
+
+    #[test]
+    fn dhcpv6_records_round_trip_and_cut_ones_are_refused() {
+        let duid = |n: usize| Duid::new(&vec![0x42; n]).unwrap();
+        let ip: std::net::Ipv6Addr = "fd00:20::1234".parse().unwrap();
+        let changes = [
+            Change::Bound6 {
+                duid: duid(14),
+                iaid: 7,
+                mac: Some(MacAddr([2, 0, 0, 0, 0, 9])),
+                ip,
+                start: 5,
+                expires: 4005,
+                hostname: Some("h".repeat(255).into()),
+            },
+            Change::Bound6 {
+                duid: duid(130),
+                iaid: u32::MAX,
+                mac: None,
+                ip,
+                start: 5,
+                expires: 4005,
+                hostname: None,
+            },
+            Change::Released6 {
+                duid: duid(3),
+                iaid: 0,
+                ip,
+            },
+            Change::Declined6 {
+                duid: duid(10),
+                iaid: 1,
+                ip,
+                until: 99,
+            },
+        ];
+        for c in &changes {
+            let mut buf = Vec::new();
+            encode(c, &mut buf);
+            let p = &buf[8..];
+            assert!(p.len() <= MAX_PAYLOAD as usize);
+            assert_eq!(decode(p).as_ref(), Some(c));
+            for cut in 1..p.len() {
+                assert_eq!(decode(&p[..cut]), None, "{c:?} cut to {cut}");
+            }
         }
     }
 

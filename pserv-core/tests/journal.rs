@@ -332,7 +332,7 @@ fn crash_child() {
                         let line = match &change {
                             Change::Bound { ip, .. } => format!("{n} B {ip}"),
                             Change::Released { ip, .. } => format!("{n} R {ip}"),
-                            Change::Declined { .. } => unreachable!(),
+                            _ => unreachable!(),
                         };
                         // Intent first, under the same lock as the append: stdout order is
                         // journal order, and nothing becomes durable unannounced.

@@ -7,7 +7,7 @@
 //! its changes refused.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use pserv_core::journal::Seq;
@@ -21,7 +21,7 @@ use crate::record::Record;
 
 /// One address's changes in a transaction.
 struct Group {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     /// The compare: where the key stood for the first change.
     expected: KeyRevision,
     /// The change written (the last one for the address).
@@ -42,21 +42,21 @@ struct Produced {
 pub(super) struct InFlight {
     /// Addresses in a transaction now: their later changes wait, so one address's changes
     /// commit in order.
-    ips: std::collections::HashSet<Ipv4Addr>,
+    ips: std::collections::HashSet<IpAddr>,
     /// Positions in a transaction now.
     seqs: BTreeSet<Seq>,
-    produced: HashMap<Ipv4Addr, Produced>,
+    produced: HashMap<IpAddr, Produced>,
 }
 
 impl InFlight {
-    fn based_on(&self, ip: Ipv4Addr, expected: KeyRevision) -> KeyRevision {
+    fn based_on(&self, ip: IpAddr, expected: KeyRevision) -> KeyRevision {
         match self.produced.get(&ip) {
             Some(p) if p.from.contains(&expected) || p.latest == expected => p.latest,
             _ => expected,
         }
     }
 
-    fn produced(&mut self, ip: Ipv4Addr, based_on: KeyRevision, now: KeyRevision) {
+    fn produced(&mut self, ip: IpAddr, based_on: KeyRevision, now: KeyRevision) {
         let p = self.produced.entry(ip).or_default();
         let prev = p.latest;
         p.from.push(based_on);
@@ -73,7 +73,7 @@ impl InFlight {
 /// transaction now, up to `max` addresses, grouped by address. Empty: nothing to take.
 fn take_batch(s: &mut State, max: usize) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut at: HashMap<Ipv4Addr, usize> = HashMap::new();
+    let mut at: HashMap<IpAddr, usize> = HashMap::new();
     let mut rest = VecDeque::with_capacity(s.queue.len());
     while let Some(q) = s.queue.pop_front() {
         if let Some(&i) = at.get(&q.ip) {
@@ -121,7 +121,7 @@ pub(super) fn committer(shared: &Shared) {
                 shared.work.wait(&mut s);
             }
         };
-        let taken: Vec<(Ipv4Addr, Vec<Seq>)> =
+        let taken: Vec<(IpAddr, Vec<Seq>)> =
             groups.iter().map(|g| (g.ip, g.seqs.clone())).collect();
         let (refused, produced) = commit(shared, groups);
         let mut s = shared.state.lock();
@@ -166,7 +166,7 @@ pub(super) fn committer(shared: &Shared) {
 fn commit(
     shared: &Shared,
     groups: Vec<Group>,
-) -> (Vec<Seq>, Vec<(Ipv4Addr, KeyRevision, KeyRevision, i64)>) {
+) -> (Vec<Seq>, Vec<(IpAddr, KeyRevision, KeyRevision, i64)>) {
     let mut recheck = Vec::new();
     let (refused, produced) = commit_groups(shared, groups, &mut recheck);
     if !recheck.is_empty() {
@@ -180,8 +180,8 @@ fn commit(
 fn commit_groups(
     shared: &Shared,
     mut groups: Vec<Group>,
-    rechecked: &mut Vec<(Ipv4Addr, Change)>,
-) -> (Vec<Seq>, Vec<(Ipv4Addr, KeyRevision, KeyRevision, i64)>) {
+    rechecked: &mut Vec<(IpAddr, Change)>,
+) -> (Vec<Seq>, Vec<(IpAddr, KeyRevision, KeyRevision, i64)>) {
     let mut refused = Vec::new();
     let stats = &shared.stats;
     let keys = &shared.keys;
@@ -317,7 +317,7 @@ pub(super) fn recheck(shared: &Shared) {
                             KeyRevision::At(kv.mod_revision),
                             decode(shared, &kv.value)
                                 .filter(|rec| rec.live(now))
-                                .map(|rec| rec.change(*ip))
+                                .and_then(|rec| rec.change(*ip))
                                 .or_else(|| undo(refused)),
                         ),
                         None => (KeyRevision::Absent, undo(refused)),
@@ -353,7 +353,14 @@ fn undo(refused: &Change) -> Option<Change> {
             client_id: client_id.clone(),
             ip: *ip,
         }),
-        Change::Released { .. } => None,
+        Change::Bound6 { duid, iaid, ip, .. } | Change::Declined6 { duid, iaid, ip, .. } => {
+            Some(Change::Released6 {
+                duid: duid.clone(),
+                iaid: *iaid,
+                ip: *ip,
+            })
+        }
+        Change::Released { .. } | Change::Released6 { .. } => None,
     }
 }
 
@@ -361,6 +368,7 @@ fn undo(refused: &Change) -> Option<Change> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::net::Ipv4Addr;
     use crate::log::Queued;
     use crate::log::tests::bound;
     use crate::record::address;
@@ -394,7 +402,7 @@ mod tests {
         // While 10.0.0.1 is in flight, its next change waits; others go.
         queue(&mut s, 4, bound([10, 0, 0, 1], 1), Absent);
         queue(&mut s, 5, bound([10, 0, 0, 3], 3), Absent);
-        s.inflight.ips.remove(&Ipv4Addr::new(10, 0, 0, 2));
+        s.inflight.ips.remove(&IpAddr::from([10, 0, 0, 2]));
         let g = take_batch(&mut s, 128);
         assert_eq!(
             g.iter().map(|g| g.seqs.clone()).collect::<Vec<_>>(),
@@ -416,7 +424,7 @@ mod tests {
 
     #[test]
     fn a_change_based_on_a_revision_this_instance_produced_compares_with_the_latest() {
-        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        let ip = IpAddr::from([10, 0, 0, 1]);
         let mut f = InFlight::default();
         assert_eq!(f.based_on(ip, Absent), Absent);
         // Committed at 7 (based on 0), then at 9 (based on 7).

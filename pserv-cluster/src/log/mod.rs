@@ -42,7 +42,7 @@ mod owner;
 mod watcher;
 
 use std::collections::{BTreeSet, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -66,7 +66,7 @@ use watcher::watcher;
 /// A change to one address as the watcher (or a commit) saw it.
 #[derive(Debug)]
 struct Seen {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     /// The store revision this is true as of.
     as_of: i64,
     /// Where the key stood then.
@@ -78,7 +78,7 @@ struct Seen {
 #[derive(Debug)]
 struct Queued {
     seq: Seq,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     change: Change,
     /// Where the owner saw the address's key stand.
     expected: KeyRevision,
@@ -104,7 +104,7 @@ struct State {
     appended: Seq,
     /// Addresses whose change was refused, with that change: their truth is read back from
     /// etcd and given to the owner (whose set still holds the refused change).
-    recheck: Vec<(Ipv4Addr, Change)>,
+    recheck: Vec<(IpAddr, Change)>,
     inflight: InFlight,
 }
 
@@ -249,6 +249,7 @@ fn decode(shared: &Shared, bytes: &[u8]) -> Option<Record> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     /// A lease of `ip` to the client with MAC 02:00:00:00:00:`mac`.
     pub(super) fn bound(ip: [u8; 4], mac: u8) -> Change {

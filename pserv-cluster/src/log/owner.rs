@@ -5,7 +5,7 @@
 //! revoke the heartbeat's lease on a clean close.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -22,7 +22,7 @@ use crate::record::address;
 pub struct ClusterLog {
     shared: Arc<Shared>,
     /// Per address: (as of revision, mod revision) of what the owner has applied.
-    seen: HashMap<Ipv4Addr, (i64, KeyRevision)>,
+    seen: HashMap<IpAddr, (i64, KeyRevision)>,
     last: Seq,
     committers: Vec<JoinHandle<()>>,
 }
@@ -157,7 +157,7 @@ mod tests {
             last: 0,
             committers: Vec::new(),
         };
-        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        let ip = IpAddr::from([10, 0, 0, 1]);
         {
             let mut s = log.shared.state.lock();
             s.seen.push(Seen {

@@ -5,7 +5,7 @@
 //! writes nothing to etcd.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::record::{KeyKind, Record};
 /// What the watcher knows of each key.
 #[derive(Default)]
 struct View {
-    leases: HashMap<Ipv4Addr, (i64, Option<Record>)>,
+    leases: HashMap<IpAddr, (i64, Option<Record>)>,
 }
 
 pub(super) fn watcher(shared: &Shared) {
@@ -120,7 +120,7 @@ fn apply_event(
                     // This instance's own writes too: those it already has are older than
                     // what its commit told it, and skipped; one whose commit it could not
                     // confirm is news.
-                    change: rec.as_ref().map(|r| r.change(ip)),
+                    change: rec.as_ref().and_then(|r| r.change(ip)),
                 });
                 view.leases.insert(ip, (kv.mod_revision, rec));
                 kv.mod_revision
@@ -144,7 +144,7 @@ fn apply_event(
                     ip,
                     as_of: revision,
                     mod_revision: KeyRevision::Absent,
-                    change: rec.map(|r| r.released(ip)),
+                    change: rec.and_then(|r| r.released(ip)),
                 });
                 view.leases.remove(&ip);
                 revision
@@ -189,7 +189,7 @@ fn load(shared: &Shared, view: &mut View) -> Result<i64, etcd::Error> {
             ip: *ip,
             as_of: rev,
             mod_revision: KeyRevision::At(*modrev),
-            change: live.map(|r| r.change(*ip)),
+            change: live.and_then(|r| r.change(*ip)),
         });
     }
     for (ip, (_, rec)) in &view.leases {
@@ -198,7 +198,7 @@ fn load(shared: &Shared, view: &mut View) -> Result<i64, etcd::Error> {
                 ip: *ip,
                 as_of: rev,
                 mod_revision: KeyRevision::Absent,
-                change: rec.as_ref().map(|r| r.released(*ip)),
+                change: rec.as_ref().and_then(|r| r.released(*ip)),
             });
         }
     }

@@ -21,7 +21,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::Serialize;
 
@@ -42,11 +42,13 @@ macro_rules! shrink {
 mod client;
 pub mod log;
 pub mod owner;
+mod v6;
 mod view;
 
 pub use client::{Client, ClientId, ClientKey};
 pub use log::{LeaseLog, LogError, Share};
 pub use owner::{Now, Owner};
+pub use v6::{Duid, FULL_SCAN, Key6, Lease6, Leases6, Refusal6};
 pub use view::{LeaseBoard, LeaseCounts, MAX_SIGHTINGS, SIGHTING_SECONDS};
 
 /// How long an offered address is held for the client that was offered it.
@@ -125,6 +127,47 @@ pub enum Change {
         /// End of the quarantine.
         until: u64,
     },
+    /// A DHCPv6 lease (an IA_NA's address) was committed or renewed.
+    #[serde(rename = "bound")]
+    Bound6 {
+        /// The client's DUID.
+        duid: Duid,
+        /// The IA's identifier.
+        iaid: u32,
+        /// The client's hardware address, where one is known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mac: Option<MacAddr>,
+        /// The address.
+        ip: Ipv6Addr,
+        /// When it was committed (Unix seconds).
+        start: u64,
+        /// When it ends (the valid lifetime).
+        expires: u64,
+        /// The client's name (option 39).
+        hostname: Option<Box<str>>,
+    },
+    /// A DHCPv6 client released an address.
+    #[serde(rename = "released")]
+    Released6 {
+        /// The client's DUID.
+        duid: Duid,
+        /// The IA's identifier.
+        iaid: u32,
+        /// The address.
+        ip: Ipv6Addr,
+    },
+    /// A DHCPv6 client declined an address: quarantined until `until`.
+    #[serde(rename = "declined")]
+    Declined6 {
+        /// The client's DUID.
+        duid: Duid,
+        /// The IA's identifier.
+        iaid: u32,
+        /// The address.
+        ip: Ipv6Addr,
+        /// End of the quarantine.
+        until: u64,
+    },
 }
 
 /// Something that ended on time (not journaled: replay ends it again by the clock).
@@ -148,6 +191,27 @@ pub enum Ended {
         /// The address, free again.
         ip: Ipv4Addr,
     },
+    /// A DHCPv6 lease or offer reached its end.
+    #[serde(rename = "expired")]
+    Expired6 {
+        /// The client's DUID.
+        duid: Duid,
+        /// The IA's identifier.
+        iaid: u32,
+        /// The client's hardware address, where one is known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        mac: Option<MacAddr>,
+        /// The address, free again.
+        ip: Ipv6Addr,
+        /// What it was when it ended.
+        state: LeaseState,
+    },
+    /// A declined IPv6 address left quarantine.
+    #[serde(rename = "quarantine_ended")]
+    QuarantineEnded6 {
+        /// The address, free again.
+        ip: Ipv6Addr,
+    },
 }
 
 /// What `/v1/events` streams about leases: durable changes and ends.
@@ -164,11 +228,13 @@ impl LeaseEvent {
     /// The event's name (`bound`, `released`, `declined`, `expired`, `quarantine_ended`).
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Changed(Change::Bound { .. }) => "bound",
-            Self::Changed(Change::Released { .. }) => "released",
-            Self::Changed(Change::Declined { .. }) => "declined",
-            Self::Ended(Ended::Expired { .. }) => "expired",
-            Self::Ended(Ended::QuarantineEnded { .. }) => "quarantine_ended",
+            Self::Changed(Change::Bound { .. } | Change::Bound6 { .. }) => "bound",
+            Self::Changed(Change::Released { .. } | Change::Released6 { .. }) => "released",
+            Self::Changed(Change::Declined { .. } | Change::Declined6 { .. }) => "declined",
+            Self::Ended(Ended::Expired { .. } | Ended::Expired6 { .. }) => "expired",
+            Self::Ended(Ended::QuarantineEnded { .. } | Ended::QuarantineEnded6 { .. }) => {
+                "quarantine_ended"
+            }
         }
     }
 }
@@ -218,14 +284,42 @@ enum Timer {
 }
 
 impl Change {
-    /// The client the change is about, as its lease is filed.
-    pub fn key(&self) -> ClientKey {
-        let (mac, id) = match self {
+    /// The DHCPv4 client the change is about, as its lease is filed (`None` for a DHCPv6
+    /// change: see [`Change::key6`]).
+    pub fn key(&self) -> Option<ClientKey> {
+        match self {
             Self::Bound { mac, client_id, .. }
             | Self::Released { mac, client_id, .. }
-            | Self::Declined { mac, client_id, .. } => (*mac, client_id.as_ref()),
-        };
-        ClientKey::new(mac, id)
+            | Self::Declined { mac, client_id, .. } => {
+                Some(ClientKey::new(*mac, client_id.as_ref()))
+            }
+            Self::Bound6 { .. } | Self::Released6 { .. } | Self::Declined6 { .. } => None,
+        }
+    }
+
+    /// The DHCPv6 client the change is about (`None` for a DHCPv4 change).
+    pub fn key6(&self) -> Option<Key6> {
+        match self {
+            Self::Bound6 { duid, iaid, .. }
+            | Self::Released6 { duid, iaid, .. }
+            | Self::Declined6 { duid, iaid, .. } => Some(Key6 {
+                duid: duid.clone(),
+                iaid: *iaid,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The address the change is about.
+    pub fn ip(&self) -> std::net::IpAddr {
+        match self {
+            Self::Bound { ip, .. } | Self::Released { ip, .. } | Self::Declined { ip, .. } => {
+                (*ip).into()
+            }
+            Self::Bound6 { ip, .. } | Self::Released6 { ip, .. } | Self::Declined6 { ip, .. } => {
+                (*ip).into()
+            }
+        }
     }
 }
 
@@ -271,6 +365,8 @@ pub struct Leases {
     /// Clients and quarantined addresses changed since the last [`Leases::publish`].
     dirty: HashSet<ClientKey>,
     dirty_declined: HashSet<Ipv4Addr>,
+    /// The DHCPv6 leases.
+    v6: Leases6,
 }
 
 impl Leases {
@@ -314,7 +410,20 @@ impl Leases {
 
     /// Whether anything changed since the last [`Leases::publish`].
     pub fn has_unpublished(&self) -> bool {
-        !self.dirty.is_empty() || !self.dirty_declined.is_empty()
+        !self.dirty.is_empty()
+            || !self.dirty_declined.is_empty()
+            || !self.v6.dirty.is_empty()
+            || !self.v6.dirty_declined.is_empty()
+    }
+
+    /// The DHCPv6 leases.
+    pub fn v6(&self) -> &Leases6 {
+        &self.v6
+    }
+
+    /// The DHCPv6 leases, to decide on.
+    pub fn v6_mut(&mut self) -> &mut Leases6 {
+        &mut self.v6
     }
 
     /// Publishes the set as it is now to `board`, for readers: writes what changed since the
@@ -327,13 +436,23 @@ impl Leases {
         for ip in self.dirty_declined.drain() {
             board.set_declined(ip, self.declined.get(&ip).map(|(until, _)| *until));
         }
+        for key in std::mem::take(&mut self.v6.dirty) {
+            let lease = self.v6.get(&key);
+            board.set_lease6(key, lease);
+        }
+        for ip in std::mem::take(&mut self.v6.dirty_declined) {
+            board.set_declined6(ip, self.v6.quarantine(ip));
+        }
         shrink!(self.dirty);
         shrink!(self.dirty_declined);
     }
 
     /// What replay found.
     pub fn replay_stats(&self) -> ReplayStats {
-        self.stats
+        ReplayStats {
+            conflicts: self.stats.conflicts + self.v6.conflicts,
+            ..self.stats
+        }
     }
 
     /// Number of leases (offered and bound).
@@ -602,7 +721,10 @@ impl Leases {
     /// Applies one journaled change (live operation and replay alike).
     pub fn apply(&mut self, change: &Change) {
         self.stats.applied += 1;
-        let key = change.key();
+        let Some(key) = change.key() else {
+            self.v6.apply(change);
+            return;
+        };
         match change {
             Change::Bound {
                 mac,
@@ -658,6 +780,7 @@ impl Leases {
                 self.dirty_declined.insert(*ip);
                 self.push_timer(*until, Timer::Quarantine(*ip));
             }
+            Change::Bound6 { .. } | Change::Released6 { .. } | Change::Declined6 { .. } => {}
         }
     }
 
@@ -696,6 +819,7 @@ impl Leases {
                 }
             }
         }
+        self.v6.expire(now, &mut ended);
         if !ended.is_empty() {
             shrink!(self.by_client);
             shrink!(self.by_ip);
@@ -737,19 +861,22 @@ impl Leases {
     /// The earliest time something ends (a lease, an offer or a quarantine), for the owner's
     /// timer: call [`Leases::expire`] then.
     pub fn poll_timeout(&mut self) -> Option<u64> {
+        let v6 = self.v6.poll_timeout();
         while let Some(Reverse((at, what))) = self.timers.peek() {
             if self.timer_is_live(*at, what) {
-                return Some(*at);
+                return Some(v6.map_or(*at, |t| t.min(*at)));
             }
             self.timers.pop();
         }
-        None
+        v6
     }
 
     /// The changes that recreate this lease set's durable part (bound leases and quarantines
     /// live at `now`): what a compacted journal holds.
     pub fn durable_changes(&self, now: u64) -> Vec<Change> {
-        durable_changes(self.by_client.values(), self.declined.iter(), now)
+        let mut out = durable_changes(self.by_client.values(), self.declined.iter(), now);
+        self.v6.durable_changes(now, &mut out);
+        out
     }
 
     fn insert(&mut self, lease: Lease) {

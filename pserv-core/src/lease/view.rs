@@ -15,11 +15,11 @@
 //! claims), and a client's own hostname is published only where its subnet says
 //! `dynamic_dns`, in that subnet's domain.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{ClientKey, Lease, LeaseState};
+use super::{ClientKey, Key6, Lease, Lease6, LeaseState};
 use crate::MacAddr;
 use crate::table::Table;
 
@@ -64,6 +64,18 @@ pub struct LeaseBoard {
     sighting_sweep: std::sync::atomic::AtomicU64,
     bound: AtomicUsize,
     offered: AtomicUsize,
+    /// DHCPv6 leases, offered or bound, by (DUID, IAID).
+    leases6: papaya::HashMap<Key6, Arc<Lease6>>,
+    /// Bound DHCPv6 leases by address.
+    by_ip6: papaya::HashMap<Ipv6Addr, Key6>,
+    /// Bound DHCPv6 leases by the client's name (lower case).
+    by_name6: papaya::HashMap<Box<str>, Key6>,
+    /// DHCPv6 leases by hardware address, where one is known.
+    by_mac6: papaya::HashMap<MacAddr, Key6>,
+    /// Quarantined IPv6 addresses.
+    declined6: papaya::HashMap<Ipv6Addr, u64>,
+    bound6: AtomicUsize,
+    offered6: AtomicUsize,
 }
 
 impl LeaseBoard {
@@ -78,6 +90,150 @@ impl LeaseBoard {
             bound: self.bound.load(Ordering::Relaxed),
             offered: self.offered.load(Ordering::Relaxed),
             declined: self.declined.pin().len(),
+        }
+    }
+
+    /// DHCPv6 lease counts, by state.
+    pub fn counts6(&self) -> LeaseCounts {
+        LeaseCounts {
+            bound: self.bound6.load(Ordering::Relaxed),
+            offered: self.offered6.load(Ordering::Relaxed),
+            declined: self.declined6.pin().len(),
+        }
+    }
+
+    /// Every live DHCPv6 lease, in no particular order.
+    pub fn leases6(&self) -> Vec<Arc<Lease6>> {
+        self.leases6.pin().values().cloned().collect()
+    }
+
+    /// Quarantined IPv6 addresses with the end of their quarantine.
+    pub fn declined6(&self) -> Vec<(Ipv6Addr, u64)> {
+        self.declined6
+            .pin()
+            .iter()
+            .map(|(ip, u)| (*ip, *u))
+            .collect()
+    }
+
+    /// The bound DHCPv6 lease on `ip`.
+    pub fn holder6(&self, ip: Ipv6Addr) -> Option<Arc<Lease6>> {
+        let key = self.by_ip6.pin().get(&ip)?.clone();
+        self.leases6
+            .pin()
+            .get(&key)
+            .filter(|l| l.ip == ip && l.state == LeaseState::Bound)
+            .cloned()
+    }
+
+    /// The address of the bound DHCPv6 lease of the machine with hardware address `mac`
+    /// (where its DUID or its relay told it).
+    pub fn address6_of(&self, mac: MacAddr) -> Option<Ipv6Addr> {
+        let key = self.by_mac6.pin().get(&mac)?.clone();
+        self.leases6
+            .pin()
+            .get(&key)
+            .filter(|l| l.mac == Some(mac) && l.state == LeaseState::Bound)
+            .map(|l| l.ip)
+    }
+
+    /// The IPv6 address DNS gives `fqdn` (lower case, no trailing dot) from a dynamic lease,
+    /// by the same rule as [`LeaseBoard::dns_address`]: a client's own name (option 39) where
+    /// its subnet publishes client names, in that subnet's domain, never a known node's.
+    pub fn dns_address6(&self, table: &Table, fqdn: &str) -> Option<Ipv6Addr> {
+        if !table.subnets6().iter().any(|s| s.dynamic_dns) {
+            return None;
+        }
+        let (host, domain) = fqdn.split_once('.')?;
+        let key = self.by_name6.pin().get(host)?.clone();
+        let leases = self.leases6.pin();
+        let lease = leases.get(&key).filter(|l| {
+            l.state == LeaseState::Bound
+                && l.hostname
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })?;
+        let subnet = table.subnet6_for(lease.ip)?;
+        let unknown = lease.mac.is_none_or(|m| table.by_mac(m).is_none());
+        (unknown && subnet.dynamic_dns && subnet.domain.as_deref() == Some(domain))
+            .then_some(lease.ip)
+    }
+
+    /// The name DNS gives `ip` (its PTR) from a DHCPv6 lease: a known node's own name, else
+    /// the client's name in its subnet's domain where the subnet publishes client names,
+    /// unless a node owns that name.
+    pub fn dns_name6(&self, table: &Table, ip: Ipv6Addr) -> Option<String> {
+        let lease = self.holder6(ip)?;
+        if let Some(iface) = lease.mac.and_then(|m| table.by_mac(m)) {
+            return Some(iface.node().fqdn().to_owned());
+        }
+        let subnet = table.subnet6_for(ip).filter(|s| s.dynamic_dns)?;
+        let fqdn = format!(
+            "{}.{}",
+            lease.hostname.as_deref()?,
+            subnet.domain.as_deref()?
+        );
+        table.by_name(&fqdn).is_none().then_some(fqdn)
+    }
+
+    /// Brings one DHCPv6 client up to date: `lease` is its lease now (or none). Owner only.
+    pub(super) fn set_lease6(&self, key: Key6, lease: Option<&Lease6>) {
+        let leases = self.leases6.pin();
+        let by_ip = self.by_ip6.pin();
+        let by_name = self.by_name6.pin();
+        let by_mac = self.by_mac6.pin();
+        let old = match lease {
+            Some(l) => leases.insert(key.clone(), Arc::new(l.clone())),
+            None => leases.remove(&key),
+        };
+        if let Some(old) = old {
+            let counter = match old.state {
+                LeaseState::Bound => &self.bound6,
+                LeaseState::Offered => &self.offered6,
+            };
+            counter.fetch_sub(1, Ordering::Relaxed);
+            if old.state == LeaseState::Bound {
+                by_ip.remove_if(&old.ip, |_, k| *k == key).ok();
+            }
+            if let Some(h) = &old.hostname {
+                by_name
+                    .remove_if(h.to_ascii_lowercase().as_str(), |_, k| *k == key)
+                    .ok();
+            }
+            if let Some(m) = old.mac {
+                by_mac.remove_if(&m, |_, k| *k == key).ok();
+            }
+        }
+        let Some(l) = lease else {
+            return;
+        };
+        if let Some(m) = l.mac {
+            by_mac.insert(m, key.clone());
+        }
+        match l.state {
+            LeaseState::Bound => {
+                self.bound6.fetch_add(1, Ordering::Relaxed);
+                by_ip.insert(l.ip, key.clone());
+                if let Some(h) = &l.hostname {
+                    by_name.insert(h.to_ascii_lowercase().into(), key);
+                }
+            }
+            LeaseState::Offered => {
+                self.offered6.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Brings one quarantined IPv6 address up to date. Owner only.
+    pub(super) fn set_declined6(&self, ip: Ipv6Addr, until: Option<u64>) {
+        let declined = self.declined6.pin();
+        match until {
+            Some(u) => {
+                declined.insert(ip, u);
+            }
+            None => {
+                declined.remove(&ip);
+            }
         }
     }
 
