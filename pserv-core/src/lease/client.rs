@@ -41,14 +41,19 @@ impl ClientId {
 /// Colon-separated hex octets, as dhcpd and Kea print identifiers (`01:52:54:00:12:34:56`).
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        colon_hex(&self.0, f)
     }
+}
+
+/// `bytes` as colon-separated hex octets (identifiers: client IDs, DUIDs).
+pub(crate) fn colon_hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            f.write_str(":")?;
+        }
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
 }
 
 impl fmt::Debug for ClientId {

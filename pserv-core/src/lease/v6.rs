@@ -63,13 +63,7 @@ impl Duid {
 
 impl fmt::Display for Duid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        super::client::colon_hex(&self.0, f)
     }
 }
 
