@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for t in snapshot dns_query dhcp_datagram control_body tftp progress syslog pxe_boot_server; do
+for t in snapshot dns_query dhcp_datagram dhcpv6_datagram control_body tftp progress syslog pxe_boot_server; do
   echo "fuzz: $t for ${FUZZ_SECONDS:-20} s"
   if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="${FUZZ_SECONDS:-20}" \
        -rss_limit_mb=2048 >"$log" 2>&1; then

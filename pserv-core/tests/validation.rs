@@ -366,16 +366,27 @@ fn ipv6_subnets_compile_their_dhcpv6_settings_and_refuse_ipv4_ones() {
                  "interfaces": [{"mac": "52:54:00:00:00:01", "ipv6": "fd00:20::10"}]}]}"#;
     let t = Table::compile(&Snapshot::from_json(json.as_bytes()).unwrap(), None).unwrap();
     let s = t.subnet6_for("fd00:20::abcd".parse().unwrap()).unwrap();
-    assert_eq!(s.dns_servers, vec!["fd00:20::2".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(
+        s.dns_servers,
+        vec!["fd00:20::2".parse::<Ipv6Addr>().unwrap()]
+    );
     assert_eq!(s.domain.as_deref(), Some("maas"));
     // RFC 8415 §21.4: T1 and T2 at 0.5 and 0.8 of the preferred lifetime.
     assert_eq!(
-        (s.valid_seconds, s.preferred_seconds, s.renew_seconds, s.rebind_seconds),
+        (
+            s.valid_seconds,
+            s.preferred_seconds,
+            s.renew_seconds,
+            s.rebind_seconds
+        ),
         (4000, 3000, 1500, 2400)
     );
     assert_eq!(s.dynamic.len(), 1);
     assert_eq!(s.dynamic[0].span(), 0xfff);
-    assert_eq!((s.options[0].code, &*s.options[0].data), (17, &[0, 0, 0xa0, 0xa8][..]));
+    assert_eq!(
+        (s.options[0].code, &*s.options[0].data),
+        (17, &[0, 0, 0xa0, 0xa8][..])
+    );
     assert!(s.boot.is_some());
     assert!(t.subnet6_for("fd00:21::1".parse().unwrap()).is_none());
     assert_eq!(t.subnets_v6(), &[("fd00:20::".parse().unwrap(), 64)]);

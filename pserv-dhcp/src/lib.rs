@@ -9,6 +9,8 @@
 //!   owner's set ([`pserv_core::lease::Owner`], which holds the leases and their log, and
 //!   decides when each reply may leave), and sends.
 //! - [`reply`]: RFC 2131 §4.1 reply addressing as a pure function.
+//! - [`v6`]: the sans-IO DHCPv6 server (RFC 8415), a second front end on the same lease
+//!   owner.
 //! - [`guard`]: option-length checks in front of dhcproto's decoder, which asserts on some
 //!   malformed lengths.
 //!
@@ -26,6 +28,7 @@ pub mod log;
 pub mod proxy;
 pub mod reply;
 pub mod server;
+pub mod v6;
 
 pub use boot::BootChain;
 pub use reply::Destination;

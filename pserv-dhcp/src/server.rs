@@ -401,6 +401,8 @@ impl Server {
 
     /// Finds the request's subnet and node and decides whether to answer it at all: the
     /// subnet's policy for unknown clients, and in cluster mode the instance's share.
+    // The error is the request's outcome (a drop or a NAK), built once and returned as is.
+    #[allow(clippy::result_large_err)]
     fn admit<'a>(
         &self,
         table: &'a Table,
@@ -692,7 +694,7 @@ impl Server {
 }
 
 /// Keeps a client-supplied hostname only if it is a valid label (it may end up in DNS).
-fn sanitize_hostname(h: &str) -> Option<String> {
+pub(crate) fn sanitize_hostname(h: &str) -> Option<String> {
     let label = h.split('.').next()?.trim_end_matches('\0');
     name::check_label(label).ok()?;
     Some(label.to_ascii_lowercase())

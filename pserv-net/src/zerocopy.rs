@@ -18,13 +18,13 @@
 //! mapping and unmapping of the sealed memfd, and the slice over it.
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, IoSlice, Read};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::ptr::NonNull;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
@@ -95,7 +95,10 @@ pub fn load(file: &File, size: u64) -> io::Result<Bytes> {
         ));
     }
     let Some(len) = usize::try_from(size).ok().and_then(NonZeroUsize::new) else {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "too large to map"));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "too large to map",
+        ));
     };
     let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
     // Not executable, said at creation (Linux 6.3 warns otherwise, and refuses where

@@ -368,11 +368,11 @@ fn undo(refused: &Change) -> Option<Change> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::net::Ipv4Addr;
     use crate::log::Queued;
     use crate::log::tests::bound;
     use crate::record::address;
     use KeyRevision::{Absent, At};
+    use std::net::Ipv4Addr;
 
     fn queue(s: &mut State, seq: Seq, change: Change, expected: KeyRevision) {
         s.queue.push_back(Queued {

@@ -199,7 +199,13 @@ impl Leases6 {
             .filter(|l| l.state == LeaseState::Bound && l.expires > now)
     }
 
-    fn check_free(&self, table: &Table, key: &Key6, ip: Ipv6Addr, now: u64) -> Result<(), Refusal6> {
+    fn check_free(
+        &self,
+        table: &Table,
+        key: &Key6,
+        ip: Ipv6Addr,
+        now: u64,
+    ) -> Result<(), Refusal6> {
         if table.by_ipv6(ip).is_some() {
             return Err(Refusal6::Reserved(ip));
         }
@@ -519,7 +525,11 @@ impl Leases6 {
             expires: l.expires,
             hostname: l.hostname.clone(),
         }));
-        let mut q: Vec<_> = self.declined.iter().filter(|(_, (u, _))| *u > now).collect();
+        let mut q: Vec<_> = self
+            .declined
+            .iter()
+            .filter(|(_, (u, _))| *u > now)
+            .collect();
         q.sort_by_key(|(ip, _)| **ip);
         out.extend(q.into_iter().map(|(ip, (until, key))| Change::Declined6 {
             duid: key.duid.clone(),
@@ -627,14 +637,23 @@ mod tests {
         let s = &t.subnets6()[0];
         let mut l = Leases::new();
         let (a, b) = (key(1, 1), key(2, 1));
-        let ip_a = l.v6_mut().offer(&t, s, &a, None, None, Some("web-a"), 0).unwrap();
+        let ip_a = l
+            .v6_mut()
+            .offer(&t, s, &a, None, None, Some("web-a"), 0)
+            .unwrap();
         // The same client asking again gets the same address; another client another one.
         assert_eq!(l.v6_mut().offer(&t, s, &a, None, None, None, 1), Some(ip_a));
-        let ip_b = l.v6_mut().offer(&t, s, &b, None, Some(ip_a), None, 1).unwrap();
+        let ip_b = l
+            .v6_mut()
+            .offer(&t, s, &b, None, Some(ip_a), None, 1)
+            .unwrap();
         assert_ne!(ip_a, ip_b, "a hint held by another client is not taken");
         assert!(s.dynamic_range_of(ip_b).is_some());
         // A second IA of the same client is another lease.
-        let ip_a2 = l.v6_mut().offer(&t, s, &key(1, 2), None, None, None, 1).unwrap();
+        let ip_a2 = l
+            .v6_mut()
+            .offer(&t, s, &key(1, 2), None, None, None, 1)
+            .unwrap();
         assert!(ip_a2 != ip_a && ip_a2 != ip_b);
         let c = l
             .v6_mut()
@@ -670,7 +689,10 @@ mod tests {
         );
         // Replay of the journaled changes rebuilds the same durable state.
         let replayed = Leases::restore([&c, &r, &d], 31);
-        assert_eq!(replayed.v6().declined().collect::<Vec<_>>(), vec![(ip_a, 930)]);
+        assert_eq!(
+            replayed.v6().declined().collect::<Vec<_>>(),
+            vec![(ip_a, 930)]
+        );
         assert_eq!(
             l.durable_changes(31),
             vec![Change::Declined6 {
@@ -682,7 +704,13 @@ mod tests {
         );
         // Offers end after OFFER_HOLD_SECONDS, the quarantine at 930.
         let ended = l.expire(929);
-        assert!(ended.iter().all(|e| matches!(e, Ended::Expired6 { state: LeaseState::Offered, .. })));
+        assert!(ended.iter().all(|e| matches!(
+            e,
+            Ended::Expired6 {
+                state: LeaseState::Offered,
+                ..
+            }
+        )));
         assert_eq!(l.poll_timeout(), Some(930));
         assert_eq!(l.expire(930), vec![Ended::QuarantineEnded6 { ip: ip_a }]);
         assert!(l.v6().is_empty());
@@ -709,7 +737,10 @@ mod tests {
         let mut l = Leases6::default();
         let first = l.offer(&t, s, &key(9, 3), None, None, None, 0).unwrap();
         let mut again = Leases6::default();
-        assert_eq!(again.offer(&t, s, &key(9, 3), None, None, None, 50), Some(first));
+        assert_eq!(
+            again.offer(&t, s, &key(9, 3), None, None, None, 50),
+            Some(first)
+        );
         for n in 0..200 {
             assert!(l.offer(&t, s, &key(n, 0), None, None, None, 0).is_some());
         }

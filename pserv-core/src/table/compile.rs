@@ -594,7 +594,8 @@ impl<'s> Compiler<'s> {
         if s.preferred_seconds.is_some() {
             self.problems.push(Problem::Invalid {
                 at: site("preferred_seconds"),
-                message: "an IPv6 setting on an IPv4 subnet (the lease has one lifetime)".to_owned(),
+                message: "an IPv6 setting on an IPv4 subnet (the lease has one lifetime)"
+                    .to_owned(),
             });
         }
         for (k, r) in info.routers.iter().enumerate() {

@@ -429,10 +429,14 @@ impl Intent {
     /// MAC): its node's intent, or for an unknown MAC its subnet's profile for unknown
     /// clients. For callers that have looked the MAC up already.
     pub fn of(iface: Option<IfaceView<'_>>, subnet: Option<&SubnetInfo>) -> Self {
+        Self::of_boot(iface, subnet.and_then(|s| s.boot.as_ref()))
+    }
+
+    /// The same, given the subnet's boot settings (either family's subnet).
+    pub fn of_boot(iface: Option<IfaceView<'_>>, boot: Option<&SubnetBootInfo>) -> Self {
         match iface {
             Some(i) => i.node().boot_intent(),
-            None => subnet
-                .and_then(|s| s.boot.as_ref())
+            None => boot
                 .and_then(|b| b.unknown_profile)
                 .map_or(Self::Legacy, Self::Netboot),
         }
