@@ -267,8 +267,15 @@ pub(crate) fn leases(from: &str, token: Option<&str>) -> ExitCode {
         eprintln!("pserv leases: the server's answer is not a lease list");
         return ExitCode::from(5);
     };
+    // The address column as wide as the widest address (IPv6 ones are long).
+    let w = list
+        .iter()
+        .filter_map(|l| l["ip"].as_str().map(str::len))
+        .max()
+        .unwrap_or(0)
+        .max(15);
     println!(
-        "{:<17}  {:<15}  {:<8}  {:<12}  {:<24}  CLIENT-ID",
+        "{:<17}  {:<w$}  {:<8}  {:<12}  {:<24}  CLIENT-ID",
         "MAC", "IP", "STATE", "EXPIRES", "HOSTNAME"
     );
     for l in &list {
@@ -277,14 +284,24 @@ pub(crate) fn leases(from: &str, token: Option<&str>) -> ExitCode {
             .as_u64()
             .map(|e| e.to_string())
             .unwrap_or_else(|| "-".into());
+        // A DHCPv6 client is its DUID and IAID.
+        let client = match (l["duid"].as_str(), l["iaid"].as_u64()) {
+            (Some(d), Some(i)) => format!("duid {d} iaid {i}"),
+            _ => s("client_id"),
+        };
+        let mac = if l["mac"].is_null() {
+            "-".to_owned()
+        } else {
+            s("mac")
+        };
         println!(
-            "{:<17}  {:<15}  {:<8}  {:<12}  {:<24}  {}",
-            s("mac"),
+            "{:<17}  {:<w$}  {:<8}  {:<12}  {:<24}  {}",
+            mac,
             s("ip"),
             s("state"),
             expires,
             s("hostname"),
-            s("client_id")
+            client
         );
     }
     ExitCode::SUCCESS

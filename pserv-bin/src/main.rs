@@ -366,6 +366,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
     say(format!("DHCP on {} (UDP)", server.dhcp));
+    if let Some(d6) = server.dhcp6 {
+        say(format!("DHCPv6 on {d6} (UDP)"));
+    }
     if let Some(t) = server.tftp {
         say(format!("TFTP on {t} (read only)"));
     }

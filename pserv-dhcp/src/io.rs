@@ -17,7 +17,7 @@
 //! durable, publishes the last lease view, and closes the log (the join reports a failure to
 //! flush it).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::reply::Destination;
 use crate::server::{DropReason, Meta, Outcome, Server};
+use crate::v6::{DropReason6, Meta6, Netboot6, Outcome6, Server6};
 
 /// The DHCP server port.
 pub const SERVER_PORT: u16 = 67;
@@ -126,6 +127,171 @@ pub struct Setup {
     pub on_proxy: crate::proxy::OnProxy,
     /// Netbooting machines' ACKs (see [`crate::server::Netboot`]).
     pub on_netboot: OnNetboot,
+    /// DHCPv6, on the same thread and lease owner (issue 27), when it listens.
+    pub v6: Option<Setup6>,
+}
+
+/// The DHCPv6 side of the service: its socket (from [`bind6`]) and decision-maker. It shares
+/// the DHCPv4 side's thread, lease owner and log: one owner, one durability pipeline.
+pub struct Setup6 {
+    /// The socket.
+    pub sock: UdpSocket,
+    /// The decision-maker (the server's DUID, the boot chain).
+    pub server: Server6,
+    /// Netbooting machines' REPLYs, once sent.
+    pub on_netboot: OnNetboot6,
+}
+
+/// Called with each netbooting machine's DHCPv6 REPLY once it has been sent.
+pub type OnNetboot6 = Arc<dyn Fn(&Netboot6) + Send + Sync>;
+
+/// How the DHCPv6 socket is set up.
+#[derive(Debug, Clone)]
+pub struct Config6 {
+    /// Address to bind (`[::]:547` on a real network).
+    pub listen: SocketAddr,
+    /// The interface to serve (and join `ff02::1:2` on); every multicast interface when
+    /// none is named.
+    pub interface: Option<String>,
+}
+
+/// The DHCPv6 server port.
+pub const SERVER_PORT6: u16 = 547;
+
+/// Counters of the DHCPv6 front end.
+#[derive(Debug, Default)]
+pub struct Counters6 {
+    /// Datagrams received.
+    pub received: AtomicU64,
+    /// Replies sent.
+    pub sent: AtomicU64,
+    /// ADVERTISEs sent.
+    pub advertises: AtomicU64,
+    /// REPLYs sent.
+    pub replies: AtomicU64,
+    /// Replies that could not be sent.
+    pub send_errors: AtomicU64,
+    /// Drops, by reason (indexed by [`DropReason6::index`]).
+    pub drops: [AtomicU64; DropReason6::ALL.len()],
+    /// Time from a request's arrival to its reply leaving, the wait for the log included.
+    pub reply_seconds: Histogram,
+}
+
+/// Binds the DHCPv6 socket for `config`: IPv6 only, IPV6_RECVPKTINFO, large buffers, and on
+/// port 547 the servers' multicast group joined on the named interface (or every interface
+/// that has multicast).
+pub fn bind6(config: &Config6) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_only_v6(true)?;
+    if let Some(dev) = &config.interface {
+        sock.bind_device(Some(dev.as_bytes()))?;
+    }
+    sock.bind(&config.listen.into())?;
+    let sock: UdpSocket = sock.into();
+    udp::enable_packet_info(&sock)?;
+    udp::grow_buffers(&sock, SOCKET_BUFFER);
+    sock.set_read_timeout(Some(IDLE_WAKE))?;
+    if config.listen.port() == SERVER_PORT6 {
+        let mut joined = 0;
+        for (name, index) in interfaces() {
+            if config.interface.as_ref().is_some_and(|i| *i != name) {
+                continue;
+            }
+            match udp::join_dhcp6_group(&sock, index) {
+                Ok(()) => joined += 1,
+                Err(e) => tracing::debug!(interface = %name, error = %e, "ff02::1:2 not joined"),
+            }
+        }
+        if joined == 0 {
+            return Err(std::io::Error::other(
+                "DHCPv6: could not join ff02::1:2 on any interface",
+            ));
+        }
+    }
+    Ok(sock)
+}
+
+/// The interfaces that can take multicast, by name and index.
+fn interfaces() -> Vec<(String, u32)> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u32)> = Vec::new();
+    for a in addrs {
+        let up = a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+            && a.flags
+                .contains(nix::net::if_::InterfaceFlags::IFF_MULTICAST);
+        if !up || out.iter().any(|(n, _)| *n == a.interface_name) {
+            continue;
+        }
+        if let Ok(i) = nix::net::if_::if_nametoindex(a.interface_name.as_str()) {
+            out.push((a.interface_name, i));
+        }
+    }
+    out
+}
+
+/// The global IPv6 addresses of each interface, read again at most every few seconds: what
+/// a request that arrived by multicast on an interface is answered as (its link, and the host
+/// of its boot URLs).
+#[derive(Debug, Default)]
+struct LinkAddrs {
+    by_index: std::collections::HashMap<u32, Vec<Ipv6Addr>>,
+    read_at: Option<Instant>,
+}
+
+impl LinkAddrs {
+    const REFRESH: Duration = Duration::from_secs(5);
+
+    fn global_on(
+        &mut self,
+        ifindex: u32,
+        table: &pserv_core::Table,
+        now: Instant,
+    ) -> Option<Ipv6Addr> {
+        let stale = self
+            .read_at
+            .is_none_or(|t| now.duration_since(t) > Self::REFRESH);
+        if stale
+            || (!self.by_index.contains_key(&ifindex)
+                && self
+                    .read_at
+                    .is_none_or(|t| now.duration_since(t) > Duration::from_secs(1)))
+        {
+            self.read(now);
+        }
+        let addrs = self.by_index.get(&ifindex)?;
+        addrs
+            .iter()
+            .find(|a| table.subnet6_for(**a).is_some())
+            .or_else(|| addrs.first())
+            .copied()
+    }
+
+    fn read(&mut self, now: Instant) {
+        self.read_at = Some(now);
+        self.by_index.clear();
+        let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+            return;
+        };
+        for a in addrs {
+            let Some(ip) = a
+                .address
+                .as_ref()
+                .and_then(|s| s.as_sockaddr_in6())
+                .map(|s| s.ip())
+            else {
+                continue;
+            };
+            if ip.is_loopback() || ip.is_unspecified() || ip.segments()[0] & 0xffc0 == 0xfe80 {
+                continue;
+            }
+            if let Ok(i) = nix::net::if_::if_nametoindex(a.interface_name.as_str()) {
+                self.by_index.entry(i).or_default().push(ip);
+            }
+        }
+    }
 }
 
 /// Called with each netbooting machine's ACK once it has been sent.
@@ -182,14 +348,22 @@ pub fn start(
         on_event,
         on_proxy,
         on_netboot,
+        v6,
     } = setup;
     let sightings = board.clone();
     let owner = Owner::new(leases, log, board, Now::read());
     let counters = Arc::new(Counters::default());
+    let counters6 = Arc::new(Counters6::default());
     let metrics = Metrics {
         front: counters.clone(),
+        front6: v6.is_some().then(|| counters6.clone()),
         owner: owner.counters().clone(),
     };
+    let mut addrs = vec![local];
+    if let Some(v6) = &v6 {
+        pserv_net::wake_on_cancel(&shutdown, &v6.sock)?;
+        addrs.push(v6.sock.local_addr()?);
+    }
     let fixed_local = match local {
         SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(*a.ip()),
         _ => None,
@@ -217,8 +391,17 @@ pub fn start(
                 on_proxy,
                 on_netboot,
                 outbox: Vec::with_capacity(BATCH),
+                outbox6: Vec::new(),
                 send: SendBatch::new(),
                 wake: IDLE_WAKE,
+                v6: v6.map(|s| Front6 {
+                    sock: s.sock,
+                    server: s.server,
+                    on_netboot: s.on_netboot,
+                    counters: counters6,
+                    links: LinkAddrs::default(),
+                    batch: RecvBatch::new(DATAGRAM6),
+                }),
             };
             l.run(&shutdown);
             // Everything queued is settled before the service ends.
@@ -226,11 +409,42 @@ pub fn start(
         })?;
     Ok(Running {
         name: "DHCP",
-        addrs: vec![local],
+        addrs,
         metrics: Box::new(metrics),
         join: Running::join_thread(thread),
     })
 }
+
+/// A reply of either family waiting for its changes to be durable.
+#[derive(Debug)]
+enum Out {
+    V4(Outgoing),
+    V6(Outgoing6),
+}
+
+/// A DHCPv6 reply waiting to leave: to the datagram's source (a client's link-local address
+/// with its scope, or a relay), from the port it was sent to.
+#[derive(Debug)]
+struct Outgoing6 {
+    arrived: Instant,
+    bytes: Vec<u8>,
+    to: SocketAddrV6,
+    kind: dhcproto::v6::MessageType,
+    netboot: Option<Box<Netboot6>>,
+}
+
+/// The DHCPv6 side of the loop.
+struct Front6 {
+    sock: UdpSocket,
+    server: Server6,
+    on_netboot: OnNetboot6,
+    counters: Arc<Counters6>,
+    links: LinkAddrs,
+    batch: RecvBatch<BATCH>,
+}
+
+/// A DHCPv6 datagram at most (relay layers add to a client's message).
+const DATAGRAM6: usize = 4096;
 
 /// A reply waiting to leave.
 #[derive(Debug)]
@@ -269,7 +483,7 @@ struct Loop {
     store: Arc<Store>,
     server: Server,
     /// The lease set and its log: owned here, and only here.
-    owner: Owner<Outgoing>,
+    owner: Owner<Out>,
     /// Where proxyDHCP sightings go (the owner's board: the virtual tree reads it).
     sightings: Arc<LeaseBoard>,
     counters: Arc<Counters>,
@@ -278,6 +492,9 @@ struct Loop {
     on_netboot: OnNetboot,
     /// Replies ready to leave, sent together once the pass has decided them all.
     outbox: Vec<Outgoing>,
+    outbox6: Vec<Outgoing6>,
+    /// DHCPv6, when it listens.
+    v6: Option<Front6>,
     send: SendBatch<BATCH>,
     /// The socket's receive timeout now.
     wake: Duration,
@@ -290,13 +507,30 @@ impl Loop {
             // Block for work only when no reply waits on the log. Whether this pass's receive
             // blocked (a timeout then means the loop is idle).
             let waited = !self.owner.is_waiting();
-            let got = match batch.recv(&self.sock, if waited { Wait::ForOne } else { Wait::No }) {
+            // With DHCPv6 too, both sockets are waited on together (poll), then read without
+            // blocking; alone, the DHCPv4 socket's own blocking receive waits.
+            let wait = if waited && self.v6.is_none() {
+                Wait::ForOne
+            } else {
+                Wait::No
+            };
+            if waited && let Some(v6) = &self.v6 {
+                use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                let mut fds = [
+                    PollFd::new(std::os::fd::AsFd::as_fd(&self.sock), PollFlags::POLLIN),
+                    PollFd::new(std::os::fd::AsFd::as_fd(&v6.sock), PollFlags::POLLIN),
+                ];
+                let ms = u16::try_from(self.wake.as_millis()).unwrap_or(u16::MAX);
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+            }
+            let got = match batch.recv(&self.sock, wait) {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::debug!(error = %e, "DHCP receive");
                     0
                 }
             };
+
             let now = Now::read();
             self.owner.handle_log();
             if got > 0 {
@@ -334,7 +568,9 @@ impl Loop {
                 self.counters
                     .received
                     .fetch_add(received, Ordering::Relaxed);
-            } else {
+            }
+            let got6 = self.receive6(now);
+            if got == 0 && got6 == 0 {
                 // Nothing to read: wait for the disk, in slices so that requests arriving
                 // meanwhile are not left in the socket queue long.
                 self.owner.wait_settled(DISK_SLICE);
@@ -344,13 +580,18 @@ impl Loop {
             while let Some(e) = self.owner.poll_event() {
                 (self.on_event)(&e);
             }
-            self.outbox
-                .extend(std::iter::from_fn(|| self.owner.poll_transmit()));
+            while let Some(out) = self.owner.poll_transmit() {
+                match out {
+                    Out::V4(o) => self.outbox.push(o),
+                    Out::V6(o) => self.outbox6.push(o),
+                }
+            }
             self.send_outbox();
+            self.send_outbox6();
             // With something left to publish, wake in time to publish it. The long wait comes
             // back only once a blocking receive timed out with nothing to do, so that steady
             // traffic does not pay a system call per pass to switch back and forth.
-            let idle = waited && got == 0 && !self.owner.is_waiting();
+            let idle = waited && got == 0 && got6 == 0 && !self.owner.is_waiting();
             self.wake_within(if self.owner.has_unpublished() || !idle {
                 PUBLISH_EVERY
             } else {
@@ -416,12 +657,124 @@ impl Loop {
                     proxy: r.proxy.is_some(),
                     netboot: r.netboot,
                 };
-                self.owner.handle_decision(r.change, Some(out));
+                self.owner.handle_decision(r.change, Some(Out::V4(out)));
             }
             // No reply; announced once durable.
             Outcome::Change(c) => self.owner.handle_decision(Some(c), None),
             Outcome::Drop(reason) => self.counters.count_drop(reason),
             Outcome::Seen(_) => {}
+        }
+    }
+
+    /// Receives and decides one batch of DHCPv6 datagrams (none when it does not listen).
+    fn receive6(&mut self, now: Now) -> usize {
+        let Some(v6) = &mut self.v6 else {
+            return 0;
+        };
+        let got = match v6.batch.recv(&v6.sock, Wait::No) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "DHCPv6 receive");
+                0
+            }
+        };
+        if got == 0 {
+            return 0;
+        }
+        let table = self.store.load();
+        let bound = v6.sock.local_addr().ok().and_then(|a| match a.ip() {
+            std::net::IpAddr::V6(ip) if !ip.is_unspecified() => Some(ip),
+            _ => None,
+        });
+        let mut decided = Vec::with_capacity(got);
+        for d in v6.batch.datagrams() {
+            let SocketAddr::V6(from) = d.from else {
+                continue;
+            };
+            if d.truncated {
+                v6.counters.drops[DropReason6::Malformed.index()].fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            // The server's address on the request's link: where it was sent, if to one of
+            // ours; else a global address of the interface it came in on.
+            let server = match d.info {
+                Some(i) if is_unicast_global(i.local6) => Some(i.local6),
+                Some(i) => v6.links.global_on(i.ifindex, &table, now.mono).or(bound),
+                None => bound,
+            };
+            let meta = Meta6 {
+                source: *from.ip(),
+                server,
+            };
+            let outcome = v6.server.handle(
+                &table,
+                self.owner.leases_mut(),
+                now.unix,
+                &meta,
+                v6.batch.payload(d),
+            );
+            decided.push((outcome, from));
+        }
+        v6.counters
+            .received
+            .fetch_add(decided.len() as u64, Ordering::Relaxed);
+        for (outcome, from) in decided {
+            match outcome {
+                Outcome6::Reply(r) => {
+                    let mut out = Some(Out::V6(Outgoing6 {
+                        arrived: now.mono,
+                        bytes: r.bytes,
+                        to: from,
+                        kind: r.kind,
+                        netboot: r.netboot,
+                    }));
+                    let n = r.changes.len();
+                    if n == 0 {
+                        self.owner.handle_decision(None, out.take());
+                    }
+                    // The reply leaves with its last change (changes settle in order).
+                    for (i, c) in r.changes.into_iter().enumerate() {
+                        let reply = if i + 1 == n { out.take() } else { None };
+                        self.owner.handle_decision(Some(c), reply);
+                    }
+                }
+                Outcome6::Drop(reason) => {
+                    if let Some(v6) = &self.v6 {
+                        v6.counters.drops[reason.index()].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        got
+    }
+
+    /// Sends every DHCPv6 reply ready, one by one (to the datagram's source).
+    fn send_outbox6(&mut self) {
+        let Some(v6) = &self.v6 else {
+            self.outbox6.clear();
+            return;
+        };
+        for o in self.outbox6.drain(..) {
+            let c = &v6.counters;
+            match v6.sock.send_to(&o.bytes, o.to) {
+                Ok(_) => {
+                    c.sent.fetch_add(1, Ordering::Relaxed);
+                    c.reply_seconds.observe(o.arrived.elapsed());
+                    let by_kind = if o.kind == dhcproto::v6::MessageType::Advertise {
+                        &c.advertises
+                    } else {
+                        &c.replies
+                    };
+                    by_kind.fetch_add(1, Ordering::Relaxed);
+                    if let Some(n) = &o.netboot {
+                        (v6.on_netboot)(n);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(target: crate::log::TARGET, error = %e, to = %o.to, "DHCPv6 reply not sent");
+                    c.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -514,10 +867,17 @@ fn address(dest: Destination, from: SocketAddrV4, port: u16) -> SocketAddrV4 {
     }
 }
 
-/// The DHCP service's `/metrics`: the front end's counters and its lease owner's.
+/// Whether `a` is an address of ours a unicast request was sent to (not a group, not
+/// link-local).
+fn is_unicast_global(a: Ipv6Addr) -> bool {
+    !a.is_unspecified() && !a.is_multicast() && a.segments()[0] & 0xffc0 != 0xfe80
+}
+
+/// The DHCP service's `/metrics`: the front ends' counters and their lease owner's.
 #[derive(Debug)]
 struct Metrics {
     front: Arc<Counters>,
+    front6: Option<Arc<Counters6>>,
     owner: Arc<pserv_core::lease::owner::Counters>,
 }
 
@@ -551,6 +911,22 @@ impl Collector for Metrics {
         drops.sort_unstable();
         family(e, "pserv_dhcp_dropped", "DHCP packets dropped, by reason", Counter, "reason", &drops)?;
         single(e, "pserv_dhcp_remote_changes", "Lease changes other cluster instances made, applied here", Counter, load(&o.remote_changes))?;
-        histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)
+        histogram(e, "pserv_dhcp_reply_seconds", "Time from a DHCP request's arrival to its reply leaving, the wait for the journal included", &c.reply_seconds)?;
+        let Some(c6) = &self.front6 else {
+            return Ok(());
+        };
+        family(e, "pserv_dhcp6_packets", "DHCPv6 packets by direction", Counter, "direction", &[
+            ("in", load(&c6.received)),
+            ("out", load(&c6.sent)),
+        ])?;
+        family(e, "pserv_dhcp6_replies", "DHCPv6 replies by type", Counter, "type", &[
+            ("advertise", load(&c6.advertises)),
+            ("reply", load(&c6.replies)),
+        ])?;
+        let mut drops: Vec<(&str, u64)> = DropReason6::ALL.iter().map(|r| (r.name(), load(&c6.drops[r.index()]))).collect();
+        drops.push(("SendError", load(&c6.send_errors)));
+        drops.sort_unstable();
+        family(e, "pserv_dhcp6_dropped", "DHCPv6 packets dropped, by reason", Counter, "reason", &drops)?;
+        histogram(e, "pserv_dhcp6_reply_seconds", "Time from a DHCPv6 request's arrival to its reply leaving, the wait for the log included", &c6.reply_seconds)
     }
 }

@@ -83,7 +83,15 @@ pub fn resolve<'t>(
                         .and_then(|p| leases.address_of(p.mac()))
                 });
                 let a = v4.map(Data::A);
-                let aaaa = node.ipv6().map(Data::Aaaa);
+                let aaaa = node
+                    .ipv6()
+                    .or_else(|| {
+                        // Likewise its live DHCPv6 lease.
+                        node.primary()
+                            .filter(|p| p.ipv6().is_none())
+                            .and_then(|p| leases.address6_of(p.mac()))
+                    })
+                    .map(Data::Aaaa);
                 return exists(match qtype {
                     RecordType::A => a.map(|a| (a, None)),
                     RecordType::AAAA => aaaa.map(|a| (a, None)),
@@ -99,12 +107,20 @@ pub fn resolve<'t>(
             // A dynamic client's own name, where its subnet publishes them; a node's name
             // always wins (checked above).
             let lower = String::from_utf8_lossy(text).to_ascii_lowercase();
-            match leases.dns_address(table, &lower) {
-                Some(ip) => exists(
-                    matches!(qtype, RecordType::A | RecordType::ANY).then_some((Data::A(ip), None)),
-                ),
-                None => Resolution::NxDomain(zone),
+            let a = leases.dns_address(table, &lower).map(Data::A);
+            let aaaa = leases.dns_address6(table, &lower).map(Data::Aaaa);
+            if a.is_none() && aaaa.is_none() {
+                return Resolution::NxDomain(zone);
             }
+            exists(match qtype {
+                RecordType::A => a.map(|a| (a, None)),
+                RecordType::AAAA => aaaa.map(|a| (a, None)),
+                RecordType::ANY => match (a, aaaa) {
+                    (Some(a), aaaa) => Some((a, aaaa)),
+                    (None, aaaa) => aaaa.map(|a| (a, None)),
+                },
+                _ => None,
+            })
         }
         ZoneKind::Reverse4 { .. } => match parse_v4(labels) {
             Reverse::Full(ip) => {
@@ -119,7 +135,10 @@ pub fn resolve<'t>(
         },
         ZoneKind::Reverse6 { .. } => match parse_v6(labels) {
             Reverse::Full(ip) => {
-                let target = table.by_ipv6(ip).map(|i| Cow::Borrowed(i.node().fqdn()));
+                let target = table
+                    .by_ipv6(ip)
+                    .map(|i| Cow::Borrowed(i.node().fqdn()))
+                    .or_else(|| leases.dns_name6(table, ip).map(Cow::Owned));
                 ptr(zone, qtype, target)
             }
             Reverse::Partial => Resolution::NoData(zone),
@@ -456,6 +475,79 @@ mod tests {
         assert_eq!(
             q("aaa.maas.", RecordType::A).answers[0].data,
             RData::A(A(Ipv4Addr::new(10, 20, 0, 10)))
+        );
+    }
+
+    #[test]
+    fn dhcpv6_leases_answer_aaaa_and_ip6_ptr_by_the_same_rule() {
+        use pserv_core::lease::{Duid, Key6, Leases};
+        let json = br#"{"generation": 1, "subnets": [
+            {"cidr": "fd00:6::/64", "domain": "lab", "dynamic_dns": true,
+             "dynamic": [{"start": "fd00:6::100", "end": "fd00:6::1ff"}]}],
+          "nodes": [{"id": "n", "hostname": "node", "domain": "lab",
+             "interfaces": [{"mac": "02:00:00:00:00:01"}]}]}"#;
+        let t = Table::compile(&Snapshot::from_json(json).unwrap(), None).unwrap();
+        let z = Zones::new(&t);
+        let s = &t.subnets6()[0];
+        let mut l = Leases::new();
+        let key = |n: u8| Key6 {
+            duid: Duid::new(&[0, 3, 0, 1, 2, 0, 0, 0, 0, n]).unwrap(),
+            iaid: 0,
+        };
+        let ip = |x: &str| x.parse::<std::net::Ipv6Addr>().unwrap();
+        // The node (no reservation) and an unknown client calling itself "phone".
+        l.v6_mut()
+            .commit(
+                &t,
+                s,
+                &key(1),
+                key(1).duid.mac(),
+                ip("fd00:6::101"),
+                None,
+                1,
+            )
+            .unwrap();
+        l.v6_mut()
+            .commit(
+                &t,
+                s,
+                &key(2),
+                key(2).duid.mac(),
+                ip("fd00:6::102"),
+                Some("phone"),
+                1,
+            )
+            .unwrap();
+        let board = LeaseBoard::new();
+        l.publish(&board);
+        let q = |n: &str, ty| answer(&t, &z, &board, &Name::from_ascii(n).unwrap(), ty);
+        assert_eq!(
+            q("node.lab.", RecordType::AAAA).answers[0].data,
+            RData::AAAA(AAAA(ip("fd00:6::101")))
+        );
+        assert_eq!(
+            q("phone.lab.", RecordType::AAAA).answers[0].data,
+            RData::AAAA(AAAA(ip("fd00:6::102")))
+        );
+        let a = q("phone.lab.", RecordType::A);
+        assert_eq!((a.rcode, a.answers.len()), (ResponseCode::NoError, 0));
+        let rev = |x: &str| {
+            let hex: String = ip(x).octets().iter().map(|b| format!("{b:02x}")).collect();
+            let mut labels: Vec<String> = hex.chars().rev().map(String::from).collect();
+            labels.push("ip6.arpa.".to_owned());
+            labels.join(".")
+        };
+        for (addr, name) in [("fd00:6::101", "node.lab."), ("fd00:6::102", "phone.lab.")] {
+            let p = q(&rev(addr), RecordType::PTR);
+            assert_eq!(
+                p.answers[0].data,
+                RData::PTR(PTR(Name::from_ascii(name).unwrap())),
+                "{addr}"
+            );
+        }
+        assert_eq!(
+            q("gone.lab.", RecordType::AAAA).rcode,
+            ResponseCode::NXDomain
         );
     }
 }

@@ -6,7 +6,7 @@
 //! they are reported per datagram and the next call goes on.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::errno::Errno;
@@ -57,10 +57,24 @@ pub fn bind_tokio(addr: SocketAddr, options: &Options) -> std::io::Result<tokio:
     tokio::net::UdpSocket::from_std(sock)
 }
 
-/// Turns on IPv4 `IP_PKTINFO`: each datagram then says which interface it came in on and which
-/// local address it was sent to ([`PacketInfo`]).
+/// Turns on `IP_PKTINFO` (IPv4) or `IPV6_RECVPKTINFO` (IPv6, by the socket's family): each
+/// datagram then says which interface it came in on and which local address it was sent to
+/// ([`PacketInfo`]).
 pub fn enable_packet_info(sock: &impl AsFd) -> std::io::Result<()> {
-    setsockopt(sock, sockopt::Ipv4PacketInfo, &true).map_err(std::io::Error::from)
+    let v6 = nix::sys::socket::getsockname::<SockaddrStorage>(sock.as_fd().as_raw_fd())
+        .map(|a| a.as_sockaddr_in6().is_some())
+        .unwrap_or(false);
+    if v6 {
+        setsockopt(sock, sockopt::Ipv6RecvPacketInfo, &true).map_err(std::io::Error::from)
+    } else {
+        setsockopt(sock, sockopt::Ipv4PacketInfo, &true).map_err(std::io::Error::from)
+    }
+}
+
+/// Joins the DHCPv6 servers' group, `ff02::1:2` (RFC 8415 §7.1), on interface `ifindex`.
+pub fn join_dhcp6_group(sock: &UdpSocket, ifindex: u32) -> std::io::Result<()> {
+    socket2::SockRef::from(sock)
+        .join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), ifindex)
 }
 
 /// Raises both socket buffers to `size`: past `net.core.rmem_max` where allowed (root: the
@@ -75,14 +89,17 @@ pub fn grow_buffers(sock: &impl AsFd, size: usize) {
     }
 }
 
-/// Where an IPv4 datagram arrived (`IP_PKTINFO`).
+/// Where a datagram arrived (`IP_PKTINFO`, `IPV6_PKTINFO`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketInfo {
     /// The interface it came in on.
     pub ifindex: u32,
-    /// The local address it was sent to (`ipi_spec_dst`): for a broadcast, the interface's
-    /// address a reply should come from.
+    /// IPv4: the local address it was sent to (`ipi_spec_dst`): for a broadcast, the
+    /// interface's address a reply should come from. Unspecified for IPv6.
     pub local: Ipv4Addr,
+    /// IPv6: the address it was sent to (a multicast group, or one of ours). Unspecified for
+    /// IPv4.
+    pub local6: Ipv6Addr,
 }
 
 /// Reads the `IP_PKTINFO` control message out of a received message's control messages.
@@ -91,6 +108,12 @@ pub fn packet_info(cmsgs: impl Iterator<Item = ControlMessageOwned>) -> Option<P
         ControlMessageOwned::Ipv4PacketInfo(i) => Some(PacketInfo {
             ifindex: u32::try_from(i.ipi_ifindex).unwrap_or(0),
             local: Ipv4Addr::from(u32::from_be(i.ipi_spec_dst.s_addr)),
+            local6: Ipv6Addr::UNSPECIFIED,
+        }),
+        ControlMessageOwned::Ipv6PacketInfo(i) => Some(PacketInfo {
+            ifindex: i.ipi6_ifindex,
+            local: Ipv4Addr::UNSPECIFIED,
+            local6: Ipv6Addr::from(i.ipi6_addr.s6_addr),
         }),
         _ => None,
     })
@@ -152,7 +175,8 @@ impl<const N: usize> RecvBatch<N> {
         Self {
             bufs: vec![0; N * size],
             size,
-            headers: MultiHeaders::preallocate(N, Some(nix::cmsg_space!(nix::libc::in_pktinfo))),
+            // Room for either family's packet info (in6_pktinfo is the larger).
+            headers: MultiHeaders::preallocate(N, Some(nix::cmsg_space!(nix::libc::in6_pktinfo))),
             got: Vec::with_capacity(N),
         }
     }

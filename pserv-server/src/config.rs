@@ -40,6 +40,8 @@ macro_rules! bail {
 pub const DEFAULT_DNS: &str = "127.0.0.1:5353";
 /// Default DHCP address: loopback, an unprivileged port (replies go back to the sender).
 pub const DEFAULT_DHCP: &str = "127.0.0.1:6767";
+/// The default DHCPv6 address: loopback, an unprivileged port (on a network: `[::]:547`).
+pub const DEFAULT_DHCP6: &str = "[::1]:6547";
 /// Default control API address: loopback only.
 pub const DEFAULT_CONTROL: &str = "127.0.0.1:5380";
 /// Default TFTP address (served only with a boot directory): loopback, an unprivileged port.
@@ -75,6 +77,11 @@ pub struct File {
     pub dhcp_listen: Option<SocketAddr>,
     /// Serve DHCP on this interface only.
     pub dhcp_interface: Option<String>,
+    /// DHCPv6 address (`[::]:547` on a provisioning network); `"off"` is not an address: leave
+    /// it out and set `dhcp6 = false` to turn DHCPv6 off.
+    pub dhcp6_listen: Option<SocketAddr>,
+    /// Whether DHCPv6 runs (default: yes).
+    pub dhcp6: Option<bool>,
     /// The PXE boot server (UDP 4011) for proxyDHCP subnets.
     pub pxe_listen: Option<SocketAddr>,
     /// Ignore RFC 3527 link selection from every relay (Kea's
@@ -188,6 +195,11 @@ pub struct Config {
     pub dhcp_listen: SocketAddr,
     /// DHCP interface.
     pub dhcp_interface: Option<String>,
+    /// DHCPv6 address; `None`: DHCPv6 off.
+    pub dhcp6_listen: Option<SocketAddr>,
+    /// Whether `dhcp6_listen` is the default (a default that cannot bind, on a host without
+    /// IPv6, is skipped with a warning; a configured one fails the start).
+    pub dhcp6_default: bool,
     /// The PXE boot server's address (proxyDHCP, UDP 4011); `None`: not run.
     pub pxe_listen: Option<SocketAddr>,
     /// RFC 3527 link selection ignored from every relay.
@@ -242,6 +254,13 @@ pub struct Overrides {
     /// Serve DHCP on this interface only (SO_BINDTODEVICE; needs root or CAP_NET_RAW).
     #[arg(long)]
     pub dhcp_interface: Option<String>,
+    /// DHCPv6 address [default: [::1]:6547; on a network: [::]:547, joining ff02::1:2 on the
+    /// DHCP interface, or on every interface].
+    #[arg(long)]
+    pub dhcp6_listen: Option<SocketAddr>,
+    /// Do not run DHCPv6.
+    #[arg(long, conflicts_with = "dhcp6_listen")]
+    pub no_dhcp6: bool,
     /// The PXE boot server for proxyDHCP subnets, UDP [default: the DHCP address's IP, port
     /// 4011, when DHCP is on port 67; else none].
     #[arg(long)]
@@ -312,6 +331,19 @@ impl Config {
                 .or(file.dhcp_listen)
                 .unwrap_or_else(|| parse(DEFAULT_DHCP)),
             dhcp_interface: flags.dhcp_interface.or(file.dhcp_interface),
+            dhcp6_listen: if flags.no_dhcp6
+                || (flags.dhcp6_listen.is_none() && file.dhcp6 == Some(false))
+            {
+                None
+            } else {
+                Some(
+                    flags
+                        .dhcp6_listen
+                        .or(file.dhcp6_listen)
+                        .unwrap_or_else(|| parse(DEFAULT_DHCP6)),
+                )
+            },
+            dhcp6_default: flags.dhcp6_listen.is_none() && file.dhcp6_listen.is_none(),
             dhcp_ignore_link_selection: flags.dhcp_ignore_link_selection
                 || file.dhcp_ignore_link_selection.unwrap_or(false),
             pxe_listen: flags.pxe_listen.or(file.pxe_listen).or_else(|| {

@@ -261,6 +261,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
         "interfaces": t.interface_count(),
         "subnets": t.subnets().len(),
         "leases": {"bound": counts.bound, "offered": counts.offered},
+        "leases6": {"bound": app.leases.counts6().bound, "offered": app.leases.counts6().offered},
         "journal_error": journal_error,
         "cluster": cluster,
         "uptime_seconds": app.started.elapsed().as_secs(),
@@ -307,25 +308,52 @@ async fn leases(
         return lease_page(&app, q);
     }
     let table = app.publisher.store.load_full();
-    let leases = app.leases.leases();
-    let dynamic = leases.iter().map(|l| {
-        let mut v = json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
-               "hostname": l.hostname, "reserved": false});
-        if let Some(id) = &l.client_id {
-            v["client_id"] = json!(id);
-        }
+    let dynamic = dynamic_leases(&app).into_iter().map(|(_, mut v, _)| {
+        v["reserved"] = json!(false);
         v
     });
-    let reserved = table.interfaces().filter_map(|i| {
-        let ip = i.ipv4()?;
+    let reserved = table.interfaces().flat_map(|i| {
         let node = i.node();
-        Some(
+        let row = |ip: std::net::IpAddr| {
             json!({"mac": i.mac(), "ip": ip, "state": "reserved", "hostname": node.fqdn(),
-                    "node": node.id(), "reserved": true}),
-        )
+                    "node": node.id(), "reserved": true})
+        };
+        [
+            i.ipv4().map(|a| row(a.into())),
+            i.ipv6().map(|a| row(a.into())),
+        ]
+        .into_iter()
+        .flatten()
     });
     let all: Vec<Value> = dynamic.chain(reserved).collect();
     axum::Json(Value::Array(all)).into_response()
+}
+
+/// Every dynamic lease of both families as its JSON row (DHCPv6 ones with their DUID and IAID,
+/// and their MAC where one is known), with its address and the text a search looks in.
+fn dynamic_leases(app: &App) -> Vec<(std::net::IpAddr, Value, String)> {
+    let v4 = app.leases.leases().into_iter().map(|l| {
+        let mut v = json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
+               "hostname": l.hostname});
+        if let Some(id) = &l.client_id {
+            v["client_id"] = json!(id);
+        }
+        let text = format!("{} {} {}", l.mac, l.ip, l.hostname.as_deref().unwrap_or(""));
+        (std::net::IpAddr::from(l.ip), v, text)
+    });
+    let v6 = app.leases.leases6().into_iter().map(|l| {
+        let v = json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
+               "hostname": l.hostname, "duid": l.duid, "iaid": l.iaid});
+        let mac = l.mac.map(|m| m.to_string()).unwrap_or_default();
+        let text = format!(
+            "{mac} {} {} {}",
+            l.ip,
+            l.hostname.as_deref().unwrap_or(""),
+            l.duid
+        );
+        (std::net::IpAddr::from(l.ip), v, text)
+    });
+    v4.chain(v6).collect()
 }
 
 /// One page of the dynamic leases that match `q`, ordered by address, with how many match.
@@ -334,24 +362,23 @@ fn lease_page(app: &App, q: LeasesQuery) -> Response {
     let page = q.page.unwrap_or(0);
     let needle = q.query.unwrap_or_default().trim().to_ascii_lowercase();
     let needle_mac = needle.replace('-', ":");
-    let mut leases = app.leases.leases();
-    leases.retain(|l| {
-        needle.is_empty()
-            || l.mac.to_string().contains(&needle_mac)
-            || l.ip.to_string().contains(&needle)
-            || l.hostname
-                .as_deref()
-                .is_some_and(|h| h.to_ascii_lowercase().contains(&needle))
+    let mut leases = dynamic_leases(app);
+    leases.retain(|(_, _, text)| {
+        let text = text.to_ascii_lowercase();
+        needle.is_empty() || text.contains(&needle) || text.contains(&needle_mac)
     });
-    leases.sort_unstable_by_key(|l| l.ip);
+    leases.sort_unstable_by_key(|(ip, _, _)| *ip);
     let total = leases.len();
     let shown: Vec<Value> = leases
-        .iter()
+        .into_iter()
         .skip(page.saturating_mul(per_page))
         .take(per_page)
-        .map(|l| {
-            json!({"mac": l.mac, "ip": l.ip, "state": l.state, "expires": l.expires,
-                   "hostname": l.hostname})
+        .map(|(_, mut v, _)| {
+            // The page's rows name no identifiers (as before); DHCPv6 ones keep their DUID.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("client_id");
+            }
+            v
         })
         .collect();
     axum::Json(json!({"total": total, "page": page, "per_page": per_page, "leases": shown}))

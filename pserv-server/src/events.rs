@@ -53,6 +53,8 @@ pub(crate) enum Event {
     Proxy(pserv_dhcp::proxy::ProxyAnswer),
     /// A netbooting machine's ACK: its address and boot file, the first step of a boot.
     Dhcp(pserv_dhcp::server::Netboot),
+    /// The same for a machine netbooting over IPv6 (its DHCPv6 REPLY).
+    Dhcp6(pserv_dhcp::v6::Netboot6),
 }
 
 /// The snapshot event's body.
@@ -103,7 +105,7 @@ impl Event {
             Self::Progress(_) => "progress",
             Self::Log(_) => "log",
             Self::Proxy(_) => "proxy",
-            Self::Dhcp(_) => "dhcp",
+            Self::Dhcp(_) | Self::Dhcp6(_) => "dhcp",
         }
     }
 
@@ -131,6 +133,7 @@ impl Event {
             }
             Self::Proxy(a) => a.node.as_ref().map_or(0, String::len) + a.file.len(),
             Self::Dhcp(n) => n.node.as_ref().map_or(0, String::len) + n.file.len(),
+            Self::Dhcp6(n) => n.node.as_ref().map_or(0, String::len) + n.file.len(),
         };
         // The shared pointer's two counts, and the buffer's slot.
         size_of::<Self>() + 2 * size_of::<usize>() + 16 + strings

@@ -101,6 +101,8 @@ pub struct Handle {
     pub dns: Vec<SocketAddr>,
     /// The DHCP address.
     pub dhcp: SocketAddr,
+    /// The DHCPv6 address, when DHCPv6 runs.
+    pub dhcp6: Option<SocketAddr>,
     /// The control API address.
     pub control: SocketAddr,
     /// The TFTP address, when a boot directory is served.
@@ -236,10 +238,25 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     let dhcp_server = pserv_dhcp::Server::new()
         .with_boot_chain(chain)
         .with_ignore_link_selection(config.dhcp_ignore_link_selection);
+    let dhcp6 = match bound.dhcp6 {
+        Some(sock) => Some(pserv_dhcp::io::Setup6 {
+            sock,
+            server: pserv_dhcp::v6::Server6::new(server_duid(config.state_dir.as_deref())?)
+                .with_boot_chain(chain),
+            on_netboot: {
+                let events = shared.events.clone();
+                Arc::new(move |n: &pserv_dhcp::v6::Netboot6| {
+                    events.emit(|| Event::Dhcp6(n.clone()));
+                })
+            },
+        }),
+        None => None,
+    };
     let mut services = vec![
         start_dns(bound.dns, &shared, &config, &shutdown)?,
         start_dhcp(
             bound.dhcp,
+            dhcp6,
             (leases_recovered, log),
             dhcp_server,
             &shared,
@@ -272,7 +289,11 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
             .map(|s| s.addrs.clone())
             .unwrap_or_default()
     };
-    let (dns, dhcp) = (addrs("DNS"), addrs("DHCP")[0]);
+    let (dns, dhcp, dhcp6) = (
+        addrs("DNS"),
+        addrs("DHCP")[0],
+        addrs("DHCP").get(1).copied(),
+    );
     let (tftp, boot_http) = (
         addrs("TFTP").first().copied(),
         addrs("HTTP boot").first().copied(),
@@ -306,6 +327,7 @@ pub async fn serve(config: Config) -> Result<Handle, Error> {
     Ok(Handle {
         dns,
         dhcp,
+        dhcp6,
         control,
         tftp,
         boot_http,
@@ -329,6 +351,8 @@ struct Shared {
 struct Bound {
     dns: pserv_dns::server::Sockets,
     dhcp: (std::net::UdpSocket, pserv_dhcp::io::Config),
+    /// The DHCPv6 socket, when it runs.
+    dhcp6: Option<std::net::UdpSocket>,
     /// The PXE boot server's (proxyDHCP), when configured.
     pxe: Option<std::net::UdpSocket>,
     control: tokio::net::TcpListener,
@@ -375,6 +399,25 @@ impl Bound {
         };
         let dhcp = pserv_dhcp::io::bind(&dhcp_config)
             .map_err(bind("DHCP", config.dhcp_listen.to_string()))?;
+        let dhcp6 = match config.dhcp6_listen {
+            None => None,
+            Some(listen) => {
+                let c = pserv_dhcp::io::Config6 {
+                    listen,
+                    interface: config.dhcp_interface.clone(),
+                };
+                match pserv_dhcp::io::bind6(&c) {
+                    Ok(sock) => Some(sock),
+                    // The default (loopback) where it cannot bind, as on a host without
+                    // IPv6: DHCPv4 alone, said once. A configured address fails the start.
+                    Err(e) if config.dhcp6_default => {
+                        tracing::warn!(address = %listen, error = %e, "DHCPv6 not served");
+                        None
+                    }
+                    Err(e) => return Err(bind("DHCPv6", listen.to_string())(e)),
+                }
+            }
+        };
         let pxe = match config.pxe_listen {
             Some(addr) => Some(
                 pserv_dhcp::boot_server::bind(addr)
@@ -424,12 +467,62 @@ impl Bound {
         Ok(Self {
             dns,
             dhcp: (dhcp, dhcp_config),
+            dhcp6,
             pxe,
             control,
             control_addr,
             boot,
             syslog,
         })
+    }
+}
+
+/// The DHCPv6 server's DUID, the same across restarts (RFC 8415 §11: clients renew with the
+/// server they were given): a DUID-UUID (type 4) made once, kept as `server.duid` in the
+/// state directory. Without a state directory, a new one each run.
+fn server_duid(state_dir: Option<&std::path::Path>) -> Result<pserv_core::lease::Duid, Error> {
+    use std::io::Read;
+    let err = |path: &std::path::Path| {
+        let path = path.to_owned();
+        move |source| Error::Journal { path, source }
+    };
+    let fresh = || -> std::io::Result<pserv_core::lease::Duid> {
+        let mut b = [0u8; 18];
+        b[1] = 4;
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut b[2..])?;
+        pserv_core::lease::Duid::new(&b).ok_or_else(|| std::io::Error::other("a DUID"))
+    };
+    let Some(dir) = state_dir else {
+        return fresh().map_err(err(std::path::Path::new("/dev/urandom")));
+    };
+    let path = dir.join("server.duid");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let bytes: Option<Vec<u8>> = text
+                .trim()
+                .split(':')
+                .map(|h| u8::from_str_radix(h, 16).ok())
+                .collect();
+            bytes
+                .as_deref()
+                .and_then(pserv_core::lease::Duid::new)
+                .ok_or_else(|| {
+                    err(&path)(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "not a DUID in colon-separated hex",
+                    ))
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let duid = fresh().map_err(err(&path))?;
+            std::fs::create_dir_all(dir).map_err(err(&path))?;
+            let tmp = dir.join("server.duid.new");
+            std::fs::write(&tmp, format!("{duid}\n")).map_err(err(&path))?;
+            std::fs::rename(&tmp, &path).map_err(err(&path))?;
+            tracing::info!(path = %path.display(), duid = %duid, "DHCPv6 server DUID made");
+            Ok(duid)
+        }
+        Err(e) => Err(err(&path)(e)),
     }
 }
 
@@ -457,6 +550,7 @@ fn proxy_events(shared: &Shared) -> pserv_dhcp::proxy::OnProxy {
 
 fn start_dhcp(
     (sock, config): (std::net::UdpSocket, pserv_dhcp::io::Config),
+    v6: Option<pserv_dhcp::io::Setup6>,
     (leases, log): (Leases, Box<dyn LeaseLog>),
     server: pserv_dhcp::Server,
     shared: &Shared,
@@ -476,6 +570,7 @@ fn start_dhcp(
             let events = shared.events.clone();
             Arc::new(move |n: &pserv_dhcp::server::Netboot| events.emit(|| Event::Dhcp(n.clone())))
         },
+        v6,
     };
     pserv_dhcp::io::start(sock, setup, shutdown.clone()).map_err(start_error("DHCP"))
 }
