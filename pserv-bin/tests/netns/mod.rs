@@ -106,6 +106,11 @@ pub(crate) struct Pserv {
 
 impl Pserv {
     pub(crate) fn start(net: &Net, snap: &Path, state: &Path) -> Self {
+        Self::start_with(net, snap, state, &[])
+    }
+
+    /// The same with `extra` flags.
+    pub(crate) fn start_with(net: &Net, snap: &Path, state: &Path, extra: &[&str]) -> Self {
         let mut process = Process::spawn(
             net.srv
                 .exec(PSERV)
@@ -115,6 +120,7 @@ impl Pserv {
                 .args(["--dns-listen", &format!("{}.0.1:53", net.prefix)])
                 .args(["--control-listen", "127.0.0.1:0"])
                 .args(["--state-dir", state.to_str().unwrap()])
+                .args(extra)
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit()),
