@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
     let meta = Meta6 {
         source: "fe80::1".parse().expect("addr"),
         server: Some("2001:db8:1::2".parse().expect("addr")),
+        multicast: true,
     };
     let Outcome6::Reply(r) = server.handle(t, &mut leases, NOW, &meta, data) else {
         return;

@@ -32,7 +32,12 @@ use parking_lot::{Condvar, Mutex};
 use crate::MacAddr;
 use crate::lease::{Change, ClientId, Duid, Leases};
 
-const MAGIC: &[u8; 8] = b"PSRVJL01";
+/// Journals are written with this; one that may hold DHCPv6 records (tags 10-12) must not be
+/// opened by a binary that does not know them (it would take the first one for a torn tail and
+/// compact away everything after it), so they have their own magic.
+const MAGIC: &[u8; 8] = b"PSRVJL02";
+/// Journals of the binaries before DHCPv6: read, and rewritten with [`MAGIC`] when compacted.
+const MAGIC_V1: &[u8; 8] = b"PSRVJL01";
 const TAG_BOUND: u8 = 1;
 const TAG_RELEASED: u8 = 2;
 const TAG_DECLINED: u8 = 3;
@@ -842,7 +847,7 @@ fn read_records(f: File) -> io::Result<(Vec<Change>, u64)> {
         return Ok((Vec::new(), total));
     }
     r.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_V1 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a pserv lease journal (bad magic); refusing to overwrite it",
@@ -954,6 +959,19 @@ mod tests {
                 buf.len() - 8
             );
         }
+    }
+
+    #[test]
+    fn journals_of_the_binaries_before_dhcpv6_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.journal");
+        let mut buf = MAGIC_V1.to_vec();
+        encode(&bound(1, Some("a")), &mut buf);
+        std::fs::write(&path, &buf).unwrap();
+        let (changes, damaged) = read_records(File::open(&path).unwrap()).unwrap();
+        assert_eq!((changes, damaged), (vec![bound(1, Some("a"))], 0));
+        std::fs::write(&path, b"PSRVJL99").unwrap();
+        assert!(read_records(File::open(&path).unwrap()).is_err());
     }
 
     #[test]

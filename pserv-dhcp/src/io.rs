@@ -686,6 +686,7 @@ impl Loop {
             std::net::IpAddr::V6(ip) if !ip.is_unspecified() => Some(ip),
             _ => None,
         });
+        let on_547 = v6.sock.local_addr().is_ok_and(|a| a.port() == SERVER_PORT6);
         let mut decided = Vec::with_capacity(got);
         for d in v6.batch.datagrams() {
             let SocketAddr::V6(from) = d.from else {
@@ -705,6 +706,9 @@ impl Loop {
             let meta = Meta6 {
                 source: *from.ip(),
                 server,
+                // Off port 547 (tests, unprivileged runs) clients unicast to the socket: taken
+                // as multicast, as DHCPv4 answers the sender there.
+                multicast: !on_547 || d.info.is_none_or(|i| i.local6.is_multicast()),
             };
             let outcome = v6.server.handle(
                 &table,
@@ -721,22 +725,16 @@ impl Loop {
         for (outcome, from) in decided {
             match outcome {
                 Outcome6::Reply(r) => {
-                    let mut out = Some(Out::V6(Outgoing6 {
+                    let out = Some(Out::V6(Outgoing6 {
                         arrived: now.mono,
                         bytes: r.bytes,
                         to: from,
                         kind: r.kind,
                         netboot: r.netboot,
                     }));
-                    let n = r.changes.len();
-                    if n == 0 {
-                        self.owner.handle_decision(None, out.take());
-                    }
-                    // The reply leaves with its last change (changes settle in order).
-                    for (i, c) in r.changes.into_iter().enumerate() {
-                        let reply = if i + 1 == n { out.take() } else { None };
-                        self.owner.handle_decision(Some(c), reply);
-                    }
+                    // The reply leaves once every IA's change is durable, never if the log
+                    // refused one of them.
+                    self.owner.handle_decisions(r.changes, out);
                 }
                 Outcome6::Drop(reason) => {
                     if let Some(v6) = &self.v6 {

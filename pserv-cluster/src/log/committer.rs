@@ -241,7 +241,8 @@ fn commit_groups(
                 let produced = groups
                     .iter()
                     .map(|g| {
-                        let released = matches!(g.change, Change::Released { .. });
+                        let released =
+                            matches!(g.change, Change::Released { .. } | Change::Released6 { .. });
                         let now = if released {
                             KeyRevision::Absent
                         } else {

@@ -92,6 +92,9 @@ struct Held<R> {
     seq: Seq,
     change: Change,
     reply: Option<R>,
+    /// One of a group's changes before its last ([`Owner::handle_decisions`]): the group's
+    /// reply, held by the last, leaves only if this one is accepted too.
+    grouped: bool,
 }
 
 /// The owner of the dynamic leases. See the module docs.
@@ -111,6 +114,8 @@ pub struct Owner<R> {
     /// Scratch for the log's refusals and remote changes.
     scratch_seqs: Vec<Seq>,
     scratch_changes: Vec<Change>,
+    /// A change of the group being settled was refused: the group's reply is dropped.
+    group_failed: bool,
 }
 
 impl<R> std::fmt::Debug for Owner<R> {
@@ -145,6 +150,7 @@ impl<R> Owner<R> {
             counters: Arc::default(),
             scratch_seqs: Vec::new(),
             scratch_changes: Vec::new(),
+            group_failed: false,
         }
     }
 
@@ -200,10 +206,42 @@ impl<R> Owner<R> {
             return;
         };
         match self.log.append(&change) {
-            Ok(seq) => self.pending.push_back(Held { seq, change, reply }),
+            Ok(seq) => self.pending.push_back(Held {
+                seq,
+                change,
+                reply,
+                grouped: false,
+            }),
             Err(e) => {
                 tracing::error!(error = %e, change = ?change, "lease change not journaled: no reply");
                 self.counters.journal_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A reply that needs several changes durable (a DHCPv6 REPLY for several IAs): it leaves
+    /// once all of them have settled, and never if the log refused or failed any of them.
+    pub fn handle_decisions(&mut self, changes: Vec<Change>, reply: Option<R>) {
+        let n = changes.len();
+        if n <= 1 {
+            return self.handle_decision(changes.into_iter().next(), reply);
+        }
+        let mut reply = reply;
+        for (i, change) in changes.into_iter().enumerate() {
+            let last = i + 1 == n;
+            match self.log.append(&change) {
+                Ok(seq) => self.pending.push_back(Held {
+                    seq,
+                    change,
+                    reply: if last { reply.take() } else { None },
+                    grouped: !last,
+                }),
+                Err(e) => {
+                    tracing::error!(error = %e, change = ?change, "lease change not journaled: no reply");
+                    self.counters.journal_errors.fetch_add(1, Ordering::Relaxed);
+                    // The rest still goes to the log (their leases are set), without the reply.
+                    reply = None;
+                }
             }
         }
     }
@@ -239,12 +277,21 @@ impl<R> Owner<R> {
         self.publish(now);
         while let Some(held) = self.pending.pop_front_if(|h| h.seq <= settled) {
             while self.refused.pop_front_if(|r| *r < held.seq).is_some() {}
-            if self.refused.pop_front_if(|r| *r == held.seq).is_some() {
+            let refused = self.refused.pop_front_if(|r| *r == held.seq).is_some();
+            // A group's reply leaves only if every change of the group was accepted.
+            let group_failed = std::mem::replace(&mut self.group_failed, held.grouped && refused);
+            let group_failed = group_failed || refused;
+            if held.grouped && group_failed {
+                self.group_failed = true;
+            }
+            if refused {
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             self.events.push_back(LeaseEvent::Changed(held.change));
-            self.ready.extend(held.reply);
+            if !group_failed {
+                self.ready.extend(held.reply);
+            }
         }
     }
 
@@ -474,6 +521,31 @@ mod tests {
         o.handle_settled(now);
         assert_eq!(drain(&mut o), ["a", "c", "e"]);
         assert_eq!(events(&mut o), ["bound", "bound", "bound"]);
+        assert_eq!(o.counters().refused.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_group_reply_leaves_only_if_every_change_of_it_is_accepted() {
+        let (mut o, script, _, now) = setup();
+        o.handle_decisions(vec![bound(1, 2_000), bound(2, 2_000)], Some("a"));
+        o.handle_decisions(vec![bound(3, 2_000), bound(4, 2_000)], Some("b"));
+        o.handle_decisions(vec![bound(5, 2_000)], Some("c"));
+        o.handle_decisions(vec![bound(6, 2_000), bound(7, 2_000)], Some("d"));
+        {
+            // The first group's first change refused, settled apart from its second.
+            let mut s = script.lock();
+            s.refused = vec![1];
+            s.settled = 1;
+        }
+        o.handle_settled(now);
+        assert!(drain(&mut o).is_empty());
+        {
+            let mut s = script.lock();
+            s.refused = vec![7];
+            s.settled = 7;
+        }
+        o.handle_settled(now);
+        assert_eq!(drain(&mut o), ["b", "c"]);
         assert_eq!(o.counters().refused.load(Ordering::Relaxed), 2);
     }
 

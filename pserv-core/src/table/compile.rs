@@ -425,12 +425,12 @@ impl<'s> Compiler<'s> {
                 ),
             });
         }
-        if info.renew_seconds > info.rebind_seconds {
+        if info.renew_seconds > info.rebind_seconds || info.rebind_seconds > info.valid_seconds {
             self.problems.push(Problem::Invalid {
                 at: site("renew_seconds"),
                 message: format!(
-                    "timers must satisfy renew ({}) <= rebind ({})",
-                    info.renew_seconds, info.rebind_seconds
+                    "timers must satisfy renew ({}) <= rebind ({}) <= lease ({})",
+                    info.renew_seconds, info.rebind_seconds, info.valid_seconds
                 ),
             });
         }

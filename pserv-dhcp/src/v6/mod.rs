@@ -51,7 +51,14 @@ pub struct Meta6 {
     /// client that is not relayed, and the host of boot URLs); for a relayed request, the
     /// address the relay sent to.
     pub server: Option<Ipv6Addr>,
+    /// Whether it was sent to a multicast group (ff02::1:2), not to one of our addresses
+    /// (RFC 8415 §16: some messages must come by multicast from a client that is not relayed).
+    pub multicast: bool,
 }
+
+/// IA_NAs of one message given an address at most: the rest are told NoAddrsAvail, so one
+/// datagram cannot take a pool's worth of addresses (or a thread's worth of scanning).
+pub const MAX_IAS: usize = 8;
 
 /// A reply to send (to the datagram's source, from the port it was sent to).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +121,14 @@ pub enum DropReason6 {
     Busy,
     /// A CONFIRM without addresses (RFC 8415 §18.3.3: no reply).
     NothingToConfirm,
+    /// A SOLICIT, CONFIRM, REBIND or INFORMATION-REQUEST sent by unicast from a client that
+    /// is not relayed (RFC 8415 §16: discarded), or an INFORMATION-REQUEST with an IA.
+    Unicast,
 }
 
 impl DropReason6 {
     /// Every reason, in a fixed order (counters are indexed by it).
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Malformed,
         Self::BadOptionLength,
         Self::NotAClientRequest,
@@ -131,6 +141,7 @@ impl DropReason6 {
         Self::ClusterUnavailable,
         Self::Busy,
         Self::NothingToConfirm,
+        Self::Unicast,
     ];
 
     /// This reason's position in [`DropReason6::ALL`].
@@ -153,6 +164,7 @@ impl DropReason6 {
             Self::ClusterUnavailable => "ClusterUnavailable",
             Self::Busy => "Busy",
             Self::NothingToConfirm => "NothingToConfirm",
+            Self::Unicast => "Unicast",
         }
     }
 }
@@ -270,12 +282,35 @@ impl Server6 {
         if !named_ok {
             return Outcome6::Drop(DropReason6::NotForUs);
         }
+        // §16: from a client that is not relayed, these come by multicast only; an
+        // INFORMATION-REQUEST never carries an IA (§16.12).
+        let direct_unicast = relays_empty(&unwrapped.relays) && !meta.multicast;
+        let multicast_only = matches!(
+            req.kind,
+            MessageType::Solicit
+                | MessageType::Confirm
+                | MessageType::Rebind
+                | MessageType::InformationRequest
+        );
+        let has_ia = [OptionCode::IANA, OptionCode::IATA, OptionCode::IAPD]
+            .iter()
+            .any(|c| msg.opts().get(*c).is_some());
+        if direct_unicast && multicast_only || req.kind == MessageType::InformationRequest && has_ia
+        {
+            return Outcome6::Drop(DropReason6::Unicast);
+        }
         // The link: the relay nearest the client's link-address when it is a global one
         // (RFC 8415 §13.1), else the server's own address where the request arrived.
-        let link = match innermost {
-            Some(r) if !r.link.is_unspecified() && !is_link_local(r.link) => Some(r.link),
-            Some(_) => None,
-            None => meta.server,
+        // Lightweight relays (RFC 6221) leave it unspecified: the next relay out names the link.
+        let link = if relays.is_empty() {
+            meta.server
+        } else {
+            relays
+                .iter()
+                .rev()
+                .map(|r| r.link)
+                .find(|l| !l.is_unspecified() && !is_link_local(*l))
+                .or(meta.server)
         };
         let Some(subnet) = link.and_then(|l| table.subnet6_for(l)) else {
             return Outcome6::Drop(DropReason6::NoSubnet);
@@ -313,10 +348,7 @@ impl Server6 {
         if req.kind == MessageType::Solicit && reserved.is_none() && share.busy {
             return Outcome6::Drop(DropReason6::Busy);
         }
-        let server_addr = meta
-            .server
-            .filter(|a| subnet.contains(*a) || innermost.is_some())
-            .or(meta.server);
+        let server_addr = meta.server;
         let x = Exchange6 {
             table,
             subnet,
@@ -327,6 +359,13 @@ impl Server6 {
                 .or_else(|| req.hostname.clone()),
             server_addr,
         };
+        // §18.4: a client that unicasts what it may not (pserv never offers Server Unicast)
+        // is told to use multicast.
+        if direct_unicast {
+            let mut r = self.reply(&req, &x, MessageType::Reply, Vec::new(), Vec::new(), None);
+            r.bytes = append_status(&r.bytes, Status::UseMulticast, "use multicast");
+            return Outcome6::Reply(r);
+        }
         let answered = match req.kind {
             MessageType::InformationRequest => {
                 Some(self.reply(&req, &x, MessageType::Reply, Vec::new(), Vec::new(), None))
@@ -370,12 +409,25 @@ impl Server6 {
         let mut ias = Vec::new();
         let mut first = true;
         let mut given = None;
-        for ia in req.ia_nas() {
+        for (n, ia) in req.ia_nas().enumerate() {
+            if n >= MAX_IAS {
+                ias.push(status_ia(
+                    ia.id,
+                    Status::NoAddrsAvail,
+                    "too many IAs in one message",
+                ));
+                continue;
+            }
             let key = Key6 {
                 duid: duid.clone(),
                 iaid: ia.id,
             };
             let asked: Vec<Ipv6Addr> = ia_addresses(ia);
+            // §18.3.2: a REQUEST naming an address not on this link is told NotOnLink.
+            if req.kind == MessageType::Request && asked.iter().any(|a| !x.subnet.contains(*a)) {
+                ias.push(status_ia(ia.id, Status::NotOnLink, "not on this link"));
+                continue;
+            }
             // A node's reservation goes to its first IA; its other IAs, and every IA of
             // other clients, get dynamic addresses.
             let reserved = x.reserved.filter(|_| first);
@@ -395,9 +447,11 @@ impl Server6 {
                                     .is_ok()
                             })
                         }),
-                        _ => asked
-                            .iter()
-                            .copied()
+                        // §18.3.2: an IA with a binding keeps it; else what it asks for, else
+                        // what was advertised to it.
+                        _ => current
+                            .into_iter()
+                            .chain(asked.iter().copied())
                             .chain(leases.v6().lease(&key).map(|l| l.ip))
                             .find(|ip| {
                                 leases
@@ -471,7 +525,7 @@ impl Server6 {
         };
         let mut changes = Vec::new();
         let mut ias = Vec::new();
-        for ia in req.ia_nas() {
+        for ia in req.ia_nas().take(MAX_IAS) {
             let key = Key6 {
                 duid: duid.clone(),
                 iaid: ia.id,
@@ -545,8 +599,13 @@ impl Server6 {
         for ia in ias {
             o.insert(DhcpOption::IANA(ia));
         }
-        // IA_TA and IA_PD: none here (RFC 8415 §18.3.9 / 21.21: a status in the IA).
-        for opt in req.msg.opts().iter() {
+        // IA_TA and IA_PD: none here (RFC 8415 §18.3.9 / 21.21: a status in the IA), in
+        // answer to the messages that ask for addresses.
+        let assigns = matches!(
+            req.kind,
+            MessageType::Solicit | MessageType::Request | MessageType::Renew | MessageType::Rebind
+        );
+        for opt in req.msg.opts().iter().filter(|_| assigns) {
             match opt {
                 DhcpOption::IATA(ta) => o.insert(DhcpOption::IATA(dhcproto::v6::IATA {
                     id: ta.id,
@@ -605,7 +664,7 @@ impl Server6 {
         for extra in &x.subnet.options {
             wire::put_option(&mut bytes, extra.code, &extra.data);
         }
-        let netboot = match (&boot, given.or(x.reserved)) {
+        let netboot = match (&boot, given) {
             (Some((url, http)), Some(ip)) if kind == MessageType::Reply => {
                 Some(Box::new(Netboot6 {
                     mac: req.mac,
@@ -751,11 +810,11 @@ impl<'m> Request6<'m> {
             Some(DhcpOption::ClientId(id)) => Duid::new(id),
             _ => None,
         };
-        let mac = duid
-            .as_ref()
-            .and_then(Duid::mac)
-            .or(relay_lladdr)
-            .or_else(|| eui64_mac(peer));
+        // The wire's word first (a DUID is per device and cloned images share one): the
+        // relay's option 79, the EUI-64 link-local address, then the DUID's MAC.
+        let mac = relay_lladdr
+            .or_else(|| eui64_mac(peer))
+            .or_else(|| duid.as_ref().and_then(Duid::mac));
         let hostname = o.iter().find_map(|opt| match opt {
             DhcpOption::Unknown(u) if u16::from(u.code()) == OPT_FQDN => fqdn_label(u.data()),
             _ => None,
@@ -843,6 +902,10 @@ fn append_status(bytes: &[u8], status: Status, msg: &str) -> Vec<u8> {
     let mut body = u16::from(status).to_be_bytes().to_vec();
     body.extend_from_slice(msg.as_bytes());
     append_option(bytes, 13, &body)
+}
+
+fn relays_empty(relays: &[wire::Relay]) -> bool {
+    relays.is_empty()
 }
 
 fn is_link_local(a: Ipv6Addr) -> bool {

@@ -43,6 +43,7 @@ fn direct() -> Meta6 {
     Meta6 {
         source: "fe80::1".parse().unwrap(),
         server: Some(SERVER.parse().unwrap()),
+        multicast: true,
     }
 }
 
@@ -434,6 +435,7 @@ fn s16_server_identifier_and_client_identifier_rules() {
     let elsewhere = Meta6 {
         source: "fe80::1".parse().unwrap(),
         server: Some("2001:db8:99::1".parse().unwrap()),
+        multicast: true,
     };
     let m = msg(MessageType::Solicit, &duid(9), vec![ia(1, &[])]);
     assert_eq!(
@@ -460,6 +462,7 @@ fn s13_1_relayed_requests_pick_the_relays_link_and_nodes_are_found_by_mac() {
     let from_relay = Meta6 {
         source: "2001:db8:2::1".parse().unwrap(),
         server: Some(SERVER.parse().unwrap()),
+        multicast: true,
     };
     // node2's MAC from the relay's option 79 (its DUID is a DUID-EN, with no MAC in it).
     let en = [0u8, 2, 0, 0, 0, 9, 0xde, 0xad, 0xbe, 0xef];
@@ -501,6 +504,7 @@ fn s13_1_relayed_requests_pick_the_relays_link_and_nodes_are_found_by_mac() {
     let eui = Meta6 {
         source: "fe80::5054:ff:fe00:1".parse().unwrap(),
         server: Some(SERVER.parse().unwrap()),
+        multicast: true,
     };
     let (r, rep) = reply(s.handle(
         &t,
@@ -645,4 +649,105 @@ fn vendor_options_are_not_decoded_as_options() {
         s.handle(&t, &mut l, 0, &direct(), &m),
         Outcome6::Drop(DropReason6::BadOptionLength)
     );
+}
+
+#[test]
+fn s16_unicast_rules_s18_3_2_not_on_link_and_bounded_ias() {
+    let (t, s, mut l) = (table(), server(), Leases::new());
+    let unicast = Meta6 {
+        multicast: false,
+        ..direct()
+    };
+    // SOLICIT, REBIND, CONFIRM, INFORMATION-REQUEST by unicast from a direct client: discarded.
+    for kind in [
+        MessageType::Solicit,
+        MessageType::Rebind,
+        MessageType::InformationRequest,
+    ] {
+        let m = msg(
+            kind,
+            &duid(9),
+            if kind == MessageType::InformationRequest {
+                vec![]
+            } else {
+                vec![ia(1, &[])]
+            },
+        );
+        assert_eq!(
+            s.handle(&t, &mut l, 0, &unicast, &m),
+            Outcome6::Drop(DropReason6::Unicast),
+            "{kind:?}"
+        );
+    }
+    // A REQUEST by unicast: UseMulticast, nothing assigned.
+    let m = msg(MessageType::Request, &duid(9), vec![sid(&s), ia(1, &[])]);
+    let (r, rep) = reply(s.handle(&t, &mut l, 0, &unicast, &m));
+    assert_eq!(status(&rep), Some(Status::UseMulticast));
+    assert!(r.changes.is_empty());
+    // An INFORMATION-REQUEST with an IA: discarded (§16.12).
+    let m = msg(MessageType::InformationRequest, &duid(9), vec![ia(1, &[])]);
+    assert_eq!(
+        s.handle(&t, &mut l, 0, &direct(), &m),
+        Outcome6::Drop(DropReason6::Unicast)
+    );
+    // A REQUEST for an address of another link: NotOnLink in the IA.
+    let m = msg(
+        MessageType::Request,
+        &duid(9),
+        vec![sid(&s), ia(1, &["2001:db8:9::1"])],
+    );
+    let (r, rep) = reply(s.handle(&t, &mut l, 0, &direct(), &m));
+    assert_eq!(ia_of(&rep, 1).1, Some(Status::NotOnLink));
+    assert!(r.changes.is_empty());
+    // Twenty IAs in one SOLICIT: eight get addresses, the rest NoAddrsAvail.
+    let many: Vec<DhcpOption> = (0..20).map(|i| ia(i, &[])).collect();
+    let (_, adv) = reply(s.handle(
+        &t,
+        &mut l,
+        0,
+        &direct(),
+        &msg(MessageType::Solicit, &duid(5), many),
+    ));
+    let given = (0..20).filter(|i| !ia_of(&adv, *i).0.is_empty()).count();
+    assert_eq!(given, MAX_IAS);
+    let refused = (0..20)
+        .filter(|i| ia_of(&adv, *i).1 == Some(Status::NoAddrsAvail))
+        .count();
+    assert_eq!(refused, 20 - MAX_IAS);
+    // A REQUEST keeps the IA's binding whatever address it names in the pool.
+    let (_, rep) = reply(s.handle(
+        &t,
+        &mut l,
+        1,
+        &direct(),
+        &msg(
+            MessageType::Solicit,
+            &duid(6),
+            vec![ia(1, &[]), DhcpOption::RapidCommit],
+        ),
+    ));
+    let bound = ia_of(&rep, 1).0[0].0;
+    let m = msg(
+        MessageType::Request,
+        &duid(6),
+        vec![sid(&s), ia(1, &["2001:db8:1::1abc"])],
+    );
+    let (_, rep) = reply(s.handle(&t, &mut l, 2, &direct(), &m));
+    assert_eq!(ia_of(&rep, 1).0[0].0, bound);
+}
+
+#[test]
+fn rfc6221_a_lightweight_relay_leaves_the_link_to_the_next_relay_out() {
+    let (t, s, mut l) = (table(), server(), Leases::new());
+    let meta = Meta6 {
+        source: "2001:db8:1::1".parse().unwrap(),
+        server: Some(SERVER.parse().unwrap()),
+        multicast: false,
+    };
+    let solicit = msg(MessageType::Solicit, &duid(9), vec![ia(1, &[])]);
+    let ldra = relay("::", "fe80::9", &[(18, b"ldra")], &solicit);
+    let outer = relay("2001:db8:1::1", "fe80::1", &[], &ldra);
+    let (r, adv) = reply(s.handle(&t, &mut l, 0, &meta, &outer));
+    assert!(r.relayed);
+    assert!(t.subnets6()[0].contains(ia_of(&adv, 1).0[0].0));
 }
