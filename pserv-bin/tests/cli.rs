@@ -191,12 +191,13 @@ fn serve_push_status_metrics_sighup_shutdown() {
         .unwrap();
     assert!(noerror >= 4, "{m}");
 
-    // Leases: the reserved ones, flagged.
+    // Leases: the reserved ones, flagged (aaa's IPv6 reservation among them).
     let (code, body) = get(&s.url("/v1/leases"), None);
     assert_eq!(code, 200);
     let list: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 3, "{body}");
     assert!(list.iter().all(|l| l["reserved"] == true));
+    assert!(list.iter().any(|l| l["ip"] == "fd00:20::10"), "{body}");
 
     // Graceful shutdown: exit 0, the journal exists.
     let status = s.stop();
