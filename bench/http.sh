@@ -37,8 +37,8 @@ run() { # NAME PID
   sleep 1
   local t0 t1 c0 c1 got
   c0=$(cpu_ticks "$2"); t0=$(date +%s.%N)
-  got=$(ip netns exec "$C" taskset -c 1 timeout 300 curl -s --fail -Z --parallel-max 300 \
-        -w '%{size_download}\n' "${urls[@]}" | awk '{s += $1} END {print s}')
+  got=$(ip netns exec "$C" taskset -c 1 timeout 300 curl -s --no-progress-meter --fail -Z --parallel-max 300 \
+        -w '%{size_download}\n' "${urls[@]}" | awk '{s += $1} END {printf "%.0f", s}')
   t1=$(date +%s.%N); c1=$(cpu_ticks "$2")
   if [ "$got" != "$((CLIENTS * (SIZE_MB << 20)))" ]; then
     echo "$1: $got bytes came, not $((CLIENTS * (SIZE_MB << 20)))" >&2; exit 1
@@ -62,7 +62,7 @@ for srv in $SERVERS; do
     nginx | nginx-nosendfile)
       sf=on; [ "$srv" = nginx ] || sf=off
       cat >"$work/$srv.conf" <<EOF
-worker_processes 1; daemon off; error_log $work/$srv.err; pid $work/$srv.pid;
+user root; worker_processes 1; daemon off; error_log $work/$srv.err; pid $work/$srv.pid;
 events { worker_connections 4096; }
 http { access_log off; sendfile $sf; tcp_nopush on; keepalive_requests 100000;
   server { listen 10.87.0.1:8080 backlog=4096; root $work/boot; } }
@@ -72,7 +72,7 @@ EOF
     *) echo "unknown server $srv" >&2; exit 2 ;;
   esac
   p=$!; started "$p"
-  run "$srv" "$p"
+  run "$srv" "$p" || { cat "$work"/*.err "$work/pserv.log" 2>/dev/null | tail -5; exit 1; }
 done
 for other in nginx nginx-nosendfile; do
   [ -n "${TIME[pserv]:-}" ] && [ -n "${TIME[$other]:-}" ] &&
