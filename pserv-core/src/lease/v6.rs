@@ -158,6 +158,12 @@ pub struct Leases6 {
     /// Bound changes that took an address from another live holder (replay): always zero in
     /// a correct history.
     pub(super) conflicts: u64,
+    /// Addresses freed so far (a release, an end, a quarantine's end, a client moving).
+    frees: u64,
+    /// Ranges found full, by their start: (`frees` then, the table's id then). Until an
+    /// address is freed or the table changes, a request for one is answered at once instead
+    /// of scanning the range again (a flood of SOLICITs on a full pool).
+    full: HashMap<Ipv6Addr, (u64, u64)>,
 }
 
 impl Leases6 {
@@ -271,7 +277,18 @@ impl Leases6 {
 
     /// A free address of `r` for `key`: probes from the key's hash, then (small ranges) a
     /// whole scan.
-    fn pick(&self, table: &Table, r: &Range6, key: &Key6, now: u64) -> Option<Ipv6Addr> {
+    fn pick(&mut self, table: &Table, r: &Range6, key: &Key6, now: u64) -> Option<Ipv6Addr> {
+        if self.full.get(&r.start) == Some(&(self.frees, table.id())) {
+            return None;
+        }
+        let found = self.search(table, r, key, now);
+        if found.is_none() {
+            self.full.insert(r.start, (self.frees, table.id()));
+        }
+        found
+    }
+
+    fn search(&self, table: &Table, r: &Range6, key: &Key6, now: u64) -> Option<Ipv6Addr> {
         let span = r.span();
         let start = u128::from(r.start);
         let at = |off: u128| Ipv6Addr::from(start + off);
@@ -466,6 +483,7 @@ impl Leases6 {
                 }
                 Timer6::Quarantine(ip) => {
                     self.declined.remove(&ip);
+                    self.frees += 1;
                     self.dirty_declined.insert(ip);
                     ended.push(Ended::QuarantineEnded6 { ip });
                 }
@@ -546,6 +564,7 @@ impl Leases6 {
             && self.by_ip.get(&old.ip) == Some(&key)
         {
             self.by_ip.remove(&old.ip);
+            self.frees += 1;
         }
         if let Some(prev) = self.by_ip.insert(lease.ip, key.clone())
             && prev != key
@@ -563,6 +582,7 @@ impl Leases6 {
             && self.by_ip.get(&l.ip) == Some(key)
         {
             self.by_ip.remove(&l.ip);
+            self.frees += 1;
         }
         self.dirty.insert(key.clone());
     }
@@ -726,6 +746,12 @@ mod tests {
             .collect();
         assert!(got[..4].iter().all(Option::is_some));
         assert_eq!(got[4], None, "four addresses for five clients");
+        // Full: answered from the memo until an address is freed.
+        assert!(l.full.contains_key(&"fd00:1::100".parse().unwrap()));
+        assert_eq!(l.offer(&t, s, &key(4, 0), None, None, None, 1), None);
+        let freed = got[0].unwrap();
+        assert!(l.release(&key(0, 0), freed).is_some());
+        assert_eq!(l.offer(&t, s, &key(4, 0), None, None, None, 2), Some(freed));
         let mut distinct: Vec<_> = got[..4].iter().flatten().collect();
         distinct.sort();
         distinct.dedup();
