@@ -421,8 +421,17 @@ fn two_pservs_on_etcd_survive_kills_partitions_and_restarts() {
     for i in 0..2 {
         lab.wait_health(i, true, None, Duration::from_secs(30));
     }
-    let b1 = lab.status(0)["cluster"]["buckets"].as_u64().unwrap();
-    let b2 = lab.status(1)["cluster"]["buckets"].as_u64().unwrap();
+    // The first to join holds every bucket until it sees the second (a watch event away):
+    // wait for the split, not only for health.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (b1, b2) = loop {
+        let b1 = lab.status(0)["cluster"]["buckets"].as_u64().unwrap();
+        let b2 = lab.status(1)["cluster"]["buckets"].as_u64().unwrap();
+        if b1 + b2 == 256 || Instant::now() > deadline {
+            break (b1, b2);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(b1 + b2, 256, "the buckets are split");
     assert!(b1 > 0 && b2 > 0);
     let mut acked = Acked::default();
