@@ -141,8 +141,9 @@ pub enum Record {
     },
 }
 
-fn hex(id: &ClientId) -> String {
-    id.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
+/// Bytes (a client identifier, a DUID) as plain hex, as records store them.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex_bytes(s: &str) -> Option<Vec<u8>> {
@@ -159,10 +160,6 @@ fn unhex(s: &str) -> Option<ClientId> {
     ClientId::new(&unhex_bytes(s)?)
 }
 
-fn duid_hex(d: &Duid) -> String {
-    d.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Record {
     /// The record a change writes (`None`: a release, which deletes the key).
     pub fn of(change: &Change, by: &str) -> Option<Self> {
@@ -176,7 +173,7 @@ impl Record {
                 ..
             } => Some(Self::Bound {
                 mac: *mac,
-                client_id: client_id.as_ref().map(hex),
+                client_id: client_id.as_ref().map(|id| hex(id.as_bytes())),
                 start: *start,
                 expires: *expires,
                 hostname: hostname.as_deref().map(str::to_owned),
@@ -189,7 +186,7 @@ impl Record {
                 ..
             } => Some(Self::Declined {
                 mac: *mac,
-                client_id: client_id.as_ref().map(hex),
+                client_id: client_id.as_ref().map(|id| hex(id.as_bytes())),
                 until: *until,
                 by: by.to_owned(),
             }),
@@ -202,7 +199,7 @@ impl Record {
                 hostname,
                 ..
             } => Some(Self::Bound6 {
-                duid: duid_hex(duid),
+                duid: hex(duid.as_bytes()),
                 iaid: *iaid,
                 mac: *mac,
                 start: *start,
@@ -213,7 +210,7 @@ impl Record {
             Change::Declined6 {
                 duid, iaid, until, ..
             } => Some(Self::Declined6 {
-                duid: duid_hex(duid),
+                duid: hex(duid.as_bytes()),
                 iaid: *iaid,
                 until: *until,
                 by: by.to_owned(),

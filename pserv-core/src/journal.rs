@@ -653,10 +653,7 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
             out.extend_from_slice(&ip.octets());
             out.extend_from_slice(&start.to_le_bytes());
             out.extend_from_slice(&expires.to_le_bytes());
-            let h = hostname.as_deref().unwrap_or("").as_bytes();
-            let h = &h[..h.len().min(255)];
-            out.push(h.len() as u8);
-            out.extend_from_slice(h);
+            put_hostname(hostname.as_deref(), out);
         }
         Change::Released { mac, ip, .. } => {
             out.push(TAG_RELEASED + with_id);
@@ -686,10 +683,7 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
             out.extend_from_slice(&mac.map_or([0; 6], |m| m.0));
             out.extend_from_slice(&start.to_le_bytes());
             out.extend_from_slice(&expires.to_le_bytes());
-            let h = hostname.as_deref().unwrap_or("").as_bytes();
-            let h = &h[..h.len().min(255)];
-            out.push(h.len() as u8);
-            out.extend_from_slice(h);
+            put_hostname(hostname.as_deref(), out);
         }
         Change::Released6 { duid, iaid, ip } => {
             out.push(TAG_RELEASED6);
@@ -717,6 +711,23 @@ fn encode(change: &Change, out: &mut Vec<u8>) {
     let crc = crc32fast::hash(payload);
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     out[at + 4..at + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record's hostname: its length (a byte; a longer name is cut at 255 bytes), then its bytes.
+fn put_hostname(hostname: Option<&str>, out: &mut Vec<u8>) {
+    let h = hostname.unwrap_or("").as_bytes();
+    let h = &h[..h.len().min(255)];
+    out.push(h.len() as u8);
+    out.extend_from_slice(h);
+}
+
+/// A record's hostname from its bytes: none when empty, `None` (a damaged record) when they
+/// are not UTF-8.
+fn hostname_of(h: &[u8]) -> Option<Option<Box<str>>> {
+    if h.is_empty() {
+        return Some(None);
+    }
+    Some(Some(std::str::from_utf8(h).ok()?.into()))
 }
 
 /// A DHCPv6 record's common head: the DUID (a length byte, 3 to 130 bytes), the IAID and the
@@ -751,11 +762,7 @@ fn decode6(tag: u8, p: &[u8]) -> Option<Change> {
                 return None;
             }
             let h = &rest[24..];
-            let hostname = if h.is_empty() {
-                None
-            } else {
-                Some(std::str::from_utf8(h).ok()?.into())
-            };
+            let hostname = hostname_of(h)?;
             Some(Change::Bound6 {
                 duid,
                 iaid,
@@ -812,11 +819,7 @@ fn decode(p: &[u8]) -> Option<Change> {
             if rest.len() != 27 + hlen {
                 return None;
             }
-            let hostname = if h.is_empty() {
-                None
-            } else {
-                Some(std::str::from_utf8(h).ok()?.into())
-            };
+            let hostname = hostname_of(h)?;
             Some(Change::Bound {
                 mac,
                 client_id,

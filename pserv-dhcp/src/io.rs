@@ -395,6 +395,11 @@ pub fn start(
                 send: SendBatch::new(),
                 wake: IDLE_WAKE,
                 v6: v6.map(|s| Front6 {
+                    bound: s.sock.local_addr().ok().and_then(|a| match a.ip() {
+                        std::net::IpAddr::V6(ip) if !ip.is_unspecified() => Some(ip),
+                        _ => None,
+                    }),
+                    on_547: s.sock.local_addr().is_ok_and(|a| a.port() == SERVER_PORT6),
                     sock: s.sock,
                     server: s.server,
                     on_netboot: s.on_netboot,
@@ -441,6 +446,10 @@ struct Front6 {
     counters: Arc<Counters6>,
     links: LinkAddrs,
     batch: RecvBatch<BATCH>,
+    /// The address the socket is bound to, unless it is a wildcard.
+    bound: Option<Ipv6Addr>,
+    /// Bound to port 547 (else tests or an unprivileged run: clients unicast to it).
+    on_547: bool,
 }
 
 /// A DHCPv6 datagram at most (relay layers add to a client's message).
@@ -682,11 +691,7 @@ impl Loop {
             return 0;
         }
         let table = self.store.load();
-        let bound = v6.sock.local_addr().ok().and_then(|a| match a.ip() {
-            std::net::IpAddr::V6(ip) if !ip.is_unspecified() => Some(ip),
-            _ => None,
-        });
-        let on_547 = v6.sock.local_addr().is_ok_and(|a| a.port() == SERVER_PORT6);
+        let (bound, on_547) = (v6.bound, v6.on_547);
         let mut decided = Vec::with_capacity(got);
         for d in v6.batch.datagrams() {
             let SocketAddr::V6(from) = d.from else {

@@ -92,17 +92,7 @@ pub fn resolve<'t>(
                             .and_then(|p| leases.address6_of(p.mac()))
                     })
                     .map(Data::Aaaa);
-                return exists(match qtype {
-                    RecordType::A => a.map(|a| (a, None)),
-                    RecordType::AAAA => aaaa.map(|a| (a, None)),
-                    // RFC 8482 permits a subset; the addresses are what a client asking ANY
-                    // wants.
-                    RecordType::ANY => match (a, aaaa) {
-                        (Some(a), aaaa) => Some((a, aaaa)),
-                        (None, aaaa) => aaaa.map(|a| (a, None)),
-                    },
-                    _ => None,
-                });
+                return exists(addresses(qtype, a, aaaa));
             }
             // A dynamic client's own name, where its subnet publishes them; a node's name
             // always wins (checked above).
@@ -112,15 +102,7 @@ pub fn resolve<'t>(
             if a.is_none() && aaaa.is_none() {
                 return Resolution::NxDomain(zone);
             }
-            exists(match qtype {
-                RecordType::A => a.map(|a| (a, None)),
-                RecordType::AAAA => aaaa.map(|a| (a, None)),
-                RecordType::ANY => match (a, aaaa) {
-                    (Some(a), aaaa) => Some((a, aaaa)),
-                    (None, aaaa) => aaaa.map(|a| (a, None)),
-                },
-                _ => None,
-            })
+            exists(addresses(qtype, a, aaaa))
         }
         ZoneKind::Reverse4 { .. } => match parse_v4(labels) {
             Reverse::Full(ip) => {
@@ -144,6 +126,24 @@ pub fn resolve<'t>(
             Reverse::Partial => Resolution::NoData(zone),
             Reverse::Invalid => Resolution::NxDomain(zone),
         },
+    }
+}
+
+/// The records a name with these addresses answers `qtype` with.
+fn addresses<'t>(
+    qtype: RecordType,
+    a: Option<Data<'t>>,
+    aaaa: Option<Data<'t>>,
+) -> Option<(Data<'t>, Option<Data<'t>>)> {
+    match qtype {
+        RecordType::A => a.map(|a| (a, None)),
+        RecordType::AAAA => aaaa.map(|a| (a, None)),
+        // RFC 8482 permits a subset; the addresses are what a client asking ANY wants.
+        RecordType::ANY => match (a, aaaa) {
+            (Some(a), aaaa) => Some((a, aaaa)),
+            (None, aaaa) => aaaa.map(|a| (a, None)),
+        },
+        _ => None,
     }
 }
 

@@ -41,6 +41,15 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A file of the state directory other than the journal (the DHCPv6 server DUID) cannot
+    /// be read or written.
+    #[error("the state file {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The snapshot file cannot be read.
     #[error("reading {path}: {source}")]
     Read {
@@ -484,7 +493,7 @@ fn server_duid(state_dir: Option<&std::path::Path>) -> Result<pserv_core::lease:
     use std::io::Read;
     let err = |path: &std::path::Path| {
         let path = path.to_owned();
-        move |source| Error::Journal { path, source }
+        move |source| Error::State { path, source }
     };
     let fresh = || -> std::io::Result<pserv_core::lease::Duid> {
         let mut b = [0u8; 18];

@@ -284,7 +284,7 @@ impl Server6 {
         }
         // §16: from a client that is not relayed, these come by multicast only; an
         // INFORMATION-REQUEST never carries an IA (§16.12).
-        let direct_unicast = relays_empty(&unwrapped.relays) && !meta.multicast;
+        let direct_unicast = relays.is_empty() && !meta.multicast;
         let multicast_only = matches!(
             req.kind,
             MessageType::Solicit
@@ -366,24 +366,22 @@ impl Server6 {
             r.bytes = append_status(&r.bytes, Status::UseMulticast, "use multicast");
             return Outcome6::Reply(r);
         }
-        let answered = match req.kind {
+        let mut r = match req.kind {
             MessageType::InformationRequest => {
-                Some(self.reply(&req, &x, MessageType::Reply, Vec::new(), Vec::new(), None))
+                self.reply(&req, &x, MessageType::Reply, Vec::new(), Vec::new(), None)
             }
-            MessageType::Confirm => return self.confirm(&req, &x, relays),
+            MessageType::Confirm => match self.confirm(&req, &x) {
+                Some(r) => r,
+                None => return Outcome6::Drop(DropReason6::NothingToConfirm),
+            },
             MessageType::Release | MessageType::Decline => {
-                Some(self.release_or_decline(&req, &x, leases, now))
+                self.release_or_decline(&req, &x, leases, now)
             }
-            _ => Some(self.assign(&req, &x, leases, now)),
+            _ => self.assign(&req, &x, leases, now),
         };
-        match answered {
-            Some(mut r) => {
-                r.bytes = wire::wrap(relays, r.bytes);
-                r.relayed = !relays.is_empty();
-                Outcome6::Reply(r)
-            }
-            None => Outcome6::Drop(DropReason6::Malformed),
-        }
+        r.bytes = wire::wrap(relays, r.bytes);
+        r.relayed = !relays.is_empty();
+        Outcome6::Reply(r)
     }
 
     /// SOLICIT, REQUEST, RENEW, REBIND: an address for each IA_NA.
@@ -562,10 +560,11 @@ impl Server6 {
     }
 
     /// CONFIRM: whether the client's addresses are on this link (§18.3.3).
-    fn confirm(&self, req: &Request6<'_>, x: &Exchange6<'_>, relays: &[wire::Relay]) -> Outcome6 {
+    /// `None` when the client named no address (no reply).
+    fn confirm(&self, req: &Request6<'_>, x: &Exchange6<'_>) -> Option<Reply6> {
         let addrs: Vec<Ipv6Addr> = req.ia_nas().flat_map(ia_addresses).collect();
         if addrs.is_empty() {
-            return Outcome6::Drop(DropReason6::NothingToConfirm);
+            return None;
         }
         let on_link = addrs.iter().all(|a| x.subnet.contains(*a));
         let mut r = self.reply(req, x, MessageType::Reply, Vec::new(), Vec::new(), None);
@@ -574,9 +573,7 @@ impl Server6 {
         } else {
             append_status(&r.bytes, Status::NotOnLink, "not on this link")
         };
-        r.bytes = wire::wrap(relays, r.bytes);
-        r.relayed = !relays.is_empty();
-        Outcome6::Reply(r)
+        Some(r)
     }
 
     /// The reply: the client's and our identifiers, the IAs, the subnet's options and the
@@ -902,10 +899,6 @@ fn append_status(bytes: &[u8], status: Status, msg: &str) -> Vec<u8> {
     let mut body = u16::from(status).to_be_bytes().to_vec();
     body.extend_from_slice(msg.as_bytes());
     append_option(bytes, 13, &body)
-}
-
-fn relays_empty(relays: &[wire::Relay]) -> bool {
-    relays.is_empty()
 }
 
 fn is_link_local(a: Ipv6Addr) -> bool {
