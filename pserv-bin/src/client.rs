@@ -56,8 +56,8 @@ pub(crate) struct RenderArgs<'a> {
     pub(crate) node: &'a str,
     pub(crate) file: Option<&'a str>,
     pub(crate) loader: Option<&'a str>,
-    pub(crate) address: Option<std::net::Ipv4Addr>,
-    pub(crate) server: Option<std::net::Ipv4Addr>,
+    pub(crate) address: Option<std::net::IpAddr>,
+    pub(crate) server: Option<std::net::IpAddr>,
     pub(crate) http_port: u16,
     pub(crate) syslog: Option<std::net::SocketAddr>,
 }
@@ -95,15 +95,25 @@ pub(crate) fn render(a: &RenderArgs<'_>) -> ExitCode {
         eprintln!("{mac} is no node's: give the unknown client's address with --address");
         return ExitCode::from(2);
     }
-    let client = a.address.or(iface.and_then(|i| i.ipv4()));
-    let subnet = client.and_then(|ip| table.subnet_for(ip));
+    let client = a
+        .address
+        .or(iface.and_then(|i| i.ipv4()).map(std::net::IpAddr::V4));
+    let (boot, loopback) = match client {
+        Some(std::net::IpAddr::V6(ip)) => (
+            table.subnet6_for(ip).and_then(|s| s.boot.as_ref()),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ),
+        Some(std::net::IpAddr::V4(ip)) => (
+            table.subnet_for(ip).and_then(|s| s.boot.as_ref()),
+            std::net::Ipv4Addr::LOCALHOST.into(),
+        ),
+        None => (None, std::net::Ipv4Addr::LOCALHOST.into()),
+    };
     let at = Endpoint {
         server: a
             .server
-            .or(subnet
-                .and_then(|s| s.boot.as_ref())
-                .and_then(|b| b.next_server))
-            .unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+            .or(boot.and_then(|b| b.next_server).map(Into::into))
+            .unwrap_or(loopback),
         http_port: a.http_port,
         syslog: a.syslog,
     };
@@ -138,7 +148,7 @@ pub(crate) fn render(a: &RenderArgs<'_>) -> ExitCode {
         return shown(table.render_boot(loader, mac, client, at).map(|r| r.text));
     }
     // Neither: what the machine has.
-    let intent = Intent::of(iface, subnet);
+    let intent = Intent::of_boot(iface, boot);
     let plan = table.boot_plan();
     let node = iface.map(|i| i.node().id().to_owned());
     println!(

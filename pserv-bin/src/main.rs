@@ -77,12 +77,14 @@ enum Command {
         /// A loader's configuration.
         #[arg(long, value_parser = ["ipxe", "grub", "pxelinux"])]
         loader: Option<String>,
-        /// The machine's address (its reservation by default).
+        /// The machine's address, IPv4 or IPv6 (its IPv4 reservation by default): an IPv6
+        /// address renders what the machine gets when it boots over IPv6.
         #[arg(long)]
-        address: Option<std::net::Ipv4Addr>,
-        /// The server address URLs name [default: the subnet's next_server, else 127.0.0.1].
+        address: Option<std::net::IpAddr>,
+        /// The server address URLs name [default: the subnet's next_server, else 127.0.0.1,
+        /// or ::1 for an IPv6 --address].
         #[arg(long)]
-        server: Option<std::net::Ipv4Addr>,
+        server: Option<std::net::IpAddr>,
         /// The HTTP boot port URLs name.
         #[arg(long, default_value_t = 5248)]
         http_port: u16,

@@ -15,12 +15,12 @@
 //!   the profile it names (issue 21).
 //!
 //! A configuration is served only to the machine it is for: the client's address must be
-//! the MAC's reservation or its live lease (a loopback client, the operator on the host, is
-//! trusted); another address is refused (a node file: answered as not found, see
+//! the MAC's reservation or its live lease, of either family (a loopback client, the
+//! operator on the host, is trusted); another address is refused (a node file: answered as not found, see
 //! [`TreeError::Hidden`]). A MAC with nothing to render (no profile, not `local`, or `ignore`) falls back
 //! to the boot directory, so static files an operator keeps there still work.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Component;
 use std::sync::Arc;
 
@@ -213,20 +213,67 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The address a machine asked from, as IPv4 (an IPv4-mapped IPv6 peer included).
-fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
-    match ip {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+/// The server address a request reached, for the URLs rendered for it (an IPv4 peer on a
+/// dual-stack socket, IPv4-mapped, as IPv4).
+fn server_address(local: IpAddr) -> IpAddr {
+    match local.to_canonical() {
+        IpAddr::V4(ip) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
     }
 }
 
-/// The server address a request reached, for the URLs rendered for it.
-fn server_address(local: IpAddr) -> Ipv4Addr {
-    match local {
-        IpAddr::V4(ip) if !ip.is_unspecified() => ip,
-        IpAddr::V6(ip) => ip.to_ipv4_mapped().unwrap_or(Ipv4Addr::LOCALHOST),
-        _ => Ipv4Addr::LOCALHOST,
+/// The addresses a machine is known by, per family: its reservation and its live lease (or,
+/// for IPv4 on a proxyDHCP subnet, the address it showed in its PXE exchange).
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    reserved4: Option<Ipv4Addr>,
+    leased4: Option<Ipv4Addr>,
+    reserved6: Option<Ipv6Addr>,
+    leased6: Option<Ipv6Addr>,
+}
+
+impl Known {
+    fn v4(&self) -> Option<Ipv4Addr> {
+        self.reserved4.or(self.leased4)
+    }
+
+    fn v6(&self) -> Option<Ipv6Addr> {
+        self.reserved6.or(self.leased6)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4().is_none() && self.v6().is_none()
+    }
+
+    /// The machine's own address, if `client` is one of them (or this host, trusted: then
+    /// its IPv4 address, else its IPv6 one, else the loopback address it asked from).
+    fn own(&self, client: IpAddr) -> Option<IpAddr> {
+        let client = client.to_canonical();
+        match client {
+            ip if ip.is_loopback() => self
+                .v4()
+                .map(IpAddr::V4)
+                .or(self.v6().map(IpAddr::V6))
+                .or(Some(ip)),
+            IpAddr::V4(ip) if Some(ip) == self.reserved4 || Some(ip) == self.leased4 => {
+                Some(client)
+            }
+            IpAddr::V6(ip) if Some(ip) == self.reserved6 || Some(ip) == self.leased6 => {
+                Some(client)
+            }
+            _ => None,
+        }
+    }
+
+    /// The address that finds the machine's subnet: of the family it asked in (this host:
+    /// its IPv4 address, else its IPv6 one).
+    fn for_subnet(&self, client: IpAddr) -> Option<IpAddr> {
+        match client.to_canonical() {
+            IpAddr::V6(ip) if !ip.is_loopback() => Some(IpAddr::V6(self.v6().unwrap_or(ip))),
+            IpAddr::V4(ip) if !ip.is_loopback() => Some(IpAddr::V4(self.v4().unwrap_or(ip))),
+            _ => self.v4().map(IpAddr::V4).or(self.v6().map(IpAddr::V6)),
+        }
     }
 }
 
@@ -296,17 +343,11 @@ impl Tree {
     pub fn machine(&self, mac: MacAddr, client: IpAddr) -> Result<Machine, TreeError> {
         let table = self.store.load();
         let iface = table.by_mac(mac);
-        let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.leased(mac, reserved);
-        if iface.is_none() && leased.is_none() {
+        let known = self.known(mac, iface);
+        if iface.is_none() && known.is_empty() {
             return Err(TreeError::NotFound);
         }
-        let own = match v4(client) {
-            Some(ip) if ip.is_loopback() => true,
-            Some(ip) => Some(ip) == reserved || Some(ip) == leased,
-            None => false,
-        };
-        if !own {
+        if known.own(client).is_none() {
             return Err(TreeError::Hidden);
         }
         Ok(Machine {
@@ -319,8 +360,17 @@ impl Tree {
     /// The MAC whose reservation or live lease `client` is (none for loopback, the operator
     /// on this host, who gets the boot directory's file).
     fn mac_at(&self, client: IpAddr) -> Option<MacAddr> {
-        let ip = v4(client).filter(|ip| !ip.is_loopback())?;
         let table = self.store.load();
+        let ip = match client.to_canonical() {
+            ip if ip.is_loopback() => return None,
+            IpAddr::V6(ip) => {
+                return table
+                    .by_ipv6(ip)
+                    .map(|i| i.mac())
+                    .or_else(|| self.board.holder6(ip).and_then(|l| l.mac));
+            }
+            IpAddr::V4(ip) => ip,
+        };
         table
             .by_ipv4(ip)
             .map(|i| i.mac())
@@ -333,30 +383,24 @@ impl Tree {
             })
     }
 
-    /// The address a machine holds besides its reservation: its bound lease, else, for a
-    /// machine without a reservation (on a proxyDHCP subnet), the address it showed in its PXE
-    /// exchange. A reserved machine is known by its reservation alone: a sighting, the
+    /// The addresses the machine with `mac` (`iface` in the table) is known by: per family
+    /// its reservation and its bound lease, and for an IPv4 machine without a reservation
+    /// and a lease (on a proxyDHCP subnet), the address it showed in its PXE exchange. A
+    /// reserved machine is known by its reservation and lease alone: a sighting, the
     /// machine's word, never widens it.
-    fn leased(&self, mac: MacAddr, reserved: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
-        self.board.address_of(mac).or_else(|| {
-            reserved
+    fn known(&self, mac: MacAddr, iface: Option<pserv_core::table::IfaceView<'_>>) -> Known {
+        let reserved4 = iface.and_then(|i| i.ipv4());
+        let leased4 = self.board.address_of(mac).or_else(|| {
+            reserved4
                 .is_none()
                 .then(|| self.board.sighted(mac, unix_now()))
                 .flatten()
-        })
-    }
-
-    /// The machine's own address, if `client` is it (or this host): its reservation, else
-    /// its lease, else the loopback address it asked from.
-    fn own_address(
-        client: Option<Ipv4Addr>,
-        reserved: Option<Ipv4Addr>,
-        leased: Option<Ipv4Addr>,
-    ) -> Option<Ipv4Addr> {
-        match client {
-            Some(ip) if ip.is_loopback() => reserved.or(leased).or(Some(ip)),
-            Some(ip) if Some(ip) == reserved || Some(ip) == leased => Some(ip),
-            _ => None,
+        });
+        Known {
+            reserved4,
+            leased4,
+            reserved6: iface.and_then(|i| i.ipv6()),
+            leased6: self.board.address6_of(mac),
         }
     }
 
@@ -377,18 +421,16 @@ impl Tree {
         local: IpAddr,
     ) -> Result<Content, TreeError> {
         let table = self.store.load();
-        let client4 = v4(client);
         let iface = table.by_mac(mac);
-        let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.leased(mac, reserved);
+        let known = self.known(mac, iface);
         // Whether the machine has such a file at all, before judging the address.
-        let Some(profile) = table.files_profile(mac, iface, reserved.or(leased).or(client4)) else {
+        let Some(profile) = table.files_profile(mac, iface, known.for_subnet(client)) else {
             return Err(TreeError::NotFound);
         };
         if !table.boot_plan().has_node_file(profile, file) {
             return Err(TreeError::NotFound);
         }
-        let Some(from) = Self::own_address(client4, reserved, leased) else {
+        let Some(from) = known.own(client) else {
             return Err(TreeError::Hidden);
         };
         match table.render_file_for(file, mac, iface, Some(from), self.endpoint(local)) {
@@ -422,21 +464,20 @@ impl Tree {
         local: IpAddr,
     ) -> Result<Content, TreeError> {
         let table = self.store.load();
-        let client4 = v4(client);
         // The one lookup of the MAC in the table: the address check, the intent and the
         // rendering all read this interface.
         let iface = table.by_mac(mac);
-        let reserved = iface.and_then(|i| i.ipv4());
-        let leased = self.leased(mac, reserved);
+        let known = self.known(mac, iface);
         // Whether there is anything to render at all, before judging the address.
-        let subnet = reserved
-            .or(leased)
-            .or(client4)
-            .and_then(|ip| table.subnet_for(ip));
-        if !Intent::of(iface, subnet).renders() {
+        let boot = match known.for_subnet(client) {
+            Some(IpAddr::V4(ip)) => table.subnet_for(ip).and_then(|s| s.boot.as_ref()),
+            Some(IpAddr::V6(ip)) => table.subnet6_for(ip).and_then(|s| s.boot.as_ref()),
+            None => None,
+        };
+        if !Intent::of_boot(iface, boot).renders() {
             return Err(TreeError::NotFound);
         }
-        let Some(from) = Self::own_address(client4, reserved, leased) else {
+        let Some(from) = known.own(client) else {
             return Err(TreeError::NotYours);
         };
         match table.render_boot_for(loader, mac, iface, Some(from), self.endpoint(local)) {

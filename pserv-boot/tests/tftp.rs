@@ -371,3 +371,31 @@ async fn a_transfer_answers_from_the_address_it_was_asked_on() {
     assert_ne!(from.port(), asked.port(), "from the transfer's own port");
     s.stop.cancel();
 }
+
+/// Issue 27: TFTP on a dual-stack wildcard (`[::]`) serves IPv6 and IPv4 clients, each
+/// transfer answering from the address its request went to.
+#[tokio::test]
+async fn a_dual_stack_socket_serves_both_families_from_the_address_asked() {
+    let s = start_on("[::]:0", Config::default()).await;
+    for (client, asked) in [("[::1]:0", "[::1]"), ("127.0.0.1:0", "127.0.0.2")] {
+        let asked: SocketAddr = format!("{asked}:{}", s.addr.port()).parse().unwrap();
+        let c = UdpSocket::bind(client).await.unwrap();
+        let mut out = Vec::new();
+        packet::rrq("pxelinux.cfg/default", &[], &mut out);
+        c.send_to(&out, asked).await.unwrap();
+        let (p, from) = recv(&c).await;
+        assert!(
+            matches!(packet::parse(&p), Ok(Packet::Data { block: 1, .. })),
+            "{asked}"
+        );
+        assert_eq!(
+            from.ip().to_canonical(),
+            asked.ip(),
+            "DATA from the address asked"
+        );
+        let mut ack = Vec::new();
+        packet::ack(1, &mut ack);
+        c.send_to(&ack, from).await.unwrap();
+    }
+    s.stop.cancel();
+}

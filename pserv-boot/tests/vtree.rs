@@ -16,10 +16,12 @@ const SNAP: &str = r##"{ "generation": 7,
                                "node_files": { "user-data": "#cloud-config\nhostname: {{ node.hostname or 'new' }}\nphone_home: {url: '{{ progress_url }}'}\n",
                                                "preseed.cfg": "d-i passwd/root-password password {{ vars.secret | default('s3cret') }}\n" } } },
   "subnets": [ { "cidr": "10.99.0.0/16", "dynamic": [ { "start": "10.99.1.1", "end": "10.99.1.9" } ],
+                 "boot": { "unknown_profile": "live" } },
+               { "cidr": "fd00:99::/64", "dynamic": [ { "start": "fd00:99::1:0", "end": "fd00:99::1:ff" } ],
                  "boot": { "unknown_profile": "live" } } ],
   "nodes": [
     { "id": "n1", "hostname": "node1", "domain": "lab",
-      "interfaces": [ { "mac": "52:54:00:aa:00:01", "ipv4": "10.99.0.11" } ], "boot": { "profile": "live" } },
+      "interfaces": [ { "mac": "52:54:00:aa:00:01", "ipv4": "10.99.0.11", "ipv6": "fd00:99::11" } ], "boot": { "profile": "live" } },
     { "id": "n2", "hostname": "node2", "domain": "lab",
       "interfaces": [ { "mac": "52:54:00:aa:00:02", "ipv4": "10.99.0.12" } ], "boot": { "mode": "local" } },
     { "id": "n3", "hostname": "node3", "domain": "lab",
@@ -85,6 +87,33 @@ impl Fixture {
         let mut leases = Leases::new();
         leases
             .commit(&table, &table.subnets()[0], mac, ip, None, 1_800_000_000)
+            .unwrap();
+        leases.publish(&self.board);
+    }
+}
+
+impl Fixture {
+    /// A bound DHCPv6 lease of `mac` (its DUID-LL) on `ip` in the IPv6 subnet.
+    fn lease6(&self, mac: MacAddr, ip: std::net::Ipv6Addr) {
+        let table = self.store.load_full();
+        let mut duid = vec![0, 3, 0, 1];
+        duid.extend_from_slice(&mac.0);
+        let key = pserv_core::lease::Key6 {
+            duid: pserv_core::lease::Duid::new(&duid).unwrap(),
+            iaid: 1,
+        };
+        let mut leases = Leases::new();
+        leases
+            .v6_mut()
+            .commit(
+                &table,
+                &table.subnets6()[0],
+                &key,
+                Some(mac),
+                ip,
+                None,
+                1_800_000_000,
+            )
             .unwrap();
         leases.publish(&self.board);
     }
@@ -459,5 +488,109 @@ fn a_sighting_is_the_address_of_a_machine_without_a_reservation_only() {
         f.tree
             .open("ipxe/02-00-00-00-00-06", Via::Http, ip("10.99.1.6"), SERVER),
         Err(TreeError::NotYours)
+    ));
+}
+
+/// Issue 27: a machine booting over IPv6 is known by its IPv6 reservation or DHCPv6 lease,
+/// and its URLs name the IPv6 address it reached.
+#[test]
+fn a_machine_is_served_at_its_ipv6_reservation_and_lease() {
+    let f = fixture();
+    let server6 = ip("fd00:99::2");
+    let cfg = text(
+        f.tree
+            .open(
+                "/debian-installer/amd64/grub/grub.cfg",
+                Via::Tftp,
+                ip("fd00:99::11"),
+                server6,
+            )
+            .unwrap(),
+    );
+    assert!(
+        cfg.contains("netboots profile live") && cfg.contains("pserv.host=node1"),
+        "{cfg}"
+    );
+    let ipxe = text(
+        f.tree
+            .open(
+                "ipxe/52-54-00-aa-00-01",
+                Via::Http,
+                ip("fd00:99::11"),
+                server6,
+            )
+            .unwrap(),
+    );
+    assert!(ipxe.contains("http://[fd00:99::2]:5248/"), "{ipxe}");
+    // Another IPv6 address is not the machine's.
+    assert!(matches!(
+        f.tree.open(
+            "ipxe/52-54-00-aa-00-01",
+            Via::Http,
+            ip("fd00:99::12"),
+            server6
+        ),
+        Err(TreeError::NotYours)
+    ));
+    assert!(matches!(
+        f.tree.open(
+            "nodes/52-54-00-aa-00-01/user-data",
+            Via::Http,
+            ip("fd00:99::12"),
+            server6
+        ),
+        Err(TreeError::Hidden)
+    ));
+    let data = text(
+        f.tree
+            .open(
+                "nodes/52-54-00-aa-00-01/user-data",
+                Via::Http,
+                ip("fd00:99::11"),
+                server6,
+            )
+            .unwrap(),
+    );
+    assert!(
+        data.contains("http://[fd00:99::2]:5248/nodes/52-54-00-aa-00-01/progress"),
+        "{data}"
+    );
+    // An IPv4 peer of a dual-stack socket (IPv4-mapped) is an IPv4 peer.
+    let mapped = text(
+        f.tree
+            .open(
+                "grub/grub.cfg",
+                Via::Tftp,
+                ip("::ffff:10.99.0.11"),
+                ip("::ffff:10.99.0.2"),
+            )
+            .unwrap(),
+    );
+    assert!(mapped.contains("pserv.host=node1"), "{mapped}");
+
+    // An unknown machine on a DHCPv6 lease: its subnet's profile, at that address only.
+    let stranger: MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+    let name = "ipxe/02-00-00-00-00-0a";
+    assert!(matches!(
+        f.tree.open(name, Via::Http, ip("fd00:99::1:7"), server6),
+        Err(TreeError::NotYours)
+    ));
+    f.lease6(stranger, "fd00:99::1:7".parse().unwrap());
+    let script = text(
+        f.tree
+            .open(name, Via::Http, ip("fd00:99::1:7"), server6)
+            .unwrap(),
+    );
+    assert!(script.contains("netboots profile live"), "{script}");
+    let plain = text(
+        f.tree
+            .open("grub/grub.cfg", Via::Tftp, ip("fd00:99::1:7"), server6)
+            .unwrap(),
+    );
+    assert!(plain.contains("netboots profile live"), "{plain}");
+    assert!(f.tree.machine(stranger, ip("fd00:99::1:7")).is_ok());
+    assert!(matches!(
+        f.tree.machine(stranger, ip("fd00:99::1:8")),
+        Err(TreeError::Hidden)
     ));
 }

@@ -8,7 +8,7 @@ use pserv_core::table::{Endpoint, Intent, Loader, RenderError};
 use pserv_core::{MacAddr, Problem, Snapshot, Table};
 
 const AT: Endpoint = Endpoint {
-    server: Ipv4Addr::new(10, 99, 0, 2),
+    server: std::net::IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2)),
     http_port: 5248,
     syslog: None,
 };
@@ -135,7 +135,7 @@ fn netboot_node_gets_its_profile_rendered_for_every_loader() {
         .render_boot(
             Loader::Grub,
             unknown,
-            Some(Ipv4Addr::new(10, 99, 1, 9)),
+            Some(Ipv4Addr::new(10, 99, 1, 9).into()),
             at80,
         )
         .unwrap()
@@ -205,7 +205,12 @@ fn unknown_clients_get_their_subnets_profile_found_by_their_address() {
     let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
     let m = mac("52:54:00:bb:00:01");
     let ipxe = t
-        .render_boot(Loader::Ipxe, m, Some(Ipv4Addr::new(10, 99, 1, 7)), AT)
+        .render_boot(
+            Loader::Ipxe,
+            m,
+            Some(Ipv4Addr::new(10, 99, 1, 7).into()),
+            AT,
+        )
         .unwrap();
     assert!(
         ipxe.text
@@ -215,7 +220,12 @@ fn unknown_clients_get_their_subnets_profile_found_by_their_address() {
     );
     assert_eq!(ipxe.node, None);
     assert_eq!(
-        t.render_boot(Loader::Ipxe, m, Some(Ipv4Addr::new(192, 168, 1, 1)), AT),
+        t.render_boot(
+            Loader::Ipxe,
+            m,
+            Some(Ipv4Addr::new(192, 168, 1, 1).into()),
+            AT
+        ),
         Err(RenderError::NoIntent),
         "outside every subnet: no profile"
     );
@@ -370,7 +380,7 @@ fn rendering_for_an_interface_looked_up_already_is_rendering_by_mac() {
     let t = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
     let other = Table::compile(&snapshot(serde_json::json!({})), None).unwrap();
     let (known, unknown) = (mac("52:54:00:aa:00:01"), mac("52:54:00:bb:00:01"));
-    let client = Some(Ipv4Addr::new(10, 99, 1, 7));
+    let client = Some(Ipv4Addr::new(10, 99, 1, 7).into());
     for (m, client) in [(known, None), (known, client), (unknown, client)] {
         let by_mac = t.render_boot(Loader::Ipxe, m, client, AT);
         assert_eq!(
@@ -405,7 +415,7 @@ fn with_files(files: serde_json::Value) -> Snapshot {
 }
 
 const AT_SYSLOG: Endpoint = Endpoint {
-    server: Ipv4Addr::new(10, 99, 0, 2),
+    server: std::net::IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2)),
     http_port: 5248,
     syslog: Some(std::net::SocketAddr::V4(std::net::SocketAddrV4::new(
         Ipv4Addr::UNSPECIFIED,
@@ -479,7 +489,12 @@ fn unknown_clients_get_their_subnets_profile_files_at_request_time() {
     let t = Table::compile(&snap, None).unwrap();
     let unknown = mac("52:54:00:bb:00:09");
     let f = t
-        .render_file("user-data", unknown, Some(Ipv4Addr::new(10, 99, 1, 7)), AT)
+        .render_file(
+            "user-data",
+            unknown,
+            Some(Ipv4Addr::new(10, 99, 1, 7).into()),
+            AT,
+        )
         .unwrap();
     assert_eq!(
         f.text,
@@ -488,7 +503,12 @@ fn unknown_clients_get_their_subnets_profile_files_at_request_time() {
     assert_eq!(f.node, None);
     // Outside every subnet: no profile applies.
     assert_eq!(
-        t.render_file("user-data", unknown, Some(Ipv4Addr::new(192, 0, 2, 7)), AT),
+        t.render_file(
+            "user-data",
+            unknown,
+            Some(Ipv4Addr::new(192, 0, 2, 7).into()),
+            AT
+        ),
         Err(RenderError::NoIntent)
     );
 }
@@ -572,4 +592,83 @@ fn a_large_snapshot_validates_every_node_on_every_core_and_reports_in_document_o
     let found = problems(&snap);
     let ids: Vec<Vec<&str>> = found.iter().map(|p| p.node_ids()).collect();
     assert_eq!(ids, vec![vec!["n17"], vec!["n2900"]], "{found:#?}");
+}
+
+/// Issue 27: a machine booting over IPv6 gets its configuration and files rendered for its
+/// IPv6 address, with URLs naming the IPv6 address it reached (in brackets), and an unknown
+/// one its IPv6 subnet's profile.
+#[test]
+fn a_machine_asking_over_ipv6_is_rendered_for_its_ipv6_address() {
+    let snap = snapshot(serde_json::json!({
+        "boot_profiles": { "live": {
+            "cmdline": "v4={{ node.ipv4 }} v6={{ node.ipv6 }} net={{ subnet.cidr }} files={{ node_files_url }}",
+            "node_files": { "user-data": "#cloud-config\nhostname: {{ node.hostname }}\n# {{ node.ipv6 }}\n" } } },
+        "subnets": [
+            { "cidr": "10.99.0.0/16", "domain": "lab" },
+            { "cidr": "fd00:99::/64", "domain": "lab6",
+              "dynamic": [ { "start": "fd00:99::1000", "end": "fd00:99::1fff" } ],
+              "boot": { "unknown_profile": "enlist" } } ],
+        "nodes": [
+            { "id": "n1", "hostname": "node1", "domain": "lab",
+              "interfaces": [ { "mac": "52:54:00:aa:00:01", "ipv4": "10.99.0.11", "ipv6": "fd00:99::11" } ],
+              "boot": { "profile": "live" } } ]
+    }));
+    let t = Table::compile(&snap, None).unwrap();
+    let m = mac("52:54:00:aa:00:01");
+    let at6 = Endpoint {
+        server: "fd00:99::2".parse().unwrap(),
+        ..AT
+    };
+    let six: std::net::IpAddr = "fd00:99::11".parse().unwrap();
+    let ipxe = t.render_boot(Loader::Ipxe, m, Some(six), at6).unwrap().text;
+    assert!(
+        ipxe.contains("kernel http://[fd00:99::2]:5248/images/vmlinuz"),
+        "{ipxe}"
+    );
+    assert!(
+        ipxe.contains(
+            "v4=10.99.0.11 v6=fd00:99::11 net=fd00:99::/64 files=http://[fd00:99::2]:5248/nodes/52-54-00-aa-00-01/"
+        ),
+        "{ipxe}"
+    );
+    let grub = t.render_boot(Loader::Grub, m, Some(six), at6).unwrap().text;
+    assert!(grub.contains("linux /images/vmlinuz"), "{grub}");
+    // Over IPv4 the same node is rendered for its IPv4 subnet.
+    let four = t.render_boot(Loader::Ipxe, m, None, AT).unwrap().text;
+    assert!(four.contains("net=10.99.0.0/16"), "{four}");
+    let f = t.render_file("user-data", m, Some(six), at6).unwrap();
+    assert!(
+        f.text.contains("hostname: node1\n# fd00:99::11"),
+        "{}",
+        f.text
+    );
+
+    // An unknown machine: the profile of the IPv6 subnet its address is in.
+    let unknown = mac("52:54:00:bb:00:01");
+    let dynamic: std::net::IpAddr = "fd00:99::1007".parse().unwrap();
+    let enlist = t
+        .render_boot(Loader::Ipxe, unknown, Some(dynamic), at6)
+        .unwrap()
+        .text;
+    assert!(enlist.contains("enlist mac=52:54:00:bb:00:01"), "{enlist}");
+    assert_eq!(
+        t.render_boot(
+            Loader::Ipxe,
+            unknown,
+            Some("fd00:1::7".parse().unwrap()),
+            at6
+        ),
+        Err(RenderError::NoIntent),
+        "outside every subnet: no profile"
+    );
+    // GRUB over HTTP on port 80 names the IPv6 server bare, as GRUB's device syntax wants.
+    let at80 = Endpoint {
+        http_port: 80,
+        ..at6
+    };
+    let grub = t
+        .render_boot(Loader::Grub, m, Some(six), at80)
+        .unwrap()
+        .text;
+    assert!(grub.contains("(http,fd00:99::2)/images/vmlinuz"), "{grub}");
 }

@@ -684,6 +684,7 @@ fn start_syslog(
 /// the live lease on it, else of the machine that showed it in its PXE exchange on a proxyDHCP
 /// subnet (and its node, for a known node's interface without a reservation).
 fn sender(table: &Table, board: &LeaseBoard, ip: IpAddr) -> (Option<String>, Option<MacAddr>) {
+    let ip = ip.to_canonical();
     let reserved = match ip {
         IpAddr::V4(v4) => table.by_ipv4(v4),
         IpAddr::V6(v6) => table.by_ipv6(v6),
@@ -697,7 +698,7 @@ fn sender(table: &Table, board: &LeaseBoard, ip: IpAddr) -> (Option<String>, Opt
             .holder(v4)
             .map(|l| l.mac)
             .or_else(|| board.sighted_at(v4, pserv_core::lease::Now::read().unix)),
-        IpAddr::V6(_) => None,
+        IpAddr::V6(v6) => board.holder6(v6).and_then(|l| l.mac),
     };
     match mac {
         Some(mac) => (

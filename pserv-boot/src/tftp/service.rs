@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -288,13 +288,14 @@ pub async fn serve(
         .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
     // A rack powering on sends its RRQs in one burst: queue them rather than drop them.
     grow_buffers(&sock, REQUEST_BUFFER);
-    // On a wildcard address, learn which address each request was sent to (IP_PKTINFO), so
-    // its transfer answers from that address: a client on a host with several addresses
-    // drops DATA that comes from another one.
-    if local_ip.is_ipv4()
+    // On a wildcard address, learn which address each request was sent to (IP_PKTINFO,
+    // IPV6_PKTINFO: on a dual-stack socket, IPv4 requests too, IPv4-mapped), so its transfer
+    // answers from that address: a client on a host with several addresses drops DATA that
+    // comes from another one.
+    if local_ip.is_unspecified()
         && let Err(e) = enable_packet_info(&sock)
     {
-        tracing::debug!(error = %e, "TFTP: no IP_PKTINFO; transfers answer from the routed address");
+        tracing::debug!(error = %e, "TFTP: no packet info; transfers answer from the routed address");
     }
     let front = Front {
         sock,
@@ -410,11 +411,11 @@ impl Front {
         &self,
         datagram: &[u8],
         from: SocketAddr,
-        to: Option<Ipv4Addr>,
+        to: Option<IpAddr>,
         out: &mut Vec<u8>,
     ) {
         let reply_from = match to {
-            Some(ip) if self.local_ip.is_unspecified() && !ip.is_unspecified() => IpAddr::V4(ip),
+            Some(ip) if self.local_ip.is_unspecified() && !ip.is_unspecified() => ip,
             _ => self.local_ip,
         };
         let Some(request) = self.read_request(datagram, from, out).await else {
@@ -637,20 +638,32 @@ async fn transfer(
 }
 
 /// One datagram: its length, sender, and the local address it was sent to (IP_PKTINFO's
-/// `ipi_spec_dst`, when the socket reports it).
+/// `ipi_spec_dst`, IPV6_PKTINFO's address, when the socket reports it).
 async fn recv_with_destination(
     sock: &UdpSocket,
     buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<Ipv4Addr>)> {
+) -> std::io::Result<(usize, SocketAddr, Option<IpAddr>)> {
     let fd = sock.as_raw_fd();
     loop {
         sock.readable().await?;
         let got = sock.try_io(tokio::io::Interest::READABLE, || {
             let mut iov = [IoSliceMut::new(&mut *buf)];
-            let mut space = nix::cmsg_space!(nix::libc::in_pktinfo);
+            let mut space = nix::cmsg_space!(nix::libc::in6_pktinfo);
             let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut space), MsgFlags::empty())
                 .map_err(std::io::Error::from)?;
-            let to = msg.cmsgs().ok().and_then(packet_info).map(|i| i.local);
+            let to = msg
+                .cmsgs()
+                .ok()
+                .and_then(packet_info)
+                .map(|i| {
+                    if i.local6.is_unspecified() {
+                        IpAddr::V4(i.local)
+                    } else {
+                        IpAddr::V6(i.local6)
+                    }
+                })
+                // A link-local destination would need its interface to answer from.
+                .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()));
             let from = msg
                 .address
                 .as_ref()

@@ -9,7 +9,7 @@
 //! from the compiled templates: CPU only, nothing to wait on.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use serde::Serialize;
@@ -104,8 +104,9 @@ pub struct BootPlan {
 /// receiver it is told about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Endpoint {
-    /// The server address (the subnet's `next_server`, else the address the request reached).
-    pub server: Ipv4Addr,
+    /// The server address (the subnet's `next_server`, else the address the request reached:
+    /// IPv6 for a machine that asked over IPv6).
+    pub server: IpAddr,
     /// The HTTP boot port.
     pub http_port: u16,
     /// The syslog receiver, when one runs; an unspecified address means `server` (the address
@@ -122,8 +123,52 @@ pub(crate) struct Subject<'a> {
     pub(crate) fqdn: &'a str,
     pub(crate) mac: MacAddr,
     pub(crate) ipv4: Option<Ipv4Addr>,
+    pub(crate) ipv6: Option<Ipv6Addr>,
     pub(crate) vars: Option<&'a BTreeMap<String, String>>,
-    pub(crate) subnet: Option<&'a super::SubnetInfo>,
+    /// The subnet it asked in: its `cidr`, `domain` and first router.
+    pub(crate) subnet: Option<SubnetOf<'a>>,
+}
+
+/// The subnet a machine asked in, of either family.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SubnetOf<'a> {
+    V4(&'a super::SubnetInfo),
+    V6(&'a super::SubnetInfo6),
+}
+
+impl SubnetOf<'_> {
+    fn cidr(&self) -> &str {
+        match self {
+            Self::V4(s) => &s.cidr,
+            Self::V6(s) => &s.cidr,
+        }
+    }
+    fn domain(&self) -> &str {
+        match self {
+            Self::V4(s) => s.domain.as_deref(),
+            Self::V6(s) => s.domain.as_deref(),
+        }
+        .unwrap_or("")
+    }
+    /// The first router (IPv6 routers announce themselves: none).
+    fn router(&self) -> String {
+        match self {
+            Self::V4(s) => s
+                .routers
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            Self::V6(_) => String::new(),
+        }
+    }
+}
+
+/// `ip` as a URL's host: an IPv6 address in brackets (RFC 3986).
+pub fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    }
 }
 
 /// A rendered configuration.
@@ -260,6 +305,7 @@ struct NodeCtx<'a> {
     mac: String,
     mac_hyphen: String,
     ipv4: String,
+    ipv6: String,
 }
 
 #[derive(Serialize)]
@@ -308,7 +354,9 @@ fn grub_path(s: &str) -> String {
 /// `(http,host)` (it always asks port 80), and Debian 12's signed GRUB has no HTTP at all. So
 /// when HTTP boot listens on port 80 the configuration tries `(http,<server>)/path` first and
 /// falls back to TFTP; otherwise (and for URLs, already HTTP) there is only one form.
-fn grub_http(s: &str, server: Ipv4Addr, http_port: u16) -> Option<String> {
+/// GRUB names an IPv6 server bare (`(http,2001:db8::1)`): its device parser takes everything
+/// after the comma as the host.
+fn grub_http(s: &str, server: IpAddr, http_port: u16) -> Option<String> {
     (http_port == 80 && !is_url(s))
         .then(|| format!("(http,{server})/{}", s.trim_start_matches('/')))
 }
@@ -590,7 +638,7 @@ impl BootPlan {
             },
             None => None,
         };
-        let base = format!("http://{}:{}", at.server, at.http_port);
+        let base = format!("http://{}:{}", url_host(at.server), at.http_port);
         let url = |s: &str| {
             if is_url(s) {
                 s.to_owned()
@@ -631,14 +679,15 @@ impl BootPlan {
                 mac: who.mac.to_string(),
                 mac_hyphen,
                 ipv4: who.ipv4.map(|ip| ip.to_string()).unwrap_or_default(),
+                ipv6: who.ipv6.map(|ip| ip.to_string()).unwrap_or_default(),
             },
             subnet: SubnetCtx {
-                cidr: who.subnet.map_or("", |s| &s.cidr),
-                domain: who.subnet.and_then(|s| s.domain.as_deref()).unwrap_or(""),
+                cidr: who.subnet.as_ref().map_or("", SubnetOf::cidr),
+                domain: who.subnet.as_ref().map_or("", SubnetOf::domain),
                 router: who
                     .subnet
-                    .and_then(|s| s.routers.first())
-                    .map(|r| r.to_string())
+                    .as_ref()
+                    .map(SubnetOf::router)
                     .unwrap_or_default(),
             },
             vars,

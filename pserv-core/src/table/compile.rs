@@ -207,8 +207,9 @@ impl<'s> Compiler<'s> {
                 fqdn: "",
                 mac: MacAddr([0x02, 0, 0, 0, 0, 1]),
                 ipv4: s.dynamic.first().map(|r| r.start),
+                ipv6: None,
                 vars: None,
-                subnet: Some(s),
+                subnet: Some(boot::SubnetOf::V4(s)),
             };
             let at = subnet_site(index, &s.cidr, "boot.unknown_profile");
             let failures = self.boot.check(
@@ -1215,7 +1216,7 @@ impl<'s> Compiler<'s> {
 fn validation_endpoint(next_server: Option<Ipv4Addr>) -> Endpoint {
     let server = next_server.unwrap_or(Ipv4Addr::new(192, 0, 2, 1));
     Endpoint {
-        server,
+        server: server.into(),
         http_port: 5248,
         syslog: Some(std::net::SocketAddr::from((server, 514))),
     }
@@ -1258,8 +1259,9 @@ fn check_node(
         fqdn: &fqdn,
         mac: primary.map_or(MacAddr([0x02, 0, 0, 0, 0, 1]), |i| i.mac),
         ipv4,
+        ipv6: primary.and_then(|i| i.ipv6),
         vars: node.boot.as_ref().map(|b| &b.vars),
-        subnet,
+        subnet: subnet.map(boot::SubnetOf::V4),
     };
     let next_server = subnet
         .and_then(|s| s.boot.as_ref())

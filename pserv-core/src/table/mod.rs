@@ -15,7 +15,7 @@ mod boot;
 mod compile;
 pub mod names;
 
-pub use boot::{BootPlan, Endpoint, Intent, Loader, RenderError, Rendered, RenderedFile};
+pub use boot::{BootPlan, Endpoint, Intent, Loader, RenderError, Rendered, RenderedFile, url_host};
 pub use compile::validate;
 use compile::{Compiler, compile_dns};
 
@@ -651,7 +651,7 @@ impl Table {
         &self,
         loader: Loader,
         mac: MacAddr,
-        client: Option<Ipv4Addr>,
+        client: Option<IpAddr>,
         at: Endpoint,
     ) -> Result<Rendered, RenderError> {
         self.render_boot_for(loader, mac, self.by_mac(mac), client, at)
@@ -666,7 +666,7 @@ impl Table {
         loader: Loader,
         mac: MacAddr,
         iface: Option<IfaceView<'_>>,
-        client: Option<Ipv4Addr>,
+        client: Option<IpAddr>,
         at: Endpoint,
     ) -> Result<Rendered, RenderError> {
         let (who, intent, _) = self.subject(mac, iface, client);
@@ -686,7 +686,7 @@ impl Table {
         &self,
         mac: MacAddr,
         iface: Option<IfaceView<'_>>,
-        client: Option<Ipv4Addr>,
+        client: Option<IpAddr>,
     ) -> Option<u32> {
         self.subject(mac, iface, client).2
     }
@@ -698,7 +698,7 @@ impl Table {
         &self,
         name: &str,
         mac: MacAddr,
-        client: Option<Ipv4Addr>,
+        client: Option<IpAddr>,
         at: Endpoint,
     ) -> Result<RenderedFile, RenderError> {
         self.render_file_for(name, mac, self.by_mac(mac), client, at)
@@ -711,7 +711,7 @@ impl Table {
         name: &str,
         mac: MacAddr,
         iface: Option<IfaceView<'_>>,
-        client: Option<Ipv4Addr>,
+        client: Option<IpAddr>,
         at: Endpoint,
     ) -> Result<RenderedFile, RenderError> {
         let (who, intent, profile) = self.subject(mac, iface, client);
@@ -729,16 +729,38 @@ impl Table {
         &'a self,
         mac: MacAddr,
         iface: Option<IfaceView<'_>>,
-        client: Option<Ipv4Addr>,
+        client: Option<IpAddr>,
     ) -> (boot::Subject<'a>, Intent, Option<u32>) {
         let iface = match iface {
             Some(i) if !std::ptr::eq(i.table, self) || i.mac() != mac => self.by_mac(mac),
             Some(i) => Some(self.iface(i.index)),
             None => None,
         };
-        let ipv4 = iface.and_then(|i| i.ipv4()).or(client);
-        let subnet = ipv4.and_then(|ip| self.subnet_for(ip));
-        let intent = Intent::of(iface, subnet);
+        let (client4, client6) = match client.map(|ip| ip.to_canonical()) {
+            Some(IpAddr::V4(ip)) => (Some(ip), None),
+            Some(IpAddr::V6(ip)) => (None, Some(ip)),
+            None => (None, None),
+        };
+        let ipv4 = iface.and_then(|i| i.ipv4()).or(client4);
+        let ipv6 = iface.and_then(|i| i.ipv6()).or(client6);
+        // The subnet of the family it asked in: a machine booting over IPv6 gets its IPv6
+        // subnet's settings (an unknown one, its profile for unknown clients).
+        let subnet = match client6 {
+            Some(_) => ipv6
+                .and_then(|ip| self.subnet6_for(ip))
+                .map(boot::SubnetOf::V6),
+            None => ipv4
+                .and_then(|ip| self.subnet_for(ip))
+                .map(boot::SubnetOf::V4),
+        };
+        let intent = Intent::of_boot(
+            iface,
+            match subnet {
+                Some(boot::SubnetOf::V4(s)) => s.boot.as_ref(),
+                Some(boot::SubnetOf::V6(s)) => s.boot.as_ref(),
+                None => None,
+            },
+        );
         let node = iface.map(|i| i.node());
         let profile = match node {
             Some(n) => n.profile(),
@@ -754,6 +776,7 @@ impl Table {
             fqdn: node.map_or("", |n| n.fqdn()),
             mac,
             ipv4,
+            ipv6,
             vars: node.and_then(|n| n.extra()).map(|e| &e.vars),
             subnet,
         };
