@@ -188,10 +188,12 @@ enum Firmware {
     SeaBios,
     /// OVMF (x86-64 UEFI). `secure`: Microsoft's keys enrolled and Secure Boot enforced
     /// (the `.ms` images, SMM); `http_only`: its PXE turned off, so it HTTP-boots (option 93
-    /// = 16) instead.
+    /// = 16) instead; `ipv6_only`: its IPv4 PXE off (and, with `http_only`, its IPv4 HTTP boot
+    /// left to time out on a network without DHCPv4), so it boots over IPv6.
     Ovmf {
         secure: bool,
         http_only: bool,
+        ipv6_only: bool,
     },
     /// AAVMF (ARM64 UEFI) on QEMU's `virt` machine: PXE with option 93 = 11.
     Aavmf,
@@ -201,6 +203,7 @@ impl Firmware {
     const OVMF: Self = Self::Ovmf {
         secure: false,
         http_only: false,
+        ipv6_only: false,
     };
 }
 
@@ -250,7 +253,11 @@ impl Vm {
                         &format!("virtio-net-pci,netdev=n0,mac={mac},romfile="),
                     ]);
             }
-            Firmware::Ovmf { secure, http_only } => {
+            Firmware::Ovmf {
+                secure,
+                http_only,
+                ipv6_only,
+            } => {
                 let vars = dir.join(format!("{tag}.vars.fd"));
                 let (code, template) = if secure {
                     (OVMF_CODE_SECURE, OVMF_VARS_SECURE)
@@ -265,10 +272,13 @@ impl Vm {
                 } else {
                     c.args(["-m", "512", "-machine", "q35"]);
                 }
-                if http_only {
-                    for v in ["IPv4PXESupport", "IPv6PXESupport"] {
-                        c.args(["-fw_cfg", &format!("name=opt/org.tianocore/{v},string=n")]);
-                    }
+                let off: &[&str] = match (http_only, ipv6_only) {
+                    (true, _) => &["IPv4PXESupport", "IPv6PXESupport"],
+                    (false, true) => &["IPv4PXESupport"],
+                    (false, false) => &[],
+                };
+                for v in off {
+                    c.args(["-fw_cfg", &format!("name=opt/org.tianocore/{v},string=n")]);
                 }
                 c.args([
                     "-drive",
@@ -325,14 +335,32 @@ struct Server {
 impl Server {
     /// `http_port`: HTTP boot's (GRUB 2.06 fetches kernels over HTTP only from port 80).
     fn start(ns: &Netns, dir: &Path, snap: &Path, boot: &Path, http_port: u16) -> Self {
+        Self::start_with(ns, dir, snap, boot, http_port, false)
+    }
+
+    /// `ipv6`: DHCPv6 on `[::]:547` too, and TFTP and HTTP boot on dual-stack wildcards.
+    fn start_with(
+        ns: &Netns,
+        dir: &Path,
+        snap: &Path,
+        boot: &Path,
+        http_port: u16,
+        ipv6: bool,
+    ) -> Self {
+        let any = if ipv6 { "[::]" } else { "0.0.0.0" };
         let mut pserv = Process::spawn(
             ns.exec(PSERV)
                 .arg("serve")
                 .args(["--snapshot", snap.to_str().unwrap()])
                 .args(["--dhcp-listen", "0.0.0.0:67", "--dhcp-interface", "br0"])
+                .args(if ipv6 {
+                    &["--dhcp6-listen", "[::]:547"][..]
+                } else {
+                    &["--no-dhcp6"][..]
+                })
                 .args(["--dns-listen", &format!("{SERVER}:53")])
-                .args(["--tftp-listen", "0.0.0.0:69"])
-                .args(["--boot-http-listen", &format!("0.0.0.0:{http_port}")])
+                .args(["--tftp-listen", &format!("{any}:69")])
+                .args(["--boot-http-listen", &format!("{any}:{http_port}")])
                 .args(["--boot-dir", boot.to_str().unwrap()])
                 .args(["--control-listen", "127.0.0.1:0"])
                 .args(["--state-dir", dir.join("state").to_str().unwrap()])
@@ -409,6 +437,19 @@ impl Server {
             "a local node loads no kernel: {files:?}"
         );
         assert!(!vm.console().contains("PSERV-BOOTED"));
+    }
+
+    /// Asserts the client at `ip` fetched each of `files` over `kind` (`tftp`, `http`).
+    fn assert_fetched(&self, ip: &str, kind: &str, files: &[&str]) {
+        let fetched = self.fetched_by(ip);
+        for f in files {
+            assert!(
+                fetched
+                    .iter()
+                    .any(|(k, n)| k == kind && n.trim_start_matches('/') == *f),
+                "{f} over {kind} by {ip}: {fetched:?}"
+            );
+        }
     }
 
     /// The files fetched by the client at `ip` (TFTP and HTTP), as (kind, name).
@@ -628,11 +669,36 @@ fn assemble(boot: &Path, from: Option<&Path>, ready: &str) {
     assert!(report.contains(&format!("ready      {ready}")), "{report}");
 }
 
+/// What a machine on the x86-64 `grub` chain fetches: shim, GRUB, the configuration under
+/// the prefix of Debian 12's signed network GRUB, the kernel and the initrd.
+const GRUB_CHAIN_FILES: [&str; 5] = [
+    "shimx64.efi",
+    "grubx64.efi",
+    "grub/grub.cfg",
+    "images/vmlinuz",
+    "images/initrd.img",
+];
+
 /// The signed pieces the `grub` chain needs (packages shim-signed, grub-efi-amd64-signed).
 const SIGNED: [&str; 2] = [
     "/usr/lib/shim/shimx64.efi.signed",
     "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed",
 ];
+
+/// Whether every file `what` needs is there: CI installs them all (a missing one fails it);
+/// elsewhere the test skips, saying which.
+fn present(files: &[&str], what: &str) -> bool {
+    let missing: Vec<&&str> = files.iter().filter(|f| !Path::new(f).exists()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "CI installs what {what} needs (.ci/run); missing {missing:?}"
+    );
+    eprintln!("SKIP: {what} needs {missing:?} (see .ci/run)");
+    false
+}
 
 /// Boots two machines side by side and returns each one's time from power-on (`t0`) to its
 /// initramfs's report.
@@ -657,18 +723,10 @@ fn uefi_secure_boot_and_http_boot_take_the_chain_pserv_hands_them() {
     if !ready() {
         return;
     }
-    let missing: Vec<&str> = SIGNED
-        .iter()
-        .chain(&[OVMF_CODE_SECURE, OVMF_VARS_SECURE])
-        .copied()
-        .filter(|f| !Path::new(f).exists())
-        .collect();
-    if !missing.is_empty() {
-        assert!(
-            !in_ci(),
-            "CI installs shim-signed and grub-efi-amd64-signed; missing {missing:?}"
-        );
-        eprintln!("SKIP: the Secure Boot chain needs {missing:?} (see .ci/run)");
+    if !present(
+        &[SIGNED[0], SIGNED[1], OVMF_CODE_SECURE, OVMF_VARS_SECURE],
+        "the Secure Boot chain",
+    ) {
         return;
     }
     let _one_at_a_time = VMS
@@ -690,10 +748,12 @@ fn uefi_secure_boot_and_http_boot_take_the_chain_pserv_hands_them() {
     let secure = Firmware::Ovmf {
         secure: true,
         http_only: false,
+        ipv6_only: false,
     };
     let http = Firmware::Ovmf {
         secure: false,
         http_only: true,
+        ipv6_only: false,
     };
 
     // Secure Boot on, through shim and GRUB; beside it the same boot on the ipxe chain with
@@ -717,22 +777,7 @@ fn uefi_secure_boot_and_http_boot_take_the_chain_pserv_hands_them() {
     );
     // Debian's signed GRUB has no HTTP: its configuration's HTTP attempt fails at once and
     // it reads the kernel over TFTP.
-    let sb_files = server.fetched_by("10.99.0.21");
-    for f in [
-        "shimx64.efi",
-        "grubx64.efi",
-        // The prefix of Debian 12's signed network GRUB.
-        "grub/grub.cfg",
-        "images/vmlinuz",
-        "images/initrd.img",
-    ] {
-        assert!(
-            sb_files
-                .iter()
-                .any(|(k, n)| k == "tftp" && n.trim_start_matches('/') == f),
-            "{f} over TFTP: {sb_files:?}"
-        );
-    }
+    server.assert_fetched("10.99.0.21", "tftp", &GRUB_CHAIN_FILES);
     assert_eq!(
         server.configs(mac("sb1")),
         vec![("grub".to_owned(), "netboot".to_owned())]
@@ -896,4 +941,208 @@ fn arm64_uefi_netboots_linux_through_shim_and_grub() {
         vec![("grub".to_owned(), "netboot".to_owned())]
     );
     eprintln!("ARM64 checked at {:?}", t0.elapsed());
+}
+
+/// The lab's IPv6 prefix (the server at `::2`).
+const PREFIX6: &str = "fd00:99";
+
+/// GRUB's EFI modules (package grub-efi-amd64-bin), for the HTTPv6 test's own loader.
+const GRUB_EFI_MODULES: &str = "/usr/lib/grub/x86_64-efi";
+
+/// A GRUB for UEFI HTTP boot over IPv6, made with `grub-mkimage` as an operator would: Debian's
+/// signed GRUB cannot take its network from an HTTP boot, and Debian's iPXE has no IPv6. Its
+/// embedded configuration asks pserv's DHCPv6 for an address (`net_bootp6`) and reads the
+/// `grub.cfg` pserv renders for that address over TFTP (GRUB 2.06 reaches HTTP on port 80
+/// only, and its HTTP under TCG is too slow for a kernel: none had arrived after 5 minutes).
+fn grub_for_http6(dir: &Path, out: &Path) {
+    let cfg = dir.join("grub-http6.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "net_bootp6\nset root=(tftp,{PREFIX6}::2)\nset prefix=(tftp,{PREFIX6}::2)/grub\n\
+             configfile (tftp,{PREFIX6}::2)/grub/grub.cfg\n"
+        ),
+    )
+    .unwrap();
+    let made = Command::new("grub-mkimage")
+        .args(["-O", "x86_64-efi", "-p", "/grub"])
+        .args(["-d", GRUB_EFI_MODULES])
+        .arg("-o")
+        .arg(out)
+        .arg("-c")
+        .arg(&cfg)
+        .args([
+            "efinet",
+            "net",
+            "tftp",
+            "http",
+            "linux",
+            "normal",
+            "configfile",
+            "echo",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "grub-mkimage: {made:?}");
+}
+
+/// Issue 27: OVMF with its IPv4 PXE off netboots Linux over IPv6 alone, two ways at once, on a
+/// network with router advertisements (radvd, M flag) and no IPv4 subnet:
+///
+/// - PXEv6 on the `grub` chain: DHCPv6 hands it `tftp://[server]/shimx64.efi`; shim loads GRUB
+///   over TFTP on IPv6; GRUB takes its address and server from the PXE DHCPv6 reply and reads
+///   the `grub.cfg` pserv renders for the machine at its IPv6 reservation, then the kernel
+///   and initrd over TFTP on IPv6.
+/// - UEFI HTTP boot over IPv6 (PXE off; its HTTPv4 attempt times out first): DHCPv6 with
+///   vendor class HTTPClient hands it `http://[server]:port/grub-http6.efi`, its node's
+///   file; that GRUB gets a dynamic DHCPv6 lease of its own (the machine has no IPv6
+///   reservation: pserv knows it by the MAC in its link-local address) and reads the
+///   configuration pserv renders for that lease.
+#[test]
+fn uefi_netboots_linux_over_ipv6_by_pxe_and_by_http_boot() {
+    if !ready() || !have_tool("radvd") || !have_tool("grub-mkimage") {
+        assert!(!in_ci(), "CI installs radvd and grub-efi-amd64-bin");
+        eprintln!("SKIP: IPv6 netboot needs radvd and grub-mkimage (see .ci/run)");
+        return;
+    }
+    if !present(&[SIGNED[0], SIGNED[1], GRUB_EFI_MODULES], "IPv6 netboot") {
+        return;
+    }
+    let _one_at_a_time = VMS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let boot = boot_dir(dir.path());
+    assemble(&boot, None, "x86-64 UEFI, grub chain (Secure Boot)");
+    grub_for_http6(dir.path(), &boot.join("grub-http6.efi"));
+    let (pxe, pxe_mac, pxe_v6) = ("six1", "52:54:00:aa:03:41", format!("{PREFIX6}::41"));
+    let (http, http_mac) = ("six2", "52:54:00:aa:03:42");
+    let snap = dir.path().join("snap.json");
+    std::fs::write(
+        &snap,
+        format!(
+            r#"{{ "generation": 1,
+  "boot_profiles": {{ "live": {{ "kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 panic=-1 pserv.host={{{{ node.hostname }}}} pserv.v6={{{{ node.ipv6 }}}}" }} }},
+  "subnets": [ {{ "cidr": "{PREFIX6}::/64", "dns_servers": ["{PREFIX6}::2"], "domain": "lab",
+                  "lease_seconds": 600, "unknown_clients": "ignore",
+                  "dynamic": [ {{ "start": "{PREFIX6}::1:0", "end": "{PREFIX6}::1:ffff" }} ],
+                  "boot": {{ "chain": "grub" }} }} ],
+  "nodes": [ {{ "id": "{pxe}", "hostname": "{pxe}", "domain": "lab",
+                "interfaces": [ {{ "mac": "{pxe_mac}", "ipv6": "{pxe_v6}" }} ],
+                "boot": {{ "profile": "live" }} }},
+             {{ "id": "{http}", "hostname": "{http}", "domain": "lab",
+                "interfaces": [ {{ "mac": "{http_mac}" }} ],
+                "boot": {{ "profile": "live", "files": {{ "x86_64-http": "grub-http6.efi" }} }} }} ] }}"#
+        ),
+    )
+    .unwrap();
+    let ns = lab_netns();
+    for setting in [
+        // radvd runs only where the namespace forwards (a router's job).
+        "net.ipv6.conf.all.forwarding=1",
+        "net.ipv6.conf.default.accept_dad=0",
+        "net.ipv6.conf.br0.accept_dad=0",
+    ] {
+        let out = ns.exec("sysctl").args(["-qw", setting]).output().unwrap();
+        assert!(out.status.success(), "sysctl {setting}: {out:?}");
+    }
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{PREFIX6}::2/64"),
+        "dev",
+        "br0",
+        "nodad",
+    ]);
+    // The prefix on link, no autonomous addresses, the M flag: addresses by DHCPv6.
+    let conf = dir.path().join("radvd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "interface br0 {{\n  AdvSendAdvert on;\n  AdvManagedFlag on;\n  AdvOtherConfigFlag on;\n  \
+             MinRtrAdvInterval 3;\n  MaxRtrAdvInterval 10;\n  prefix {PREFIX6}::/64 {{\n    AdvOnLink on;\n    \
+             AdvAutonomous off;\n  }};\n}};\n"
+        ),
+    )
+    .unwrap();
+    let _radvd = Process::spawn(
+        ns.exec("radvd")
+            .args(["-n", "-m", "stderr", "-C", conf.to_str().unwrap()])
+            .args(["-p", dir.path().join("radvd.pid").to_str().unwrap()])
+            .args(["-u", "root"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let server = Server::start_with(&ns, dir.path(), &snap, &boot, 5248, true);
+    let start = Instant::now();
+    let v6_only = |http_only| Firmware::Ovmf {
+        secure: false,
+        http_only,
+        ipv6_only: true,
+    };
+    let mut by_pxe = Vm::start(&ns, dir.path(), "v1", pxe_mac, v6_only(false));
+    let mut by_http = Vm::start(&ns, dir.path(), "v2", http_mac, v6_only(true));
+    let [t_pxe, t_http] = times_to_booted(
+        [(&mut by_pxe, pxe), (&mut by_http, http)],
+        start,
+        Duration::from_secs(300),
+    );
+    eprintln!(
+        "OVMF over IPv6 to Linux: PXEv6 through shim + GRUB {t_pxe:.1?}, HTTPv6 boot (after its HTTPv4 attempt timed out) {t_http:.1?}"
+    );
+    assert!(
+        by_pxe.console().contains(&format!("pserv.v6={pxe_v6}")),
+        "the command line names the IPv6 reservation; console:\n{}",
+        by_pxe.console()
+    );
+    server.assert_fetched(&format!("[{pxe_v6}]"), "tftp", &GRUB_CHAIN_FILES);
+    assert_eq!(
+        server.configs(pxe_mac),
+        vec![("grub".to_owned(), "netboot".to_owned())]
+    );
+
+    // The HTTP-booted machine: its loader over HTTP on IPv6, from the DHCPv6 answer to its
+    // HTTPClient request, then its configuration at the address of its own lease.
+    let events = server.events();
+    let offered = events
+        .iter()
+        .find(|(k, v)| k == "dhcp" && v["mac"] == http_mac && v["client"] == "http")
+        .unwrap_or_else(|| panic!("no HTTP boot answer for {http_mac}: {events:?}"));
+    assert_eq!(
+        offered.1["file"],
+        format!("http://[{PREFIX6}::2]:5248/grub-http6.efi"),
+        "{offered:?}"
+    );
+    assert!(
+        events.iter().any(|(k, v)| k == "http"
+            && v["path"] == "/grub-http6.efi"
+            && v["status"] == 200
+            && v["client"].as_str().is_some_and(|c| c.starts_with('['))),
+        "{events:?}"
+    );
+    let served = events
+        .iter()
+        .find(|(k, v)| k == "boot_config" && v["mac"] == http_mac)
+        .unwrap_or_else(|| panic!("no configuration for {http_mac}: {events:?}"));
+    let leased = served.1["client"].as_str().unwrap().to_owned();
+    assert!(leased.starts_with(&format!("{PREFIX6}::1:")), "{served:?}");
+    assert!(
+        by_http.console().contains(&format!("pserv.v6={leased}")),
+        "the command line names its lease {leased}; console:\n{}",
+        by_http.console()
+    );
+    let out = ns
+        .exec("curl")
+        .args(["-sf", &format!("{}/v1/leases", server.control)])
+        .output()
+        .unwrap();
+    let leases = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        leases.contains(&leased),
+        "{leased} among the leases: {leases}"
+    );
+    eprintln!("IPv6 netboot checked at {:?}", t0.elapsed());
 }

@@ -244,6 +244,8 @@ async fn fetch(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    // An IPv4 peer of a dual-stack listener as the IPv4 address it is, in events and checks.
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
     let local = req
         .extensions()
         .get::<pserv_net::http::LocalAddr>()

@@ -436,10 +436,12 @@ impl Front {
                 return self.refuse(&busy, &request.name, from, out).await;
             }
         };
-        let opened = match self
-            .tree
-            .open(&request.name, Via::Tftp, from.ip(), reply_from)
-        {
+        let opened = match self.tree.open(
+            &request.name,
+            Via::Tftp,
+            from.ip().to_canonical(),
+            reply_from,
+        ) {
             Ok(o) => o,
             Err(e) => {
                 drop(release);
@@ -627,7 +629,8 @@ async fn transfer(
     counters.bytes.fetch_add(bytes, Ordering::Relaxed);
     counters.active.fetch_sub(1, Ordering::Relaxed);
     on_fetched(&Fetched {
-        client,
+        // An IPv4 peer of a dual-stack socket as the IPv4 address it is.
+        client: SocketAddr::new(client.ip().to_canonical(), client.port()),
         file: request.name,
         size: opened.size(),
         bytes,

@@ -23,8 +23,8 @@ mod wire;
 use std::net::Ipv6Addr;
 
 use dhcproto::v6::{
-    DhcpOption, DhcpOptions, IAAddr, IANA, Message, MessageType, ORO, OptionCode, Status,
-    StatusCode, UnknownOption,
+    DhcpOption, DhcpOptions, IAAddr, IANA, Message, MessageType, OptionCode, Status, StatusCode,
+    UnknownOption,
 };
 use dhcproto::{Decodable, Decoder, Encodable, Name};
 use pserv_core::MacAddr;
@@ -196,7 +196,6 @@ struct Request6<'m> {
     arch: Option<u16>,
     /// The enterprise number of the client's vendor class "HTTPClient", if it sent one.
     http_client: Option<u32>,
-    oro: Vec<OptionCode>,
 }
 
 /// One request's subnet, node and reservation, looked up once.
@@ -682,13 +681,12 @@ impl Server6 {
         }
     }
 
-    /// The boot file URL for a client that named its architecture (option 61) or asked for
-    /// option 59, and whether it is an HTTP boot one.
+    /// The boot file URL for a client that named its architecture (option 61), and whether
+    /// it is an HTTP boot one. A client asking for option 59 without naming its architecture
+    /// (GRUB's own DHCPv6, once it runs) gets none: DHCPv6 has no legacy PXE client whose
+    /// architecture could be assumed, as DHCPv4 assumes BIOS.
     fn boot(&self, req: &Request6<'_>, x: &Exchange6<'_>) -> Option<(String, bool)> {
-        let asked = req.arch.is_some() || req.oro.contains(&OptionCode::from(OPT_BOOTFILE_URL));
-        if !asked {
-            return None;
-        }
+        req.arch?;
         let intent = Intent::of_boot(x.iface, x.subnet.boot.as_ref());
         if intent == Intent::Ignore {
             return None;
@@ -830,10 +828,6 @@ impl<'m> Request6<'m> {
             }
             _ => None,
         };
-        let oro = match o.get(OptionCode::ORO) {
-            Some(DhcpOption::ORO(ORO { opts })) => opts.clone(),
-            _ => Vec::new(),
-        };
         Self {
             msg,
             kind: msg.msg_type(),
@@ -842,7 +836,6 @@ impl<'m> Request6<'m> {
             hostname,
             arch,
             http_client,
-            oro,
         }
     }
 

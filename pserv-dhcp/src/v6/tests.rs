@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dhcproto::v6::{Architecture, IATA};
+use dhcproto::v6::{Architecture, IATA, ORO};
 use proptest::prelude::*;
 use pserv_core::lease::LeaseState;
 use pserv_core::snapshot::Snapshot;
@@ -558,7 +558,7 @@ fn rfc5970_boot_file_url_by_client_architecture() {
         &node1,
         vec![
             ia(1, &[]),
-            oro,
+            oro.clone(),
             DhcpOption::ClientArchType(vec![Architecture::from(16)]),
             vc,
         ],
@@ -584,6 +584,12 @@ fn rfc5970_boot_file_url_by_client_architecture() {
     let (_, adv) = reply(s.handle(&t, &mut l, 0, &direct(), &m));
     assert!(raw_option(&adv, 59).is_none());
     assert!(matches!(adv.opts().get(OptionCode::IATA), Some(DhcpOption::IATA(ta)) if ta.id == 3));
+    // Nor does one asking for option 59 without naming its architecture (GRUB's own DHCPv6,
+    // once it runs): there is no legacy architecture to assume.
+    let m = msg(MessageType::Solicit, &node1, vec![ia(1, &[]), oro]);
+    let (r, adv) = reply(s.handle(&t, &mut l, 0, &direct(), &m));
+    assert!(raw_option(&adv, 59).is_none());
+    assert!(r.netboot.is_none());
 }
 
 #[test]
