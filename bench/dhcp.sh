@@ -19,11 +19,20 @@
 # BASELINE=/path/to/an/older/pserv, that binary runs the same steps in the same run, and the
 # summary gives the ratios against it (a change's before and after on one machine state).
 # pserv journals every lease and fsyncs before each ACK during all of it.
+# DHCPv6 (issue 27; FAMILIES="4 6" by default, FAMILIES=6 for it alone): pserv and Kea's
+# kea-dhcp6 (memfile, persist on) swept by pserv-storm with SOLICIT/ADVERTISE/REQUEST/REPLY
+# exchanges in RELAY-FORW messages from the relay's link address (fd00:77::2) to the server
+# (fd00:77::1, unicast, port 547); the same rates ($STORM6_RATES), the same fixed rate for CPU
+# per exchange. perfdhcp is not used for DHCPv6 (its relayed mode needs an interface to send
+# from, not a unicast server), nor the do-nothing responder (DHCPv4 only).
 # SERVERS="pserv pserv-logdhcp" (issue 26): pserv again with --log-dhcp, every request's
 # decision line written to a file; the summary gives its rate and CPU per exchange against
 # pserv's without the log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+FAMILIES=${FAMILIES:-"4 6"}
+family() { [[ " $FAMILIES " == *" $1 "* ]]; }
+STORM6_RATES=${STORM6_RATES:-"5000 10000 15000 20000 25000 30000 35000 40000 60000 80000 0"}
 PERIOD=${PERIOD:-8}
 CLIENTS=${CLIENTS:-50000}
 RATES=${RATES:-"5000 10000 15000 20000 25000 30000 35000 0"}
@@ -45,7 +54,8 @@ stop_server() {
 
 need_root "network namespaces"
 gen perfdhcp && need perfdhcp kea-admin
-want kea && need kea-dhcp4 kea-dhcp4-server
+want kea && family 4 && need kea-dhcp4 kea-dhcp4-server
+want kea && family 6 && need kea-dhcp6 kea-dhcp6-server
 want dnsmasq && need dnsmasq dnsmasq
 
 cargo build --release -q -p pserv-bin -p pserv-storm
@@ -54,6 +64,8 @@ STORM=$bin/pserv-storm
 ns_pair "$S" "$C" 10.77.0.1/16 10.77.0.2/16
 
 hz=$(getconf CLK_TCK)
+# Where pserv-storm sends (DHCPv4 here; the DHCPv6 section below switches them).
+STORM_SERVER=10.77.0.1 STORM_RELAY=10.77.0.2 STORM_SUBNET=10.77.0.0/16
 
 # UDP datagrams dropped because a socket's receive buffer was full, in namespace $1: on the
 # client side these are replies perfdhcp could not read in time (a limit of the harness, not
@@ -79,9 +91,9 @@ perf() { # RATE (0 = flood) -> "achieved do_drop ra_drop client_rcvbuf_drops"
 storm() { # RATE (0 = flood) -> "achieved do_drop% ra_drop% client_rcvbuf_drops wrong_answers"
   local out e0 e1
   e0=$(rcvbuf_errors "$C")
-  out=$(timeout $((PERIOD + 30)) ip netns exec "$C" taskset -c 1 "$STORM" dhcp --server 10.77.0.1 \
-        --relay 10.77.0.2 --clients "$CLIENTS" --rate "$1" --seconds "$PERIOD" \
-        --subnet 10.77.0.0/16 --json 2>/dev/null || true)
+  out=$(timeout $((PERIOD + 30)) ip netns exec "$C" taskset -c 1 "$STORM" dhcp --server "$STORM_SERVER" \
+        --relay "$STORM_RELAY" --clients "$CLIENTS" --rate "$1" --seconds "$PERIOD" \
+        --subnet "$STORM_SUBNET" --json 2>/dev/null || true)
   e1=$(rcvbuf_errors "$C")
   field() { echo "$out" | sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p"; }
   awk -v r="$(field completed_rate)" -v a="$(field discover_drop_ratio)" -v b="$(field request_drop_ratio)" \
@@ -122,6 +134,7 @@ measure() { # NAME START: each generator's steps on a server START freshly start
   done
 }
 
+if family 4; then
 # The harness's ceiling: each generator flooding a responder that remembers and writes nothing.
 echo "do-nothing responder (pserv-storm responder)"
 ip netns exec "$S" taskset -c 0 "$STORM" responder --listen 10.77.0.1:67 --server-id 10.77.0.1 \
@@ -201,8 +214,59 @@ start_dnsmasq() {
   server_pid=$!; started "$server_pid"
 }
 if want dnsmasq; then echo dnsmasq; measure dnsmasq start_dnsmasq; fi
+fi # family 4
+
+if family 6; then
+  ip -n "$S" -6 addr add fd00:77::1/64 dev vsrv nodad
+  ip -n "$C" -6 addr add fd00:77::2/64 dev vcli nodad
+  STORM_SERVER="[fd00:77::1]:547" STORM_RELAY=fd00:77::2 STORM_SUBNET=fd00:77::/64
+  saved_gens=$GENS saved_rates=$STORM_RATES
+  GENS=storm STORM_RATES=$STORM6_RATES
+  cat >"$work/snap6.json" <<'JSON'
+{"generation": 1, "subnets": [{"cidr": "10.77.0.0/16"},
+  {"cidr": "fd00:77::/64", "dns_servers": ["fd00:77::1"], "lease_seconds": 4000,
+   "preferred_seconds": 3000, "renew_seconds": 1000, "rebind_seconds": 2000,
+   "dynamic": [{"start": "fd00:77::1:0", "end": "fd00:77::ffff:ffff"}]}]}
+JSON
+  start_pserv6() {
+    rm -rf "$work/pserv6-state"
+    RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$bin/pserv" serve --snapshot "$work/snap6.json" \
+      --dhcp-listen 10.77.0.1:67 --dhcp6-listen "[fd00:77::1]:547" --dns-listen 127.0.0.1:0 \
+      --control-listen 127.0.0.1:0 --state-dir "$work/pserv6-state" >"$work/pserv6.out" 2>&1 &
+    server_pid=$!; started "$server_pid"
+  }
+  if want pserv; then echo "pserv (DHCPv6)"; measure pserv6 start_pserv6; fi
+  mkdir -p "$work/kea6"
+  cat >"$work/kea6/kea-dhcp6.json" <<JSON
+{ "Dhcp6": {
+  "interfaces-config": { "interfaces": [ "vsrv/fd00:77::1" ] },
+  "data-directory": "$work/kea6",
+  "lease-database": { "type": "memfile", "persist": true, "name": "$work/kea6/leases6.csv", "lfc-interval": 0 },
+  "multi-threading": { "enable-multi-threading": false },
+  "preferred-lifetime": 3000, "valid-lifetime": 4000, "renew-timer": 1000, "rebind-timer": 2000,
+  "subnet6": [ { "id": 1, "subnet": "fd00:77::/64", "pools": [ { "pool": "fd00:77::1:0 - fd00:77::ffff:ffff" } ],
+    "option-data": [ { "name": "dns-servers", "data": "fd00:77::1" } ] } ],
+  "loggers": [ { "name": "kea-dhcp6", "output_options": [ { "output": "$work/kea6/kea.log" } ], "severity": "WARN" } ]
+} }
+JSON
+  start_kea6() {
+    rm -f "$work/kea6/leases6.csv"*
+    KEA_LOCKFILE_DIR="$work/kea6" KEA_PIDFILE_DIR="$work/kea6" ip netns exec "$S" taskset -c 0 \
+      kea-dhcp6 -c "$work/kea6/kea-dhcp6.json" >"$work/kea6/out" 2>&1 &
+    server_pid=$!; started "$server_pid"
+  }
+  if want kea; then echo "kea (DHCPv6)"; measure kea6 start_kea6; fi
+  GENS=$saved_gens STORM_RATES=$saved_rates
+fi
 
 echo
+if family 6; then
+  awk -v p="${BEST[pserv6,storm]:-0}" -v k="${BEST[kea6,storm]:-0}" -v cp="${CPU[pserv6,storm]:-0}" -v ck="${CPU[kea6,storm]:-0}" 'BEGIN {
+    printf "[DHCPv6, storm] best SARR/s under 1%% drops: pserv %.0f  kea %.0f   pserv/kea %.2f\n", p, k, (k > 0) ? p / k : 0
+    printf "[DHCPv6, storm] CPU per exchange at fixed rate: pserv %s us  kea %s us   pserv/kea %.2f\n", cp, ck, (ck > 0) ? cp / ck : 0
+  }'
+fi
+family 4 || exit 0
 for g in $GENS; do
   awk -v g="$g" -v p="${BEST[pserv,$g]:-0}" -v k="${BEST[kea,$g]:-0}" -v d="${BEST[dnsmasq,$g]:-0}" \
       -v cp="${CPU[pserv,$g]:-0}" -v ck="${CPU[kea,$g]:-0}" -v cd="${CPU[dnsmasq,$g]:-0}" -v c="${CEIL[$g]:-0}" 'BEGIN {

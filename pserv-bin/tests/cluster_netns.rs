@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -255,15 +255,15 @@ fn storm_in(ns: &str, prefix: [u8; 2], clients: u32, rate: u32, seconds: u64) ->
             count: 0,
             duration: Duration::from_secs(seconds),
             timeout: Duration::from_secs(2),
-            giaddr: Ipv4Addr::new(10, 81, 0, 100),
+            relay: Ipv4Addr::new(10, 81, 0, 100).into(),
             subnet: Some("10.81.0.0/16".parse().unwrap()),
             mac_prefix: prefix,
         };
         enter(ns, move || {
-            let sock = dhcp::run::socket(SocketAddr::from((cfg.giaddr, 67))).unwrap();
+            let sock = dhcp::run::socket(SocketAddr::from((cfg.relay, 67))).unwrap();
             let servers = [
-                SocketAddrV4::new(Ipv4Addr::new(10, 81, 0, 1), 67),
-                SocketAddrV4::new(Ipv4Addr::new(10, 81, 0, 2), 67),
+                SocketAddr::from((Ipv4Addr::new(10, 81, 0, 1), 67)),
+                SocketAddr::from((Ipv4Addr::new(10, 81, 0, 2), 67)),
             ];
             dhcp::run::run(&sock, &servers, cfg, false)
         })
@@ -293,6 +293,9 @@ impl Acked {
         assert_eq!(r.duplicates, 0, "{phase}: one address ACKed to two clients");
         assert_eq!(r.outside_subnet, 0, "{phase}: address outside the subnet");
         for (mac, ip) in &r.bindings {
+            let std::net::IpAddr::V4(ip) = ip else {
+                panic!("{phase}: an IPv6 address in a DHCPv4 storm: {ip}")
+            };
             if let Some(prev) = self.0.insert(*ip, *mac) {
                 assert_eq!(&prev, mac, "{phase}: {ip} ACKed to two clients");
             }

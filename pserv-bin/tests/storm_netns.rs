@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use pserv_storm::dhcp::{self, Report};
@@ -13,15 +13,38 @@ use pserv_tests::netns::Netns;
 use pserv_tests::{have_root, have_tool};
 
 mod netns;
-use netns::Lab;
+use netns::{Lab, Pserv};
 
 /// Runs a storm from inside namespace `ns` (on a thread that enters it: the rest of the test
 /// process stays where it was).
-fn storm_from(ns: &Netns, server: SocketAddrV4, cfg: dhcp::Config) -> Report {
+fn storm_from(ns: &Netns, server: SocketAddr, cfg: dhcp::Config) -> Report {
     ns.enter(move || {
-        let sock = dhcp::run::socket(SocketAddr::from((cfg.giaddr, 67))).unwrap();
+        let port = if cfg.relay.is_ipv6() { 547 } else { 67 };
+        let sock = dhcp::run::socket(SocketAddr::from((cfg.relay, port))).unwrap();
         dhcp::run::run(&sock, &[server], cfg, false)
     })
+}
+
+/// 800 clients relayed from `relay`, answers checked against `subnet`: `count` exchanges at
+/// `rate` a second (0: a flood, 200 in flight).
+fn storm_config(
+    relay: std::net::IpAddr,
+    subnet: &str,
+    mac_prefix: [u8; 2],
+    rate: u32,
+    count: u64,
+) -> dhcp::Config {
+    dhcp::Config {
+        clients: 800,
+        rate,
+        window: 200,
+        count,
+        duration: Duration::from_secs(10),
+        timeout: Duration::from_secs(2),
+        relay,
+        subnet: Some(subnet.parse().unwrap()),
+        mac_prefix,
+    }
 }
 
 #[test]
@@ -43,18 +66,16 @@ fn storm_of_relayed_doras_every_exchange_answered_and_checked() {
     .unwrap();
     lab.net.cli.addr("vcli", &format!("{p}.0.2/16"));
     let pserv = lab.serve();
-    let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
+    let server = SocketAddr::from((format!("{p}.0.1").parse::<Ipv4Addr>().unwrap(), 67));
     let relay: Ipv4Addr = format!("{p}.0.2").parse().unwrap();
-    let cfg = |rate, count| dhcp::Config {
-        clients: 800,
-        rate,
-        window: 200,
-        count,
-        duration: Duration::from_secs(10),
-        timeout: Duration::from_secs(2),
-        giaddr: relay,
-        subnet: Some(format!("{p}.0.0/16").parse().unwrap()),
-        mac_prefix: [0x02, 0x75],
+    let cfg = |rate, count| {
+        storm_config(
+            relay.into(),
+            &format!("{p}.0.0/16"),
+            [0x02, 0x75],
+            rate,
+            count,
+        )
     };
     let check = |r: &Report, count: u64| {
         assert_eq!(r.discovers, count, "{r:#?}");
@@ -90,6 +111,75 @@ fn storm_of_relayed_doras_every_exchange_answered_and_checked() {
     assert_eq!(bound.len(), 800, "{leases}");
     let distinct: std::collections::HashSet<&&str> = bound.iter().collect();
     assert_eq!(distinct.len(), 800);
+}
+
+/// Issue 27: the same against the DHCPv6 front end: SOLICIT/ADVERTISE/REQUEST/REPLY, each in a
+/// RELAY-FORW from the relay's link address, paced and flooded; every exchange answered, no
+/// address outside the subnet or given to two clients, and one bound lease per client.
+#[test]
+fn storm_of_relayed_dhcpv6_exchanges_every_one_answered_and_checked() {
+    if !(have_root("a DHCPv6 storm in network namespaces") && have_tool("ip")) {
+        return;
+    }
+    let lab = Lab::new("s6", 74);
+    let p6 = "fd00:74";
+    std::fs::write(
+        &lab.snap,
+        format!(
+            r#"{{"generation": 1, "subnets": [{{"cidr": "{p6}::/64", "lease_seconds": 600,
+              "dynamic": [{{"start": "{p6}::1:0", "end": "{p6}::1:3e7"}}]}}]}}"#
+        ),
+    )
+    .unwrap();
+    for (ns, dev, host) in [(&lab.net.srv, "vsrv", 1), (&lab.net.cli, "vcli", 2)] {
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{p6}::{host}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ]);
+    }
+    let pserv = Pserv::start_with(
+        &lab.net,
+        &lab.snap,
+        &lab.state,
+        &["--dhcp6-listen", &format!("[{p6}::1]:547")],
+    );
+    let server = SocketAddr::from((format!("{p6}::1").parse::<Ipv6Addr>().unwrap(), 547));
+    let relay: Ipv6Addr = format!("{p6}::2").parse().unwrap();
+    let cfg = |rate, count| {
+        storm_config(
+            relay.into(),
+            &format!("{p6}::/64"),
+            [0x02, 0x74],
+            rate,
+            count,
+        )
+    };
+    for (rate, count) in [(2000, 2000), (0, 4000)] {
+        let r = storm_from(&lab.net.cli, server, cfg(rate, count));
+        assert_eq!(
+            (r.discovers, r.offers, r.requests, r.acks),
+            (count, count, count, count),
+            "{r:#?}"
+        );
+        assert_eq!(
+            (r.naks, r.discover_drops, r.request_drops, r.unexpected),
+            (0, 0, 0, 0),
+            "{r:#?}"
+        );
+        assert_eq!((r.outside_subnet, r.duplicates), (0, 0), "{r:#?}");
+    }
+    let leases = pserv.leases(&lab.net);
+    let bound: std::collections::HashSet<&str> = leases
+        .lines()
+        .filter(|l| l.contains(" bound ") && l.contains(p6))
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(bound.len(), 800, "{leases}");
 }
 
 /// `boot` mode against the binary: 60 machines (BIOS and UEFI alternating) power on at once

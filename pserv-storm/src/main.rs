@@ -17,15 +17,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Mode {
-    /// DORA exchanges as a relay agent (giaddr), many clients, paced or flooding.
+    /// DORA exchanges as a relay agent (giaddr), many clients, paced or flooding; with IPv6
+    /// addresses, DHCPv6 SOLICIT/ADVERTISE/REQUEST/REPLY exchanges in RELAY-FORW messages.
     Dhcp {
-        /// The server, ADDR[:PORT] (port 67 by default); repeat it for servers that share
-        /// the subnet (each request goes to every one, as from a relay with several helpers).
+        /// The server, ADDR[:PORT] (port 67 by default, 547 for IPv6: `[ADDR]:PORT` with a
+        /// port); repeat it for servers that share the subnet (each request goes to every one,
+        /// as from a relay with several helpers).
         #[arg(long, required = true)]
         server: Vec<String>,
-        /// The relay address to pose as (giaddr); the generator listens on it, port 67.
+        /// The relay address to pose as (giaddr; DHCPv6: the link address); the generator
+        /// listens on it, port 67 (547 for IPv6).
         #[arg(long)]
-        relay: Ipv4Addr,
+        relay: std::net::IpAddr,
         /// Distinct clients.
         #[arg(long, default_value_t = 50_000)]
         clients: u32,
@@ -44,9 +47,9 @@ enum Mode {
         /// How long a request waits for its answer, milliseconds.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
-        /// Count answers outside this network as wrong (e.g. 10.77.0.0/16).
+        /// Count answers outside this network as wrong (e.g. 10.77.0.0/16, fd00:77::/64).
         #[arg(long)]
-        subnet: Option<ipnet::Ipv4Net>,
+        subnet: Option<ipnet::IpNet>,
         /// The first two octets of every client MAC, hex (e.g. 02:5e).
         #[arg(long, default_value = "02:5e")]
         mac_prefix: String,
@@ -187,11 +190,21 @@ fn print_report<R: serde::Serialize>(report: &R, json: bool, table: fn(&R)) {
     }
 }
 
-fn parse_server(s: &str) -> Option<SocketAddrV4> {
+/// An IPv4 ADDR[:PORT] (port 67 by default).
+fn parse_server4(s: &str) -> Option<SocketAddrV4> {
+    match parse_server(s)? {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// ADDR[:PORT], IPv6 in brackets with a port; the port by default DHCP's server port of the
+/// address's family (67, 547).
+fn parse_server(s: &str) -> Option<SocketAddr> {
     s.parse().ok().or_else(|| {
-        s.parse::<Ipv4Addr>()
+        s.parse::<std::net::IpAddr>()
             .ok()
-            .map(|ip| SocketAddrV4::new(ip, 67))
+            .map(|ip| SocketAddr::new(ip, if ip.is_ipv6() { 547 } else { 67 }))
     })
 }
 
@@ -335,7 +348,12 @@ fn main() -> ExitCode {
                 eprintln!("pserv-storm: --seconds must be positive");
                 return ExitCode::from(2);
             }
-            let sock = match dhcp::run::socket(SocketAddr::from((relay, 67))) {
+            if servers.iter().any(|s| s.is_ipv6() != relay.is_ipv6()) {
+                eprintln!("pserv-storm: --server and --relay must be of one address family");
+                return ExitCode::from(2);
+            }
+            let port = if relay.is_ipv6() { 547 } else { 67 };
+            let sock = match dhcp::run::socket(SocketAddr::from((relay, port))) {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("pserv-storm: {e:#}");
@@ -349,7 +367,7 @@ fn main() -> ExitCode {
                 count,
                 duration: Duration::from_secs_f64(seconds),
                 timeout: Duration::from_millis(timeout_ms.max(1)),
-                giaddr: relay,
+                relay,
                 subnet,
                 mac_prefix,
             };
@@ -379,11 +397,11 @@ fn main() -> ExitCode {
             quiet,
         } => {
             use pserv_storm::boot;
-            let Some(server) = parse_server(&server) else {
+            let Some(server) = parse_server4(&server) else {
                 eprintln!("pserv-storm: --server {server:?} is not ADDR[:PORT]");
                 return ExitCode::from(2);
             };
-            let proxy = match proxy.as_deref().map(parse_server) {
+            let proxy = match proxy.as_deref().map(parse_server4) {
                 None => None,
                 Some(Some(p)) => Some(p),
                 Some(None) => {

@@ -1,6 +1,7 @@
-//! `dhcp` mode: DORA exchanges as a relay, many clients, at a fixed offered rate or a flood.
+//! `dhcp` mode: DORA exchanges (DHCPv4) or SOLICIT/ADVERTISE/REQUEST/REPLY exchanges
+//! (DHCPv6, [`V6`]) as a relay, many clients, at a fixed offered rate or a flood.
 //!
-//! [`Dora`] is the sans-IO engine: [`Dora::poll_transmit`] hands out the next requests due at
+//! [`Dora`] is the sans-IO engine, over the protocol's [`Family`]: [`Dora::poll_transmit`] hands out the next requests due at
 //! `now` (REQUESTs answering OFFERs first, then new DISCOVERs as the rate allows),
 //! [`Dora::handle`] takes a reply, [`Dora::handle_timeout`] ends exchanges whose answer did
 //! not come in time. Nothing here reads a clock or touches a socket; `run` is the loop.
@@ -11,19 +12,171 @@
 //! Wrong answers are counted apart: an address outside the subnet given with `--subnet`, and
 //! one address ACKed to two clients that both still hold it (the generator never releases
 //! during a run, so a server re-using an address within the run is handing out one lease
-//! twice).
+//! twice). In DHCPv6 terms a DISCOVER is a SOLICIT, an OFFER an ADVERTISE, an ACK a REPLY
+//! with an address, and a NAK a REPLY (or ADVERTISE) without one.
 
 pub mod run;
 pub mod wire;
+pub mod wire6;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::stats::{Latency, Samples};
 use wire::Client;
+
+/// What a reply is to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An address offered (OFFER, ADVERTISE).
+    Offer,
+    /// An address committed (ACK, REPLY).
+    Ack,
+    /// A refusal (NAK; a REPLY or ADVERTISE with no address).
+    Nak,
+}
+
+/// A reply as the engine reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer<A, S> {
+    /// Its transaction id.
+    pub xid: u32,
+    /// The client's hardware address (DHCPv6: from its DUID-LL).
+    pub mac: [u8; 6],
+    /// What it is.
+    pub kind: Kind,
+    /// The address it gives.
+    pub addr: A,
+    /// The server's identifier, which the REQUEST names.
+    pub server: Option<S>,
+}
+
+/// A DHCP protocol as the engine drives it: its two requests and its replies.
+pub trait Family {
+    /// An address.
+    type Addr: Copy + Eq + Hash + Into<IpAddr> + std::fmt::Debug;
+    /// A server identifier (DHCPv4: its address; DHCPv6: its DUID).
+    type Server: Clone + std::fmt::Debug;
+    /// The transaction id of exchange `seq` (8 bits) of client `slot`.
+    fn xid(seq: u32, slot: u32) -> u32;
+    /// The first request (DISCOVER, SOLICIT) of client `mac`, as relayed from `relay`.
+    fn first(out: &mut Vec<u8>, relay: IpAddr, mac: [u8; 6], xid: u32);
+    /// The second (REQUEST) for `addr`, offered by `server` (if the offer named it).
+    fn second(
+        out: &mut Vec<u8>,
+        relay: IpAddr,
+        mac: [u8; 6],
+        xid: u32,
+        addr: Self::Addr,
+        server: Option<&Self::Server>,
+    );
+    /// A reply, if it is one (`None`: undecodable).
+    fn parse(bytes: &[u8]) -> Option<Answer<Self::Addr, Self::Server>>;
+}
+
+/// DHCPv4: DISCOVER, OFFER, REQUEST, ACK or NAK, relayed (giaddr).
+#[derive(Debug, Clone, Copy)]
+pub struct V4;
+
+fn client4(relay: IpAddr, mac: [u8; 6], xid: u32) -> Client {
+    Client {
+        xid,
+        mac,
+        giaddr: match relay {
+            IpAddr::V4(ip) => ip,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        },
+        arch: None,
+        ipxe: false,
+    }
+}
+
+impl Family for V4 {
+    type Addr = Ipv4Addr;
+    type Server = Ipv4Addr;
+    fn xid(seq: u32, slot: u32) -> u32 {
+        // The slot in the low bits and the exchange's sequence in the high: a reply names
+        // its exchange, so a late answer to an earlier one is not taken for this one.
+        (seq << 24) ^ slot
+    }
+    fn first(out: &mut Vec<u8>, relay: IpAddr, mac: [u8; 6], xid: u32) {
+        wire::discover(out, &client4(relay, mac, xid));
+    }
+    fn second(
+        out: &mut Vec<u8>,
+        relay: IpAddr,
+        mac: [u8; 6],
+        xid: u32,
+        addr: Ipv4Addr,
+        server: Option<&Ipv4Addr>,
+    ) {
+        let server = server.copied().unwrap_or(Ipv4Addr::UNSPECIFIED);
+        wire::request(out, &client4(relay, mac, xid), addr, server);
+    }
+    fn parse(bytes: &[u8]) -> Option<Answer<Ipv4Addr, Ipv4Addr>> {
+        let r = wire::parse_reply(bytes)?;
+        Some(Answer {
+            xid: r.xid,
+            mac: r.mac,
+            kind: match r.kind {
+                wire::OFFER => Kind::Offer,
+                wire::ACK => Kind::Ack,
+                wire::NAK => Kind::Nak,
+                _ => return None,
+            },
+            addr: r.yiaddr,
+            server: r.server_id,
+        })
+    }
+}
+
+/// DHCPv6: SOLICIT, ADVERTISE, REQUEST, REPLY, each in a RELAY-FORW from the relay's link
+/// address, clients named by DUID-LL, one IA_NA each.
+#[derive(Debug, Clone, Copy)]
+pub struct V6;
+
+impl Family for V6 {
+    type Addr = Ipv6Addr;
+    type Server = Box<[u8]>;
+    fn xid(seq: u32, slot: u32) -> u32 {
+        // 24 bits: the sequence in the top 8 (the slot itself is in the client's DUID).
+        ((seq << 16) ^ slot) & 0x00ff_ffff
+    }
+    fn first(out: &mut Vec<u8>, relay: IpAddr, mac: [u8; 6], xid: u32) {
+        wire6::solicit(out, relay6(relay), mac, xid);
+    }
+    fn second(
+        out: &mut Vec<u8>,
+        relay: IpAddr,
+        mac: [u8; 6],
+        xid: u32,
+        addr: Ipv6Addr,
+        server: Option<&Box<[u8]>>,
+    ) {
+        wire6::request(
+            out,
+            relay6(relay),
+            mac,
+            xid,
+            addr,
+            server.map_or(&[], |s| &s[..]),
+        );
+    }
+    fn parse(bytes: &[u8]) -> Option<Answer<Ipv6Addr, Box<[u8]>>> {
+        wire6::parse_reply(bytes)
+    }
+}
+
+fn relay6(relay: IpAddr) -> Ipv6Addr {
+    match relay {
+        IpAddr::V6(ip) => ip,
+        IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+    }
+}
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -40,10 +193,10 @@ pub struct Config {
     pub duration: Duration,
     /// How long a request waits for its answer.
     pub timeout: Duration,
-    /// The relay address the generator poses as.
-    pub giaddr: Ipv4Addr,
+    /// The relay address the generator poses as (DHCPv4's giaddr, DHCPv6's link address).
+    pub relay: IpAddr,
     /// Answers must fall in this network (wrong answers otherwise).
-    pub subnet: Option<ipnet::Ipv4Net>,
+    pub subnet: Option<ipnet::IpNet>,
     /// First octets of every generated MAC (the rest is the client number), so two runs
     /// can use disjoint clients.
     pub mac_prefix: [u8; 2],
@@ -57,12 +210,12 @@ enum Phase {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Slot {
+struct Slot<A> {
     phase: Phase,
     /// Increments with each exchange, so a stale timer entry is recognised.
     seq: u32,
     /// The address last ACKed to this client.
-    bound: Option<Ipv4Addr>,
+    bound: Option<A>,
 }
 
 /// Counts and latencies of a run.
@@ -98,24 +251,24 @@ pub struct Tally {
 
 /// The sans-IO DORA engine. See the module docs.
 #[derive(Debug)]
-pub struct Dora {
+pub struct Dora<F: Family = V4> {
     cfg: Config,
     start: Instant,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<F::Addr>>,
     /// The next client to start.
     cursor: u32,
     in_flight: u32,
     started: u64,
     /// REQUESTs due, answering OFFERs: (client, offered address, server).
-    pending: VecDeque<(u32, Ipv4Addr, Ipv4Addr)>,
+    pending: VecDeque<(u32, F::Addr, Option<F::Server>)>,
     /// (deadline, client, seq) in deadline order (the timeout is one constant).
     timers: VecDeque<(Instant, u32, u32)>,
     /// ACKed address -> client.
-    holders: HashMap<Ipv4Addr, u32>,
+    holders: HashMap<F::Addr, u32>,
     tally: Tally,
 }
 
-impl Dora {
+impl<F: Family> Dora<F> {
     /// A run starting at `now`.
     pub fn new(cfg: Config, now: Instant) -> Self {
         let n = cfg.clients.max(1) as usize;
@@ -140,25 +293,20 @@ impl Dora {
         }
     }
 
-    /// The client of slot `i`.
-    fn client(&self, i: u32) -> Client {
+    /// The MAC and current transaction id of slot `i`'s client.
+    fn client(&self, i: u32) -> ([u8; 6], u32) {
         let [a, b] = self.cfg.mac_prefix;
         let n = i.to_be_bytes();
-        Client {
-            // The slot in the low bits and the exchange's sequence in the high: a reply names
-            // its exchange, so a late answer to an earlier one is not taken for this one.
-            xid: (self.slots[i as usize].seq << 24) ^ i,
-            mac: [a, b, n[0], n[1], n[2], n[3]],
-            giaddr: self.cfg.giaddr,
-            arch: None,
-            ipxe: false,
-        }
+        (
+            [a, b, n[0], n[1], n[2], n[3]],
+            F::xid(self.slots[i as usize].seq, i),
+        )
     }
 
     fn slot_of(&self, xid: u32, mac: [u8; 6]) -> Option<u32> {
         let i = u32::from_be_bytes(mac[2..6].try_into().ok()?);
         let s = self.slots.get(i as usize)?;
-        (mac[..2] == self.cfg.mac_prefix && xid == (s.seq << 24) ^ i).then_some(i)
+        (mac[..2] == self.cfg.mac_prefix && xid == F::xid(s.seq, i)).then_some(i)
     }
 
     /// Whether new exchanges may still start at `now`.
@@ -176,8 +324,8 @@ impl Dora {
     /// when nothing is due.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         if let Some((i, ip, server)) = self.pending.pop_front() {
-            let c = self.client(i);
-            wire::request(out, &c, ip, server);
+            let (mac, xid) = self.client(i);
+            F::second(out, self.cfg.relay, mac, xid, ip, server.as_ref());
             self.tally.requests += 1;
             let seq = self.slots[i as usize].seq;
             self.timers.push_back((now + self.cfg.timeout, i, seq));
@@ -207,8 +355,8 @@ impl Dora {
             slot.seq = slot.seq.wrapping_add(1) & 0xff;
             slot.phase = Phase::Discovering { sent: now };
             let seq = slot.seq;
-            let c = self.client(i);
-            wire::discover(out, &c);
+            let (mac, xid) = self.client(i);
+            F::first(out, self.cfg.relay, mac, xid);
             self.started += 1;
             self.in_flight += 1;
             self.tally.discovers += 1;
@@ -230,13 +378,13 @@ impl Dora {
         Some(self.start + next)
     }
 
-    fn in_subnet(&self, ip: Ipv4Addr) -> bool {
-        self.cfg.subnet.is_none_or(|n| n.contains(&ip))
+    fn in_subnet(&self, ip: F::Addr) -> bool {
+        self.cfg.subnet.is_none_or(|n| n.contains(&ip.into()))
     }
 
     /// Takes one reply.
     pub fn handle(&mut self, bytes: &[u8], now: Instant) {
-        let Some(r) = wire::parse_reply(bytes) else {
+        let Some(r) = F::parse(bytes) else {
             self.tally.unexpected += 1;
             return;
         };
@@ -246,30 +394,30 @@ impl Dora {
         };
         let phase = self.slots[i as usize].phase;
         match (phase, r.kind) {
-            (Phase::Discovering { sent }, wire::OFFER) => {
+            (Phase::Discovering { sent }, Kind::Offer) => {
                 self.tally.offers += 1;
                 self.tally.discover_offer.record(now.duration_since(sent));
-                if !self.in_subnet(r.yiaddr) {
+                if !self.in_subnet(r.addr) {
                     self.tally.outside_subnet += 1;
                 }
-                let server = r.server_id.unwrap_or(Ipv4Addr::UNSPECIFIED);
                 self.slots[i as usize].phase = Phase::Requesting {
                     sent: now,
                     began: sent,
                 };
-                self.pending.push_back((i, r.yiaddr, server));
+                self.pending.push_back((i, r.addr, r.server));
             }
-            (Phase::Requesting { sent, began }, wire::ACK) => {
+            (Phase::Requesting { sent, began }, Kind::Ack) => {
                 self.tally.acks += 1;
                 self.tally.request_ack.record(now.duration_since(sent));
                 self.tally.dora.record(now.duration_since(began));
-                if !self.in_subnet(r.yiaddr) {
+                if !self.in_subnet(r.addr) {
                     self.tally.outside_subnet += 1;
                 }
-                self.bind(i, r.yiaddr);
+                self.bind(i, r.addr);
                 self.end(i);
             }
-            (Phase::Requesting { .. }, wire::NAK) => {
+            // A NAK; or in DHCPv6, an ADVERTISE or REPLY without an address (NoAddrsAvail).
+            (Phase::Requesting { .. } | Phase::Discovering { .. }, Kind::Nak) => {
                 self.tally.naks += 1;
                 self.end(i);
             }
@@ -277,7 +425,7 @@ impl Dora {
         }
     }
 
-    fn bind(&mut self, i: u32, ip: Ipv4Addr) {
+    fn bind(&mut self, i: u32, ip: F::Addr) {
         let slot = &mut self.slots[i as usize];
         if let Some(old) = slot.bound.replace(ip)
             && old != ip
@@ -343,7 +491,7 @@ impl Dora {
             .filter_map(|i| {
                 self.slots[i as usize]
                     .bound
-                    .map(|ip| (self.client(i).mac, ip))
+                    .map(|ip| (self.client(i).0, ip.into()))
             })
             .collect();
         Report {
@@ -412,7 +560,7 @@ pub struct Report {
     /// Every client's last ACKed address (its MAC, the address), for checks against a
     /// server's own record; not in the JSON report.
     #[serde(skip)]
-    pub bindings: Vec<([u8; 6], Ipv4Addr)>,
+    pub bindings: Vec<([u8; 6], IpAddr)>,
 }
 
 #[cfg(test)]
@@ -428,7 +576,7 @@ mod tests {
             count: 0,
             duration: Duration::from_secs(10),
             timeout: Duration::from_secs(1),
-            giaddr: Ipv4Addr::new(10, 0, 0, 2),
+            relay: Ipv4Addr::new(10, 0, 0, 2).into(),
             subnet: Some("10.0.0.0/16".parse().unwrap()),
             mac_prefix: [2, 0x5e],
         }
@@ -445,7 +593,7 @@ mod tests {
     #[test]
     fn a_paced_run_counts_every_phase_and_latency() {
         let t0 = Instant::now();
-        let mut d = Dora::new(cfg(10), t0);
+        let mut d = Dora::<V4>::new(cfg(10), t0);
         let mut out = Vec::new();
         // 10/s: one due at once, the next only 100 ms later.
         assert!(d.poll_transmit(t0, &mut out));
@@ -482,7 +630,7 @@ mod tests {
     #[test]
     fn timeouts_are_drops_by_phase_and_late_answers_are_unexpected() {
         let t0 = Instant::now();
-        let mut d = Dora::new(cfg(0), t0);
+        let mut d = Dora::<V4>::new(cfg(0), t0);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         assert!(d.poll_transmit(t0, &mut a));
         assert!(d.poll_transmit(t0, &mut b));
@@ -508,7 +656,7 @@ mod tests {
     #[test]
     fn wrong_answers_outside_the_subnet_and_one_address_for_two_clients() {
         let t0 = Instant::now();
-        let mut d = Dora::new(cfg(0), t0);
+        let mut d = Dora::<V4>::new(cfg(0), t0);
         let ip = Ipv4Addr::new(10, 0, 9, 9);
         for _ in 0..2 {
             let mut disc = Vec::new();
@@ -528,7 +676,7 @@ mod tests {
         );
         assert_eq!(d.tally().outside_subnet, 1);
         // The same client given the same address again is no duplicate.
-        let mut d = Dora::new(
+        let mut d = Dora::<V4>::new(
             Config {
                 clients: 1,
                 ..cfg(0)
@@ -546,10 +694,58 @@ mod tests {
         assert_eq!((d.tally().acks, d.tally().duplicates), (3, 0));
     }
 
+    /// DHCPv6: the same engine over SOLICIT/ADVERTISE/REQUEST/REPLY in relay messages; the
+    /// REQUEST names the advertised address and the server's DUID.
+    #[test]
+    fn dhcpv6_exchanges_run_through_the_same_engine() {
+        let t0 = Instant::now();
+        let relay: Ipv6Addr = "fd00:77::2".parse().unwrap();
+        let mut d = Dora::<V6>::new(
+            Config {
+                relay: relay.into(),
+                subnet: Some("fd00:77::/64".parse().unwrap()),
+                ..cfg(0)
+            },
+            t0,
+        );
+        let a: Ipv6Addr = "fd00:77::1:9".parse().unwrap();
+        let mut sol = Vec::new();
+        assert!(d.poll_transmit(t0, &mut sol));
+        let req = wire6::parse_request(&sol).unwrap();
+        assert_eq!((req.kind, req.link), (wire6::SOLICIT, relay));
+        let mut adv = Vec::new();
+        wire6::reply(&mut adv, &req, wire6::ADVERTISE, Some(a), &[0, 4, 7, 7]);
+        d.handle(&adv, t0);
+        let mut request = Vec::new();
+        assert!(d.poll_transmit(t0, &mut request));
+        let r = wire6::parse_request(&request).unwrap();
+        assert_eq!(r.kind, wire6::REQUEST);
+        assert_eq!(
+            (r.requested, r.server.clone()),
+            (Some(a), Some(vec![0, 4, 7, 7]))
+        );
+        let mut rep = Vec::new();
+        wire6::reply(&mut rep, &r, wire6::REPLY, Some(a), &[0, 4, 7, 7]);
+        d.handle(&rep, t0 + Duration::from_millis(3));
+        let t = d.tally();
+        assert_eq!((t.discovers, t.offers, t.requests, t.acks), (1, 1, 1, 1));
+        assert_eq!((t.outside_subnet, t.unexpected), (0, 0));
+        // An ADVERTISE without an address (NoAddrsAvail) ends the exchange as a refusal.
+        let mut sol = Vec::new();
+        assert!(d.poll_transmit(t0, &mut sol));
+        let req = wire6::parse_request(&sol).unwrap();
+        wire6::reply(&mut adv, &req, wire6::ADVERTISE, None, &[0, 4, 7, 7]);
+        d.handle(&adv, t0);
+        assert_eq!(d.tally().naks, 1);
+        let report = d.report(t0 + Duration::from_secs(1));
+        assert_eq!(report.bindings.len(), 1);
+        assert_eq!(report.bindings[0].1, IpAddr::V6(a));
+    }
+
     #[test]
     fn a_run_ends_by_count_and_reports_rates() {
         let t0 = Instant::now();
-        let mut d = Dora::new(Config { count: 3, ..cfg(0) }, t0);
+        let mut d = Dora::<V4>::new(Config { count: 3, ..cfg(0) }, t0);
         d.cfg.window = 10;
         let mut n = 0;
         let mut out = Vec::new();

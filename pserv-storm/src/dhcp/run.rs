@@ -1,18 +1,18 @@
-//! The thin loop around [`Dora`]: one UDP socket bound to the relay address on port 67 (where
-//! servers send relayed replies), batched sends (`sendmmsg`) and receives (`recvmmsg`), a
-//! large receive buffer, and a live progress line.
+//! The thin loop around [`Dora`]: one UDP socket bound to the relay address on port 67, or
+//! 547 for DHCPv6 (where servers send relayed replies), batched sends (`sendmmsg`) and
+//! receives (`recvmmsg`), a large receive buffer, and a live progress line.
 
 use std::io::{IoSlice, IoSliceMut, Write};
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, recvmmsg, sendmmsg};
+use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 
-use super::{Config, Dora, Report};
+use super::{Config, Dora, Family, Report, V4, V6};
 
 /// Datagrams per `sendmmsg` / `recvmmsg`.
 const BATCH: usize = 64;
@@ -41,18 +41,32 @@ pub fn socket(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
 /// Runs one DORA storm against `servers` from `sock`, printing a progress line to stderr
 /// every second when `progress` is set. Returns the report. With several servers every
 /// request goes to each, as a relay configured with several helper addresses forwards it
-/// (servers that share a subnet decide among themselves who answers).
-pub fn run(sock: &UdpSocket, servers: &[SocketAddrV4], cfg: Config, progress: bool) -> Report {
+/// (servers that share a subnet decide among themselves who answers). IPv6 servers get
+/// DHCPv6 exchanges.
+pub fn run(sock: &UdpSocket, servers: &[SocketAddr], cfg: Config, progress: bool) -> Report {
+    if servers.first().is_some_and(SocketAddr::is_ipv6) {
+        run_as::<V6>(sock, servers, cfg, progress)
+    } else {
+        run_as::<V4>(sock, servers, cfg, progress)
+    }
+}
+
+fn run_as<F: Family>(
+    sock: &UdpSocket,
+    servers: &[SocketAddr],
+    cfg: Config,
+    progress: bool,
+) -> Report {
     let fd = sock.as_raw_fd();
     let t0 = Instant::now();
-    let mut dora = Dora::new(cfg, t0);
+    let mut dora = Dora::<F>::new(cfg, t0);
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(320)).collect();
     let mut bufs: Box<[[u8; 1500]; BATCH]> = Box::new([[0u8; 1500]; BATCH]);
-    let mut rheaders = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
-    let mut sheaders = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
-    let dests: Vec<Vec<Option<SockaddrIn>>> = servers
+    let mut rheaders = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut sheaders = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let dests: Vec<Vec<Option<SockaddrStorage>>> = servers
         .iter()
-        .map(|s| vec![Some(SockaddrIn::from(*s)); BATCH])
+        .map(|s| vec![Some(SockaddrStorage::from(*s)); BATCH])
         .collect();
     let mut next_line = t0 + Duration::from_secs(1);
     let mut last_acks = 0;
