@@ -627,15 +627,18 @@ impl Server6 {
                 }));
             }
         }
-        if !x.subnet.dns_servers.is_empty() {
+        // §18.3.7, 18.3.8: a reply to RELEASE or DECLINE carries the identifiers and the
+        // statuses, no configuration (as Kea answers).
+        let configures = !matches!(req.kind, MessageType::Release | MessageType::Decline);
+        if configures && !x.subnet.dns_servers.is_empty() {
             o.insert(DhcpOption::DomainNameServers(x.subnet.dns_servers.clone()));
         }
-        if let Some(d) = x.subnet.domain.as_deref()
+        if let Some(d) = x.subnet.domain.as_deref().filter(|_| configures)
             && let Ok(n) = Name::from_ascii(format!("{d}."))
         {
             o.insert(DhcpOption::DomainSearchList(vec![n]));
         }
-        let boot = self.boot(req, x);
+        let boot = self.boot(req, x).filter(|_| configures);
         if let Some((url, http)) = &boot {
             o.insert(DhcpOption::Unknown(UnknownOption::new(
                 OptionCode::from(OPT_BOOTFILE_URL),
@@ -657,7 +660,7 @@ impl Server6 {
             }
         }
         let mut bytes = m.to_vec().unwrap_or_default();
-        for extra in &x.subnet.options {
+        for extra in x.subnet.options.iter().filter(|_| configures) {
             wire::put_option(&mut bytes, extra.code, &extra.data);
         }
         let netboot = match (&boot, given) {
