@@ -53,7 +53,7 @@ stop_server() {
 }
 
 need_root "network namespaces"
-gen perfdhcp && need perfdhcp kea-admin
+gen perfdhcp && family 4 && need perfdhcp kea-admin
 want kea && family 4 && need kea-dhcp4 kea-dhcp4-server
 want kea && family 6 && need kea-dhcp6 kea-dhcp6-server
 want dnsmasq && need dnsmasq dnsmasq

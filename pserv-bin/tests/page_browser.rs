@@ -225,6 +225,7 @@ fn status_page_follows_a_boot_storm_in_headless_chromium() {
         );
         let storm = std::thread::spawn(move || {
             let cfg = pserv_storm::boot::Config {
+        dhcp6: None,
                 server,
                 proxy: None,
                 relay,

@@ -182,6 +182,46 @@ fn storm_of_relayed_dhcpv6_exchanges_every_one_answered_and_checked() {
     assert_eq!(bound.len(), 800, "{leases}");
 }
 
+/// A boot storm of `machines` from the relay `relay` to `server`, all at once, from their
+/// leased addresses, every byte compared with `root`.
+fn boot_storm_config(
+    server: SocketAddrV4,
+    relay: Ipv4Addr,
+    machines: u32,
+    root: &std::path::Path,
+) -> pserv_storm::boot::Config {
+    pserv_storm::boot::Config {
+        dhcp6: None,
+        server,
+        proxy: None,
+        relay,
+        machines,
+        arch: pserv_storm::boot::Arch::Mix,
+        ramp: Duration::ZERO,
+        mac_prefix: [0x02, 0xb0],
+        tftp: pserv_boot::tftp::client::Request::default(),
+        leased_source: true,
+        boot_dir: Some(root.to_owned()),
+        timeout: Duration::from_secs(4),
+        dhcp_tries: 4,
+        deadline: Duration::from_secs(120),
+        think: Duration::ZERO,
+    }
+}
+
+/// Runs `cfg`'s storm from `ns` and asserts every machine booted (none from disk).
+fn all_boot(ns: &Netns, cfg: pserv_storm::boot::Config) -> pserv_storm::boot::Report {
+    let machines = u64::from(cfg.machines);
+    let report = netns::run_storm(ns.name(), cfg);
+    eprintln!("{report:#?}");
+    assert_eq!(
+        (report.booted, report.failed, report.local),
+        (machines, 0, 0),
+        "{report:#?}"
+    );
+    report
+}
+
 /// `boot` mode against the binary: 60 machines (BIOS and UEFI alternating) power on at once
 /// and each does its firmware's whole path from pserv alone: DORA, the iPXE binary over TFTP
 /// from its own address, iPXE's DORA, its per-node script over HTTP (which must name it), the
@@ -236,28 +276,10 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
     let relay: Ipv4Addr = format!("{p}.0.2").parse().unwrap();
     let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
     let cfg = pserv_storm::boot::Config {
-        server,
-        proxy: None,
-        relay,
-        machines,
         arch: pserv_storm::boot::Arch::Mix,
-        ramp: Duration::ZERO,
-        mac_prefix: [0x02, 0xb0],
-        tftp: pserv_boot::tftp::client::Request::default(),
-        leased_source: true,
-        boot_dir: Some(root.clone()),
-        timeout: Duration::from_secs(4),
-        dhcp_tries: 4,
-        deadline: Duration::from_secs(120),
-        think: Duration::ZERO,
+        ..boot_storm_config(server, relay, machines, &root)
     };
-    let report = netns::run_storm(cli.name(), cfg);
-    eprintln!("{report:#?}");
-    assert_eq!(
-        (report.booted, report.failed, report.local),
-        (u64::from(machines), 0, 0),
-        "{report:#?}"
-    );
+    let report = all_boot(cli, cfg);
     for phase in [
         "dhcp",
         "boot_file",
@@ -281,4 +303,144 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
         report.bytes > u64::from(machines) * 1_500_000,
         "{report:#?}"
     );
+}
+
+/// Issue 27: a dual-stack boot storm: 60 machines, every second one booting over IPv6
+/// (x86-64 UEFI, IPv4 PXE off): relayed DHCPv6 with option 61, the boot file URL
+/// `tftp://[server]/shimx64.efi`, the `grub` chain over TFTP on IPv6 from its own address
+/// (its `grub.cfg` rendered for its IPv6 reservation and naming it), the kernel and initrd,
+/// its preseed over HTTP on IPv6 and a progress report, PTR and AAAA lookups of itself; the
+/// others over IPv4 and iPXE, beside them, from the same pserv. Every machine must boot.
+#[test]
+fn dual_stack_boot_storm_every_machine_boots() {
+    if !(have_root("a dual-stack boot storm in network namespaces") && have_tool("ip")) {
+        return;
+    }
+    let lab = Lab::new("d", 72);
+    let p = lab.p().to_owned();
+    let p6 = "fd00:72";
+    let root = netns::storm_boot_dir(&lab);
+    for (f, n) in [("shimx64.efi", 50_000), ("grubx64.efi", 80_000)] {
+        let b: Vec<u8> = (0..n).map(|i: usize| (i as u8).wrapping_mul(7)).collect();
+        std::fs::write(root.join(f), b).unwrap();
+    }
+    let machines = 60u32;
+    let nodes: Vec<String> = (0..machines)
+        .map(|i| {
+            format!(
+                r#"{{"id": "m{i}", "hostname": "m{i:03}", "domain": "lab",
+                  "interfaces": [{{"mac": "02:b0:00:00:00:{i:02x}", "ipv4": "{p}.128.{}",
+                                   "ipv6": "{p6}::1:{:x}"}}],
+                  "boot": {{"profile": "install"}}}}"#,
+                i + 1,
+                i + 1
+            )
+        })
+        .collect();
+    std::fs::write(
+        &lab.snap,
+        format!(
+            r#"{{"generation": 1,
+  "boot_profiles": {{"install": {{"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}} url={{{{ node_files_url }}}}preseed.cfg",
+      "node_files": {{"preseed.cfg": "d-i netcfg/get_hostname string {{{{ node.hostname }}}}\nd-i preseed/early_command string wget -q -O /dev/null '{{{{ progress_url }}}}?stage=early'\n"}}}}}},
+  "subnets": [{{"cidr": "{p}.0.0/16", "router": "{p}.0.1", "dns_servers": ["{p}.0.1"],
+    "domain": "lab", "unknown_clients": "ignore", "boot": {{}}}},
+    {{"cidr": "{p6}::/64", "dns_servers": ["{p6}::1"], "domain": "lab",
+      "unknown_clients": "ignore", "boot": {{"chain": "grub"}}}}],
+  "nodes": [{}]}}"#,
+            nodes.join(",")
+        ),
+    )
+    .unwrap();
+    let (srv, cli) = (&lab.net.srv, &lab.net.cli);
+    cli.addr("vcli", &format!("{p}.0.2/16"));
+    for (ns, dev, host) in [(srv, "vsrv", 1), (cli, "vcli", 2)] {
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{p6}::{host}/64"),
+            "dev",
+            dev,
+            "nodad",
+        ]);
+    }
+    // The machines' addresses are the generator's namespace's own: IPv4 by a local route
+    // (its ARP answers for them); IPv6 by a local route there and a route to it on the
+    // server's side (neighbour discovery does not answer for a local route's addresses).
+    cli.ip(&[
+        "route",
+        "add",
+        "local",
+        &format!("{p}.128.0/24"),
+        "dev",
+        "lo",
+    ]);
+    cli.ip(&[
+        "-6",
+        "route",
+        "add",
+        "local",
+        &format!("{p6}::1:0/112"),
+        "dev",
+        "lo",
+    ]);
+    // IPv6 binds only to an interface's address unless non-local binds are allowed.
+    let out = cli
+        .exec("sysctl")
+        .args(["-qw", "net.ipv6.ip_nonlocal_bind=1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    srv.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{p6}::1:0/112"),
+        "via",
+        &format!("{p6}::2"),
+        "dev",
+        "vsrv",
+    ]);
+    let (_pserv, _control) = netns::serve_storm(
+        &lab,
+        &root,
+        &[
+            "--dhcp6-listen",
+            &format!("[{p6}::1]:547"),
+            "--dns-listen",
+            &format!("[{p6}::1]:53"),
+        ],
+    );
+    let server = SocketAddrV4::new(format!("{p}.0.1").parse().unwrap(), 67);
+    let cfg = pserv_storm::boot::Config {
+        dhcp6: Some(pserv_storm::boot::Dhcp6 {
+            server: format!("[{p6}::1]:547").parse().unwrap(),
+            relay: format!("{p6}::2").parse().unwrap(),
+            every: 2,
+        }),
+        arch: pserv_storm::boot::Arch::Bios,
+        ..boot_storm_config(server, format!("{p}.0.2").parse().unwrap(), machines, &root)
+    };
+    let report = all_boot(cli, cfg);
+    let half = u64::from(machines / 2);
+    for (phase, n) in [
+        ("dhcp", 2 * half),
+        ("boot_file", 2 * half),
+        ("ipxe_dhcp", half),
+        ("grub", half),
+        ("config", 2 * half),
+        ("kernel", 2 * half),
+        ("node_file", 2 * half),
+        ("progress", 2 * half),
+        ("dns", 2 * half),
+    ] {
+        assert_eq!(
+            report.phases.get(phase).map(|l| l.samples),
+            Some(n),
+            "{phase}: {report:#?}"
+        );
+    }
+    assert_eq!((report.unnamed, report.no_dns), (0, 0), "every check ran");
 }

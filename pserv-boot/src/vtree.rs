@@ -387,9 +387,13 @@ impl Tree {
     /// its reservation and its bound lease, and for an IPv4 machine without a reservation
     /// and a lease (on a proxyDHCP subnet), the address it showed in its PXE exchange. A
     /// reserved machine is known by its reservation and lease alone: a sighting, the
-    /// machine's word, never widens it.
+    /// machine's word, never widens it. Nor does a DHCPv6 lease for a machine with an IPv6
+    /// reservation: the MAC of a DHCPv6 lease is the client's word (its DUID, its link-local
+    /// address), and another host claiming it gets a lease of its own, on another address
+    /// (the reservation goes to the machine's first IA_NA alone).
     fn known(&self, mac: MacAddr, iface: Option<pserv_core::table::IfaceView<'_>>) -> Known {
         let reserved4 = iface.and_then(|i| i.ipv4());
+        let reserved6 = iface.and_then(|i| i.ipv6());
         let leased4 = self.board.address_of(mac).or_else(|| {
             reserved4
                 .is_none()
@@ -399,8 +403,11 @@ impl Tree {
         Known {
             reserved4,
             leased4,
-            reserved6: iface.and_then(|i| i.ipv6()),
-            leased6: self.board.address6_of(mac),
+            reserved6,
+            leased6: reserved6
+                .is_none()
+                .then(|| self.board.address6_of(mac))
+                .flatten(),
         }
     }
 

@@ -589,6 +589,23 @@ fn a_machine_is_served_at_its_ipv6_reservation_and_lease() {
     );
     assert!(plain.contains("netboots profile live"), "{plain}");
     assert!(f.tree.machine(stranger, ip("fd00:99::1:7")).is_ok());
+    // A host claiming a reserved machine's MAC in DHCPv6 (its DUID or link-local address)
+    // gets a lease of its own: that address is not the machine's.
+    let n1: MacAddr = "52:54:00:aa:00:01".parse().unwrap();
+    f.lease6(n1, "fd00:99::1:9".parse().unwrap());
+    assert!(matches!(
+        f.tree.open(
+            "ipxe/52-54-00-aa-00-01",
+            Via::Http,
+            ip("fd00:99::1:9"),
+            server6
+        ),
+        Err(TreeError::NotYours)
+    ));
+    assert!(matches!(
+        f.tree.machine(n1, ip("fd00:99::1:9")),
+        Err(TreeError::Hidden)
+    ));
     assert!(matches!(
         f.tree.machine(stranger, ip("fd00:99::1:8")),
         Err(TreeError::Hidden)

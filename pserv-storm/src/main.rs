@@ -90,7 +90,9 @@ enum Mode {
         #[arg(long, default_value_t = 1)]
         windowsize: u16,
         /// Send TFTP, HTTP and DNS from each machine's leased address (route the pool to this
-        /// namespace as local first: `ip route add local POOL dev lo`).
+        /// namespace as local first: `ip route add local POOL dev lo`; for IPv6 also
+        /// `ip -6 route add local POOL6 dev lo`, `sysctl net.ipv6.ip_nonlocal_bind=1`, and a
+        /// route to POOL6 via this namespace on the server's side).
         #[arg(long)]
         leased_source: bool,
         /// Compare every fetched file that exists here, byte for byte.
@@ -109,6 +111,17 @@ enum Mode {
         /// The first two octets of every machine MAC, hex.
         #[arg(long, default_value = "02:b0")]
         mac_prefix: String,
+        /// The DHCPv6 server, `[ADDR]:PORT` or ADDR (port 547): machines chosen by
+        /// --ipv6-every boot over IPv6 (x86-64 UEFI, the grub chain over TFTP on IPv6).
+        #[arg(long, requires = "relay6")]
+        server6: Option<String>,
+        /// The relay link address to pose as for DHCPv6 (the generator listens on it, port
+        /// 547).
+        #[arg(long, requires = "server6")]
+        relay6: Option<std::net::Ipv6Addr>,
+        /// Every N-th machine boots over IPv6 (1: all; 2: half, a dual-stack storm).
+        #[arg(long, default_value_t = 2)]
+        ipv6_every: u32,
         /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
@@ -393,6 +406,9 @@ fn main() -> ExitCode {
             deadline,
             think_ms,
             mac_prefix,
+            server6,
+            relay6,
+            ipv6_every,
             json,
             quiet,
         } => {
@@ -426,7 +442,20 @@ fn main() -> ExitCode {
                 eprintln!("pserv-storm: --ramp and --deadline must be non-negative seconds");
                 return ExitCode::from(2);
             }
+            let dhcp6 = match (server6.as_deref().map(parse_server), relay6) {
+                (Some(Some(server)), Some(relay)) if server.is_ipv6() => Some(boot::Dhcp6 {
+                    server,
+                    relay,
+                    every: ipv6_every.max(1),
+                }),
+                (Some(_), _) => {
+                    eprintln!("pserv-storm: --server6 {server6:?} is not an IPv6 [ADDR]:PORT");
+                    return ExitCode::from(2);
+                }
+                _ => None,
+            };
             let cfg = boot::Config {
+                dhcp6,
                 server,
                 proxy,
                 relay,

@@ -191,8 +191,9 @@ pub(crate) fn serve_storm(lab: &Lab, root: &Path, extra: &[&str]) -> (Process, S
             .args(["--snapshot", lab.snap.to_str().unwrap()])
             .args(["--boot-dir", root.to_str().unwrap()])
             .args(["--dhcp-listen", &format!("{p}.0.1:67")])
-            .args(["--tftp-listen", &format!("{p}.0.1:69")])
-            .args(["--boot-http-listen", &format!("{p}.0.1:5248")])
+            // Dual-stack wildcards: IPv4 machines reach them as IPv6 ones do (issue 27).
+            .args(["--tftp-listen", "[::]:69"])
+            .args(["--boot-http-listen", "[::]:5248"])
             .args(["--dns-listen", &format!("{p}.0.1:53")])
             .args(["--control-listen", "127.0.0.1:0"])
             .args(["--state-dir", lab.state.to_str().unwrap()])

@@ -297,6 +297,12 @@ pub async fn serve(
     {
         tracing::debug!(error = %e, "TFTP: no packet info; transfers answer from the routed address");
     }
+    // On a dual-stack socket, IPv4 requests report IP_PKTINFO too: its `ipi_spec_dst` is the
+    // interface's address for a broadcast, where IPV6_PKTINFO would give the broadcast.
+    if local_ip.is_ipv6() && local_ip.is_unspecified() {
+        let _ =
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4PacketInfo, &true);
+    }
     let front = Front {
         sock,
         local_ip,
@@ -640,8 +646,10 @@ async fn transfer(
     drop(release);
 }
 
-/// One datagram: its length, sender, and the local address it was sent to (IP_PKTINFO's
-/// `ipi_spec_dst`, IPV6_PKTINFO's address, when the socket reports it).
+/// One datagram: its length, sender, and the local address to answer from (IP_PKTINFO's
+/// `ipi_spec_dst`, IPv4-mapped on an IPv6 socket; else IPV6_PKTINFO's address), when the
+/// socket reports one that can be bound: a multicast or link-local destination is none (the
+/// transfer answers from the routed address).
 async fn recv_with_destination(
     sock: &UdpSocket,
     buf: &mut [u8],
@@ -651,27 +659,32 @@ async fn recv_with_destination(
         sock.readable().await?;
         let got = sock.try_io(tokio::io::Interest::READABLE, || {
             let mut iov = [IoSliceMut::new(&mut *buf)];
-            let mut space = nix::cmsg_space!(nix::libc::in6_pktinfo);
+            let mut space = nix::cmsg_space!(nix::libc::in6_pktinfo, nix::libc::in_pktinfo);
             let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut space), MsgFlags::empty())
                 .map_err(std::io::Error::from)?;
-            let to = msg
-                .cmsgs()
-                .ok()
-                .and_then(packet_info)
-                .map(|i| {
-                    if i.local6.is_unspecified() {
-                        IpAddr::V4(i.local)
-                    } else {
-                        IpAddr::V6(i.local6)
-                    }
-                })
-                // A link-local destination would need its interface to answer from.
-                .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()));
             let from = msg
                 .address
                 .as_ref()
                 .and_then(socket_addr)
                 .ok_or_else(|| std::io::Error::other("a datagram without a sender"))?;
+            let (mut v4, mut v6) = (None, None);
+            for c in msg.cmsgs().into_iter().flatten() {
+                match packet_info(std::iter::once(c)) {
+                    Some(i) if !i.local.is_unspecified() => v4 = Some(i.local),
+                    Some(i) if !i.local6.is_unspecified() => v6 = Some(i.local6),
+                    _ => {}
+                }
+            }
+            let to = match (v4, v6) {
+                (Some(ip), _) if from.is_ipv6() => Some(IpAddr::V6(ip.to_ipv6_mapped())),
+                (Some(ip), _) => Some(IpAddr::V4(ip)),
+                (None, v6) => v6.map(IpAddr::V6),
+            }
+            .filter(|ip| match ip.to_canonical() {
+                // A link-local destination would need its interface to answer from.
+                IpAddr::V6(a) => !a.is_multicast() && !a.is_unicast_link_local(),
+                IpAddr::V4(a) => !a.is_multicast() && !a.is_broadcast(),
+            });
             Ok((msg.bytes, from, to))
         });
         match got {

@@ -18,6 +18,12 @@
 //! 6. looks up its own name (A, which must be its address) and address (PTR, which must be its
 //!    name) at the DNS server DHCP gave it.
 //!
+//! Machines booting over IPv6 ([`Config::dhcp6`], issue 27) are x86-64 UEFI with their IPv4
+//! PXE off: a relayed DHCPv6 SOLICIT/ADVERTISE/REQUEST/REPLY naming their architecture
+//! (option 61) and asking for the boot file URL (option 59), then the `grub` chain over TFTP
+//! on IPv6 from the server in that URL (Debian's iPXE has no IPv6), and AAAA and ip6.arpa
+//! PTR lookups: the name the PTR gives must be the one the configuration names.
+//!
 //! Every fetched file that also exists under `--boot-dir` must match it byte for byte. Each
 //! machine sends TFTP, HTTP and DNS from its leased address when `leased_source` is set (the
 //! harness routes the pool to the generator's namespace as local: `ip route add local ...`).
@@ -29,7 +35,7 @@ pub mod net;
 pub mod script;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +44,7 @@ use hickory_proto::rr::RecordType;
 use pserv_boot::tftp::client as tftp;
 use serde::Serialize;
 
-use crate::dhcp::wire;
+use crate::dhcp::{Kind, wire, wire6};
 use crate::stats::{Latency, Samples};
 use mux::Mux;
 
@@ -87,6 +93,19 @@ pub struct Config {
     /// fetched, a kernel booting): 0 fires each step as soon as the last one ended; real
     /// machines take seconds, which a test watching each step may want.
     pub think: Duration,
+    /// Machines that boot over IPv6, and where their DHCPv6 goes (none: all boot over IPv4).
+    pub dhcp6: Option<Dhcp6>,
+}
+
+/// The IPv6 side of a run (issue 27).
+#[derive(Debug, Clone, Copy)]
+pub struct Dhcp6 {
+    /// The DHCPv6 server (port 547).
+    pub server: SocketAddr,
+    /// The relay's link address the generator poses as (its socket listens on it, port 547).
+    pub relay: Ipv6Addr,
+    /// Every `every`-th machine boots over IPv6 (1: all of them; 2: every second one).
+    pub every: u32,
 }
 
 /// The steps of a boot.
@@ -141,7 +160,7 @@ pub struct Outcome {
     /// Its MAC.
     pub mac: [u8; 6],
     /// The address it was given.
-    pub ip: Option<Ipv4Addr>,
+    pub ip: Option<IpAddr>,
     /// Power-on to booted.
     pub booted: Option<Duration>,
     /// Whether its configuration said boot from disk.
@@ -164,6 +183,8 @@ pub struct Outcome {
 struct Ctx {
     cfg: Config,
     mux: Arc<Mux>,
+    /// DHCPv6's relay socket, when machines boot over IPv6.
+    mux6: Option<Arc<Mux>>,
     /// Expected contents by path, read once.
     files: Mutex<HashMap<String, Option<Arc<Vec<u8>>>>>,
 }
@@ -187,11 +208,11 @@ impl Ctx {
 /// What DHCP gave a machine.
 #[derive(Debug, Clone)]
 struct Lease {
-    ip: Ipv4Addr,
-    server_id: Ipv4Addr,
-    siaddr: Ipv4Addr,
+    ip: IpAddr,
+    server_id: IpAddr,
+    siaddr: IpAddr,
     file: Option<String>,
-    dns: Option<Ipv4Addr>,
+    dns: Option<IpAddr>,
     hostname: Option<String>,
     domain: Option<String>,
 }
@@ -257,18 +278,19 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
                 match r.kind {
                     // A proxy's boot fields win over the address server's (which has none).
                     wire::ACK => Some(Ok(Lease {
-                        ip: r.yiaddr,
+                        ip: r.yiaddr.into(),
                         server_id: boot
                             .as_ref()
                             .and_then(|b| b.server_id)
                             .or(r.server_id)
-                            .unwrap_or(server),
-                        siaddr: boot.as_ref().map_or(r.siaddr, |b| b.siaddr),
+                            .unwrap_or(server)
+                            .into(),
+                        siaddr: boot.as_ref().map_or(r.siaddr, |b| b.siaddr).into(),
                         file: boot
                             .as_ref()
                             .and_then(|b| b.file.clone())
                             .or_else(|| r.file.map(text)),
-                        dns: r.dns,
+                        dns: r.dns.map(IpAddr::V4),
                         hostname: r.hostname.map(text),
                         domain: r.domain.map(text),
                     })),
@@ -282,6 +304,65 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
     .await;
     ctx.mux.done(xid);
     result
+}
+
+/// One SOLICIT/ADVERTISE/REQUEST/REPLY for machine `mac` (architecture `arch`), relayed, with
+/// transaction id `xid` (24 bits): its address, DNS server, and the boot file URL's server
+/// and path.
+async fn sarr(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32) -> Result<Lease, String> {
+    let (Some(mux), Some(v6)) = (&ctx.mux6, ctx.cfg.dhcp6) else {
+        return Err("no DHCPv6 relay".to_owned());
+    };
+    let xid = xid & 0x00ff_ffff;
+    let mut rx = mux.open(xid);
+    let result = async {
+        let mut msg = Vec::with_capacity(160);
+        wire6::solicit_boot(&mut msg, v6.relay, mac, xid, arch);
+        let adv = mux
+            .exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
+                let r = wire6::read_reply(b)?;
+                (r.answer.mac == mac && r.answer.kind == Kind::Offer).then_some(r)
+            })
+            .await
+            .ok_or("no ADVERTISE")?;
+        let server = adv.answer.server.as_deref().unwrap_or(&[]);
+        wire6::request_boot(&mut msg, v6.relay, mac, xid, adv.answer.addr, server, arch);
+        mux.exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
+            let r = wire6::read_reply(b)?;
+            if r.answer.mac != mac || r.answer.kind == Kind::Offer {
+                return None;
+            }
+            Some(match r.answer.kind {
+                Kind::Ack => Ok(r),
+                _ => Err("a REPLY without an address".to_owned()),
+            })
+        })
+        .await
+        .ok_or("no REPLY")?
+    }
+    .await;
+    mux.done(xid);
+    let r = result?;
+    let dhcp_server = v6.server.ip();
+    // The boot file URL names the server to fetch it from: `tftp://[addr]/path`, or an http
+    // URL fetched as it is.
+    let (server, file) = match r.url.as_deref() {
+        Some(u) if u.starts_with("tftp://") => {
+            let (host, path) =
+                net::parse_tftp_url(u).ok_or_else(|| format!("a boot file URL {u:?}"))?;
+            (host, Some(path.trim_start_matches('/').to_owned()))
+        }
+        other => (dhcp_server, other.map(str::to_owned)),
+    };
+    Ok(Lease {
+        ip: IpAddr::V6(r.answer.addr),
+        server_id: server,
+        siaddr: server,
+        file,
+        dns: r.dns.map(IpAddr::V6),
+        hostname: None,
+        domain: None,
+    })
 }
 
 /// A proxy offer's boot fields.
@@ -305,8 +386,8 @@ struct Got {
 async fn fetch(
     ctx: &Ctx,
     what: &str,
-    tftp_server: Ipv4Addr,
-    source: Ipv4Addr,
+    tftp_server: IpAddr,
+    source: IpAddr,
     keep: bool,
 ) -> Result<Got, String> {
     fetch_with(ctx, what, tftp_server, source, keep, ctx.cfg.tftp).await
@@ -316,8 +397,8 @@ async fn fetch(
 async fn fetch_with(
     ctx: &Ctx,
     what: &str,
-    tftp_server: Ipv4Addr,
-    source: Ipv4Addr,
+    tftp_server: IpAddr,
+    source: IpAddr,
     keep: bool,
     options: tftp::Request,
 ) -> Result<Got, String> {
@@ -410,7 +491,13 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
     let [a, b] = ctx.cfg.mac_prefix;
     let n = i.to_be_bytes();
     let mac = [a, b, n[0], n[1], n[2], n[3]];
+    // Over IPv6: x86-64 UEFI (BIOS PXE has no IPv6).
+    let v6 = ctx
+        .cfg
+        .dhcp6
+        .is_some_and(|d| i % d.every.max(1) == d.every.max(1) - 1);
     let arch = match ctx.cfg.arch {
+        _ if v6 => 7,
         Arch::Bios => 0,
         Arch::Uefi => 7,
         Arch::Mix => [0, 7][i as usize % 2],
@@ -428,14 +515,24 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
         no_dns: false,
     };
     let xid = |stage: u32| (i.wrapping_mul(2654435761) ^ (stage << 30)) | 1;
-    let lease = phase!(out, Phase::Dhcp, dora(&ctx, mac, arch, xid(0), false).await);
+    let lease = phase!(
+        out,
+        Phase::Dhcp,
+        if v6 {
+            // The machine's number: unique in 24 bits, so no two machines share a transaction.
+            sarr(&ctx, mac, arch, i + 1).await
+        } else {
+            dora(&ctx, mac, arch, xid(0), false).await
+        }
+    );
     out.ip = Some(lease.ip);
-    out.unnamed = lease.hostname.is_none();
+    // Over IPv6 the name comes from DNS (the PTR of the address), checked at the end.
+    out.unnamed = lease.hostname.is_none() && !(v6 && lease.dns.is_some());
     out.no_dns = lease.dns.is_none();
-    let src = if ctx.cfg.leased_source {
-        lease.ip
-    } else {
-        Ipv4Addr::UNSPECIFIED
+    let src = match (ctx.cfg.leased_source, lease.ip) {
+        (true, ip) => ip,
+        (false, IpAddr::V4(_)) => Ipv4Addr::UNSPECIFIED.into(),
+        (false, IpAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
     };
     let tftp_server = if lease.siaddr.is_unspecified() {
         lease.server_id
@@ -527,6 +624,15 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
         let t = text(&cfg.body);
         let boots = script::pxelinux(&t);
         (t, boots, tftp_server)
+    } else if v6 {
+        out.failure = Some((
+            Phase::Config,
+            format!(
+                "{} over IPv6: only the grub chain boots there (Debian's iPXE has no IPv6)",
+                file.0
+            ),
+        ));
+        return out;
     } else {
         // iPXE: its own DORA, then the script URL.
         let again = phase!(
@@ -608,7 +714,33 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             .await
         );
     }
-    if let (Some(dns), Some(host)) = (lease.dns, &lease.hostname) {
+    if let (true, Some(dns)) = (v6, lease.dns) {
+        // The address's PTR names the machine; that name's AAAA is the address; and the
+        // configuration served to it named it.
+        let name = phase!(out, Phase::Dns, {
+            let t = ctx.cfg.timeout;
+            match net::lookup(dns, src, &net::reverse_name(lease.ip), RecordType::PTR, t).await {
+                Ok(net::Answer::Ptr(p)) if p.len() == 1 => {
+                    let fqdn = p[0].clone();
+                    match net::lookup(dns, src, &format!("{fqdn}."), RecordType::AAAA, t).await {
+                        Ok(net::Answer::Addrs(a)) if a == vec![lease.ip] => Ok(fqdn),
+                        Ok(other) => Err(format!("{fqdn} AAAA {other:?}, not {}", lease.ip)),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(other) => Err(format!("PTR of {} is {other:?}", lease.ip)),
+                Err(e) => Err(e),
+            }
+        });
+        let host = name.split('.').next().unwrap_or("");
+        if host.is_empty() || !config.contains(host) {
+            out.failure = Some((
+                Phase::Config,
+                format!("the configuration does not name {name}, this machine"),
+            ));
+            return out;
+        }
+    } else if let (Some(dns), Some(host)) = (lease.dns, &lease.hostname) {
         let fqdn = match &lease.domain {
             Some(d) if !host.contains('.') => format!("{host}.{}", d.trim_end_matches('.')),
             _ => host.clone(),
@@ -619,7 +751,7 @@ async fn machine(i: u32, ctx: Arc<Ctx>, t0: Instant) -> Outcome {
             let a = net::lookup(dns, src, &format!("{fqdn}."), RecordType::A, t).await;
             let p = net::lookup(dns, src, &net::reverse_name(lease.ip), RecordType::PTR, t).await;
             match (a, p) {
-                (Ok(net::Answer::A(a)), _) if a != vec![lease.ip] => {
+                (Ok(net::Answer::Addrs(a)), _) if a != vec![lease.ip] => {
                     Err(format!("{fqdn} A {a:?}, not {}", lease.ip))
                 }
                 (_, Ok(net::Answer::Ptr(p))) if p != vec![fqdn.clone()] => {
@@ -738,11 +870,25 @@ pub async fn run(cfg: Config, sock: tokio::net::UdpSocket, progress: bool) -> Re
         .chain(cfg.proxy)
         .map(SocketAddr::V4)
         .collect();
-    let mux = Mux::start(sock, servers);
+    let mux = Mux::start(sock, servers, mux::xid4);
+    // DHCPv6 from the relay's address, port 547 (where servers send RELAY-REPLs).
+    let mux6 = match cfg.dhcp6 {
+        Some(d) => match crate::dhcp::run::socket(SocketAddr::from((d.relay, 547)))
+            .and_then(|s| Ok(tokio::net::UdpSocket::from_std(s)?))
+        {
+            Ok(s) => Some(Mux::start(s, vec![d.server], mux::xid6)),
+            Err(e) => {
+                eprintln!("pserv-storm: the DHCPv6 relay socket: {e:#}");
+                None
+            }
+        },
+        None => None,
+    };
     let cpu0 = cpu_seconds();
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         mux,
+        mux6,
         files: Mutex::new(HashMap::new()),
     });
     let t0 = Instant::now();

@@ -1,6 +1,7 @@
 //! One relay socket for every simulated machine's DHCP: requests go out from the relay
 //! address (giaddr), and replies, which servers send to giaddr:67, are handed to the machine
-//! waiting on their xid.
+//! waiting on their xid. The same for DHCPv6 on the relay's port 547, the xid read inside the
+//! RELAY-REPL ([`xid6`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,16 +18,50 @@ pub struct Mux {
     /// configured with both forwards to both).
     servers: Vec<SocketAddr>,
     waiting: Mutex<HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>>,
+    /// A message's transaction id.
+    xid: fn(&[u8]) -> Option<u32>,
+}
+
+/// A DHCPv4 message's xid.
+pub fn xid4(b: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(4..8)?.try_into().ok()?))
+}
+
+/// The transaction id of the client message inside a DHCPv6 relay message (RELAY-FORW or
+/// RELAY-REPL, one layer).
+pub fn xid6(b: &[u8]) -> Option<u32> {
+    let mut o = b.get(34..)?;
+    while o.len() >= 4 {
+        let code = u16::from_be_bytes([o[0], o[1]]);
+        let len = usize::from(u16::from_be_bytes([o[2], o[3]]));
+        let body = o.get(4..4 + len)?;
+        if code == 9 {
+            return Some(u32::from_be_bytes([
+                0,
+                *body.get(1)?,
+                *body.get(2)?,
+                *body.get(3)?,
+            ]));
+        }
+        o = &o[4 + len..];
+    }
+    None
 }
 
 impl Mux {
-    /// Takes `sock` (bound to giaddr:67) and starts the receive task; requests go to every
-    /// one of `servers`.
-    pub fn start(sock: UdpSocket, servers: Vec<SocketAddr>) -> Arc<Self> {
+    /// Takes `sock` (bound to giaddr:67, or the relay's address and port 547) and starts the
+    /// receive task; requests go to every one of `servers`; `xid` reads a message's
+    /// transaction id ([`xid4`], [`xid6`]).
+    pub fn start(
+        sock: UdpSocket,
+        servers: Vec<SocketAddr>,
+        xid: fn(&[u8]) -> Option<u32>,
+    ) -> Arc<Self> {
         let mux = Arc::new(Self {
             sock: Arc::new(sock),
             servers,
             waiting: Mutex::new(HashMap::new()),
+            xid,
         });
         let m = mux.clone();
         tokio::spawn(async move {
@@ -35,10 +70,9 @@ impl Mux {
                 let Ok((n, _)) = m.sock.recv_from(&mut buf).await else {
                     continue;
                 };
-                if n < 8 {
+                let Some(xid) = (m.xid)(&buf[..n]) else {
                     continue;
-                }
-                let xid = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                };
                 let tx = m.waiting.lock().ok().and_then(|w| w.get(&xid).cloned());
                 if let Some(tx) = tx {
                     let _ = tx.send(buf[..n].to_vec());
@@ -76,10 +110,7 @@ impl Mux {
         tries: u32,
         mut accept: impl FnMut(&[u8]) -> Option<T>,
     ) -> Option<T> {
-        let seed = msg
-            .get(4..8)
-            .map_or(1, |x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
-            | 1;
+        let seed = (self.xid)(msg).unwrap_or(1) | 1;
         for k in 0..tries.max(1) {
             if k > 0 {
                 super::resends(1);

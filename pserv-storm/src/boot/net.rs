@@ -1,8 +1,9 @@
 //! The simulated machine's network clients: an HTTP/1.1 GET (what iPXE and UEFI HTTP boot
-//! do: one request, `Content-Length` checked, no redirects followed) and DNS A/PTR lookups.
-//! Every socket binds to the machine's own address when it has one.
+//! do: one request, `Content-Length` checked, no redirects followed) and DNS A/AAAA/PTR
+//! lookups, over IPv4 or IPv6. Every socket binds to the machine's own address when it has
+//! one.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
@@ -10,19 +11,34 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, UdpSocket};
 
-/// An `http://host[:port]/path` URL's parts.
+/// An `http://host[:port]/path` URL's parts (an IPv6 host in brackets).
 pub fn parse_url(url: &str) -> Option<(SocketAddr, &str)> {
     let rest = url.strip_prefix("http://")?;
     let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().ok()?),
-        None => (hostport, 80),
+        Some((h, p)) if !p.ends_with(']') => (h, p.parse().ok()?),
+        _ => (hostport, 80),
     };
-    let ip: Ipv4Addr = host.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let ip: IpAddr = host.parse().ok()?;
     Some((
         SocketAddr::from((ip, port)),
         if path.is_empty() { "/" } else { path },
     ))
+}
+
+/// A `tftp://host/path` URL's parts (RFC 5970's boot file URL; an IPv6 host in brackets).
+pub fn parse_tftp_url(url: &str) -> Option<(IpAddr, &str)> {
+    let rest = url.strip_prefix("tftp://")?;
+    let (host, path) = rest.split_at(rest.find('/')?);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host.parse().ok()?, path))
 }
 
 /// GETs `url` from `source` (unspecified: any), handing the body to `sink` as it arrives
@@ -30,7 +46,7 @@ pub fn parse_url(url: &str) -> Option<(SocketAddr, &str)> {
 /// shorter or longer than its `Content-Length`).
 pub async fn get(
     url: &str,
-    source: Ipv4Addr,
+    source: IpAddr,
     timeout: Duration,
     sink: impl FnMut(&[u8]),
 ) -> Result<u64, String> {
@@ -41,7 +57,7 @@ pub async fn get(
 
 /// A GET that must be answered `204 No Content` (a progress report, given in the URL's
 /// query), from `source`.
-pub async fn report(url: &str, source: Ipv4Addr, timeout: Duration) -> Result<(), String> {
+pub async fn report(url: &str, source: IpAddr, timeout: Duration) -> Result<(), String> {
     tokio::time::timeout(timeout, get_inner(url, source, "204", |_| {}))
         .await
         .map_err(|_| "timed out".to_owned())?
@@ -50,12 +66,17 @@ pub async fn report(url: &str, source: Ipv4Addr, timeout: Duration) -> Result<()
 
 async fn get_inner(
     url: &str,
-    source: Ipv4Addr,
+    source: IpAddr,
     want: &str,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<u64, String> {
     let (addr, path) = parse_url(url).ok_or_else(|| format!("not an http URL: {url}"))?;
-    let sock = TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    let sock = if addr.is_ipv6() {
+        TcpSocket::new_v6()
+    } else {
+        TcpSocket::new_v4()
+    }
+    .map_err(|e| e.to_string())?;
     if !source.is_unspecified() {
         sock.bind(SocketAddr::from((source, 0)))
             .map_err(|e| format!("bind {source}: {e}"))?;
@@ -125,16 +146,16 @@ async fn get_inner(
 /// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// A records.
-    A(Vec<Ipv4Addr>),
+    /// A or AAAA records.
+    Addrs(Vec<IpAddr>),
     /// PTR names (lower case, no trailing dot).
     Ptr(Vec<String>),
 }
 
 /// One query of `qtype` for `name` to `server`, from `source`; retried once.
 pub async fn lookup(
-    server: Ipv4Addr,
-    source: Ipv4Addr,
+    server: IpAddr,
+    source: IpAddr,
     name: &str,
     qtype: RecordType,
     timeout: Duration,
@@ -147,7 +168,7 @@ pub async fn lookup(
     let mut m = Message::new(id, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(qname, qtype));
     let q = m.to_vec().map_err(|e| e.to_string())?;
-    let to = SocketAddr::from((IpAddr::V4(server), 53));
+    let to = SocketAddr::from((server, 53));
     let mut buf = vec![0u8; 4096];
     for _ in 0..2 {
         sock.send_to(&q, to).await.map_err(|e| e.to_string())?;
@@ -163,7 +184,8 @@ pub async fn lookup(
         let mut p = Vec::new();
         for rec in &resp.answers {
             match &rec.data {
-                RData::A(ip) => a.push(ip.0),
+                RData::A(ip) => a.push(IpAddr::V4(ip.0)),
+                RData::AAAA(ip) => a.push(IpAddr::V6(ip.0)),
                 RData::PTR(n) => p.push(n.0.to_ascii().trim_end_matches('.').to_ascii_lowercase()),
                 _ => {}
             }
@@ -171,7 +193,7 @@ pub async fn lookup(
         return Ok(if qtype == RecordType::PTR {
             Answer::Ptr(p)
         } else {
-            Answer::A(a)
+            Answer::Addrs(a)
         });
     }
     Err("no DNS answer".to_owned())
@@ -186,10 +208,21 @@ fn rand_id(name: &str) -> u16 {
     name.bytes().fold(t, |h, b| h.rotate_left(5) ^ u32::from(b)) as u16
 }
 
-/// The reverse name of `ip` (`4.3.2.1.in-addr.arpa.`).
-pub fn reverse_name(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+/// The reverse name of `ip` (`4.3.2.1.in-addr.arpa.`, or its nibbles under `ip6.arpa.`).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            format!("{}.{}.{}.{}.in-addr.arpa.", o[3], o[2], o[1], o[0])
+        }
+        IpAddr::V6(ip) => {
+            let mut s = String::with_capacity(72);
+            for b in ip.octets().iter().rev() {
+                s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+            }
+            s + "ip6.arpa."
+        }
+    }
 }
 
 #[cfg(test)]
@@ -212,8 +245,28 @@ mod tests {
         assert_eq!(parse_url("tftp://x/y"), None);
         assert_eq!(parse_url("http://name.example/x"), None);
         assert_eq!(
-            reverse_name(Ipv4Addr::new(10, 1, 2, 3)),
+            parse_url("http://[fd00::2]:5248/x"),
+            Some((
+                SocketAddr::from(([0xfd00, 0, 0, 0, 0, 0, 0, 2], 5248)),
+                "/x"
+            ))
+        );
+        assert_eq!(
+            parse_url("http://[fd00::2]/x").map(|u| u.0.port()),
+            Some(80)
+        );
+        assert_eq!(
+            parse_tftp_url("tftp://[fd00::2]/shimx64.efi"),
+            Some(("fd00::2".parse().unwrap(), "/shimx64.efi"))
+        );
+        assert_eq!(parse_tftp_url("http://[fd00::2]/x"), None);
+        assert_eq!(
+            reverse_name("10.1.2.3".parse().unwrap()),
             "3.2.1.10.in-addr.arpa."
+        );
+        assert_eq!(
+            reverse_name("2001:db8::1".parse().unwrap()),
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa."
         );
     }
 }

@@ -30,6 +30,9 @@ const OPT_ORO: u16 = 6;
 const OPT_ELAPSED_TIME: u16 = 8;
 const OPT_RELAY_MSG: u16 = 9;
 const OPT_STATUS_CODE: u16 = 13;
+const OPT_DNS_SERVERS: u16 = 23;
+const OPT_BOOTFILE_URL: u16 = 59;
+const OPT_CLIENT_ARCH: u16 = 61;
 /// The IA_NA's identifier every generated client uses.
 pub const IAID: u32 = 1;
 
@@ -65,7 +68,9 @@ fn option(out: &mut Vec<u8>, code: u16, body: &[u8]) {
 }
 
 /// A client message (`kind`) of the client with `mac`, relayed from `relay`: its DUID-LL, one
-/// IA_NA (holding `addr` when it asks for one), the server's DUID when it names one.
+/// IA_NA (holding `addr` when it asks for one), the server's DUID when it names one, and for
+/// a netbooting client (`arch`, option 61) a request for the boot file URL (option 59).
+#[allow(clippy::too_many_arguments)]
 fn relayed(
     out: &mut Vec<u8>,
     relay: Ipv6Addr,
@@ -74,6 +79,7 @@ fn relayed(
     xid: u32,
     addr: Option<Ipv6Addr>,
     server: Option<&[u8]>,
+    arch: Option<u16>,
 ) {
     out.clear();
     out.extend_from_slice(&[RELAY_FORW, 0]);
@@ -105,14 +111,47 @@ fn relayed(
     };
     option(out, OPT_IA_NA, &ia[..ia_len]);
     option(out, OPT_ELAPSED_TIME, &[0, 0]);
-    option(out, OPT_ORO, &[0, 23, 0, 24]);
+    match arch {
+        Some(a) => {
+            option(out, OPT_ORO, &[0, 59, 0, 23, 0, 24]);
+            option(out, OPT_CLIENT_ARCH, &a.to_be_bytes());
+        }
+        None => option(out, OPT_ORO, &[0, 23, 0, 24]),
+    }
     let len = (out.len() - start) as u16;
     out[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
 }
 
 /// A SOLICIT (no Rapid Commit: the four-message exchange).
 pub fn solicit(out: &mut Vec<u8>, relay: Ipv6Addr, mac: [u8; 6], xid: u32) {
-    relayed(out, relay, mac, SOLICIT, xid, None, None);
+    relayed(out, relay, mac, SOLICIT, xid, None, None, None);
+}
+
+/// A netbooting client's SOLICIT: its architecture (option 61) and a request for option 59.
+pub fn solicit_boot(out: &mut Vec<u8>, relay: Ipv6Addr, mac: [u8; 6], xid: u32, arch: u16) {
+    relayed(out, relay, mac, SOLICIT, xid, None, None, Some(arch));
+}
+
+/// A netbooting client's REQUEST (see [`solicit_boot`]).
+pub fn request_boot(
+    out: &mut Vec<u8>,
+    relay: Ipv6Addr,
+    mac: [u8; 6],
+    xid: u32,
+    addr: Ipv6Addr,
+    server: &[u8],
+    arch: u16,
+) {
+    relayed(
+        out,
+        relay,
+        mac,
+        REQUEST,
+        xid,
+        Some(addr),
+        Some(server),
+        Some(arch),
+    );
 }
 
 /// A REQUEST for `addr`, advertised by the server with DUID `server`.
@@ -124,7 +163,16 @@ pub fn request(
     addr: Ipv6Addr,
     server: &[u8],
 ) {
-    relayed(out, relay, mac, REQUEST, xid, Some(addr), Some(server));
+    relayed(
+        out,
+        relay,
+        mac,
+        REQUEST,
+        xid,
+        Some(addr),
+        Some(server),
+        None,
+    );
 }
 
 /// The options of `b`, as (code, body), stopping at the first that overruns.
@@ -163,9 +211,25 @@ fn inner(b: &[u8], relay_kind: u8) -> Option<&[u8]> {
 }
 
 /// What the generator reads from a RELAY-REPL: the ADVERTISE or REPLY inside, its client
-/// (by DUID-LL or DUID-LLT), its server's DUID, and the first IA_NA's address (none when the
-/// IA or the message carries a status other than Success).
+/// (by DUID-LL or DUID-LLT), its server's DUID, and the first address with a valid lifetime
+/// in its IA_NAs (none when an IA or the message carries a status other than Success).
 pub fn parse_reply(b: &[u8]) -> Option<Answer<Ipv6Addr, Box<[u8]>>> {
+    read_reply(b).map(|r| r.answer)
+}
+
+/// A reply as a netbooting client reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootReply {
+    /// What [`parse_reply`] reads.
+    pub answer: Answer<Ipv6Addr, Box<[u8]>>,
+    /// The boot file URL (option 59).
+    pub url: Option<String>,
+    /// The first DNS server (option 23).
+    pub dns: Option<Ipv6Addr>,
+}
+
+/// [`parse_reply`] with the boot file URL and DNS server.
+pub fn read_reply(b: &[u8]) -> Option<BootReply> {
     let m = inner(b, RELAY_REPL)?;
     let kind = *m.first()?;
     if kind != ADVERTISE && kind != REPLY {
@@ -173,18 +237,31 @@ pub fn parse_reply(b: &[u8]) -> Option<Answer<Ipv6Addr, Box<[u8]>>> {
     }
     let xid = u32::from_be_bytes([0, *m.get(1)?, *m.get(2)?, *m.get(3)?]);
     let (mut mac, mut server, mut addr, mut refused) = (None, None, None, false);
+    let (mut url, mut dns) = (None, None);
     for (code, body) in options(m.get(4..)?) {
         match code {
+            OPT_BOOTFILE_URL => url = Some(String::from_utf8_lossy(body).into_owned()),
+            OPT_DNS_SERVERS => {
+                dns = body
+                    .get(..16)
+                    .and_then(|a| <[u8; 16]>::try_from(a).ok())
+                    .map(Ipv6Addr::from);
+            }
             OPT_CLIENTID => mac = duid_mac(body),
             OPT_SERVERID => server = Some(Box::from(body)),
             OPT_IA_NA if addr.is_none() => {
-                for (c, sub) in options(body.get(12..)?) {
+                // A short IA or IAADDR is passed over, not the whole reply.
+                for (c, sub) in options(body.get(12..).unwrap_or_default()) {
                     match c {
                         OPT_IAADDR => {
-                            let a: [u8; 16] = sub.get(..16)?.try_into().ok()?;
+                            let (Some(a), Some(valid)) = (
+                                sub.get(..16).and_then(|a| <[u8; 16]>::try_from(a).ok()),
+                                sub.get(20..24).and_then(|v| <[u8; 4]>::try_from(v).ok()),
+                            ) else {
+                                continue;
+                            };
                             // Lifetime 0: an address the client may not keep.
-                            let valid = u32::from_be_bytes(sub.get(20..24)?.try_into().ok()?);
-                            if valid > 0 && addr.is_none() {
+                            if u32::from_be_bytes(valid) > 0 && addr.is_none() {
                                 addr = Some(Ipv6Addr::from(a));
                             }
                         }
@@ -202,12 +279,16 @@ pub fn parse_reply(b: &[u8]) -> Option<Answer<Ipv6Addr, Box<[u8]>>> {
         (Some(_), _) => Kind::Ack,
         (None, _) => Kind::Nak,
     };
-    Some(Answer {
-        xid,
-        mac: mac?,
-        kind,
-        addr: addr.unwrap_or(Ipv6Addr::UNSPECIFIED),
-        server,
+    Some(BootReply {
+        answer: Answer {
+            xid,
+            mac: mac?,
+            kind,
+            addr: addr.unwrap_or(Ipv6Addr::UNSPECIFIED),
+            server,
+        },
+        url,
+        dns,
     })
 }
 
@@ -220,6 +301,8 @@ pub struct Request {
     pub xid: u32,
     /// The relay's link address.
     pub link: Ipv6Addr,
+    /// The relay's peer address (the client's).
+    pub peer: Ipv6Addr,
     /// The client's DUID.
     pub duid: Vec<u8>,
     /// The address its IA_NA names.
@@ -231,11 +314,13 @@ pub struct Request {
 /// Reads a generated RELAY-FORW.
 pub fn parse_request(b: &[u8]) -> Option<Request> {
     let link: [u8; 16] = b.get(2..18)?.try_into().ok()?;
+    let peer: [u8; 16] = b.get(18..34)?.try_into().ok()?;
     let m = inner(b, RELAY_FORW)?;
     let mut r = Request {
         kind: *m.first()?,
         xid: u32::from_be_bytes([0, *m.get(1)?, *m.get(2)?, *m.get(3)?]),
         link: Ipv6Addr::from(link),
+        peer: Ipv6Addr::from(peer),
         duid: Vec::new(),
         requested: None,
         server: None,
@@ -262,8 +347,9 @@ pub fn parse_request(b: &[u8]) -> Option<Request> {
 pub fn reply(out: &mut Vec<u8>, req: &Request, kind: u8, addr: Option<Ipv6Addr>, server: &[u8]) {
     out.clear();
     out.extend_from_slice(&[RELAY_REPL, 0]);
+    // The relay's addresses, copied from its RELAY-FORW (RFC 8415 §9.2).
     out.extend_from_slice(&req.link.octets());
-    out.extend_from_slice(&Ipv6Addr::UNSPECIFIED.octets());
+    out.extend_from_slice(&req.peer.octets());
     let mut m = vec![kind];
     m.extend_from_slice(&req.xid.to_be_bytes()[1..]);
     option(&mut m, OPT_CLIENTID, &req.duid);
