@@ -59,6 +59,11 @@ SERVERS=${SERVERS:-"pserv dnsmasq kea"}
 # The page must be live (one /v1/events listener) before and after the storm; the browser's
 # CPU time during the storm is printed. PAGE_CLIENT=curl streams /v1/events with curl
 # instead of the browser (what serving the stream costs pserv, without a browser's CPU).
+# pserv-dual (issue 27; add it to SERVERS): a dual-stack storm: every second machine boots
+# over IPv6 (x86-64 UEFI with its IPv4 PXE off): relayed DHCPv6 (link fd00:89::/64, the relay
+# at fd00:89::1) with option 61, `tftp://[fd00:88::1]/shimx64.efi`, the grub chain over TFTP on
+# IPv6 from its own address, PTR and AAAA lookups over IPv6; the others BIOS iPXE over IPv4 as
+# above. pserv listens on dual-stack wildcards for TFTP and HTTP boot.
 # PERF=FILE records pserv's profile during its storm (perf record -g) into FILE, PERF_STORM=FILE
 # the generator's (of the last storm run).
 INSTALLER=${INSTALLER:-0}
@@ -82,6 +87,15 @@ ns_pair "$S" "$C" 10.88.0.1/16 10.88.0.2/16
 # The machines' link lives in the generator's namespace; the server routes to it.
 ip -n "$C" route add local 10.89.0.0/16 dev lo
 ip -n "$S" route add 10.89.0.0/16 via 10.88.0.2
+if want pserv-dual; then
+  # The same for IPv6: the machines' link fd00:89::/64 is local to the generator (which binds
+  # its addresses: non-local binds allowed) and routed to it from the server.
+  ip -n "$S" -6 addr add fd00:88::1/64 dev vsrv nodad
+  ip -n "$C" -6 addr add fd00:88::2/64 dev vcli nodad
+  ip -n "$C" -6 route add local fd00:89::/64 dev lo
+  ip netns exec "$C" sysctl -qw net.ipv6.ip_nonlocal_bind=1
+  ip -n "$S" -6 route add fd00:89::/64 via fd00:88::2
+fi
 
 # The same boot files for everyone: iPXE and pxelinux binaries (random bytes when the real
 # ones are not installed: nothing executes them here), a kernel and an initrd.
@@ -141,6 +155,12 @@ json.dump(snap, open(work + "/snap.json", "w"))
 snap["subnets"][0]["boot"] = {"chain": "grub"}
 json.dump(snap, open(work + "/snap-grub.json", "w"))
 snap["subnets"][0]["boot"] = {}
+dual = json.loads(json.dumps(snap))
+for i, node in enumerate(dual["nodes"]):
+    node["interfaces"][0]["ipv6"] = "fd00:89::1:%x" % (i + 1)
+dual["subnets"].append({"cidr": "fd00:89::/64", "dns_servers": ["fd00:88::1"], "domain": "lab",
+                        "lease_seconds": 3600, "unknown_clients": "ignore", "boot": {"chain": "grub"}})
+json.dump(dual, open(work + "/snap-dual.json", "w"))
 snap["subnets"][0]["proxy_dhcp"] = True
 snap["subnets"][0]["unknown_clients"] = "ignore"
 snap["subnets"][0].pop("dns_servers", None)
@@ -152,9 +172,10 @@ PY
 declare -A ALL REPORT
 # UDP datagrams a full socket buffer dropped, in namespace $1.
 rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ && !h {h=1; next} /^Udp:/ {print $6}' /proc/net/snmp; }
-storm() { # NAME [ARCH [PROXY]]
+storm() { # NAME [ARCH [PROXY]]; STORM_EXTRA: more pserv-storm arguments
   local out s0 c0 arch=${2:-bios} server=10.88.0.1 proxy=()
   if [ -n "${3:-}" ]; then server=10.86.0.1; proxy=(--proxy "$3"); fi
+  proxy+=(${STORM_EXTRA:-})
   s0=$(rcvbuf_errors "$S"); c0=$(rcvbuf_errors "$C")
   out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 ${PERF_STORM:+perf record -F 999 -g -o "$PERF_STORM" --} "$STORM" boot --server "$server" "${proxy[@]}" \
         --relay 10.89.0.1 --machines "$MACHINES" --arch "$arch" --leased-source --boot-dir "$root" \
@@ -230,6 +251,19 @@ if want pserv-grub; then
     --state-dir "$work/pserv-grub-state" >"$work/pserv-grub.log" 2>&1 &
   p=$!; started "$p"; sleep 1
   storm pserv-grub mix
+  stop_pid "$p"
+fi
+
+if want pserv-dual; then
+  RUST_LOG=warn ip netns exec "$S" taskset -c 0 "$PSERV" serve --snapshot "$work/snap-dual.json" \
+    --boot-dir "$root" --dhcp-listen 10.88.0.1:67 --dhcp6-listen "[fd00:88::1]:547" \
+    --tftp-listen "[::]:69" --boot-http-listen "[::]:5248" --dns-listen 10.88.0.1:53 \
+    --dns-listen "[fd00:88::1]:53" --control-listen 127.0.0.1:0 \
+    --state-dir "$work/pserv-dual-state" >"$work/pserv-dual.log" 2>&1 &
+  p=$!; started "$p"; sleep 1
+  p0=$(cpu_ticks "$p")
+  STORM_EXTRA="--server6 [fd00:88::1]:547 --relay6 fd00:89::1 --ipv6-every 2" storm pserv-dual bios
+  echo "  pserv CPU during the storm: $(( $(cpu_ticks "$p") - p0 )) ticks (1/100 s)"
   stop_pid "$p"
 fi
 
@@ -371,6 +405,10 @@ fi
 if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-page]:-}" ]; then
   awk -v c="${ALL[pserv]}" -v o="${ALL[pserv-page]}" 'BEGIN {
     if (c > 0 && o > 0) printf "time to all booted: pserv with the status page closed %.2f s, open %.2f s (%.3fx)\n", c, o, o / c }'
+fi
+if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-dual]:-}" ]; then
+  awk -v p="${ALL[pserv]}" -v d="${ALL[pserv-dual]}" 'BEGIN {
+    if (p > 0 && d > 0) printf "time to all booted: pserv, all IPv4 %.2f s; dual-stack, half over IPv6 on the grub chain %.2f s (%.2fx)\n", p, d, d / p }'
 fi
 if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-grub]:-}" ]; then
   awk -v p="${ALL[pserv]}" -v g="${ALL[pserv-grub]}" 'BEGIN {
