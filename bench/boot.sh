@@ -175,7 +175,9 @@ rcvbuf_errors() { ip netns exec "$1" awk '/^Udp:/ && !h {h=1; next} /^Udp:/ {pri
 storm() { # NAME [ARCH [PROXY]]; STORM_EXTRA: more pserv-storm arguments
   local out s0 c0 arch=${2:-bios} server=10.88.0.1 proxy=()
   if [ -n "${3:-}" ]; then server=10.86.0.1; proxy=(--proxy "$3"); fi
-  proxy+=(${STORM_EXTRA:-})
+  local extra=()
+  read -ra extra <<<"${STORM_EXTRA:-}"
+  proxy+=("${extra[@]}")
   s0=$(rcvbuf_errors "$S"); c0=$(rcvbuf_errors "$C")
   out=$(timeout $((DEADLINE + 60)) ip netns exec "$C" taskset -c 1 ${PERF_STORM:+perf record -F 999 -g -o "$PERF_STORM" --} "$STORM" boot --server "$server" "${proxy[@]}" \
         --relay 10.89.0.1 --machines "$MACHINES" --arch "$arch" --leased-source --boot-dir "$root" \
@@ -406,9 +408,9 @@ if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-page]:-}" ]; then
   awk -v c="${ALL[pserv]}" -v o="${ALL[pserv-page]}" 'BEGIN {
     if (c > 0 && o > 0) printf "time to all booted: pserv with the status page closed %.2f s, open %.2f s (%.3fx)\n", c, o, o / c }'
 fi
-if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-dual]:-}" ]; then
-  awk -v p="${ALL[pserv]}" -v d="${ALL[pserv-dual]}" 'BEGIN {
-    if (p > 0 && d > 0) printf "time to all booted: pserv, all IPv4 %.2f s; dual-stack, half over IPv6 on the grub chain %.2f s (%.2fx)\n", p, d, d / p }'
+if [ -n "${ALL[pserv-grub]:-}" ] && [ -n "${ALL[pserv-dual]:-}" ]; then
+  awk -v g="${ALL[pserv-grub]}" -v d="${ALL[pserv-dual]}" 'BEGIN {
+    if (g > 0 && d > 0) printf "time to all booted, half on the grub chain: over IPv4 %.2f s; that half over IPv6 %.2f s (%.2fx)\n", g, d, d / g }'
 fi
 if [ -n "${ALL[pserv]:-}" ] && [ -n "${ALL[pserv-grub]:-}" ]; then
   awk -v p="${ALL[pserv]}" -v g="${ALL[pserv-grub]}" 'BEGIN {

@@ -307,27 +307,31 @@ async fn dora(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32, ipxe: bool) -> Resul
 }
 
 /// One SOLICIT/ADVERTISE/REQUEST/REPLY for machine `mac` (architecture `arch`), relayed, with
-/// transaction id `xid` (24 bits): its address, DNS server, and the boot file URL's server
-/// and path.
-async fn sarr(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32) -> Result<Lease, String> {
+/// transaction id `id` (23 bits; the REQUEST's is its own, with the 24th bit set): its
+/// address, DNS server, and the boot file URL's server and path.
+async fn sarr(ctx: &Ctx, mac: [u8; 6], arch: u16, id: u32) -> Result<Lease, String> {
     let (Some(mux), Some(v6)) = (&ctx.mux6, ctx.cfg.dhcp6) else {
         return Err("no DHCPv6 relay".to_owned());
     };
-    let xid = xid & 0x00ff_ffff;
-    let mut rx = mux.open(xid);
+    // RFC 8415 §16.1: a new transaction id for each exchange.
+    let (xid, xid2) = (id & 0x007f_ffff, (id & 0x007f_ffff) | 0x0080_0000);
+    let (mut rx, mut rx2) = (mux.open(xid), mux.open(xid2));
     let result = async {
         let mut msg = Vec::with_capacity(160);
         wire6::solicit_boot(&mut msg, v6.relay, mac, xid, arch);
         let adv = mux
             .exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
                 let r = wire6::read_reply(b)?;
-                (r.answer.mac == mac && r.answer.kind == Kind::Offer).then_some(r)
+                (r.answer.mac == mac).then_some(r)
             })
             .await
             .ok_or("no ADVERTISE")?;
+        if adv.answer.kind != Kind::Offer {
+            return Err("an ADVERTISE without an address".to_owned());
+        }
         let server = adv.answer.server.as_deref().unwrap_or(&[]);
-        wire6::request_boot(&mut msg, v6.relay, mac, xid, adv.answer.addr, server, arch);
-        mux.exchange(&msg, &mut rx, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
+        wire6::request_boot(&mut msg, v6.relay, mac, xid2, adv.answer.addr, server, arch);
+        mux.exchange(&msg, &mut rx2, ctx.cfg.timeout, ctx.cfg.dhcp_tries, |b| {
             let r = wire6::read_reply(b)?;
             if r.answer.mac != mac || r.answer.kind == Kind::Offer {
                 return None;
@@ -342,6 +346,7 @@ async fn sarr(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32) -> Result<Lease, Str
     }
     .await;
     mux.done(xid);
+    mux.done(xid2);
     let r = result?;
     let dhcp_server = v6.server.ip();
     // The boot file URL names the server to fetch it from: `tftp://[addr]/path`, or an http
@@ -350,6 +355,9 @@ async fn sarr(ctx: &Ctx, mac: [u8; 6], arch: u16, xid: u32) -> Result<Lease, Str
         Some(u) if u.starts_with("tftp://") => {
             let (host, path) =
                 net::parse_tftp_url(u).ok_or_else(|| format!("a boot file URL {u:?}"))?;
+            if !host.is_ipv6() {
+                return Err(format!("an IPv4 server in the DHCPv6 boot file URL {u:?}"));
+            }
             (host, Some(path.trim_start_matches('/').to_owned()))
         }
         other => (dhcp_server, other.map(str::to_owned)),

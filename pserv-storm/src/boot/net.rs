@@ -19,6 +19,10 @@ pub fn parse_url(url: &str) -> Option<(SocketAddr, &str)> {
         Some((h, p)) if !p.ends_with(']') => (h, p.parse().ok()?),
         _ => (hostport, 80),
     };
+    // An IPv6 host must be in brackets (RFC 3986): `fd00::1:80` is no host and port.
+    if !host.starts_with('[') && host.contains(':') {
+        return None;
+    }
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -260,6 +264,7 @@ mod tests {
             Some(("fd00::2".parse().unwrap(), "/shimx64.efi"))
         );
         assert_eq!(parse_tftp_url("http://[fd00::2]/x"), None);
+        assert_eq!(parse_url("http://fd00::1:80/x"), None);
         assert_eq!(
             reverse_name("10.1.2.3".parse().unwrap()),
             "3.2.1.10.in-addr.arpa."
