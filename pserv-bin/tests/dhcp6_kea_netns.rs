@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use dhcproto::v6::{DhcpOption, DhcpOptions, IAAddr, IANA, Message, MessageType, ORO, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
+use pserv_storm::dhcp::wire6;
 use pserv_tests::process::Process;
 use pserv_tests::{have_root, have_tool, in_ci};
 
@@ -81,23 +82,13 @@ fn relayed(kind: MessageType, client: &[u8], opts: Vec<DhcpOption>, xid: u8) -> 
     out
 }
 
-/// The client message inside a RELAY-REPL (the relay's framing read by hand: dhcproto reads
-/// a relay message's payload as another relay message).
+/// The client message inside a RELAY-REPL.
 fn unwrap_reply(b: &[u8]) -> Option<Message> {
-    if b.first() != Some(&13) {
+    if b.first() != Some(&wire6::RELAY_REPL) {
         return None;
     }
-    let mut o = b.get(34..)?;
-    while o.len() >= 4 {
-        let code = u16::from_be_bytes([o[0], o[1]]);
-        let len = usize::from(u16::from_be_bytes([o[2], o[3]]));
-        let body = o.get(4..4 + len)?;
-        if code == 9 {
-            return Message::decode(&mut Decoder::new(body)).ok();
-        }
-        o = &o[4 + len..];
-    }
-    None
+    let body = wire6::relay_message(b)?;
+    Message::decode(&mut Decoder::new(body)).ok()
 }
 
 /// What a reply is, for comparison.

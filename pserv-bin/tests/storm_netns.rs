@@ -182,6 +182,42 @@ fn storm_of_relayed_dhcpv6_exchanges_every_one_answered_and_checked() {
     assert_eq!(bound.len(), 800, "{leases}");
 }
 
+/// The boot storms' snapshot: `machines` nodes `m000`.. on profile `install` (kernel, initrd,
+/// a preseed naming the node, its progress URL), each reserved at `<p>.128.<i+1>` in the
+/// IPv4 subnet `<p>.0.0/16` (pserv's iPXE chain); with `p6`, also at `<p6>::1:<i+1>` in the
+/// IPv6 subnet `<p6>::/64` (the `grub` chain).
+fn storm_snapshot(p: &str, p6: Option<&str>, machines: u32) -> String {
+    let nodes: Vec<String> = (0..machines)
+        .map(|i| {
+            let v6 = p6.map_or(String::new(), |p6| {
+                format!(r#", "ipv6": "{p6}::1:{:x}""#, i + 1)
+            });
+            format!(
+                r#"{{"id": "m{i}", "hostname": "m{i:03}", "domain": "lab",
+                  "interfaces": [{{"mac": "02:b0:00:00:00:{i:02x}", "ipv4": "{p}.128.{}"{v6}}}],
+                  "boot": {{"profile": "install"}}}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    let subnet6 = p6.map_or(String::new(), |p6| {
+        format!(
+            r#", {{"cidr": "{p6}::/64", "dns_servers": ["{p6}::1"], "domain": "lab",
+      "unknown_clients": "ignore", "boot": {{"chain": "grub"}}}}"#
+        )
+    });
+    format!(
+        r#"{{"generation": 1,
+  "boot_profiles": {{"install": {{"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
+      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}} url={{{{ node_files_url }}}}preseed.cfg",
+      "node_files": {{"preseed.cfg": "d-i netcfg/get_hostname string {{{{ node.hostname }}}}\nd-i preseed/early_command string wget -q -O /dev/null '{{{{ progress_url }}}}?stage=early'\n"}}}}}},
+  "subnets": [{{"cidr": "{p}.0.0/16", "router": "{p}.0.1", "dns_servers": ["{p}.0.1"],
+    "domain": "lab", "unknown_clients": "ignore", "boot": {{}}}}{subnet6}],
+  "nodes": [{}]}}"#,
+        nodes.join(",")
+    )
+}
+
 /// A boot storm of `machines` from the relay `relay` to `server`, all at once, from their
 /// leased addresses, every byte compared with `root`.
 fn boot_storm_config(
@@ -237,30 +273,7 @@ fn boot_storm_every_machine_boots_from_pserv_alone() {
     let p = lab.p().to_owned();
     let root = netns::storm_boot_dir(&lab);
     let machines = 60u32;
-    let nodes: Vec<String> = (0..machines)
-        .map(|i| {
-            format!(
-                r#"{{"id": "m{i}", "hostname": "m{i:03}", "domain": "lab",
-                  "interfaces": [{{"mac": "02:b0:00:00:00:{i:02x}", "ipv4": "{p}.128.{}"}}],
-                  "boot": {{"profile": "install"}}}}"#,
-                i + 1
-            )
-        })
-        .collect();
-    std::fs::write(
-        &lab.snap,
-        format!(
-            r#"{{"generation": 1,
-  "boot_profiles": {{"install": {{"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
-      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}} url={{{{ node_files_url }}}}preseed.cfg",
-      "node_files": {{"preseed.cfg": "d-i netcfg/get_hostname string {{{{ node.hostname }}}}\nd-i preseed/early_command string wget -q -O /dev/null '{{{{ progress_url }}}}?stage=early'\n"}}}}}},
-  "subnets": [{{"cidr": "{p}.0.0/16", "router": "{p}.0.1", "dns_servers": ["{p}.0.1"],
-    "domain": "lab", "unknown_clients": "ignore", "boot": {{}}}}],
-  "nodes": [{}]}}"#,
-            nodes.join(",")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&lab.snap, storm_snapshot(&p, None, machines)).unwrap();
     let cli = &lab.net.cli;
     cli.addr("vcli", &format!("{p}.0.2/16"));
     // The machines' addresses are the generator's namespace's own.
@@ -325,34 +338,7 @@ fn dual_stack_boot_storm_every_machine_boots() {
         std::fs::write(root.join(f), b).unwrap();
     }
     let machines = 60u32;
-    let nodes: Vec<String> = (0..machines)
-        .map(|i| {
-            format!(
-                r#"{{"id": "m{i}", "hostname": "m{i:03}", "domain": "lab",
-                  "interfaces": [{{"mac": "02:b0:00:00:00:{i:02x}", "ipv4": "{p}.128.{}",
-                                   "ipv6": "{p6}::1:{:x}"}}],
-                  "boot": {{"profile": "install"}}}}"#,
-                i + 1,
-                i + 1
-            )
-        })
-        .collect();
-    std::fs::write(
-        &lab.snap,
-        format!(
-            r#"{{"generation": 1,
-  "boot_profiles": {{"install": {{"kernel": "images/vmlinuz", "initrd": ["images/initrd.img"],
-      "cmdline": "console=ttyS0 pserv.host={{{{ node.hostname }}}} url={{{{ node_files_url }}}}preseed.cfg",
-      "node_files": {{"preseed.cfg": "d-i netcfg/get_hostname string {{{{ node.hostname }}}}\nd-i preseed/early_command string wget -q -O /dev/null '{{{{ progress_url }}}}?stage=early'\n"}}}}}},
-  "subnets": [{{"cidr": "{p}.0.0/16", "router": "{p}.0.1", "dns_servers": ["{p}.0.1"],
-    "domain": "lab", "unknown_clients": "ignore", "boot": {{}}}},
-    {{"cidr": "{p6}::/64", "dns_servers": ["{p6}::1"], "domain": "lab",
-      "unknown_clients": "ignore", "boot": {{"chain": "grub"}}}}],
-  "nodes": [{}]}}"#,
-            nodes.join(",")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&lab.snap, storm_snapshot(&p, Some(p6), machines)).unwrap();
     let (srv, cli) = (&lab.net.srv, &lab.net.cli);
     cli.addr("vcli", &format!("{p}.0.2/16"));
     for (ns, dev, host) in [(srv, "vsrv", 1), (cli, "vcli", 2)] {

@@ -30,22 +30,8 @@ pub fn xid4(b: &[u8]) -> Option<u32> {
 /// The transaction id of the client message inside a DHCPv6 relay message (RELAY-FORW or
 /// RELAY-REPL, one layer).
 pub fn xid6(b: &[u8]) -> Option<u32> {
-    let mut o = b.get(34..)?;
-    while o.len() >= 4 {
-        let code = u16::from_be_bytes([o[0], o[1]]);
-        let len = usize::from(u16::from_be_bytes([o[2], o[3]]));
-        let body = o.get(4..4 + len)?;
-        if code == 9 {
-            return Some(u32::from_be_bytes([
-                0,
-                *body.get(1)?,
-                *body.get(2)?,
-                *body.get(3)?,
-            ]));
-        }
-        o = &o[4 + len..];
-    }
-    None
+    let m = crate::dhcp::wire6::relay_message(b)?;
+    Some(u32::from_be_bytes([0, *m.get(1)?, *m.get(2)?, *m.get(3)?]))
 }
 
 impl Mux {

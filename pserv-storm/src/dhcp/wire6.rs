@@ -207,6 +207,12 @@ fn inner(b: &[u8], relay_kind: u8) -> Option<&[u8]> {
     if *b.first()? != relay_kind {
         return None;
     }
+    relay_message(b)
+}
+
+/// The message in a relay message's RELAY_MSG option (RELAY-FORW or RELAY-REPL, unchecked),
+/// its relay framing read by hand: dhcproto reads that payload as another relay message.
+pub fn relay_message(b: &[u8]) -> Option<&[u8]> {
     options(b.get(RELAY_HEADER..)?).find_map(|(c, body)| (c == OPT_RELAY_MSG).then_some(body))
 }
 
