@@ -6,6 +6,10 @@
 //! Deleting a namespace while a process still runs in it only removes its name; the namespace
 //! (and its links) lives until that process exits. So whatever owns both processes and
 //! namespaces must drop the [`Process`](crate::process::Process)es first: declare them first.
+//!
+//! A test process killed outright (SIGKILL, a machine restarting mid-run) never drops its
+//! namespaces: the first [`Netns::new`] of every test process deletes the ones whose creator
+//! (the PID in their name) is gone.
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -31,6 +35,8 @@ impl Netns {
     /// A new namespace named `ps<pid>-<n><tag>` (the tag only helps a reader of
     /// `ip netns list`).
     pub fn new(tag: &str) -> Self {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_orphans);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ps{}-{n}{tag}", std::process::id());
         run(&["ip", "netns", "add", &name]);
@@ -195,6 +201,26 @@ impl RouterAnswers {
 impl Drop for RouterAnswers {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Deletes the namespaces named `ps<pid>-...` (ours) whose process no longer runs.
+fn remove_orphans() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ps")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
     }
 }
 
